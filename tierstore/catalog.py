@@ -1,0 +1,418 @@
+"""The catalog: an LMDB environment that is the single source of truth of a store.
+
+It holds, in named sub-databases:
+
+``meta``      store identity and shape: uuid, dim, metric, schema, format version, counters.
+``entries``   internal id -> where the vector lives: tier, slot, segment, row, version, user id.
+``records``   internal id -> durable record of a hot or warm vector: float32 bytes + metadata JSON.
+``pending``   internal ids whose hot-tier (Redis) copy must be brought in line with the catalog:
+              a write-ahead list, so a crash or a Redis outage between the LMDB commit and the
+              Redis write is repaired later instead of silently forgotten.
+``free``      released policy slots, reused by new vectors so the dense policy arrays stay compact.
+``journal``   open moves between tiers (see migrate.py).
+
+Internal ids are 64-bit xxhash of the typed user id (``s:`` + UTF-8 for strings, ``i:`` + 8
+bytes for ints), so ``"5"`` and ``5`` are different ids. Every new id is checked against the
+stored user id, so a hash collision is detected (IntegrityError), never silently merged.
+
+>>> import tempfile
+>>> cat = Catalog(tempfile.mkdtemp(), dim=2, metric="l2", schema={})
+>>> iid = cat.iid("doc-1")
+>>> with cat.write() as txn:
+...     cat.put_entry(txn, Entry(iid, TIER_HOT, 0, 0, 0, 0, 1, "doc-1"))
+>>> with cat.read() as txn:
+...     cat.entry(txn, iid).uid
+'doc-1'
+>>> cat.close()
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+import uuid as uuidlib
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from typing import Any, NamedTuple
+
+import lmdb
+import numpy as np
+import xxhash
+
+from .errors import ConfigError, IntegrityError, InvalidInputError
+
+FORMAT_VERSION = 1
+
+TIER_HOT, TIER_WARM, TIER_COLD = 0, 1, 2
+TIER_NAMES = ("hot", "warm", "cold")
+TIER_CODES = {name: code for code, name in enumerate(TIER_NAMES)}
+
+FLAG_PINNED = 1  # pinned to its tier: the policy never moves it
+
+# tier u8, flags u8, pad u16, slot u32, seg u32, pos u32, version u64  (24 bytes) + user id bytes
+_ENTRY = struct.Struct("<BBHIIIQ")
+_INT_ID = struct.Struct(">q")
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+MAX_STR_ID_BYTES = 1024
+
+
+class Entry(NamedTuple):
+    """Where one vector lives. ``seg``/``pos`` locate it inside a warm or cold segment."""
+
+    iid: int
+    tier: int
+    flags: int
+    slot: int
+    seg: int
+    pos: int
+    version: int
+    uid: str | int
+
+
+def key(iid: int) -> bytes:
+    """LMDB key of an internal id: 8 bytes big-endian, so cursor order is numeric order."""
+    return iid.to_bytes(8, "big")
+
+
+def encode_uid(uid: str | int) -> bytes:
+    if isinstance(uid, str):
+        return b"s:" + uid.encode("utf-8")
+    return b"i:" + _INT_ID.pack(uid)
+
+
+def decode_uid(raw: bytes | memoryview) -> str | int:
+    raw = bytes(raw)
+    if raw[:2] == b"s:":
+        return raw[2:].decode("utf-8")
+    return _INT_ID.unpack(raw[2:])[0]
+
+
+def iid_of(uid: str | int) -> int:
+    return xxhash.xxh64_intdigest(encode_uid(uid))
+
+
+def normalize_ids(ids: Any) -> list[str | int]:
+    """Validate a batch of user ids: all ``str`` (non-empty, <= 1 KiB) or all ints (int64)."""
+    if isinstance(ids, str | int | np.integer):
+        ids = [ids]
+    if isinstance(ids, np.ndarray):
+        if ids.ndim != 1:
+            raise InvalidInputError(f"ids must be a 1-d sequence, got an array of shape {ids.shape}")
+        ids = ids.tolist()
+    try:
+        out = list(ids)
+    except TypeError:
+        raise InvalidInputError(f"ids must be a sequence of str or int, got {type(ids).__name__}") from None
+    kinds = set()
+    for i, uid in enumerate(out):
+        if isinstance(uid, bool) or not isinstance(uid, str | int | np.integer):
+            raise InvalidInputError(f"ids[{i}]: {uid!r} is a {type(uid).__name__}; ids must be str or int")
+        if isinstance(uid, np.integer):
+            uid = out[i] = int(uid)
+        if isinstance(uid, str):
+            kinds.add(str)
+            if not uid or len(uid.encode("utf-8")) > MAX_STR_ID_BYTES:
+                raise InvalidInputError(f"ids[{i}]: string ids must be 1..{MAX_STR_ID_BYTES} bytes of UTF-8")
+        else:
+            kinds.add(int)
+            if not INT64_MIN <= uid <= INT64_MAX:
+                raise InvalidInputError(f"ids[{i}]: {uid} does not fit in a signed 64-bit integer")
+    if len(kinds) > 1:
+        raise InvalidInputError(
+            "ids in one batch must all be str or all be int (mixed types usually mean a bug: "
+            "'5' and 5 are different ids)"
+        )
+    return out
+
+
+class Catalog:
+    """LMDB-backed catalog. Thread-safe: LMDB serialises write transactions; reads never block."""
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        dim: int,
+        metric: str,
+        schema: Mapping[str, str],
+        read_only: bool = False,
+        map_size: int = 1 << 40,
+    ) -> None:
+        os.makedirs(path, exist_ok=True)
+        self.path = str(path)
+        self.read_only = read_only
+        # map_size is address space, not disk: LMDB files grow as data is written.
+        self.env = lmdb.open(
+            self.path,
+            map_size=map_size,
+            max_dbs=16,
+            readonly=read_only,
+            max_readers=512,
+            readahead=False,  # random access over a large file: readahead only wastes page cache
+            metasync=True,
+            sync=True,
+        )
+        names = ("meta", "entries", "records", "pending", "free", "journal", "segments")
+        self._dbs = {n: self.env.open_db(n.encode(), create=not read_only) for n in names}
+        self.meta_db, self.entries_db, self.records_db = (self._dbs[n] for n in names[:3])
+        self.pending_db, self.free_db, self.journal_db, self.segments_db = (self._dbs[n] for n in names[3:])
+        self.dim = dim
+        self._init_meta(dim, metric, dict(schema))
+        self.vec_bytes = dim * 4
+
+    # --- identity -----------------------------------------------------------------------------
+
+    def _init_meta(self, dim: int, metric: str, schema: dict[str, str]) -> None:
+        with self.env.begin(db=self.meta_db, write=not self.read_only) as txn:
+            stored = txn.get(b"identity")
+            if stored is None:
+                if self.read_only:
+                    raise ConfigError(f"store.path: {self.path!r} holds no tierstore catalog")
+                self.identity = {
+                    "format": FORMAT_VERSION,
+                    "uuid": uuidlib.uuid4().hex,
+                    "dim": dim,
+                    "metric": metric,
+                    "schema": schema,
+                }
+                txn.put(b"identity", json.dumps(self.identity).encode())
+                return
+            self.identity = json.loads(stored)
+        ident = self.identity
+        if ident["format"] > FORMAT_VERSION:
+            raise ConfigError(
+                f"store.path: {self.path!r} was written by a newer tierstore (format {ident['format']}, "
+                f"this version reads up to {FORMAT_VERSION})"
+            )
+        for name, value in (("dim", dim), ("metric", metric)):
+            if ident[name] != value:
+                raise ConfigError(
+                    f"store.{name}: {value!r} does not match the existing store at {self.path!r}, "
+                    f"which was created with {name} = {ident[name]!r}; a store cannot change its "
+                    "vector space (export and re-ingest into a new store)"
+                )
+        if ident["schema"] != schema:
+            self._check_schema_change(ident["schema"], schema)
+
+    def _check_schema_change(self, old: dict[str, str], new: dict[str, str]) -> None:
+        changed = [f for f in old if f in new and old[f] != new[f]]
+        if changed:
+            f = changed[0]
+            raise ConfigError(
+                f"schema.{f}: {new[f]!r} does not match the existing store, where {f} is {old[f]!r}"
+            )
+        if self.read_only:
+            return
+        # Adding or dropping filterable fields is allowed: the caller rebuilds its indexes.
+        self.identity["schema"] = new
+        with self.env.begin(db=self.meta_db, write=True) as txn:
+            txn.put(b"identity", json.dumps(self.identity).encode())
+        self.schema_changed = True
+
+    schema_changed = False
+
+    @property
+    def uuid(self) -> str:
+        return self.identity["uuid"]
+
+    def iid(self, uid: str | int) -> int:
+        return iid_of(uid)
+
+    # --- transactions -------------------------------------------------------------------------
+
+    @contextmanager
+    def read(self) -> Iterator[lmdb.Transaction]:
+        with self.env.begin() as txn:
+            yield txn
+
+    @contextmanager
+    def write(self) -> Iterator[lmdb.Transaction]:
+        """A write transaction; commits (fsync) on normal exit, aborts on exception."""
+        with self.env.begin(write=True) as txn:
+            yield txn
+            gen = int(txn.get(b"gen", b"0", db=self.meta_db)) + 1
+            txn.put(b"gen", str(gen).encode(), db=self.meta_db)
+
+    def generation(self) -> int:
+        """Bumped by every committed write: lets readers notice the catalog changed."""
+        with self.env.begin() as txn:
+            return int(txn.get(b"gen", b"0", db=self.meta_db))
+
+    # --- entries ------------------------------------------------------------------------------
+
+    @staticmethod
+    def _decode_entry(iid: int, raw: bytes | memoryview) -> Entry:
+        tier, flags, _pad, slot, seg, pos, version = _ENTRY.unpack_from(raw)
+        return Entry(iid, tier, flags, slot, seg, pos, version, decode_uid(raw[_ENTRY.size :]))
+
+    def entry(self, txn: lmdb.Transaction, iid: int) -> Entry | None:
+        raw = txn.get(key(iid), db=self.entries_db)
+        return None if raw is None else self._decode_entry(iid, raw)
+
+    def entry_tier(self, txn: lmdb.Transaction, iid: int) -> int:
+        """Tier code of ``iid``, or -1 when it does not exist (query-path fast check)."""
+        raw = txn.get(key(iid), db=self.entries_db)
+        return -1 if raw is None else raw[0]
+
+    def put_entry(self, txn: lmdb.Transaction, e: Entry) -> None:
+        old = txn.get(key(e.iid), db=self.entries_db)
+        if old is not None and old[0] != e.tier:
+            self._bump(txn, old[0], -1)
+        if old is None or old[0] != e.tier:
+            self._bump(txn, e.tier, +1)
+        raw = _ENTRY.pack(e.tier, e.flags, 0, e.slot, e.seg, e.pos, e.version) + encode_uid(e.uid)
+        txn.put(key(e.iid), raw, db=self.entries_db)
+
+    def delete_entry(self, txn: lmdb.Transaction, iid: int) -> Entry | None:
+        e = self.entry(txn, iid)
+        if e is not None:
+            txn.delete(key(iid), db=self.entries_db)
+            self._bump(txn, e.tier, -1)
+            self.free_slot(txn, e.slot)
+        return e
+
+    def iter_entries(
+        self, tiers: Iterable[int] | None = None, start_after: int | None = None, limit: int | None = None
+    ) -> list[Entry]:
+        """Entries in internal-id order, resuming after ``start_after`` (one short read txn)."""
+        want = None if tiers is None else set(tiers)
+        out: list[Entry] = []
+        with self.env.begin(db=self.entries_db) as txn:
+            cur = txn.cursor()
+            if start_after is None:
+                ok = cur.first()
+            else:
+                ok = start_after + 1 < 2**64 and cur.set_range(key(start_after + 1))
+            while ok:
+                k, raw = cur.item()
+                if want is None or raw[0] in want:
+                    out.append(self._decode_entry(int.from_bytes(k, "big"), raw))
+                    if limit is not None and len(out) >= limit:
+                        break
+                ok = cur.next()
+        return out
+
+    def check_collision(self, e: Entry | None, uid: str | int) -> None:
+        if e is not None and e.uid != uid:
+            raise IntegrityError(
+                f"internal id collision: {uid!r} and the stored {e.uid!r} hash to the same 64-bit id "
+                f"{e.iid:#018x}; rename one of them"
+            )
+
+    # --- counters -----------------------------------------------------------------------------
+
+    def _bump(self, txn: lmdb.Transaction, tier: int, delta: int) -> None:
+        k = b"count:%d" % tier
+        txn.put(k, str(int(txn.get(k, b"0", db=self.meta_db)) + delta).encode(), db=self.meta_db)
+
+    def count(self, tier: int, txn: lmdb.Transaction | None = None) -> int:
+        if txn is None:
+            with self.env.begin() as t:
+                return int(t.get(b"count:%d" % tier, b"0", db=self.meta_db))
+        return int(txn.get(b"count:%d" % tier, b"0", db=self.meta_db))
+
+    def counts(self) -> dict[str, int]:
+        with self.env.begin() as txn:
+            return {name: self.count(code, txn) for code, name in enumerate(TIER_NAMES)}
+
+    # --- records ------------------------------------------------------------------------------
+
+    def put_record(self, txn: lmdb.Transaction, iid: int, vector: bytes, meta_json: bytes) -> None:
+        txn.put(key(iid), vector + meta_json, db=self.records_db)
+
+    def delete_record(self, txn: lmdb.Transaction, iid: int) -> None:
+        txn.delete(key(iid), db=self.records_db)
+
+    def record(self, txn: lmdb.Transaction, iid: int) -> tuple[np.ndarray, dict[str, Any]] | None:
+        raw = txn.get(key(iid), db=self.records_db)
+        if raw is None:
+            return None
+        vec = np.frombuffer(raw, dtype=np.float32, count=self.dim).copy()
+        return vec, self.decode_metadata(raw[self.vec_bytes :])
+
+    def metadata(self, txn: lmdb.Transaction, iid: int) -> dict[str, Any] | None:
+        raw = txn.get(key(iid), db=self.records_db)
+        return None if raw is None else self.decode_metadata(raw[self.vec_bytes :])
+
+    def record_raw(self, txn: lmdb.Transaction, iid: int) -> bytes | None:
+        return txn.get(key(iid), db=self.records_db)
+
+    @staticmethod
+    def decode_metadata(raw: bytes) -> dict[str, Any]:
+        return json.loads(raw) if raw else {}
+
+    # --- slots (dense index for the policy arrays) ---------------------------------------------
+
+    def alloc_slots(self, txn: lmdb.Transaction, n: int) -> list[int]:
+        out: list[int] = []
+        cur = txn.cursor(db=self.free_db)
+        while len(out) < n and cur.first():
+            out.append(int.from_bytes(cur.key(), "big"))
+            cur.delete()
+        if len(out) < n:
+            nxt = int(txn.get(b"next_slot", b"0", db=self.meta_db))
+            need = n - len(out)
+            out.extend(range(nxt, nxt + need))
+            txn.put(b"next_slot", str(nxt + need).encode(), db=self.meta_db)
+        return out
+
+    def free_slot(self, txn: lmdb.Transaction, slot: int) -> None:
+        txn.put(slot.to_bytes(4, "big"), b"", db=self.free_db)
+
+    def slot_limit(self) -> int:
+        """One past the highest slot ever allocated (size of the dense policy arrays)."""
+        with self.env.begin() as txn:
+            return int(txn.get(b"next_slot", b"0", db=self.meta_db))
+
+    # --- pending hot-index work (write-ahead for Redis) ----------------------------------------
+
+    def add_pending(self, txn: lmdb.Transaction, iids: Iterable[int]) -> None:
+        for iid in iids:
+            txn.put(key(iid), b"", db=self.pending_db)
+
+    def clear_pending(self, iids: Sequence[int]) -> None:
+        with self.env.begin(write=True, db=self.pending_db) as txn:
+            for iid in iids:
+                txn.delete(key(iid))
+
+    def pending(self, limit: int | None = None) -> list[int]:
+        out = []
+        with self.env.begin(db=self.pending_db) as txn:
+            for k in txn.cursor().iternext(values=False):
+                out.append(int.from_bytes(k, "big"))
+                if limit is not None and len(out) >= limit:
+                    break
+        return out
+
+    def has_pending(self) -> bool:
+        with self.env.begin(db=self.pending_db) as txn:
+            return txn.stat(self.pending_db)["entries"] > 0
+
+    # --- housekeeping -------------------------------------------------------------------------
+
+    def disk_bytes(self) -> int:
+        info = self.env.info()
+        stat = self.env.stat()
+        return int(info["last_pgno"] + 1) * int(stat["psize"])
+
+    def sync(self) -> None:
+        if not self.read_only:
+            self.env.sync(True)
+
+    def close(self) -> None:
+        self.env.close()
+
+
+__all__ = [
+    "FLAG_PINNED",
+    "TIER_CODES",
+    "TIER_COLD",
+    "TIER_HOT",
+    "TIER_NAMES",
+    "TIER_WARM",
+    "Catalog",
+    "Entry",
+    "iid_of",
+    "normalize_ids",
+]

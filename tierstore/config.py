@@ -1,0 +1,433 @@
+"""Typed, validated configuration: TOML file -> environment -> keyword overrides.
+
+Every key is optional except ``store.dim``. A wrong key or value raises :class:`ConfigError`
+naming the key path, the bad value and what is allowed, e.g.
+``hot.capacity: -5 is not allowed: must be an integer >= 0``.
+
+Precedence (later wins): the TOML file (or dict), ``TIERSTORE_<SECTION>_<KEY>`` environment
+variables, keyword overrides. A relative ``store.path`` in a file is resolved against the file's
+directory, so a service finds its data whatever its working directory.
+
+>>> cfg = load_config(store={"dim": 4}, hot={"capacity": 1000, "ef_runtime": "32"}, env={})
+>>> cfg.store.dim, cfg.hot.capacity, cfg.hot.ef_runtime, cfg.policy.half_life
+(4, 1000, 32, 3600.0)
+>>> load_config(store={"dim": 4}, hot={"capasity": 1}, env={})
+Traceback (most recent call last):
+...
+tierstore.errors.ConfigError: hot.capasity: unknown key (did you mean 'capacity'?)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import math
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigError
+
+METRICS = ("cosine", "ip", "l2")
+TIERS = ("hot", "warm", "cold")
+FIELD_TYPES = ("tag", "numeric")
+_FIELD_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
+
+
+# --- value parsers: each takes (value, key_path) and returns the typed value or raises ------------
+
+
+def _fail(path: str, value: Any, allowed: str) -> ConfigError:
+    return ConfigError(f"{path}: {value!r} is not allowed: {allowed}")
+
+
+def parse_int(value: Any, path: str, lo: int | None = None, hi: int | None = None) -> int:
+    allowed = "must be an integer" + (f" >= {lo}" if lo is not None else "") + (
+        f" and <= {hi}" if hi is not None else ""
+    )
+    if isinstance(value, bool):
+        raise _fail(path, value, allowed)
+    if isinstance(value, str):
+        s = value.strip().replace("_", "")
+        if not re.fullmatch(r"[+-]?\d+", s):
+            raise _fail(path, value, allowed)
+        value = int(s)
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if not isinstance(value, int):
+        raise _fail(path, value, allowed)
+    if (lo is not None and value < lo) or (hi is not None and value > hi):
+        raise _fail(path, value, allowed)
+    return value
+
+
+def parse_float(value: Any, path: str, lo: float | None = None, hi: float | None = None) -> float:
+    allowed = "must be a number" + (f" >= {lo}" if lo is not None else "") + (
+        f" and <= {hi}" if hi is not None else ""
+    )
+    if isinstance(value, bool):
+        raise _fail(path, value, allowed)
+    try:
+        out = float(value)
+    except (TypeError, ValueError):
+        raise _fail(path, value, allowed) from None
+    if not math.isfinite(out) or (lo is not None and out < lo) or (hi is not None and out > hi):
+        raise _fail(path, value, allowed)
+    return out
+
+
+def parse_bool(value: Any, path: str) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in ("1", "true", "yes", "on"):
+        return True
+    if isinstance(value, str) and value.strip().lower() in ("0", "false", "no", "off"):
+        return False
+    raise _fail(path, value, "must be true or false")
+
+
+_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "min": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+def parse_duration(value: Any, path: str) -> float:
+    """'30s', '1h', '500ms', '2d', '0' or a number of seconds -> seconds (float)."""
+    allowed = "must be a duration like '500ms', '30s', '5m', '1h', '2d' or a number of seconds >= 0"
+    if isinstance(value, bool):
+        raise _fail(path, value, allowed)
+    if isinstance(value, int | float):
+        if value < 0 or not math.isfinite(value):
+            raise _fail(path, value, allowed)
+        return float(value)
+    if isinstance(value, str):
+        m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(ms|s|min|m|h|d)?\s*", value.lower())
+        if m:
+            return float(m.group(1)) * _DURATION_UNITS[m.group(2) or "s"]
+    raise _fail(path, value, allowed)
+
+
+_SIZE_UNITS = {
+    "": 1, "b": 1,
+    "k": 1000, "kb": 1000, "m": 1000**2, "mb": 1000**2, "g": 1000**3, "gb": 1000**3,
+    "t": 1000**4, "tb": 1000**4,
+    "kib": 1024, "mib": 1024**2, "gib": 1024**3, "tib": 1024**4,
+}
+
+
+def parse_size(value: Any, path: str) -> int:
+    """'2GiB', '512MB', '100k' or a number of bytes -> bytes (int)."""
+    allowed = "must be a size like '512MiB', '2GiB', '10GB' or a number of bytes >= 0"
+    if isinstance(value, bool):
+        raise _fail(path, value, allowed)
+    if isinstance(value, int) and value >= 0:
+        return value
+    if isinstance(value, str):
+        m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([a-z]*)\s*", value.lower().replace("_", ""))
+        if m and m.group(2) in _SIZE_UNITS:
+            return int(float(m.group(1)) * _SIZE_UNITS[m.group(2)])
+    raise _fail(path, value, allowed)
+
+
+def parse_choice(value: Any, path: str, choices: tuple[str, ...]) -> str:
+    if isinstance(value, str) and value.strip().lower() in choices:
+        return value.strip().lower()
+    raise _fail(path, value, "must be one of " + ", ".join(repr(c) for c in choices))
+
+
+def parse_str(value: Any, path: str, optional: bool = False) -> str | None:
+    if value is None or (optional and isinstance(value, str) and value.strip() == ""):
+        if optional:
+            return None
+        raise _fail(path, value, "must be a string")
+    if not isinstance(value, str):
+        raise _fail(path, value, "must be a string")
+    return value
+
+
+def _spec(default: Any, kind: str, **kw: Any) -> Any:
+    """A dataclass field carrying how to parse/validate it (kind + bounds + choices)."""
+    return field(default=default, metadata={"kind": kind, **kw})
+
+
+# --- sections --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StoreConfig:
+    """``[store]``: where the data lives and the vector space."""
+
+    path: str = _spec("./tierstore-data", "str")
+    dim: int = _spec(0, "int", lo=1, hi=65536)
+    metric: str = _spec("cosine", "choice", choices=METRICS)
+    read_only: bool = _spec(False, "bool")
+
+
+@dataclass(frozen=True)
+class HotConfig:
+    """``[hot]``: the Redis HNSW tier. ``redis_url`` absent = an embedded redis-server."""
+
+    redis_url: str | None = _spec(None, "optstr")
+    backend: str = _spec("search", "choice", choices=("search", "vectorset"))
+    capacity: int = _spec(100_000, "int", lo=0)
+    m: int = _spec(16, "int", lo=2, hi=512)
+    ef_construction: int = _spec(200, "int", lo=1, hi=100_000)
+    ef_runtime: int = _spec(64, "int", lo=1, hi=100_000)
+    # Key namespace in Redis; absent = "ts:<first 8 hex digits of the store's uuid>:".
+    prefix: str | None = _spec(None, "optstr")
+    socket_timeout: float = _spec(10.0, "duration")
+    # How long a query waits for Redis to finish (re)indexing after a restart before failing.
+    index_wait: float = _spec(300.0, "duration")
+
+
+@dataclass(frozen=True)
+class WarmConfig:
+    """``[warm]``: memory-mapped HNSW segments on local disk."""
+
+    capacity: int = _spec(1_000_000, "int", lo=0)
+    segment_size: int = _spec(200_000, "int", lo=1)
+    m: int = _spec(16, "int", lo=2, hi=512)
+    ef_construction: int = _spec(200, "int", lo=1, hi=100_000)
+    ef: int = _spec(64, "int", lo=1, hi=100_000)
+    # Candidates reranked with full-precision vectors = max(rerank, k).
+    rerank: int = _spec(64, "int", lo=1, hi=100_000)
+    # Compact code the graph traversal reads: 'int8' (scalar quantized) or 'float16'.
+    code: str = _spec("int8", "choice", choices=("int8", "float16"))
+    compact_threshold: float = _spec(0.3, "float", lo=0.0, hi=1.0)
+
+
+@dataclass(frozen=True)
+class ColdConfig:
+    """``[cold]``: partitioned immutable segments in S3."""
+
+    url: str | None = _spec(None, "optstr")
+    enabled: bool = _spec(True, "bool")
+    endpoint_url: str | None = _spec(None, "optstr")
+    region: str | None = _spec(None, "optstr")
+    nprobe: int = _spec(8, "int", lo=1, hi=1_000_000)
+    cache_size: int = _spec(2 * 1024**3, "size")
+    segment_size: int = _spec(100_000, "int", lo=1)
+    dtype: str = _spec("float32", "choice", choices=("float32", "float16"))
+    compact_threshold: float = _spec(0.3, "float", lo=0.0, hi=1.0)
+    timeout: float = _spec(10.0, "duration")
+    max_attempts: int = _spec(4, "int", lo=1, hi=20)
+
+
+@dataclass(frozen=True)
+class PolicyConfig:
+    """``[policy]``: access-frequency placement."""
+
+    half_life: float = _spec(3600.0, "duration")
+    interval: float = _spec(30.0, "duration")
+    ingest_tier: str = _spec("hot", "choice", choices=TIERS)
+    hysteresis: float = _spec(0.2, "float", lo=0.0, hi=10.0)
+    max_moves_per_cycle: int = _spec(50_000, "int", lo=0)
+    grace_period: float = _spec(600.0, "duration")
+    access: str = _spec("topk", "choice", choices=("topk", "top1"))
+
+
+SECTIONS: dict[str, type] = {
+    "store": StoreConfig,
+    "hot": HotConfig,
+    "warm": WarmConfig,
+    "cold": ColdConfig,
+    "policy": PolicyConfig,
+}
+
+
+@dataclass(frozen=True)
+class Config:
+    """The whole configuration. Build it with :func:`load_config`."""
+
+    store: StoreConfig
+    schema: Mapping[str, str]
+    hot: HotConfig
+    warm: WarmConfig
+    cold: ColdConfig
+    policy: PolicyConfig
+    source: str | None = None  # the TOML file it came from, if any
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict (TOML-shaped) of every setting, for ``stats`` and ``--json`` output."""
+        out: dict[str, Any] = {}
+        for name in SECTIONS:
+            out[name] = dataclasses.asdict(getattr(self, name))
+        out["schema"] = dict(self.schema)
+        return out
+
+
+# --- loading ---------------------------------------------------------------------------------------
+
+
+def _suggest(key: str, known: list[str]) -> str:
+    close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else f" (known keys: {', '.join(sorted(known))})"
+
+
+def _parse_value(spec: dict[str, Any], value: Any, path: str) -> Any:
+    kind = spec["kind"]
+    if kind == "int":
+        return parse_int(value, path, spec.get("lo"), spec.get("hi"))
+    if kind == "float":
+        return parse_float(value, path, spec.get("lo"), spec.get("hi"))
+    if kind == "bool":
+        return parse_bool(value, path)
+    if kind == "duration":
+        return parse_duration(value, path)
+    if kind == "size":
+        return parse_size(value, path)
+    if kind == "choice":
+        return parse_choice(value, path, spec["choices"])
+    if kind == "str":
+        return parse_str(value, path)
+    if kind == "optstr":
+        return parse_str(value, path, optional=True)
+    raise AssertionError(kind)
+
+
+def _build_section(name: str, raw: Any) -> Any:
+    cls = SECTIONS[name]
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"{name}: must be a table of keys, got {raw!r}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for key, value in raw.items():
+        path = f"{name}.{key}"
+        if key not in fields:
+            raise ConfigError(f"{path}: unknown key{_suggest(key, list(fields))}")
+        kwargs[key] = _parse_value(dict(fields[key].metadata), value, path)
+    return cls(**kwargs)
+
+
+def _build_schema(raw: Any) -> dict[str, str]:
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"schema: must be a table of field = 'tag' | 'numeric', got {raw!r}")
+    out = {}
+    for key, value in raw.items():
+        path = f"schema.{key}"
+        if not isinstance(key, str) or not _FIELD_NAME.match(key) or key.startswith("__"):
+            raise ConfigError(
+                f"{path}: bad field name: must match [A-Za-z_][A-Za-z0-9_]* (max 64 chars) "
+                "and must not start with '__' (reserved)"
+            )
+        out[key] = parse_choice(value, path, FIELD_TYPES)
+    return out
+
+
+def _env_overrides(env: Mapping[str, str]) -> dict[str, dict[str, str]]:
+    """``TIERSTORE_HOT_CAPACITY=5`` -> {"hot": {"capacity": "5"}}; unknown names are errors."""
+    out: dict[str, dict[str, str]] = {}
+    for name, value in env.items():
+        if not name.startswith("TIERSTORE_") or name in ("TIERSTORE_CONFIG",):
+            continue
+        rest = name[len("TIERSTORE_") :]
+        section, _, key = rest.partition("_")
+        section, key = section.lower(), key.lower()
+        if section not in SECTIONS and section != "schema":
+            raise ConfigError(
+                f"environment variable {name}: unknown section {section!r}"
+                f"{_suggest(section, [*SECTIONS, 'schema'])}"
+            )
+        if not key:
+            raise ConfigError(f"environment variable {name}: expected TIERSTORE_<SECTION>_<KEY>")
+        out.setdefault(section, {})[key] = value
+    return out
+
+
+def _merge(base: dict[str, Any], extra: Mapping[str, Any]) -> None:
+    for section, values in extra.items():
+        if isinstance(values, Mapping):
+            base.setdefault(section, {})
+            if not isinstance(base[section], dict):
+                raise ConfigError(f"{section}: must be a table of keys, got {base[section]!r}")
+            base[section].update(values)
+        else:
+            base[section] = values
+
+
+def load_config(
+    source: str | os.PathLike[str] | Mapping[str, Any] | Config | None = None,
+    *,
+    env: Mapping[str, str] | None = None,
+    **overrides: Any,
+) -> Config:
+    """Build a validated :class:`Config`.
+
+    ``source`` is a TOML file path, a TOML-shaped dict or an existing Config. ``overrides`` are
+    either ``[store]`` keys given directly (``path=``, ``dim=``, ``metric=``, ``read_only=``) or
+    whole sections (``hot={"capacity": 10}``, ``schema={"category": "tag"}``). ``env`` defaults
+    to ``os.environ``.
+    """
+    raw: dict[str, Any] = {}
+    base_dir: Path | None = None
+    source_name: str | None = None
+    if isinstance(source, Config):
+        raw = source.to_dict()
+        source_name = source.source
+    elif isinstance(source, Mapping):
+        _merge(raw, source)
+    elif source is not None:
+        file = Path(source)
+        source_name = str(file)
+        try:
+            with open(file, "rb") as fh:
+                data = tomllib.load(fh)
+        except FileNotFoundError:
+            raise ConfigError(f"config file {str(file)!r} does not exist") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config file {str(file)!r} is not valid TOML: {exc}") from None
+        _merge(raw, data)
+        base_dir = file.resolve().parent
+    for section in raw:
+        if section not in SECTIONS and section != "schema":
+            raise ConfigError(f"{section}: unknown section{_suggest(section, [*SECTIONS, 'schema'])}")
+
+    _merge(raw, _env_overrides(os.environ if env is None else env))
+
+    store_keys = {f.name for f in dataclasses.fields(StoreConfig)}
+    for key, value in overrides.items():
+        if value is None:
+            continue
+        if key in store_keys:
+            raw.setdefault("store", {})[key] = value
+        elif key in SECTIONS or key == "schema":
+            if not isinstance(value, Mapping):
+                raise ConfigError(f"{key}: keyword override must be a dict of keys, got {value!r}")
+            _merge(raw, {key: value})
+        else:
+            raise ConfigError(
+                f"{key}: unknown option{_suggest(key, [*store_keys, *SECTIONS, 'schema'])}"
+            )
+
+    sections = {name: _build_section(name, raw.get(name, {})) for name in SECTIONS}
+    schema = _build_schema(raw.get("schema", {}))
+    store: StoreConfig = sections["store"]
+    if "dim" not in raw.get("store", {}):
+        raise ConfigError("store.dim: missing: the vector dimension is required (e.g. dim = 384)")
+    path = Path(os.path.expanduser(store.path))
+    if not path.is_absolute():
+        path = (base_dir or Path.cwd()) / path
+    sections["store"] = dataclasses.replace(store, path=str(path.resolve()))
+
+    cold: ColdConfig = sections["cold"]
+    if cold.url is not None and not re.fullmatch(r"s3://[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9](/.*)?", cold.url):
+        raise _fail("cold.url", cold.url, "must look like 's3://bucket' or 's3://bucket/prefix'")
+    policy: PolicyConfig = sections["policy"]
+    if policy.ingest_tier == "cold" and not cold.enabled:
+        raise _fail("policy.ingest_tier", "cold", "cold tier is disabled (cold.enabled = false)")
+    return Config(schema=schema, source=source_name, **sections)
+
+
+__all__ = [
+    "ColdConfig",
+    "Config",
+    "HotConfig",
+    "PolicyConfig",
+    "StoreConfig",
+    "WarmConfig",
+    "load_config",
+    "parse_duration",
+    "parse_size",
+]

@@ -1,0 +1,433 @@
+"""Hot tier: a RediSearch HNSW index over Redis hashes -- an index and a cache, never the truth.
+
+Every hot vector is durable in the catalog (LMDB) before Redis sees it, so Redis can be restarted,
+flushed or lost without losing data. The tier's write primitive is :meth:`HotTier.sync`: "make
+Redis agree with the catalog for these ids" (HSET when the catalog says hot, DEL otherwise). It is
+idempotent, so upserts, deletes, moves, crash repair and rebuild are all the same operation.
+
+Before serving, the tier *verifies* Redis against the catalog: on first use, after every new
+connection (a restart is a new connection), and whenever Redis answers "no such index". Verify
+recreates a missing index, waits until background indexing is complete (a half-indexed HNSW
+would silently return wrong neighbours), and reconciles keys with the catalog: missing ones are
+written from the durable records, extra ones removed. An operation that opened a new connection
+is verified and retried, so the first query after a restart is already correct.
+
+Redis keys (``P`` = ``hot.prefix``, default ``ts:<8 hex of the store uuid>:``)::
+
+    P meta          hash: uuid of the owning store (detects FLUSHALL and foreign data)
+    P idx           the RediSearch index (FT.CREATE ... ON HASH PREFIX 1 P v:)
+    P v:<16 hex>    one hash per vector: __v = FLOAT32 bytes, plus the [schema] fields
+
+>>> hot = HotTier(redis_url, catalog=cat, config=cfg.hot, schema={}, metric="cosine")   # doctest: +SKIP
+>>> hot.search(np.ones(384, np.float32), k=10, node=filters.TRUE)                      # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import numpy as np
+import redis
+from redis.backoff import ExponentialBackoff
+from redis.retry import Retry
+
+from . import filters
+from .catalog import TIER_HOT, Catalog
+from .config import HotConfig
+from .errors import IntegrityError, TierUnavailableError
+from .services import RedisServer
+
+_METRIC = {"cosine": "COSINE", "ip": "IP", "l2": "L2"}
+_UNAVAILABLE = (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError, OSError)
+_CHUNK = 512  # commands per pipeline round trip
+
+
+class _Stale(Exception):
+    """Redis no longer matches what we verified (flushed during a write): re-verify and retry."""
+
+
+def _is_missing_index(exc: Exception) -> bool:
+    msg = str(exc).lower()
+    return "no such index" in msg or "unknown index name" in msg or "index not found" in msg
+
+
+def _as_dict(reply: Any) -> dict:
+    """FT.INFO / FT.SEARCH replies are maps in RESP3; flatten RESP2 pairs just in case."""
+    if isinstance(reply, dict):
+        return reply
+    return dict(zip(reply[::2], reply[1::2], strict=False))
+
+
+def _s(v: Any) -> str:
+    return v.decode() if isinstance(v, bytes) else str(v)
+
+
+class HotTier:
+    """RediSearch-backed hot tier (``hot.backend = "search"``)."""
+
+    name = "hot"
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        catalog: Catalog,
+        config: HotConfig,
+        schema: dict[str, str],
+        metric: str,
+        server: RedisServer | None = None,
+    ) -> None:
+        self.catalog = catalog
+        self.cfg = config
+        self.schema = dict(schema)
+        self.metric = metric
+        self.dim = catalog.dim
+        self.server = server
+        self.url = url
+        self.prefix = config.prefix or f"ts:{catalog.uuid[:8]}:"
+        self.index = f"{self.prefix}idx"
+        self.meta_key = f"{self.prefix}meta"
+        self.key_prefix = f"{self.prefix}v:"
+        self._kp = self.key_prefix.encode()
+        self._lock = threading.RLock()
+        self._verified = False
+        self._conn_gen = 0
+        self.r = self._client()
+        self.stats = {"verifies": 0, "rebuilds": 0, "reconciled_added": 0, "reconciled_removed": 0,
+                      "restarts": 0, "index_recreated": 0}
+
+    # --- connection ----------------------------------------------------------------------------
+
+    def _client(self) -> redis.Redis:
+        def on_connect(conn: redis.connection.AbstractConnection) -> None:
+            conn.on_connect()
+            # A new connection may be a restarted or flushed server: verify before trusting it.
+            self._conn_gen += 1
+            self._verified = False
+
+        return redis.Redis.from_url(
+            self.url,
+            protocol=3,
+            socket_timeout=self.cfg.socket_timeout,
+            socket_connect_timeout=min(self.cfg.socket_timeout, 5.0),
+            retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), 2),
+            redis_connect_func=on_connect,
+            client_name="tierstore",
+        )
+
+    def close(self) -> None:
+        self.r.close()
+
+    def _unavailable(self, exc: Exception) -> TierUnavailableError:
+        where = "embedded redis-server" if self.server else self.url
+        return TierUnavailableError(f"hot tier: Redis at {where} is unavailable: {exc}", tier="hot")
+
+    def _call(self, fn, *, verify: bool = True):
+        """Run ``fn`` against a verified Redis; retry once after reconnect/restart/re-verify."""
+        last: Exception | None = None
+        for _attempt in range(3):
+            try:
+                if verify and not self._verified:
+                    self.verify()
+                gen = self._conn_gen
+                out = fn()
+                if verify and self._conn_gen != gen:  # reconnected mid-call: verify, then redo
+                    self._verified = False
+                    continue
+                return out
+            except _UNAVAILABLE as exc:
+                last = exc
+                self._verified = False
+                if not self._restart_embedded():
+                    break
+            except (redis.ResponseError, _Stale) as exc:
+                if isinstance(exc, redis.ResponseError) and not _is_missing_index(exc):
+                    raise
+                last = exc
+                self._verified = False
+        raise self._unavailable(last) from last
+
+    def _restart_embedded(self) -> bool:
+        """If we own the server and it died, start it again (its AOF brings the hashes back).
+        Returns whether retrying can help."""
+        if self.server is None:
+            return False
+        with self._lock:
+            if not self.server.alive():
+                self.server.stop()
+                self.server.start()
+                self.stats["restarts"] += 1
+        return True
+
+    # --- index definition ----------------------------------------------------------------------
+
+    def _create_index(self) -> None:
+        vec = ["TYPE", "FLOAT32", "DIM", str(self.dim), "DISTANCE_METRIC", _METRIC[self.metric],
+               "M", str(self.cfg.m), "EF_CONSTRUCTION", str(self.cfg.ef_construction),
+               "EF_RUNTIME", str(self.cfg.ef_runtime)]
+        args = ["FT.CREATE", self.index, "ON", "HASH", "PREFIX", "1", self.key_prefix, "STOPWORDS", "0",
+                "SCHEMA", "__v", "VECTOR", "HNSW", str(len(vec)), *vec]
+        for field, kind in sorted(self.schema.items()):
+            if kind == "tag":
+                args += [field, "TAG", "SEPARATOR", filters.TAG_SEP, "CASESENSITIVE"]
+            else:
+                args += [field, "NUMERIC"]
+        self.r.execute_command(*args)
+        self.stats["index_recreated"] += 1
+
+    def _index_info(self) -> dict | None:
+        try:
+            return _as_dict(self.r.execute_command("FT.INFO", self.index))
+        except redis.ResponseError as exc:
+            if _is_missing_index(exc):
+                return None
+            raise
+
+    def _index_matches(self, info: dict) -> bool:
+        attrs = {}
+        for a in info.get(b"attributes", []):
+            a = _as_dict(a)
+            attrs[_s(a.get(b"identifier"))] = a
+        v = attrs.pop("__v", None)
+        if v is None:
+            return False
+        want = {"dim": self.dim, "distance_metric": _METRIC[self.metric], "M": self.cfg.m,
+                "ef_construction": self.cfg.ef_construction}
+        for k, expected in want.items():
+            got = v.get(k.encode())
+            if got is None or _s(got).upper() != str(expected).upper():
+                return False
+        have = {name: _s(a.get(b"type")).lower() for name, a in attrs.items()}
+        return have == self.schema
+
+    # --- verification and repair ---------------------------------------------------------------
+
+    def verify(self) -> None:
+        """Make Redis trustworthy: right owner, index present and complete, keys == catalog."""
+        with self._lock:
+            if self._verified:
+                return
+            self.stats["verifies"] += 1
+            owner = self.r.hget(self.meta_key, "uuid")
+            if owner is None:
+                # Empty server, FLUSHALL, or our keys were removed: rebuild everything.
+                self.rebuild()
+            elif _s(owner) != self.catalog.uuid:
+                raise IntegrityError(
+                    f"hot tier: Redis keys under prefix {self.prefix!r} belong to another store "
+                    f"(uuid {_s(owner)}, this store is {self.catalog.uuid}); set hot.prefix"
+                )
+            else:
+                info = self._index_info()
+                if info is not None and not self._index_matches(info):
+                    # m / ef_construction / schema changed in the config: re-index in place.
+                    self.r.execute_command("FT.DROPINDEX", self.index)
+                    info = None
+                if info is None:
+                    self._create_index()  # existing hashes are indexed in the background
+                self._wait_indexed()
+                if self.catalog.has_pending() or self.count() != self.catalog.count(TIER_HOT):
+                    self.reconcile()
+            self._verified = True
+
+    def _wait_indexed(self) -> None:
+        deadline = time.monotonic() + self.cfg.index_wait
+        while True:
+            info = self._index_info() or {}
+            done = float(_s(info.get(b"percent_indexed", b"1"))) >= 1.0 and int(info.get(b"indexing", 0)) == 0
+            if done:
+                return
+            if time.monotonic() > deadline:
+                raise TierUnavailableError(
+                    f"hot tier: Redis is still indexing after {self.cfg.index_wait:.0f}s "
+                    f"({100 * float(_s(info.get(b'percent_indexed', b'0'))):.0f}% done); try again later "
+                    "or raise hot.index_wait", tier="hot")
+            time.sleep(0.05)
+
+    def reconcile(self) -> dict[str, int]:
+        """Diff Redis keys against the catalog's hot set; write missing, remove extra."""
+        with self._lock:
+            in_redis = self.keys()
+            in_catalog = {e.iid for e in self._iter_hot_entries()}
+            pending = set(self.catalog.pending())
+            missing = (in_catalog - in_redis) | (pending & in_catalog)
+            extra = (in_redis - in_catalog) | (pending - in_catalog)
+            self._sync_now(sorted(missing | extra))
+            self.catalog.clear_pending(sorted(pending))
+            self.stats["reconciled_added"] += len(missing)
+            self.stats["reconciled_removed"] += len(extra)
+            return {"added": len(missing), "removed": len(extra)}
+
+    def _iter_hot_entries(self):
+        last = None
+        while True:
+            batch = self.catalog.iter_entries(tiers=[TIER_HOT], start_after=last, limit=10_000)
+            if not batch:
+                return
+            yield from batch
+            last = batch[-1].iid
+
+    def rebuild(self) -> int:
+        """Drop the index and every key of this store, recreate, reload all hot records."""
+        with self._lock:
+            try:
+                self.r.execute_command("FT.DROPINDEX", self.index)
+            except redis.ResponseError as exc:
+                if not _is_missing_index(exc):
+                    raise
+            self._delete_keys(self.keys())
+            self._create_index()
+            self.r.hset(self.meta_key, mapping={"uuid": self.catalog.uuid, "created": str(time.time())})
+            n = 0
+            batch: list[int] = []
+            for e in self._iter_hot_entries():
+                batch.append(e.iid)
+                if len(batch) >= 5000:
+                    n += self._sync_now(batch)
+                    batch = []
+            n += self._sync_now(batch)
+            self.catalog.clear_pending(self.catalog.pending())
+            self.stats["rebuilds"] += 1
+            self._verified = True
+            return n
+
+    # --- writes --------------------------------------------------------------------------------
+
+    def sync(self, iids: Sequence[int]) -> int:
+        """Make Redis match the catalog for ``iids``; clear their pending marks. Returns #written."""
+        if not len(iids):
+            return 0
+        with self._lock:  # serialised with reconcile(), which also clears pending marks
+            n = self._call(lambda: self._sync_now(iids))
+            self.catalog.clear_pending(iids)
+        return n
+
+    def key(self, iid: int) -> str:
+        return f"{self.key_prefix}{iid:016x}"
+
+    def _sync_now(self, iids: Sequence[int]) -> int:
+        written = 0
+        for start in range(0, len(iids), _CHUNK):
+            chunk = iids[start : start + _CHUNK]
+            pipe = self.r.pipeline(transaction=False)
+            with self.catalog.read() as txn:
+                for iid in chunk:
+                    k = self.key(iid)
+                    raw = self.catalog.record_raw(txn, iid) if self.catalog.entry_tier(txn, iid) == TIER_HOT else None
+                    if raw is None:
+                        pipe.unlink(k)
+                        continue
+                    mapping, absent = self._hash_fields(raw)
+                    pipe.hset(k, mapping=mapping)
+                    if absent:
+                        pipe.hdel(k, *absent)
+                    written += 1
+            pipe.exists(self.meta_key)
+            results = pipe.execute()
+            if not results[-1]:
+                # The store's meta key vanished (FLUSHALL) while we wrote: force a rebuild.
+                self._verified = False
+                raise _Stale("hot tier: Redis was flushed during a write")
+        return written
+
+    def _hash_fields(self, raw: bytes) -> tuple[dict[str, bytes | str], list[str]]:
+        vb = self.catalog.vec_bytes
+        mapping: dict[str, bytes | str] = {"__v": raw[:vb]}
+        absent = []
+        meta = self.catalog.decode_metadata(raw[vb:]) if self.schema else {}
+        for field, kind in self.schema.items():
+            value = meta.get(field)
+            if value is None:
+                absent.append(field)
+            elif kind == "tag":
+                mapping[field] = filters.TAG_SEP.join(filters.encode_tag(v) for v in filters.tag_values(value, field))
+            else:
+                mapping[field] = repr(float(value))
+        return mapping, absent
+
+    def _delete_keys(self, iids: Iterable[int]) -> None:
+        keys = [self.key(i) for i in iids]
+        for start in range(0, len(keys), 1000):
+            self.r.unlink(*keys[start : start + 1000])
+
+    # --- reads ---------------------------------------------------------------------------------
+
+    def _search_args(self, q: np.ndarray, k: int, node: filters.Node, ef: int | None) -> list:
+        pre = filters.to_redis(node)
+        query = f"({pre})=>[KNN {k} @__v $q EF_RUNTIME {ef or self.cfg.ef_runtime} AS __d]"
+        return ["FT.SEARCH", self.index, query, "PARAMS", "2", "q", q.tobytes(), "RETURN", "1", "__d",
+                "SORTBY", "__d", "LIMIT", "0", str(k), "DIALECT", "2"]
+
+    def _parse(self, reply: Any) -> tuple[np.ndarray, np.ndarray, bool]:
+        reply = _as_dict(reply)
+        rows = reply.get(b"results", [])
+        iids = np.empty(len(rows), dtype=np.uint64)
+        dists = np.empty(len(rows), dtype=np.float32)
+        for i, row in enumerate(rows):
+            iids[i] = int(row[b"id"][len(self._kp) :], 16)
+            dists[i] = float(row[b"extra_attributes"][b"__d"])
+        timed_out = any(b"timeout" in w.lower() for w in reply.get(b"warning", []) if isinstance(w, bytes))
+        return iids, dists, timed_out
+
+    def search(
+        self, q: np.ndarray, k: int, node: filters.Node, ef: int | None = None
+    ) -> tuple[np.ndarray, np.ndarray, bool]:
+        """KNN over the hot index -> (internal ids, distances, incomplete). Candidates still need
+        the catalog check (the index may lag the catalog by a write in flight)."""
+        if node == filters.FALSE:
+            return np.empty(0, np.uint64), np.empty(0, np.float32), False
+        args = self._search_args(q, k, node, ef)
+        return self._parse(self._call(lambda: self.r.execute_command(*args)))
+
+    def search_many(
+        self, qs: np.ndarray, k: int, node: filters.Node, ef: int | None = None
+    ) -> list[tuple[np.ndarray, np.ndarray, bool]]:
+        """Batch KNN in pipelined round trips."""
+        if node == filters.FALSE:
+            return [(np.empty(0, np.uint64), np.empty(0, np.float32), False) for _ in qs]
+
+        def run() -> list:
+            out = []
+            for start in range(0, len(qs), _CHUNK):
+                pipe = self.r.pipeline(transaction=False)
+                for q in qs[start : start + _CHUNK]:
+                    pipe.execute_command(*self._search_args(q, k, node, ef))
+                out.extend(pipe.execute())
+            return out
+
+        return [self._parse(r) for r in self._call(run)]
+
+    # --- inspection ----------------------------------------------------------------------------
+
+    def keys(self) -> set[int]:
+        out = set()
+        n = len(self._kp)
+        for k in self.r.scan_iter(match=self.key_prefix + "*", count=5000):
+            out.add(int(k[n:], 16))
+        return out
+
+    def count(self) -> int:
+        info = self._index_info()
+        return int(info.get(b"num_docs", 0)) if info else 0
+
+    def info(self) -> dict[str, Any]:
+        def run() -> dict[str, Any]:
+            info = self._index_info() or {}
+            mem = self.r.info("memory")
+            return {
+                "backend": "search",
+                "index": self.index,
+                "num_docs": int(info.get(b"num_docs", 0)),
+                "vector_index_bytes": int(float(_s(info.get(b"vector_index_sz_mb", b"0"))) * 2**20),
+                "redis_used_memory": int(mem.get("used_memory", 0)),
+                "redis_used_memory_human": _s(mem.get("used_memory_human", "")),
+                **self.stats,
+            }
+
+        return self._call(run)
+
+
+__all__ = ["HotTier"]

@@ -1,0 +1,93 @@
+"""Value types returned by the public API: Record, Hit, Hits, TierReport.
+
+>>> hits = Hits([Hit("a", 0.1, "hot", {}), Hit("b", 0.2, "warm", {})], partial=False, tiers={})
+>>> [h.id for h in hits], hits.ids(), hits.partial
+(['a', 'b'], ['a', 'b'], False)
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Record:
+    """One stored vector: user id, float32 vector, metadata, and the tier it lives in now."""
+
+    id: str | int
+    vector: np.ndarray
+    metadata: dict[str, Any]
+    tier: str
+
+    def __eq__(self, other: object) -> bool:
+        return (
+            isinstance(other, Record)
+            and (self.id, self.metadata, self.tier) == (other.id, other.metadata, other.tier)
+            and np.array_equal(self.vector, other.vector)
+        )
+
+    __hash__ = None  # type: ignore[assignment]
+
+
+@dataclass(frozen=True)
+class Hit:
+    """One query result. ``distance``: lower is closer (cosine 1-cos, ip 1-dot, l2 squared)."""
+
+    id: str | int
+    distance: float
+    tier: str
+    metadata: dict[str, Any]
+
+
+@dataclass
+class TierReport:
+    """What one tier did for one query."""
+
+    tier: str
+    ok: bool = True
+    searched: bool = True
+    candidates: int = 0  # ids the tier's index returned
+    returned: int = 0  # of those, how many made the merged top-k
+    dropped: int = 0  # candidates the catalog no longer places in this tier (moved/deleted)
+    latency_ms: float = 0.0
+    error: str | None = None
+    details: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class Hits(list):
+    """A ``list[Hit]`` sorted by distance, plus ``partial`` (a tier failed or answered
+    incompletely, so results may be missing) and ``tiers`` (a TierReport per tier)."""
+
+    def __init__(self, hits=(), *, partial: bool = False, tiers: dict[str, TierReport] | None = None):
+        super().__init__(hits)
+        self.partial = partial
+        self.tiers: dict[str, TierReport] = tiers or {}
+
+    def ids(self) -> list[str | int]:
+        return [h.id for h in self]
+
+    def distances(self) -> np.ndarray:
+        return np.array([h.distance for h in self], dtype=np.float32)
+
+    def __repr__(self) -> str:
+        return f"Hits({list.__repr__(self)}, partial={self.partial}, tiers={list(self.tiers)})"
+
+
+@dataclass
+class MoveReport:
+    """Result of ``store.move``: how many vectors moved, were already there, or were missing."""
+
+    tier: str
+    moved: int = 0
+    already: int = 0
+    missing: int = 0
+    seconds: float = 0.0
+
+
+__all__ = ["Hit", "Hits", "MoveReport", "Record", "TierReport"]
