@@ -389,6 +389,17 @@ class Catalog:
         with self.env.begin(db=self.pending_db) as txn:
             return txn.stat(self.pending_db)["entries"] > 0
 
+    # --- small named blobs (access statistics checkpoints, ...) ----------------------------------
+
+    def get_meta(self, name: bytes) -> bytes | None:
+        with self.env.begin(db=self.meta_db) as txn:
+            raw = txn.get(b"blob:" + name)
+            return None if raw is None else bytes(raw)
+
+    def set_meta(self, name: bytes, value: bytes) -> None:
+        with self.env.begin(db=self.meta_db, write=True) as txn:
+            txn.put(b"blob:" + name, value)
+
     # --- housekeeping -------------------------------------------------------------------------
 
     def disk_bytes(self) -> int:

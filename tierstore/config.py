@@ -162,7 +162,6 @@ class StoreConfig:
     path: str = _spec("./tierstore-data", "str")
     dim: int = _spec(0, "int", lo=1, hi=65536)
     metric: str = _spec("cosine", "choice", choices=METRICS)
-    read_only: bool = _spec(False, "bool")
 
 
 @dataclass(frozen=True)
@@ -356,7 +355,7 @@ def load_config(
     """Build a validated :class:`Config`.
 
     ``source`` is a TOML file path, a TOML-shaped dict or an existing Config. ``overrides`` are
-    either ``[store]`` keys given directly (``path=``, ``dim=``, ``metric=``, ``read_only=``) or
+    either ``[store]`` keys given directly (``path=``, ``dim=``, ``metric=``) or
     whole sections (``hot={"capacity": 10}``, ``schema={"category": "tag"}``). ``env`` defaults
     to ``os.environ``.
     """

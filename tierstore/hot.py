@@ -118,6 +118,10 @@ class HotTier:
             client_name="tierstore",
         )
 
+    def open(self) -> None:
+        """Connect and verify now (rebuilding or reconciling if needed)."""
+        self._call(lambda: None)
+
     def close(self) -> None:
         self.r.close()
 
@@ -388,6 +392,8 @@ class HotTier:
         """Batch KNN in pipelined round trips."""
         if node == filters.FALSE:
             return [(np.empty(0, np.uint64), np.empty(0, np.float32), False) for _ in qs]
+        if len(qs) == 1:  # one round trip without a pipeline: the common single-query path
+            return [self.search(qs[0], k, node, ef)]
 
         def run() -> list:
             out = []

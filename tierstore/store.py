@@ -1,0 +1,449 @@
+"""TierStore: the facade a host service uses. Wires config, catalog, tiers and access statistics.
+
+Writes go to the catalog (LMDB) first -- durable and acknowledged there -- and then to the tier
+indexes; reads search the tiers and keep only what the catalog confirms (see query.py).
+
+>>> import tierstore, tempfile, numpy as np                                  # doctest: +SKIP
+>>> with tierstore.open(path=tempfile.mkdtemp(), dim=4) as store:           # doctest: +SKIP
+...     store.upsert(["a", "b"], np.eye(4)[:2], metadata=[{"kind": "x"}, None])
+...     store.query([1, 0, 0, 0], k=1).ids()
+2
+['a']
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import threading
+import time
+from collections import deque
+from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import filters, inputs, query
+from .catalog import TIER_CODES, TIER_NAMES, Catalog, Entry, normalize_ids
+from .config import Config, load_config
+from .errors import CapacityError, ClosedError, InvalidInputError, StoreLockedError, TierUnavailableError
+from .hot import HotTier
+from .policy import AccessStats
+from .results import Hits, Record
+from .services import RedisServer
+
+log = logging.getLogger("tierstore")
+
+_LATENCY_WINDOW = 4096  # recent query latencies kept for stats() percentiles
+
+
+def open(config: str | os.PathLike[str] | Mapping[str, Any] | Config | None = None, **overrides: Any) -> TierStore:
+    """Open (or create) a store.
+
+    ``config`` is a TOML file, a TOML-shaped dict or a :class:`Config`; ``overrides`` are store
+    keys (``path=``, ``dim=``, ``metric=``) or whole sections (``hot={"capacity": 10}``). Without a
+    ``hot.redis_url`` the store starts and owns a private redis-server under ``<path>/redis``.
+    """
+    if config is None and "TIERSTORE_CONFIG" in os.environ:
+        config = os.environ["TIERSTORE_CONFIG"]
+    return TierStore(load_config(config, **overrides))
+
+
+class TierStore:
+    """A tiered vector store. Thread-safe; use as a context manager or call :meth:`close`."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = cfg = config
+        self.path = Path(cfg.store.path)
+        self.dim, self.metric = cfg.store.dim, cfg.store.metric
+        self.schema = dict(cfg.schema)
+        self._closed = False
+        self._server: RedisServer | None = None
+        self._lock_fd: int | None = None
+        self._write_lock = threading.RLock()
+        self._ops = 0
+        self._ops_cv = threading.Condition()
+        self._latencies: deque[float] = deque(maxlen=_LATENCY_WINDOW)
+        self._counters = {"queries": 0, "partial": 0, "upserted": 0, "deleted": 0, "touched": 0}
+        self.catalog: Catalog | None = None
+        self.hot: HotTier | None = None
+        try:
+            self._open()
+        except BaseException:
+            self._shutdown()
+            raise
+
+    def _open(self) -> None:
+        cfg = self.config
+        self.path.mkdir(parents=True, exist_ok=True)
+        self._lock_fd = os.open(self.path / "LOCK", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise StoreLockedError(
+                f"store at {str(self.path)!r} is open in another process (or another TierStore "
+                "in this one); close it first"
+            ) from None
+        os.ftruncate(self._lock_fd, 0)
+        os.write(self._lock_fd, f"{os.getpid()}\n".encode())
+        self.catalog = Catalog(self.path / "catalog", dim=self.dim, metric=self.metric, schema=self.schema)
+        raw = self.catalog.get_meta(b"access")
+        self.access = (AccessStats.loads(raw, cfg.policy.half_life) if raw
+                       else AccessStats(cfg.policy.half_life, size=self.catalog.slot_limit()))
+        url = cfg.hot.redis_url
+        if url is None:
+            self._server = RedisServer(self.path / "redis").start()
+            url = self._server.url
+        self.hot = HotTier(url, catalog=self.catalog, config=cfg.hot, schema=self.schema,
+                           metric=self.metric, server=self._server)
+        self.hot.open()  # verify / rebuild now, so the first query is not the slow one
+        self.tiers = {"hot": self.hot}
+        self._executor = ThreadPoolExecutor(max_workers=3, thread_name_prefix="tierstore-query")
+
+    # --- lifecycle -------------------------------------------------------------------------------
+
+    @contextmanager
+    def _op(self) -> Iterator[None]:
+        """Count an operation in flight, so close() waits for it instead of pulling the floor."""
+        with self._ops_cv:
+            if self._closed:
+                raise ClosedError(f"store at {str(self.path)!r} is closed")
+            self._ops += 1
+        try:
+            yield
+        finally:
+            with self._ops_cv:
+                self._ops -= 1
+                if not self._ops:
+                    self._ops_cv.notify_all()
+
+    def __enter__(self) -> TierStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def close(self) -> None:
+        """Flush, stop owned servers, release the store. Idempotent; waits for operations in flight."""
+        with self._ops_cv:
+            if self._closed:
+                return
+            self._closed = True
+            self._ops_cv.wait_for(lambda: self._ops == 0, timeout=60)
+        try:
+            self._checkpoint()
+            self._sync_pending(raise_errors=False)
+        finally:
+            self._shutdown()
+
+    def _shutdown(self) -> None:
+        self._closed = True
+        if getattr(self, "_executor", None) is not None:
+            self._executor.shutdown(wait=True)
+        if self.hot is not None:
+            self.hot.close()
+        if self._server is not None:
+            self._server.stop()
+        if self.catalog is not None:
+            self.catalog.close()
+            self.catalog = None
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)  # releases the flock
+            self._lock_fd = None
+
+    def flush(self) -> None:
+        """Make everything durable and every index current: apply queued index work, persist
+        access statistics, fsync the catalog."""
+        with self._op():
+            self._sync_pending(raise_errors=True)
+            self._checkpoint()
+
+    def _checkpoint(self) -> None:
+        if self.catalog is not None:
+            self.catalog.set_meta(b"access", self.access.dumps())
+            self.catalog.sync()
+
+    def _sync_pending(self, raise_errors: bool) -> None:
+        if self.hot is None or self.catalog is None or not self.catalog.has_pending():
+            return
+        try:
+            with self._write_lock:
+                self.hot.sync(self.catalog.pending())
+        except TierUnavailableError:
+            if raise_errors:
+                raise
+            log.warning("hot tier unavailable; %d index updates stay queued for the next open",
+                        len(self.catalog.pending()))
+
+    # --- writes ----------------------------------------------------------------------------------
+
+    def upsert(
+        self,
+        ids: Sequence[str | int] | np.ndarray,
+        vectors: Any,
+        metadata: Sequence[Mapping[str, Any] | None] | None = None,
+        tier: str | None = None,
+    ) -> int:
+        """Insert or replace vectors; returns how many were written.
+
+        The batch is validated first (dims, NaN/inf, duplicate ids -> error, metadata types);
+        a rejected batch writes nothing. Once this returns, the batch is durable and searchable.
+        If Redis fails after the durable commit, :class:`TierUnavailableError` is raised with
+        ``durable=True``: the data is safe and is indexed when Redis is back (retrying is safe).
+        """
+        ids = normalize_ids(ids)
+        n = len(ids)
+        if n == 0:
+            raise InvalidInputError("upsert: empty batch (no ids); nothing to write")
+        vecs = inputs.vectors_2d(vectors, dim=self.dim, metric=self.metric)
+        if vecs.shape[0] != n:
+            raise InvalidInputError(f"upsert: {n} ids but {vecs.shape[0]} vectors")
+        inputs.check_unique(ids)
+        metas = inputs.encode_metadata(metadata, n, self.schema)
+        target = self._target_tier(tier)
+        code = TIER_CODES[target]
+        cat = self.catalog
+        with self._op(), self._write_lock:
+            iids = [cat.iid(u) for u in ids]
+            with cat.write() as txn:
+                old = [cat.entry(txn, iid) for iid in iids]
+                for uid, e in zip(ids, old, strict=True):
+                    cat.check_collision(e, uid)
+                self._check_capacity(txn, old, target)
+                new_slots = iter(cat.alloc_slots(txn, sum(e is None for e in old)))
+                for i, (iid, e) in enumerate(zip(iids, old, strict=True)):
+                    slot = next(new_slots) if e is None else e.slot
+                    flags = 0 if e is None else e.flags
+                    version = 1 if e is None else e.version + 1
+                    cat.put_record(txn, iid, vecs[i].tobytes(), metas[i])
+                    cat.put_entry(txn, Entry(iid, code, flags, slot, 0, 0, version, ids[i]))
+                cat.add_pending(txn, iids)
+            self._counters["upserted"] += n
+            self._index(iids)
+        return n
+
+    def _target_tier(self, tier: str | None) -> str:
+        target = tier or self.config.policy.ingest_tier
+        if target not in TIER_CODES:
+            raise InvalidInputError(f"tier: unknown tier {target!r}; tiers are 'hot', 'warm', 'cold'")
+        if target not in self.tiers:
+            raise InvalidInputError(
+                f"tier: {target!r} is not enabled in this store (enabled: {list(self.tiers)})"
+                + (" -- set policy.ingest_tier" if tier is None else "")
+            )
+        return target
+
+    def _check_capacity(self, txn: Any, old: list[Entry | None], target: str) -> None:
+        cap = getattr(self.config, target).capacity
+        code = TIER_CODES[target]
+        incoming = sum(1 for e in old if e is None or e.tier != code)
+        have = self.catalog.count(code, txn)
+        if have + incoming > cap:
+            raise CapacityError(
+                f"{target} tier is full: it holds {have} of {target}.capacity = {cap} vectors and "
+                f"this batch adds {incoming}; nothing was written (raise {target}.capacity, or delete)"
+            )
+
+    def _index(self, iids: list[int]) -> None:
+        """Bring the hot index in line with the catalog for ``iids`` (after the durable commit)."""
+        try:
+            self.hot.sync(iids)
+        except TierUnavailableError as exc:
+            raise TierUnavailableError(
+                f"{exc}. The write IS durable in the catalog and will be indexed when Redis is back "
+                "(retrying it is safe)", tier="hot", durable=True) from exc
+
+    def delete(self, ids: Sequence[str | int] | np.ndarray) -> int:
+        """Delete vectors; returns how many existed. Unknown ids are ignored.
+
+        The catalog tombstone is the delete (durable, immediately invisible to queries); removal
+        from Redis follows, and is retried later if Redis is down -- never an error here."""
+        ids = normalize_ids(ids)
+        if not ids:
+            return 0
+        cat = self.catalog
+        with self._op(), self._write_lock:
+            gone: list[int] = []
+            slots: list[int] = []
+            with cat.write() as txn:
+                for uid in ids:
+                    iid = cat.iid(uid)
+                    e = cat.entry(txn, iid)
+                    if e is None or e.uid != uid:
+                        continue
+                    cat.delete_entry(txn, iid)
+                    cat.delete_record(txn, iid)
+                    gone.append(iid)
+                    slots.append(e.slot)
+                cat.add_pending(txn, gone)
+            self.access.forget(np.asarray(slots, dtype=np.int64))
+            self._counters["deleted"] += len(gone)
+            try:
+                self.hot.sync(gone)
+            except TierUnavailableError as exc:
+                log.warning("delete is durable; Redis removal deferred: %s", exc)
+        return len(gone)
+
+    # --- reads -----------------------------------------------------------------------------------
+
+    def get(self, ids: Sequence[str | int] | np.ndarray) -> list[Record | None]:
+        """The stored records of ``ids`` (``None`` for ids that do not exist), in order."""
+        ids = normalize_ids(ids)
+        out: list[Record | None] = []
+        with self._op(), self.catalog.read() as txn:
+            for uid in ids:
+                iid = self.catalog.iid(uid)
+                e = self.catalog.entry(txn, iid)
+                rec = self.catalog.record(txn, iid) if e is not None and e.uid == uid else None
+                out.append(None if rec is None else Record(uid, rec[0], rec[1], TIER_NAMES[e.tier]))
+        return out
+
+    def query(
+        self,
+        vector: Any,
+        k: int = 10,
+        filter: Mapping[str, Any] | None = None,
+        tiers: Sequence[str] | str | None = None,
+        ef: int | None = None,
+        nprobe: int | None = None,
+    ) -> Hits:
+        """The ``k`` nearest stored vectors to ``vector`` over every tier (or ``tiers``).
+
+        ``filter`` uses the DESIGN filter language over ``[schema]`` fields; ``ef`` overrides the
+        HNSW search breadth, ``nprobe`` the cold partitions probed. The result is sorted by
+        distance (lower is closer); ``hits.partial`` is true when a tier failed or timed out.
+        """
+        q = inputs.query_vector(vector, dim=self.dim, metric=self.metric)
+        return self._search(q.reshape(1, -1), k, filter, tiers, ef, nprobe)[0]
+
+    def query_batch(
+        self,
+        vectors: Any,
+        k: int = 10,
+        filter: Mapping[str, Any] | None = None,
+        tiers: Sequence[str] | str | None = None,
+        ef: int | None = None,
+        nprobe: int | None = None,
+    ) -> list[Hits]:
+        """:meth:`query` for each row of ``vectors`` (n, dim), in pipelined round trips."""
+        qs = inputs.vectors_2d(vectors, dim=self.dim, metric=self.metric)
+        return self._search(qs, k, filter, tiers, ef, nprobe)
+
+    def _search(self, qs: np.ndarray, k: Any, flt: Any, tiers: Any, ef: Any, nprobe: Any) -> list[Hits]:
+        k = inputs.check_k(k)
+        ef = inputs.check_positive(ef, "ef")
+        inputs.check_positive(nprobe, "nprobe")  # used by the cold tier
+        node = filters.compile_filter(flt, self.schema)
+        names = inputs.check_tiers(tiers, list(self.tiers))
+        t0 = time.perf_counter()
+        with self._op():
+            out, slots = query.run(self.catalog, [self.tiers[n] for n in names], qs, k, node,
+                                   ef=ef, executor=self._executor)
+        dt = (time.perf_counter() - t0) / max(len(out), 1)
+        self._latencies.extend([dt] * len(out))
+        self._counters["queries"] += len(out)
+        self._counters["partial"] += sum(h.partial for h in out)
+        if self.config.policy.access == "top1":
+            flat = [s[0] for s in slots if s]
+        else:
+            flat = [x for s in slots for x in s]
+        self.access.record(np.asarray(flat, dtype=np.int64))
+        return out
+
+    def _slots_of(self, ids: list[str | int]) -> np.ndarray:
+        out = []
+        with self.catalog.read() as txn:
+            for uid in ids:
+                e = self.catalog.entry(txn, self.catalog.iid(uid))
+                if e is not None and e.uid == uid:
+                    out.append(e.slot)
+        return np.asarray(out, dtype=np.int64)
+
+    def touch(self, ids: Sequence[str | int] | np.ndarray) -> int:
+        """Record an access to each id without a query (e.g. the item a user clicked).
+        Returns how many of the ids exist."""
+        ids = normalize_ids(ids)
+        with self._op():
+            slots = self._slots_of(ids)
+            self.access.record(slots)
+            self._counters["touched"] += len(slots)
+        return len(slots)
+
+    def scan(self, batch_size: int = 10_000, tiers: Sequence[str] | str | None = None) -> Iterator[list[Record]]:
+        """Every live record exactly once, in batches, in internal-id order.
+
+        Safe to run while writing: each batch is read in its own short transaction and the scan
+        resumes after the last internal id it returned, so it never holds the catalog open."""
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise InvalidInputError(f"batch_size: {batch_size!r} must be a positive integer")
+        codes = [TIER_CODES[n] for n in inputs.check_tiers(tiers, list(self.tiers))]
+        last: int | None = None
+        while True:
+            with self._op():
+                entries = self.catalog.iter_entries(tiers=codes, start_after=last, limit=batch_size)
+                if not entries:
+                    return
+                batch = []
+                with self.catalog.read() as txn:
+                    for e in entries:
+                        rec = self.catalog.record(txn, e.iid)
+                        if rec is not None and self.catalog.entry_tier(txn, e.iid) == e.tier:
+                            batch.append(Record(e.uid, rec[0], rec[1], TIER_NAMES[e.tier]))
+                last = entries[-1].iid
+            if batch:
+                yield batch
+
+    def __len__(self) -> int:
+        with self._op():
+            return sum(self.catalog.counts().values())
+
+    # --- maintenance -----------------------------------------------------------------------------
+
+    def rebuild_hot(self) -> int:
+        """Drop and rebuild the Redis index from the catalog's durable records. Returns #vectors."""
+        with self._op(), self._write_lock:
+            return self.hot.rebuild()
+
+    def stats(self) -> dict[str, Any]:
+        """Counts, bytes and latencies per tier, plus query counters (a JSON-able dict)."""
+        with self._op():
+            self.access.apply()
+            counts = self.catalog.counts()
+            lat = np.asarray(self._latencies, dtype=np.float64) * 1000.0
+            hot: dict[str, Any] = {"count": counts["hot"], "capacity": self.config.hot.capacity,
+                                   "embedded": self._server is not None}
+            try:
+                hot.update(self.hot.info())
+                hot["ok"] = True
+            except TierUnavailableError as exc:
+                hot.update(ok=False, error=str(exc))
+            return {
+                "store": {"path": str(self.path), "dim": self.dim, "metric": self.metric,
+                          "uuid": self.catalog.uuid, "vectors": sum(counts.values()),
+                          "schema": dict(self.schema)},
+                "tiers": {"hot": hot},
+                "catalog": {"disk_bytes": self.catalog.disk_bytes(),
+                            "pending_index_updates": len(self.catalog.pending(limit=1_000_000)),
+                            "generation": self.catalog.generation()},
+                "queries": {
+                    **self._counters,
+                    "latency_ms": {p: float(np.percentile(lat, q)) if len(lat) else None
+                                   for p, q in (("p50", 50), ("p95", 95), ("p99", 99))},
+                },
+                "access": {"recorded": self.access.total_accesses, "half_life_s": self.access.half_life},
+            }
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else f"{len(self)} vectors"
+        return f"<TierStore {str(self.path)!r} dim={self.dim} metric={self.metric} {state}>"
+
+
+__all__ = ["TierStore", "open"]
