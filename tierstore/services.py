@@ -218,7 +218,7 @@ class ManagedProcess:
 
     def start(self, timeout: float = 30.0) -> ManagedProcess:
         _kill_stale(self.pidfile, self.name)
-        log = open(self.log_path, "ab")
+        log = open(self.log_path, "ab")  # noqa: SIM115 - closed after Popen dup()s it
         try:
             self.proc = _spawner.popen(
                 self.command(),
