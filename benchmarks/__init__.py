@@ -1,0 +1,1 @@
+"""Benchmarks for tierstore (run each as ``python -m benchmarks.<name>``; see benchmarks/RESULTS.md)."""

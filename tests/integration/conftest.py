@@ -1,0 +1,59 @@
+"""Real servers for the integration tests, started once per session.
+
+Nothing here skips: if a server binary is missing, the fixture raises (MissingBinaryError names the
+package to install), so a CI run without the servers fails loudly instead of passing vacuously.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+import tierstore
+from tierstore import datasets
+from tierstore.services import RedisServer
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """One redis-server + RediSearch on a free loopback port, shared by the tests' stores (each
+    store uses its own key prefix, derived from its uuid)."""
+    server = RedisServer(tmp_path_factory.mktemp("redis"), port=0).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def open_store(tmp_path: Path, redis_server: RedisServer) -> Iterator[Callable[..., tierstore.TierStore]]:
+    """Factory: open a store on the session Redis (``embedded=True`` -> its own redis-server)."""
+    opened: list[tierstore.TierStore] = []
+
+    def make(*, path: Path | None = None, embedded: bool = False, **kw) -> tierstore.TierStore:
+        kw.setdefault("dim", 8)
+        hot = dict(kw.pop("hot", {}))
+        if not embedded:
+            hot.setdefault("redis_url", redis_server.url)
+        store = tierstore.open(path=str(path or tmp_path / f"store{len(opened)}"), hot=hot, env={}, **kw)
+        opened.append(store)
+        return store
+
+    yield make
+    for s in opened:
+        s.close()
+
+
+@pytest.fixture(scope="session")
+def wordnet_20k() -> datasets.Dataset:
+    """The first 20k rows of wordnet-minilm and 200 queries, with exact ground truth."""
+    path = datasets.find_wordnet()
+    if path is None:
+        if os.environ.get("CI"):
+            raise RuntimeError("wordnet-minilm not found next to the checkout (../shared/data); CI must have it")
+        warnings.warn("wordnet-minilm not found: using generated clustered data", stacklevel=1)
+        return datasets.clustered(20_000, 384, queries=200)
+    return datasets.load_wordnet(path, n=20_000, queries=200)
+

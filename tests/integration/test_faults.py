@@ -1,0 +1,143 @@
+"""Redis failures: killed, restarted, flushed, index dropped -- nothing lost, results unchanged."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import numpy as np
+import pytest
+
+import tierstore
+from tierstore.datasets import brute_force
+from tierstore.errors import TierUnavailableError
+from tierstore.services import RedisServer
+
+
+def vectors(n: int, dim: int = 8, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).standard_normal((n, dim)).astype(np.float32)
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # a zombie is dead for our purposes
+    with open(f"/proc/{pid}/stat") as fh:
+        return fh.read().split(") ")[1][0] != "Z"
+
+
+@pytest.fixture
+def own_redis(tmp_path):
+    """A redis-server this test may kill and restart (same port, same data dir)."""
+    server = RedisServer(tmp_path / "redis", port=0).start()
+    yield server
+    server.stop()
+
+
+def test_redis_killed_then_restarted_loses_nothing(tmp_path, own_redis):
+    v = vectors(300)
+    store = tierstore.open(path=str(tmp_path / "s"), dim=8, env={}, schema={"g": "tag"},
+                           hot={"redis_url": own_redis.url, "socket_timeout": "2s"})
+    try:
+        store.upsert(list(range(200)), v[:200], [{"g": str(i % 3)} for i in range(200)])
+        before = [h.ids() for h in store.query_batch(v[:20], k=10)]
+        own_redis.kill()  # SIGKILL: no shutdown, no final AOF flush
+        with pytest.raises(TierUnavailableError) as info:
+            store.query(v[0], k=10)
+        assert info.value.tier == "hot"
+        with pytest.raises(TierUnavailableError) as info:
+            store.upsert(list(range(200, 300)), v[200:300])
+        assert info.value.durable  # acknowledged by the catalog, indexed later
+        assert store.delete([0, 1, 2]) == 3  # deletes never fail on Redis: tombstone first
+        assert store.stats()["tiers"]["hot"]["ok"] is False
+        own_redis.start()
+        hits = store.query(v[250], k=1)
+        assert hits.ids() == [250] and not hits.partial
+        assert store.hot.count() == 297 == len(store)
+        after = [h.ids() for h in store.query_batch(v[:20], k=10, ef=500)]
+        live = np.arange(3, 300)
+        expect = live[brute_force(v[3:], v[:20], 10)].tolist()
+        assert after == expect
+        assert store.stats()["catalog"]["pending_index_updates"] == 0
+    finally:
+        store.close()
+
+
+def test_flushall_triggers_automatic_rebuild(open_store, redis_server):
+    store = open_store(dim=8, schema={"g": "tag"})
+    v = vectors(500, seed=1)
+    store.upsert(list(range(500)), v, [{"g": str(i % 4)} for i in range(500)])
+    before = [h.ids() for h in store.query_batch(v[:30], k=10, filter={"g": {"$ne": "1"}})]
+    redis_server.client().flushall()
+    after = [h.ids() for h in store.query_batch(v[:30], k=10, filter={"g": {"$ne": "1"}})]
+    assert after == before
+    assert store.hot.stats["rebuilds"] >= 2
+    # and writes right after a flush are not lost either
+    redis_server.client().flushall()
+    store.upsert([1000], v[:1] + 0.01)
+    assert store.hot.count() == 501
+
+
+def test_dropped_index_is_recreated(open_store, redis_server):
+    store = open_store(dim=8)
+    v = vectors(200, seed=2)
+    store.upsert(list(range(200)), v)
+    before = store.query(v[5], k=5).ids()
+    redis_server.client().execute_command("FT.DROPINDEX", store.hot.index)
+    assert store.query(v[5], k=5).ids() == before
+
+
+def test_keys_deleted_behind_the_store_are_restored_on_verify(open_store, redis_server):
+    store = open_store(dim=8)
+    v = vectors(50, seed=3)
+    store.upsert(list(range(50)), v)
+    redis_server.client().delete(store.hot.key(store.catalog.iid(7)))
+    store.hot._verified = False  # what a reconnect does; verify compares counts and reconciles
+    assert store.query(v[7], k=1).ids() == [7]
+
+
+def test_embedded_redis_is_restarted_transparently(open_store):
+    store = open_store(dim=8, embedded=True)
+    v = vectors(100, seed=4)
+    store.upsert(list(range(100)), v)
+    pid = store._server.pid
+    os.kill(pid, signal.SIGKILL)
+    time.sleep(0.1)
+    assert store.query(v[42], k=1).ids() == [42]
+    new_pid = store._server.pid
+    assert store.hot.stats["restarts"] == 1 and new_pid != pid
+    store.close()
+    assert not pid_alive(new_pid)
+
+
+SCRIPT = textwrap.dedent("""
+    import sys, numpy as np, tierstore
+    store = tierstore.open(path=sys.argv[1], dim=4, env={})
+    store.upsert([1], np.ones((1, 4)))
+    print(store._server.pid, flush=True)
+    if sys.argv[2] == "hang":
+        import time; time.sleep(60)
+""")
+
+
+@pytest.mark.parametrize("how", ["exit", "sigkill"])
+def test_no_orphan_redis_when_the_host_dies(tmp_path, how):
+    proc = subprocess.Popen([sys.executable, "-c", SCRIPT, str(tmp_path / "s"), "hang" if how == "sigkill" else "x"],
+                            stdout=subprocess.PIPE, text=True)
+    pid = int(proc.stdout.readline())
+    if how == "sigkill":
+        proc.kill()
+    proc.wait(timeout=30)
+    deadline = time.monotonic() + 10
+    while pid_alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not pid_alive(pid)
+    # and the store opens again (the stale pid file does not get in the way)
+    with tierstore.open(path=str(tmp_path / "s"), dim=4, env={}) as store:
+        assert store.query(np.ones(4), k=1).ids() == [1]

@@ -1,0 +1,353 @@
+"""The ``tierstore`` command line.
+
+    tierstore demo                         embedded store + wordnet-minilm (or generated data)
+    tierstore init --path ./data --dim 384 [--schema lexname=tag ...]   -> tierstore.toml
+    tierstore ingest vectors.npy|records.jsonl [--tier hot]
+    tierstore query --vector '[...]' | --like ID  [-k 10] [--filter '{"pos": "n"}'] [--json]
+    tierstore stats [--json]
+    tierstore rebuild-hot
+
+The config comes from ``--config FILE``, else ``$TIERSTORE_CONFIG``, else ``./tierstore.toml``.
+
+Exit codes (for scripts): 0 ok; 1 unexpected error; 2 bad usage, config or input;
+3 a server/tier unavailable or the store locked by another process; 4 integrity error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import datasets
+from .config import load_config
+from .errors import IntegrityError, StoreLockedError, TierStoreError, TierUnavailableError
+from .store import TierStore
+from .store import open as open_store
+
+EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_UNAVAILABLE, EXIT_INTEGRITY = 0, 1, 2, 3, 4
+
+
+class Progress:
+    """A dependency-free progress line on stderr (a bar on a terminal, a line per 10% otherwise)."""
+
+    def __init__(self, total: int, label: str) -> None:
+        self.total, self.label, self.done = total, label, 0
+        self.t0 = time.perf_counter()
+        self.tty = sys.stderr.isatty()
+        self._next_report = 0.1
+
+    def update(self, n: int) -> None:
+        self.done += n
+        frac = self.done / max(self.total, 1)
+        rate = self.done / max(time.perf_counter() - self.t0, 1e-9)
+        if self.tty:
+            bar = "#" * int(30 * frac)
+            sys.stderr.write(f"\r{self.label} [{bar:<30}] {self.done}/{self.total} {rate:,.0f}/s")
+        elif frac >= self._next_report or self.done == self.total:
+            sys.stderr.write(f"{self.label}: {self.done}/{self.total} ({100 * frac:.0f}%) {rate:,.0f}/s\n")
+            self._next_report = frac + 0.1
+        sys.stderr.flush()
+
+    def close(self) -> float:
+        secs = time.perf_counter() - self.t0
+        if self.tty:
+            sys.stderr.write("\n")
+        return secs
+
+
+def _open(args: argparse.Namespace) -> TierStore:
+    config = args.config or os.environ.get("TIERSTORE_CONFIG")
+    if config is None and Path("tierstore.toml").exists():
+        config = "tierstore.toml"
+    if config is None:
+        raise _Usage("no config: pass --config FILE, set TIERSTORE_CONFIG, or run `tierstore init` here")
+    return open_store(config)
+
+
+class _Usage(Exception):
+    pass
+
+
+def _print(obj: Any, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(obj, indent=2, default=str))
+    else:
+        _print_tree(obj)
+
+
+def _print_tree(obj: Any, indent: int = 0) -> None:
+    for key, value in obj.items():
+        if isinstance(value, dict):
+            print(" " * indent + f"{key}:")
+            _print_tree(value, indent + 2)
+        else:
+            print(" " * indent + f"{key}: {value}")
+
+
+# --- commands -------------------------------------------------------------------------------------
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    target = Path(args.config or "tierstore.toml")
+    if target.exists() and not args.force:
+        raise _Usage(f"{target} exists; pass --force to overwrite it")
+    schema = {}
+    for item in args.schema or []:
+        name, _, kind = item.partition("=")
+        schema[name] = kind
+    lines = ["[store]", f"path = {json.dumps(args.path)}", f"dim = {args.dim}", f'metric = "{args.metric}"']
+    if schema:
+        lines += ["", "[schema]"] + [f'{k} = "{v}"' for k, v in schema.items()]
+    lines += ["", "[hot]", "# redis_url = \"redis://127.0.0.1:6379/0\"   # absent: an embedded redis-server",
+              f"capacity = {args.hot_capacity}"]
+    text = "\n".join(lines) + "\n"
+    load_config(_toml_dict(text), env={})  # validate before writing anything
+    target.write_text(text)
+    with open_store(target) as store:
+        info = {"config": str(target.resolve()), "store": str(store.path), "uuid": store.catalog.uuid}
+    _print(info, args.json)
+    return EXIT_OK
+
+
+def _toml_dict(text: str) -> dict:
+    import tomllib
+
+    return tomllib.loads(text)
+
+
+def _read_input(path: Path, id_field: str, offset: int) -> Iterator[tuple[list, np.ndarray, list | None]]:
+    """Yield (ids, vectors, metadata) batches of up to 10,000 from .npy or .jsonl."""
+    if path.suffix == ".npy":
+        arr = np.load(path, mmap_mode="r")
+        for s in range(0, arr.shape[0], 10_000):
+            block = np.asarray(arr[s : s + 10_000], dtype=np.float32)
+            yield list(range(offset + s, offset + s + len(block))), block, None
+        return
+    if path.suffix not in (".jsonl", ".ndjson"):
+        raise _Usage(f"{path}: unsupported input (use .npy, or .jsonl with one record per line)")
+    ids, vecs, metas = [], [], []
+    with open(path, encoding="utf-8") as fh:
+        for lineno, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+                ids.append(row.pop(id_field))
+                vecs.append(row.pop("vector"))
+            except (json.JSONDecodeError, KeyError, AttributeError) as exc:
+                raise _Usage(f"{path}:{lineno}: expected a JSON object with {id_field!r} and 'vector' ({exc})") from None
+            metas.append(row.pop("metadata", row))
+            if len(ids) == 10_000:
+                yield ids, np.asarray(vecs, dtype=np.float32), metas
+                ids, vecs, metas = [], [], []
+    if ids:
+        yield ids, np.asarray(vecs, dtype=np.float32), metas
+
+
+def _count_rows(path: Path) -> int:
+    if path.suffix == ".npy":
+        return int(np.load(path, mmap_mode="r").shape[0])
+    with open(path, "rb") as fh:
+        return sum(1 for line in fh if line.strip())
+
+
+def cmd_ingest(args: argparse.Namespace) -> int:
+    path = Path(args.file)
+    if not path.exists():
+        raise _Usage(f"{path}: no such file")
+    total = _count_rows(path)
+    with _open(args) as store:
+        bar = Progress(total, f"ingest {path.name}")
+        written = 0
+        for ids, vecs, metas in _read_input(path, args.id_field, args.id_offset):
+            for s in range(0, len(ids), args.batch_size):
+                sl = slice(s, s + args.batch_size)
+                written += store.upsert(ids[sl], vecs[sl], None if metas is None else metas[sl], tier=args.tier)
+                bar.update(len(ids[sl]))
+        secs = bar.close()
+        _print({"written": written, "seconds": round(secs, 2), "vectors_per_s": round(written / max(secs, 1e-9))},
+               args.json)
+    return EXIT_OK
+
+
+def cmd_query(args: argparse.Namespace) -> int:
+    flt = json.loads(args.filter) if args.filter else None
+    with _open(args) as store:
+        if args.like is not None:
+            like: Any = args.like
+            rec = store.get([like])[0]
+            if rec is None and like.lstrip("-").isdigit():
+                rec = store.get([int(like)])[0]
+            if rec is None:
+                raise _Usage(f"--like {like}: no such id in the store")
+            vector = rec.vector
+        elif args.vector is not None:
+            vector = np.asarray(json.loads(args.vector), dtype=np.float32)
+        else:
+            raise _Usage("give --vector '[...]' or --like ID")
+        hits = store.query(vector, k=args.k, filter=flt, ef=args.ef)
+    out = {"partial": hits.partial,
+           "hits": [{"id": h.id, "distance": h.distance, "tier": h.tier, "metadata": h.metadata} for h in hits],
+           "tiers": {n: r.to_dict() for n, r in hits.tiers.items()}}
+    if args.json:
+        _print(out, True)
+    else:
+        for i, h in enumerate(hits, 1):
+            print(f"{i:3d}. {h.id!s:<24} {h.distance:.6f}  {h.tier:<5} {json.dumps(h.metadata)}")
+        if hits.partial:
+            print("(partial: a tier failed or timed out; see --json for details)")
+    return EXIT_OK
+
+
+def cmd_stats(args: argparse.Namespace) -> int:
+    with _open(args) as store:
+        _print(store.stats(), args.json)
+    return EXIT_OK
+
+
+def cmd_rebuild_hot(args: argparse.Namespace) -> int:
+    with _open(args) as store:
+        t0 = time.perf_counter()
+        n = store.rebuild_hot()
+        _print({"rebuilt": n, "seconds": round(time.perf_counter() - t0, 2)}, args.json)
+    return EXIT_OK
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """Embedded store, real (or generated) data, recall and latency against exact ground truth."""
+    wn = datasets.find_wordnet(args.data)
+    if wn is not None:
+        ds = datasets.load_wordnet(wn, n=args.n, queries=args.queries)
+        schema = {"pos": "tag", "lexname": "tag", "nlemmas": "numeric"}
+    else:
+        print("wordnet-minilm not found (pass --data DIR): using generated clustered data", file=sys.stderr)
+        ds = datasets.clustered(args.n or 20_000, 384, queries=args.queries or 1000)
+        schema = {"cluster": "tag", "rank": "numeric"}
+    n = len(ds.base)
+    tmp = None if args.path else tempfile.mkdtemp(prefix="tierstore-demo-")
+    path = args.path or tmp
+    report: dict[str, Any] = {"dataset": ds.name, "vectors": n, "queries": len(ds.queries), "path": path}
+    try:
+        with open_store(path=path, dim=ds.base.shape[1], schema=schema, hot={"capacity": max(n, 100_000)}) as store:
+            bar = Progress(n, "ingest")
+            for s in range(0, n, 1000):
+                store.upsert(list(range(s, min(s + 1000, n))), ds.base[s : s + 1000], ds.metadata[s : s + 1000])
+                bar.update(min(1000, n - s))
+            secs = bar.close()
+            report["ingest_vectors_per_s"] = round(n / secs)
+            lat, found = [], []
+            for q in ds.queries:
+                t0 = time.perf_counter()
+                hits = store.query(q, k=10)
+                lat.append(time.perf_counter() - t0)
+                found.append(hits.ids())
+            lat_ms = np.asarray(lat) * 1000
+            report["recall@10"] = round(datasets.recall_at(found, ds.gt, 10), 4)
+            report["latency_ms"] = {p: round(float(np.percentile(lat_ms, p)), 3) for p in (50, 95, 99)}
+            if ds.query_texts:
+                flt = {"pos": "n"}
+                hits = store.query(ds.queries[0], k=3, filter=flt)
+                report["example"] = {"query": ds.query_texts[0], "filter": flt,
+                                     "top3": [f"{ds.titles[h.id]} ({h.distance:.3f})" for h in hits]}
+            st = store.stats()
+            report["redis_used_memory"] = st["tiers"]["hot"].get("redis_used_memory_human")
+            report["catalog_disk_bytes"] = st["catalog"]["disk_bytes"]
+    finally:
+        if tmp:
+            shutil.rmtree(tmp, ignore_errors=True)
+    _print(report, args.json)
+    return EXIT_OK
+
+
+# --- wiring ---------------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="tierstore", description="Tiered vector store: Redis HNSW / disk / S3.")
+    config_help = "TOML config (default: $TIERSTORE_CONFIG or ./tierstore.toml)"
+    p.add_argument("--config", help=config_help)
+    # --config is accepted before or after the command name
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--config", default=argparse.SUPPRESS, help=config_help)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def add(name: str, fn, help: str, json_flag: bool = True) -> argparse.ArgumentParser:
+        sp = sub.add_parser(name, help=help, description=help, parents=[common])
+        sp.set_defaults(fn=fn)
+        if json_flag:
+            sp.add_argument("--json", action="store_true", help="machine-readable output")
+        return sp
+
+    sp = add("demo", cmd_demo, "ingest wordnet-minilm (or generated data) into an embedded store; "
+             "print recall@10, latency and stats")
+    sp.add_argument("--data", help="wordnet-minilm directory (default: found next to the checkout)")
+    sp.add_argument("--n", type=int, help="use only the first N vectors (default: all)")
+    sp.add_argument("--queries", type=int, help="number of queries (default: all)")
+    sp.add_argument("--path", help="keep the store here instead of a temporary directory")
+
+    sp = add("init", cmd_init, "write a config file and create the store")
+    sp.add_argument("--path", required=True, help="store directory")
+    sp.add_argument("--dim", type=int, required=True)
+    sp.add_argument("--metric", default="cosine", choices=("cosine", "ip", "l2"))
+    sp.add_argument("--schema", action="append", metavar="FIELD=tag|numeric", help="filterable field")
+    sp.add_argument("--hot-capacity", type=int, default=100_000)
+    sp.add_argument("--force", action="store_true", help="overwrite an existing config file")
+
+    sp = add("ingest", cmd_ingest, "upsert vectors from .npy (ids = row numbers) or .jsonl "
+             '({"id": ..., "vector": [...], "metadata": {...}} per line)')
+    sp.add_argument("file")
+    sp.add_argument("--tier", help="target tier (default: policy.ingest_tier)")
+    sp.add_argument("--batch-size", type=int, default=1000)
+    sp.add_argument("--id-field", default="id", help="jsonl key holding the id")
+    sp.add_argument("--id-offset", type=int, default=0, help=".npy: id of the first row")
+
+    sp = add("query", cmd_query, "nearest neighbours of a vector or of a stored id")
+    sp.add_argument("--vector", help="JSON list of floats")
+    sp.add_argument("--like", help="use the stored vector of this id")
+    sp.add_argument("-k", type=int, default=10)
+    sp.add_argument("--filter", help='JSON filter, e.g. \'{"pos": {"$in": ["n", "v"]}}\'')
+    sp.add_argument("--ef", type=int)
+
+    add("stats", cmd_stats, "counts, memory, disk and latency per tier")
+    add("rebuild-hot", cmd_rebuild_hot, "rebuild the Redis index from the durable catalog")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.fn(args)
+    except _Usage as exc:
+        print(f"tierstore: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except json.JSONDecodeError as exc:
+        print(f"tierstore: bad JSON argument: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except (TierUnavailableError, StoreLockedError) as exc:
+        print(f"tierstore: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return EXIT_UNAVAILABLE
+    except IntegrityError as exc:
+        print(f"tierstore: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return EXIT_INTEGRITY
+    except TierStoreError as exc:
+        code = EXIT_USAGE if isinstance(exc, ValueError) else EXIT_ERROR
+        print(f"tierstore: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return code
+    except KeyboardInterrupt:
+        print("tierstore: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
