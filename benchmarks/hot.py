@@ -176,6 +176,10 @@ def create_bare_index(r: redis.Redis, store: tierstore.TierStore) -> None:
            "M", str(hot.m), "EF_CONSTRUCTION", str(hot.ef_construction), "EF_RUNTIME", str(hot.ef_runtime)]
     r.execute_command("FT.CREATE", BARE_INDEX, "ON", "HASH", "PREFIX", "1", BARE_PREFIX, "STOPWORDS", "0",
                       "SCHEMA", "v", "VECTOR", "HNSW", str(len(vec)), *vec)
+    # FT.CREATE starts a background scan of the existing keyspace (the store's keys). HSETs racing
+    # that scan get indexed twice (delete + re-insert in the graph): ~2x slower ingest and a worse
+    # graph (measured: recall@10 0.92 vs 0.96 at n=5000). So let the scan finish before timing.
+    wait_indexed(r, BARE_INDEX)
 
 
 def ingest_bare(r: redis.Redis, base: np.ndarray) -> dict:

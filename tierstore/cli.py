@@ -253,7 +253,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
                 found.append(hits.ids())
             lat_ms = np.asarray(lat) * 1000
             report["recall@10"] = round(datasets.recall_at(found, ds.gt, 10), 4)
-            report["latency_ms"] = {p: round(float(np.percentile(lat_ms, p)), 3) for p in (50, 95, 99)}
+            report["latency_ms"] = {f"p{p}": round(float(np.percentile(lat_ms, p)), 3) for p in (50, 95, 99)}
             if ds.query_texts:
                 flt = {"pos": "n"}
                 hits = store.query(ds.queries[0], k=3, filter=flt)

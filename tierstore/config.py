@@ -169,7 +169,8 @@ class HotConfig:
     """``[hot]``: the Redis HNSW tier. ``redis_url`` absent = an embedded redis-server."""
 
     redis_url: str | None = _spec(None, "optstr")
-    backend: str = _spec("search", "choice", choices=("search", "vectorset"))
+    # Only RediSearch for now; Redis 8 vector sets ("vectorset") are planned as a second backend.
+    backend: str = _spec("search", "choice", choices=("search",))
     capacity: int = _spec(100_000, "int", lo=0)
     m: int = _spec(16, "int", lo=2, hi=512)
     ef_construction: int = _spec(200, "int", lo=1, hi=100_000)

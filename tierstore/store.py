@@ -30,7 +30,14 @@ import numpy as np
 from . import filters, inputs, query
 from .catalog import TIER_CODES, TIER_NAMES, Catalog, Entry, normalize_ids
 from .config import Config, load_config
-from .errors import CapacityError, ClosedError, InvalidInputError, StoreLockedError, TierUnavailableError
+from .errors import (
+    CapacityError,
+    ClosedError,
+    ConfigError,
+    InvalidInputError,
+    StoreLockedError,
+    TierUnavailableError,
+)
 from .hot import HotTier
 from .policy import AccessStats
 from .results import Hits, Record
@@ -38,6 +45,7 @@ from .services import RedisServer
 
 log = logging.getLogger("tierstore")
 
+_SERVED_TIERS = ("hot",)  # the warm and cold tiers plug in here as they land
 _LATENCY_WINDOW = 4096  # recent query latencies kept for stats() percentiles
 
 
@@ -79,6 +87,11 @@ class TierStore:
 
     def _open(self) -> None:
         cfg = self.config
+        if cfg.policy.ingest_tier not in _SERVED_TIERS:
+            raise ConfigError(
+                f"policy.ingest_tier: {cfg.policy.ingest_tier!r} is not allowed: this version serves "
+                f"only the tiers {list(_SERVED_TIERS)}"
+            )
         self.path.mkdir(parents=True, exist_ok=True)
         self._lock_fd = os.open(self.path / "LOCK", os.O_RDWR | os.O_CREAT, 0o644)
         try:

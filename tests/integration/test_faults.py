@@ -46,7 +46,6 @@ def test_redis_killed_then_restarted_loses_nothing(tmp_path, own_redis):
                            hot={"redis_url": own_redis.url, "socket_timeout": "2s"})
     try:
         store.upsert(list(range(200)), v[:200], [{"g": str(i % 3)} for i in range(200)])
-        before = [h.ids() for h in store.query_batch(v[:20], k=10)]
         own_redis.kill()  # SIGKILL: no shutdown, no final AOF flush
         with pytest.raises(TierUnavailableError) as info:
             store.query(v[0], k=10)

@@ -20,7 +20,6 @@ from tierstore.errors import (
 )
 
 
-
 def rng_vectors(n: int, dim: int, seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).standard_normal((n, dim)).astype(np.float32)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -224,8 +225,10 @@ def test_section_must_be_table():
     ],
 )
 def test_bad_value_types(section, key, value, pattern):
+    sections = {section: {key: value}} if section != "store" else {"store": {**DIM4, key: value}}
+    sections.setdefault("store", DIM4)
     with pytest.raises(ConfigError, match="^" + pattern):
-        cfg(store=DIM4, **{section: {key: value}}) if section != "store" else cfg(store={**DIM4, key: value})
+        cfg(**sections)
 
 
 @pytest.mark.parametrize(
@@ -355,14 +358,8 @@ def test_file_not_utf8_is_config_error(tmp_path):
 def test_directory_as_config_file_is_config_error(tmp_path):
     """Passing a directory (a common slip: the store dir instead of its config file) should be a
     ConfigError naming the path, not a bare IsADirectoryError."""
-    with pytest.raises(ConfigError, match=re_escape(str(tmp_path))):
+    with pytest.raises(ConfigError, match=re.escape(str(tmp_path))):
         load_config(tmp_path, env={})
-
-
-def re_escape(s: str) -> str:
-    import re
-
-    return re.escape(s)
 
 
 def test_relative_store_path_resolved_against_file_dir(tmp_path, monkeypatch):

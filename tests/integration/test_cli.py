@@ -1,0 +1,72 @@
+"""The `tierstore` command line, run as a subprocess on the embedded default (its own redis-server)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+
+import tierstore
+
+
+def cli(*args: str, cwd, check: bool = True) -> subprocess.CompletedProcess:
+    proc = subprocess.run([sys.executable, "-m", "tierstore.cli", *args], cwd=cwd, capture_output=True,
+                          text=True, timeout=300, env={"PATH": "/usr/bin:/bin"})
+    if check:
+        assert proc.returncode == 0, proc.stderr
+    return proc
+
+
+def test_init_ingest_query_stats_rebuild(tmp_path):
+    out = cli("init", "--path", "data", "--dim", "8", "--schema", "color=tag", "--schema", "size=numeric",
+              "--json", cwd=tmp_path)
+    assert json.loads(out.stdout)["store"] == str(tmp_path / "data")
+    vecs = np.random.default_rng(0).standard_normal((50, 8)).astype(np.float32)
+    np.save(tmp_path / "v.npy", vecs)
+    assert json.loads(cli("ingest", "v.npy", "--json", cwd=tmp_path).stdout)["written"] == 50
+    lines = [json.dumps({"id": f"doc{i}", "vector": (vecs[i] + 0.001).tolist(),
+                         "metadata": {"color": "red" if i % 2 else "blue", "size": i}}) for i in range(10)]
+    (tmp_path / "r.jsonl").write_text("\n".join(lines) + "\n")
+    assert json.loads(cli("ingest", "r.jsonl", "--json", cwd=tmp_path).stdout)["written"] == 10
+
+    res = json.loads(cli("query", "--like", "3", "-k", "2", "--json", cwd=tmp_path).stdout)
+    assert [h["id"] for h in res["hits"]] == [3, "doc3"] and res["partial"] is False
+    res = json.loads(cli("query", "--vector", json.dumps(vecs[4].tolist()), "--filter",
+                         '{"color": "red", "size": {"$lt": 6}}', "--json", cwd=tmp_path).stdout)
+    assert {h["id"] for h in res["hits"]} == {"doc1", "doc3", "doc5"}
+    human = cli("query", "--like", "doc2", "-k", "1", cwd=tmp_path).stdout
+    assert "doc2" in human and "hot" in human
+
+    stats = json.loads(cli("stats", "--json", cwd=tmp_path).stdout)
+    assert stats["store"]["vectors"] == 60 and stats["tiers"]["hot"]["num_docs"] == 60
+    assert json.loads(cli("rebuild-hot", "--json", cwd=tmp_path).stdout)["rebuilt"] == 60
+    assert "vectors: 60" in cli("--config", "tierstore.toml", "stats", cwd=tmp_path).stdout
+
+
+def test_exit_codes_and_messages(tmp_path):
+    proc = cli("stats", cwd=tmp_path, check=False)
+    assert proc.returncode == 2 and "no config" in proc.stderr
+    (tmp_path / "bad.toml").write_text("[store]\ndim = 8\n[hot]\nef_runtme = 10\n")
+    proc = cli("stats", "--config", "bad.toml", cwd=tmp_path, check=False)
+    assert proc.returncode == 2 and "hot.ef_runtme: unknown key (did you mean 'ef_runtime'?)" in proc.stderr
+    cli("init", "--path", "d", "--dim", "4", cwd=tmp_path)
+    proc = cli("init", "--path", "d", "--dim", "4", cwd=tmp_path, check=False)
+    assert proc.returncode == 2 and "--force" in proc.stderr
+    proc = cli("query", "--vector", "[1, 2]", cwd=tmp_path, check=False)
+    assert proc.returncode == 2 and "DimensionError" in proc.stderr
+    proc = cli("query", "--vector", "[1, 0, 0, 0]", "--filter", "{bad json", cwd=tmp_path, check=False)
+    assert proc.returncode == 2
+    proc = cli("ingest", "missing.npy", cwd=tmp_path, check=False)
+    assert proc.returncode == 2 and "no such file" in proc.stderr
+    with tierstore.open(tmp_path / "tierstore.toml", env={}):
+        proc = cli("stats", cwd=tmp_path, check=False)
+        assert proc.returncode == 3 and "StoreLockedError" in proc.stderr
+
+
+def test_demo_reports_recall(tmp_path):
+    out = cli("demo", "--n", "3000", "--queries", "100", "--json", cwd=tmp_path)
+    report = json.loads(out.stdout)
+    assert report["vectors"] == 3000 and report["recall@10"] >= 0.95
+    assert report["latency_ms"]["p50"] > 0
