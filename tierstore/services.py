@@ -154,14 +154,19 @@ def _stop_all() -> None:
             proc.stop()
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether ``pid`` is a running process (a zombie awaiting its parent's wait() is not)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    return True
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
 def _kill_stale(pidfile: Path, name: str) -> None:
@@ -170,14 +175,17 @@ def _kill_stale(pidfile: Path, name: str) -> None:
         pid = int(pidfile.read_text().strip())
     except (OSError, ValueError):
         return
+    # Ours only if it runs the same program in our data dir (servers are started with cwd = the
+    # data dir; redis rewrites its argv, so the command line cannot be used to recognise it).
     try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        comm = Path(f"/proc/{pid}/comm").read_text().strip()
+        cwd = os.readlink(f"/proc/{pid}/cwd")
     except OSError:
-        cmdline = b""
-    if _pid_alive(pid) and name.encode() in cmdline and str(pidfile.parent).encode() in cmdline:
+        comm, cwd = "", ""
+    if pid_alive(pid) and name.startswith(comm or "\0") and cwd == str(pidfile.parent.resolve()):
         os.kill(pid, signal.SIGTERM)
         for _ in range(100):
-            if not _pid_alive(pid):
+            if not pid_alive(pid):
                 break
             time.sleep(0.05)
         else:
@@ -431,6 +439,7 @@ __all__ = [
     "RedisServer",
     "S3Server",
     "free_port",
+    "pid_alive",
     "redis_server_binary",
     "redisearch_module",
     "weed_binary",

