@@ -96,6 +96,8 @@ def normalize_ids(ids: Any) -> list[str | int]:
     """Validate a batch of user ids: all ``str`` (non-empty, <= 1 KiB) or all ints (int64)."""
     if isinstance(ids, str | int | np.integer):
         ids = [ids]
+    if isinstance(ids, bytes | bytearray | memoryview):
+        raise InvalidInputError("ids: got bytes; pass a list of str or int ids")
     if isinstance(ids, np.ndarray):
         if ids.ndim != 1:
             raise InvalidInputError(f"ids must be a 1-d sequence, got an array of shape {ids.shape}")
@@ -112,7 +114,11 @@ def normalize_ids(ids: Any) -> list[str | int]:
             uid = out[i] = int(uid)
         if isinstance(uid, str):
             kinds.add(str)
-            if not uid or len(uid.encode("utf-8")) > MAX_STR_ID_BYTES:
+            try:
+                size = len(uid.encode("utf-8"))
+            except UnicodeEncodeError:
+                raise InvalidInputError(f"ids[{i}]: {uid!r} is not valid Unicode text") from None
+            if not uid or size > MAX_STR_ID_BYTES:
                 raise InvalidInputError(f"ids[{i}]: string ids must be 1..{MAX_STR_ID_BYTES} bytes of UTF-8")
         else:
             kinds.add(int)
@@ -139,7 +145,10 @@ class Catalog:
         read_only: bool = False,
         map_size: int = 1 << 40,
     ) -> None:
-        os.makedirs(path, exist_ok=True)
+        if read_only and not os.path.exists(os.path.join(path, "data.mdb")):
+            raise ConfigError(f"store.path: {str(path)!r} holds no tierstore catalog")
+        if not read_only:
+            os.makedirs(path, exist_ok=True)
         self.path = str(path)
         self.read_only = read_only
         # map_size is address space, not disk: LMDB files grow as data is written.
@@ -278,6 +287,8 @@ class Catalog:
         """Entries in internal-id order, resuming after ``start_after`` (one short read txn)."""
         want = None if tiers is None else set(tiers)
         out: list[Entry] = []
+        if limit is not None and limit <= 0:
+            return out
         with self.env.begin(db=self.entries_db) as txn:
             cur = txn.cursor()
             if start_after is None:

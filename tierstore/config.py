@@ -73,7 +73,7 @@ def parse_float(value: Any, path: str, lo: float | None = None, hi: float | None
         raise _fail(path, value, allowed)
     try:
         out = float(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         raise _fail(path, value, allowed) from None
     if not math.isfinite(out) or (lo is not None and out < lo) or (hi is not None and out > hi):
         raise _fail(path, value, allowed)
@@ -99,9 +99,13 @@ def parse_duration(value: Any, path: str) -> float:
     if isinstance(value, bool):
         raise _fail(path, value, allowed)
     if isinstance(value, int | float):
-        if value < 0 or not math.isfinite(value):
+        try:
+            out = float(value)
+        except OverflowError:
+            raise _fail(path, value, allowed) from None
+        if out < 0 or not math.isfinite(out):
             raise _fail(path, value, allowed)
-        return float(value)
+        return out
     if isinstance(value, str):
         m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(ms|s|min|m|h|d)?\s*", value.lower())
         if m:
@@ -324,7 +328,9 @@ def _env_overrides(env: Mapping[str, str]) -> dict[str, dict[str, str]]:
             continue
         rest = name[len("TIERSTORE_") :]
         section, _, key = rest.partition("_")
-        section, key = section.lower(), key.lower()
+        # Section and key names are lower case; schema field names are case-sensitive.
+        section = section.lower()
+        key = key if section == "schema" else key.lower()
         if section not in SECTIONS and section != "schema":
             raise ConfigError(
                 f"environment variable {name}: unknown section {section!r}"
@@ -378,6 +384,10 @@ def load_config(
             raise ConfigError(f"config file {str(file)!r} does not exist") from None
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"config file {str(file)!r} is not valid TOML: {exc}") from None
+        except UnicodeDecodeError:
+            raise ConfigError(f"config file {str(file)!r} is not valid TOML: not UTF-8 text") from None
+        except OSError as exc:
+            raise ConfigError(f"config file {str(file)!r} cannot be read: {exc.strerror or exc}") from None
         _merge(raw, data)
         base_dir = file.resolve().parent
     for section in raw:

@@ -82,12 +82,24 @@ def tag_values(value: Any, field: str) -> tuple[str, ...]:
     )
 
 
-def numeric_value(value: Any, field: str) -> float:
+def _finite(value: Any) -> float | None:
+    """``value`` as a finite float, or None (bools, non-numbers, NaN/inf, ints beyond float range)."""
     if isinstance(value, bool) or not isinstance(value, int | float):
-        raise SchemaError(f"metadata field {field!r} is numeric: value must be an int or float, got {value!r}")
-    if not math.isfinite(value):
-        raise SchemaError(f"metadata field {field!r}: {value!r} is not a finite number")
-    return float(value)
+        return None
+    try:
+        out = float(value)
+    except OverflowError:
+        return None
+    return out if math.isfinite(out) else None
+
+
+def numeric_value(value: Any, field: str) -> float:
+    out = _finite(value)
+    if out is None:
+        raise SchemaError(
+            f"metadata field {field!r} is numeric: value must be a finite int or float, got {value!r}"
+        )
+    return out
 
 
 def encode_tag(value: str) -> str:
@@ -156,9 +168,10 @@ def _value(kind: str, v: Any, where: str) -> Any:
         if isinstance(v, str):
             return v
         raise SchemaError(f"{where}: tag values are str (or bool), got {v!r}")
-    if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
+    out = _finite(v)
+    if out is None:
         raise SchemaError(f"{where}: numeric values must be finite int or float, got {v!r}")
-    return float(v)
+    return out
 
 
 def _simplify(node: Node) -> Node:

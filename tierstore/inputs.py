@@ -116,15 +116,18 @@ def check_unique(ids: Sequence[str | int]) -> None:
             seen.add(uid)
 
 
-def _check_value(value: Any, where: str) -> None:
+def _check_value(value: Any, where: str) -> Any:
+    """The value as plain JSON-able Python (numpy scalars unwrapped, tuples -> lists)."""
+    if isinstance(value, np.generic) and isinstance(value, np.bool_ | np.integer | np.floating):
+        value = value.item()
     if isinstance(value, bool | str | int):
-        return
+        return value
     if isinstance(value, float):
         if not math.isfinite(value):
             raise SchemaError(f"{where}: {value!r} is not a finite number")
-        return
+        return value
     if isinstance(value, list | tuple) and all(isinstance(v, str) for v in value):
-        return
+        return list(value)
     raise SchemaError(
         f"{where}: {value!r} ({type(value).__name__}) is not supported; metadata values are "
         "str, int, float, bool or a list of str"
@@ -151,14 +154,17 @@ def encode_metadata(metadata: Any, n: int, schema: Mapping[str, str]) -> list[by
             if not isinstance(key, str):
                 raise SchemaError(f"metadata[{i}]: key {key!r} is not a str")
             where = f"metadata[{i}][{key!r}]"
-            _check_value(value, where)
+            value = _check_value(value, where)
             kind = schema.get(key)
             if kind == "tag":
                 filters.tag_values(value, key)
             elif kind == "numeric":
                 filters.numeric_value(value, key)
-            clean[key] = list(value) if isinstance(value, tuple) else value
-        out.append(json.dumps(clean, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode())
+            clean[key] = value
+        try:
+            out.append(json.dumps(clean, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode())
+        except UnicodeEncodeError as exc:
+            raise SchemaError(f"metadata[{i}]: holds text that is not valid Unicode ({exc.reason})") from None
     return out
 
 

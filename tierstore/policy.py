@@ -92,7 +92,7 @@ class AccessStats:
         """Reset slots that were freed (deleted vectors), so a reused slot starts cold."""
         with self._lock:
             self._apply_locked()
-            slots = slots[slots < self.counts.shape[0]]
+            slots = slots[(slots >= 0) & (slots < self.counts.shape[0])]
             self.counts[slots] = 0.0
             self.last[slots] = 0.0
 
@@ -102,7 +102,7 @@ class AccessStats:
         """Decayed access counts of ``slots`` at time ``now`` (0 for never-seen slots)."""
         now = time.time() if now is None else now
         out = np.zeros(len(slots))
-        inside = slots < self.counts.shape[0]
+        inside = (slots >= 0) & (slots < self.counts.shape[0])
         out[inside] = self.counts[slots[inside]] * 2.0 ** (-(now - self.t0) / self.half_life)
         return out
 

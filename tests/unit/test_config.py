@@ -87,7 +87,7 @@ def test_dict_source():
 def test_precedence_file_env_keyword(tmp_path):
     f = write(
         tmp_path / "ts.toml",
-        '[store]\ndim = 4\n[hot]\ncapacity = 10\nm = 8\nef_runtime = 20\n[warm]\nef = 11\n',
+        "[store]\ndim = 4\n[hot]\ncapacity = 10\nm = 8\nef_runtime = 20\n[warm]\nef = 11\n",
     )
     env = {"TIERSTORE_HOT_CAPACITY": "20", "TIERSTORE_HOT_M": "12"}
     c = load_config(f, env=env, hot={"capacity": 30})
@@ -144,7 +144,9 @@ def test_env_defaults_to_os_environ(monkeypatch):
 
 
 def test_env_unknown_section():
-    with pytest.raises(ConfigError, match=r"TIERSTORE_HOTT_CAPACITY: unknown section 'hott'.*did you mean 'hot'"):
+    with pytest.raises(
+        ConfigError, match=r"TIERSTORE_HOTT_CAPACITY: unknown section 'hott'.*did you mean 'hot'"
+    ):
         cfg(store=DIM4, env={"TIERSTORE_HOTT_CAPACITY": "5"})
 
 
@@ -216,7 +218,12 @@ def test_section_must_be_table():
         ("store", "path", 5, r"store\.path: 5 is not allowed: must be a string"),
         ("cold", "enabled", "maybe", r"cold\.enabled: 'maybe' is not allowed: must be true or false"),
         ("cold", "enabled", 1, r"cold\.enabled: 1 is not allowed: must be true or false"),
-        ("warm", "compact_threshold", "half", r"warm\.compact_threshold: 'half' is not allowed: must be a number"),
+        (
+            "warm",
+            "compact_threshold",
+            "half",
+            r"warm\.compact_threshold: 'half' is not allowed: must be a number",
+        ),
         ("warm", "compact_threshold", "nan", r"warm\.compact_threshold: 'nan' is not allowed"),
         ("warm", "code", "int4", r"warm\.code: 'int4' is not allowed: must be one of 'int8', 'float16'"),
         ("hot", "backend", 3, r"hot\.backend: 3 is not allowed: must be one of"),
@@ -237,10 +244,20 @@ def test_bad_value_types(section, key, value, pattern):
         ("hot", "capacity", -5, r"hot\.capacity: -5 is not allowed: must be an integer >= 0$"),
         ("hot", "m", 1, r"hot\.m: 1 is not allowed: must be an integer >= 2 and <= 512$"),
         ("hot", "m", 513, r"hot\.m: 513 is not allowed: must be an integer >= 2 and <= 512$"),
-        ("hot", "ef_runtime", 0, r"hot\.ef_runtime: 0 is not allowed: must be an integer >= 1 and <= 100000$"),
+        (
+            "hot",
+            "ef_runtime",
+            0,
+            r"hot\.ef_runtime: 0 is not allowed: must be an integer >= 1 and <= 100000$",
+        ),
         ("cold", "max_attempts", 21, r"cold\.max_attempts: 21 is not allowed"),
         ("warm", "segment_size", 0, r"warm\.segment_size: 0 is not allowed: must be an integer >= 1$"),
-        ("warm", "compact_threshold", 1.5, r"warm\.compact_threshold: 1\.5 is not allowed: must be a number >= 0\.0 and <= 1\.0"),
+        (
+            "warm",
+            "compact_threshold",
+            1.5,
+            r"warm\.compact_threshold: 1\.5 is not allowed: must be a number >= 0\.0 and <= 1\.0",
+        ),
         ("policy", "hysteresis", -0.1, r"policy\.hysteresis: -0\.1 is not allowed"),
     ],
 )
@@ -250,7 +267,9 @@ def test_out_of_range(section, key, value, pattern):
 
 
 def test_store_dim_range():
-    with pytest.raises(ConfigError, match=r"^store\.dim: 0 is not allowed: must be an integer >= 1 and <= 65536"):
+    with pytest.raises(
+        ConfigError, match=r"^store\.dim: 0 is not allowed: must be an integer >= 1 and <= 65536"
+    ):
         cfg(store={"dim": 0})
     with pytest.raises(ConfigError, match=r"^store\.dim: 65537 is not allowed"):
         cfg(dim=65537)
@@ -276,7 +295,9 @@ def test_optional_string_blank_is_none():
 
 
 def test_bad_metric():
-    with pytest.raises(ConfigError, match=r"^store\.metric: 'dot' is not allowed: must be one of 'cosine', 'ip', 'l2'$"):
+    with pytest.raises(
+        ConfigError, match=r"^store\.metric: 'dot' is not allowed: must be one of 'cosine', 'ip', 'l2'$"
+    ):
         cfg(store={"dim": 4, "metric": "dot"})
 
 
@@ -316,7 +337,9 @@ def test_schema_non_str_field_name():
 
 @pytest.mark.parametrize("kind", ["text", "vector", 1, None, ["tag"]])
 def test_schema_bad_field_type(kind):
-    with pytest.raises(ConfigError, match=r"^schema\.cat: .* is not allowed: must be one of 'tag', 'numeric'$"):
+    with pytest.raises(
+        ConfigError, match=r"^schema\.cat: .* is not allowed: must be one of 'tag', 'numeric'$"
+    ):
         cfg(store=DIM4, schema={"cat": kind})
 
 
@@ -409,7 +432,7 @@ dim = 384
 metric = "ip"
 [hot]
 redis_url = "redis://localhost:6379/0"
-backend = "vectorset"
+backend = "SEARCH"
 socket_timeout = "2s"
 [warm]
 code = "float16"
@@ -430,7 +453,7 @@ category = "tag"
     c = load_config(f, env={})
     assert c.store.metric == "ip"
     assert c.hot.redis_url == "redis://localhost:6379/0"
-    assert c.hot.backend == "vectorset"
+    assert c.hot.backend == "search"
     assert c.hot.socket_timeout == 2.0
     assert c.warm.code == "float16"
     assert c.cold.url == "s3://my-bucket/prefix/x"
@@ -450,7 +473,17 @@ def test_cold_url_ok(url):
 
 
 @pytest.mark.parametrize(
-    "url", ["http://bucket", "bucket", "s3://", "s3://ab", "s3://Bucket", "s3://-bucket", "s3://bucket-", "s3://b_c"]
+    "url",
+    [
+        "http://bucket",
+        "bucket",
+        "s3://",
+        "s3://ab",
+        "s3://Bucket",
+        "s3://-bucket",
+        "s3://bucket-",
+        "s3://b_c",
+    ],
 )
 def test_cold_url_bad(url):
     with pytest.raises(ConfigError, match=r"^cold\.url: .* is not allowed: must look like 's3://bucket'"):
@@ -458,7 +491,9 @@ def test_cold_url_bad(url):
 
 
 def test_ingest_cold_requires_cold_enabled():
-    with pytest.raises(ConfigError, match=r"^policy\.ingest_tier: 'cold' is not allowed: cold tier is disabled"):
+    with pytest.raises(
+        ConfigError, match=r"^policy\.ingest_tier: 'cold' is not allowed: cold tier is disabled"
+    ):
         cfg(store=DIM4, cold={"enabled": False}, policy={"ingest_tier": "cold"})
     assert cfg(store=DIM4, policy={"ingest_tier": "cold"}).policy.ingest_tier == "cold"
 
@@ -491,8 +526,9 @@ def test_durations(value, seconds):
     assert got == seconds
 
 
-@pytest.mark.parametrize("value", ["-1s", -1, -0.5, "1 week", "1e3", "", "s", "1h30m", True, None,
-                                   float("inf"), float("nan"), [1]])
+@pytest.mark.parametrize(
+    "value", ["-1s", -1, -0.5, "1 week", "1e3", "", "s", "1h30m", True, None, float("inf"), float("nan"), [1]]
+)
 def test_bad_durations(value):
     with pytest.raises(ConfigError, match=r"^policy\.interval: .* is not allowed: must be a duration"):
         cfg(store=DIM4, policy={"interval": value})

@@ -285,7 +285,7 @@ def test_tag_values_and_numeric_value():
         with pytest.raises(SchemaError, match=r"metadata field 'p' is numeric"):
             filters.numeric_value(bad, "p")
     for bad in (float("nan"), float("inf")):
-        with pytest.raises(SchemaError, match=r"is not a finite number"):
+        with pytest.raises(SchemaError, match=r"must be a finite int or float"):
             filters.numeric_value(bad, "p")
 
 
@@ -307,9 +307,44 @@ def test_columns_build():
 # --- property: mask == matches, to_redis renders -------------------------------------------------
 
 AWKWARD_TAGS = [
-    "a", "A", "b", "books", "a b", " a", "a ", "a,b", ",", "{x}", "}", "{", "-", "-a", "@", "@cat",
-    "é", "日本", "🙂", "", " ", "\t", "true", "false", "x61", "\\", "|", "a|b", "*", "(", ")", "$", "'", '"',
-    "a-b@c.d", "null", "0", "1.5",
+    "a",
+    "A",
+    "b",
+    "books",
+    "a b",
+    " a",
+    "a ",
+    "a,b",
+    ",",
+    "{x}",
+    "}",
+    "{",
+    "-",
+    "-a",
+    "@",
+    "@cat",
+    "é",
+    "日本",
+    "🙂",
+    "",
+    " ",
+    "\t",
+    "true",
+    "false",
+    "x61",
+    "\\",
+    "|",
+    "a|b",
+    "*",
+    "(",
+    ")",
+    "$",
+    "'",
+    '"',
+    "a-b@c.d",
+    "null",
+    "0",
+    "1.5",
 ]
 tag_strings = st.one_of(st.sampled_from(AWKWARD_TAGS), st.text(max_size=4))
 tag_row_values = st.one_of(
@@ -354,8 +389,11 @@ def leaf_filters(draw):
                 st.builds(lambda v: {"$eq": v}, tag_filter_values),
                 st.builds(lambda v: {"$ne": v}, tag_filter_values),
                 st.builds(lambda vs: {"$in": vs}, st.lists(tag_filter_values, max_size=3)),
-                st.builds(lambda v, vs: {"$ne": v, "$in": vs}, tag_filter_values,
-                          st.lists(tag_filter_values, max_size=3)),
+                st.builds(
+                    lambda v, vs: {"$ne": v, "$in": vs},
+                    tag_filter_values,
+                    st.lists(tag_filter_values, max_size=3),
+                ),
             )
         )
     else:
@@ -384,7 +422,9 @@ filter_specs = st.recursive(
         st.builds(lambda xs: {"$and": xs}, st.lists(kids, min_size=1, max_size=3)),
         st.builds(lambda xs: {"$or": xs}, st.lists(kids, min_size=1, max_size=3)),
         st.builds(_merge_keys, st.lists(leaf_filters(), min_size=1, max_size=3)),
-        st.builds(lambda xs, leaf: {"$or": xs, **leaf}, st.lists(kids, min_size=1, max_size=2), leaf_filters()),
+        st.builds(
+            lambda xs, leaf: {"$or": xs, **leaf}, st.lists(kids, min_size=1, max_size=2), leaf_filters()
+        ),
         st.just({}),
     ),
     max_leaves=8,
@@ -445,6 +485,11 @@ def test_to_redis_renders(spec):
 def test_compile_is_idempotent_on_semantics(spec, rows):
     """Wrapping a filter in $and/$or of one child, or AND-ing it with {} never changes its meaning."""
     node = compile_(spec)
-    for wrapped in ({"$and": [spec]}, {"$or": [spec]}, {"$and": [spec, {}]}, {"$or": [spec, {"cat": {"$in": []}}]}):
+    for wrapped in (
+        {"$and": [spec]},
+        {"$or": [spec]},
+        {"$and": [spec, {}]},
+        {"$or": [spec, {"cat": {"$in": []}}]},
+    ):
         other = compile_(wrapped)
         assert [matches(other, r) for r in rows] == [matches(node, r) for r in rows]

@@ -1,0 +1,18 @@
+"""Run the doctests of the tierstore modules that need no servers."""
+
+from __future__ import annotations
+
+import doctest
+import importlib
+
+import pytest
+
+MODULES = ["config", "filters", "catalog", "kernels", "policy", "inputs", "results", "errors"]
+
+
+@pytest.mark.parametrize("name", MODULES)
+def test_module_doctests(name):
+    module = importlib.import_module(f"tierstore.{name}")
+    result = doctest.testmod(module, optionflags=doctest.ELLIPSIS, report=True, verbose=False)
+    assert result.failed == 0, f"{result.failed} doctest failure(s) in tierstore.{name}"
+    assert result.attempted > 0, f"tierstore.{name} has no doctests"

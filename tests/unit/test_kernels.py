@@ -1,0 +1,237 @@
+"""numba kernels (tierstore.kernels) against numpy references, and policy.AccessStats against a
+direct exponential-decay reference."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from tierstore import kernels, policy
+from tierstore.policy import AccessStats
+
+# --- kernels --------------------------------------------------------------------------------------
+
+
+def _ref_access_add(counts, last, slots, w, t):
+    counts, last = counts.copy(), last.copy()
+    ok = slots[(slots >= 0) & (slots < counts.shape[0])]
+    np.add.at(counts, ok, w)
+    last[ok] = t
+    return counts, last
+
+
+@pytest.mark.parametrize("dtype", [np.int64, np.int32])
+@pytest.mark.parametrize("seed", range(5))
+def test_access_add_matches_numpy(seed, dtype):
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(1, 200))
+    counts = rng.random(n) * 10
+    last = rng.random(n).astype(np.float32)
+    # many repeats, plus negative and out-of-range slots that must be ignored
+    slots = rng.integers(-20, n + 20, size=int(rng.integers(0, 500))).astype(dtype)
+    w = float(rng.random() * 3 + 0.1)
+    t = np.float32(rng.random() * 100)
+    want_counts, want_last = _ref_access_add(counts, last, slots, w, t)
+    kernels.access_add(counts, last, slots, w, t)
+    np.testing.assert_allclose(counts, want_counts, rtol=1e-12)
+    np.testing.assert_array_equal(last, want_last)
+
+
+def test_access_add_repeats_and_ignored():
+    counts = np.zeros(3)
+    last = np.full(3, -1.0, np.float32)
+    kernels.access_add(counts, last, np.array([2, 2, 2, -1, 3, 99, -99]), 0.5, np.float32(4.0))
+    assert counts.tolist() == [0.0, 0.0, 1.5]
+    assert last.tolist() == [-1.0, -1.0, 4.0]  # untouched slots keep their last time
+
+
+def test_access_add_empty():
+    counts, last = np.ones(4), np.ones(4, np.float32)
+    kernels.access_add(counts, last, np.zeros(0, np.int64), 5.0, np.float32(9.0))
+    assert counts.tolist() == [1.0] * 4 and last.tolist() == [1.0] * 4
+
+
+@pytest.mark.parametrize("factor", [0.0, 0.5, 2.0**-600, 3.0, 1.0])
+def test_scale_inplace(factor):
+    rng = np.random.default_rng(0)
+    counts = rng.random(257) * 1e10
+    want = counts * factor
+    kernels.scale_inplace(counts, factor)
+    np.testing.assert_array_equal(counts, want)
+    empty = np.zeros(0)
+    kernels.scale_inplace(empty, factor)
+    assert empty.shape == (0,)
+
+
+# --- AccessStats: reference ---------------------------------------------------------------------
+
+
+def _reference(events, half_life, n_slots, now):
+    """Decayed count of each slot at `now`: sum over its accesses of 2**(-(now - t)/H)."""
+    ref = np.zeros(n_slots)
+    last = np.full(n_slots, np.nan)
+    for slot, t in events:
+        ref[slot] += 2.0 ** (-(now - t) / half_life)
+        last[slot] = t if np.isnan(last[slot]) else max(last[slot], t)
+    return ref, last
+
+
+def _random_events(rng, n_batches, n_slots, t_max):
+    times = np.sort(rng.random(n_batches) * t_max)
+    batches = []
+    for t in times:
+        batches.append((rng.integers(0, n_slots, size=int(rng.integers(1, 8))), float(t)))
+    return batches
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_decayed_matches_reference(seed):
+    rng = np.random.default_rng(seed)
+    H, n_slots = 30.0, 40
+    batches = _random_events(rng, 60, n_slots, t_max=200.0)
+    st = AccessStats(half_life=H, t0=0.0)
+    for slots, t in batches:
+        st.record(slots, now=t)
+    st.apply()
+    events = [(int(s), t) for slots, t in batches for s in slots]
+    for now in (batches[-1][1], batches[-1][1] + 17.0, 1000.0):
+        ref, _ = _reference(events, H, n_slots, now)
+        got = st.decayed(np.arange(n_slots), now=now)
+        np.testing.assert_allclose(got, ref, rtol=1e-9, atol=1e-300)
+    assert st.total_accesses == len(events)
+
+
+def test_decayed_across_rebase():
+    """A tiny half-life makes (now - t0) / half_life exceed the rebase threshold many times."""
+    rng = np.random.default_rng(42)
+    H, n_slots = 0.05, 25
+    t_max = 100.0  # exponent up to 2000 >> 600
+    batches = _random_events(rng, 400, n_slots, t_max)
+    st = AccessStats(half_life=H, t0=0.0)
+    for slots, t in batches:
+        st.record(slots, now=t)
+        if rng.random() < 0.3:
+            st.apply()  # interleave applies so rebases happen mid-stream
+    st.apply()
+    assert st.t0 > 0.0, "expected at least one rebase"
+    assert (st.t0 - 0.0) / H > policy._REBASE_EXP
+    assert np.isfinite(st.counts).all()
+    events = [(int(s), t) for slots, t in batches for s in slots]
+    now = batches[-1][1]
+    for at in (now, now + 0.1, now + 1.0):
+        ref, last_ref = _reference(events, H, n_slots, at)
+        got = st.decayed(np.arange(n_slots), now=at)
+        np.testing.assert_allclose(got, ref, rtol=1e-9, atol=1e-290)
+    # last access times (stored as float32 seconds since t0) survive the rebases
+    seen = ~np.isnan(last_ref)
+    np.testing.assert_allclose(st.last[:n_slots][seen] + st.t0, last_ref[seen], atol=1e-3)
+
+
+def test_decayed_out_of_order_batches_across_rebase():
+    """Query threads may enqueue batches whose timestamps are slightly out of order."""
+    H = 0.1
+    st = AccessStats(half_life=H, t0=0.0)
+    st.record(np.array([1]), now=70.0)  # exponent 700: rebase to t0 = 70
+    st.record(np.array([1, 2]), now=69.95)  # earlier than the new t0
+    st.apply()
+    ref, _ = _reference([(1, 70.0), (1, 69.95), (2, 69.95)], H, 3, 70.0)
+    np.testing.assert_allclose(st.decayed(np.arange(3), now=70.0), ref, rtol=1e-12)
+
+
+def test_docstring_example_values():
+    st = AccessStats(half_life=60.0, t0=0.0)
+    st.record(np.array([3, 3, 5]), now=0.0)
+    st.record(np.array([3]), now=60.0)
+    st.apply()
+    assert st.decayed(np.array([3, 5, 7, 10**9]), now=60.0).tolist() == [2.0, 0.5, 0.0, 0.0]
+
+
+def test_record_is_lazy_until_apply():
+    st = AccessStats(half_life=10.0, t0=0.0)
+    st.record(np.array([1, 2]), now=0.0)
+    st.record(np.array([], dtype=np.int64), now=0.0)  # empty batches are dropped
+    assert st.decayed(np.array([1, 2]), now=0.0).tolist() == [0.0, 0.0]
+    assert st.total_accesses == 0
+    st.apply()
+    assert st.decayed(np.array([1, 2]), now=0.0).tolist() == [1.0, 1.0]
+    assert st.total_accesses == 2
+
+
+def test_record_applies_itself_when_queue_is_long():
+    st = AccessStats(half_life=10.0, t0=0.0)
+    big = np.arange(policy._APPLY_AT) % 100
+    st.record(big, now=0.0)
+    assert st.total_accesses == policy._APPLY_AT  # applied without an explicit apply()
+    assert st._queued == 0
+    np.testing.assert_allclose(st.decayed(np.arange(100), now=0.0), np.bincount(big, minlength=100))
+
+
+def test_arrays_grow_when_slots_exceed_size():
+    st = AccessStats(half_life=10.0, t0=0.0, size=4)
+    assert st.counts.shape[0] == 1024  # minimum size
+    st.record(np.array([3, 1023]), now=0.0)
+    st.apply()
+    st.record(np.array([1024, 5000]), now=10.0)
+    st.apply()
+    assert st.counts.shape[0] >= 5001
+    assert st.last.shape == st.counts.shape
+    assert st.last.dtype == np.float32 and st.counts.dtype == np.float64
+    got = st.decayed(np.array([3, 1023, 1024, 5000, 4999]), now=10.0)
+    np.testing.assert_allclose(got, [0.5, 0.5, 1.0, 1.0, 0.0])
+    assert st.last[5000] == 10.0 and st.last[3] == 0.0
+    # doubling: one more slot past the end at least doubles the array
+    size = st.counts.shape[0]
+    st.record(np.array([size]), now=10.0)
+    st.apply()
+    assert st.counts.shape[0] == 2 * size
+
+
+def test_large_initial_size():
+    st = AccessStats(half_life=10.0, t0=0.0, size=5000)
+    assert st.counts.shape[0] == 5000
+
+
+def test_forget():
+    st = AccessStats(half_life=10.0, t0=0.0)
+    st.record(np.array([1, 2, 3, 3]), now=1.0)
+    st.apply()
+    st.record(np.array([2]), now=2.0)  # still queued: forget() must apply it first, then reset
+    st.forget(np.array([2, 3, 10**6]))  # out-of-range slots are ignored
+    got = st.decayed(np.array([1, 2, 3]), now=1.0)
+    assert got.tolist() == [1.0, 0.0, 0.0]
+    assert st.last[2] == 0.0 and st.last[3] == 0.0 and st.last[1] == 1.0
+    # a reused slot starts cold
+    st.record(np.array([2]), now=1.0)
+    st.apply()
+    assert st.decayed(np.array([2]), now=1.0).tolist() == [1.0]
+
+
+def test_dumps_loads_roundtrip():
+    rng = np.random.default_rng(3)
+    st = AccessStats(half_life=5.0, t0=100.0)
+    for t in np.sort(rng.random(50)) * 5000 + 100:  # spans several rebases (exp up to 1000)
+        st.record(rng.integers(0, 3000, size=5), now=float(t))
+    st.record(np.array([7]), now=5200.0)  # left queued: dumps() applies it
+    raw = st.dumps()
+    assert isinstance(raw, bytes)
+    back = AccessStats.loads(raw, half_life=5.0)
+    assert back.t0 == st.t0
+    assert back.total_accesses == st.total_accesses == 251
+    np.testing.assert_array_equal(back.counts, st.counts)
+    np.testing.assert_array_equal(back.last, st.last)
+    assert back.counts.dtype == np.float64 and back.last.dtype == np.float32
+    slots = np.arange(3000)
+    np.testing.assert_array_equal(back.decayed(slots, now=5300.0), st.decayed(slots, now=5300.0))
+    # the loaded copy is independent and keeps working
+    back.record(np.array([7]), now=5300.0)
+    back.apply()
+    assert back.decayed(np.array([7]), now=5300.0)[0] > st.decayed(np.array([7]), now=5300.0)[0]
+    assert back.counts.flags.writeable
+
+
+def test_loads_uses_given_half_life():
+    st = AccessStats(half_life=10.0, t0=0.0)
+    st.record(np.array([0]), now=0.0)
+    back = AccessStats.loads(st.dumps(), half_life=20.0)
+    assert back.half_life == 20.0
+    assert back.decayed(np.array([0]), now=20.0).tolist() == [0.5]
