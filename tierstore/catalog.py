@@ -231,8 +231,10 @@ class Catalog:
     # --- transactions -------------------------------------------------------------------------
 
     @contextmanager
-    def read(self) -> Iterator[lmdb.Transaction]:
-        with self.env.begin() as txn:
+    def read(self, buffers: bool = False) -> Iterator[lmdb.Transaction]:
+        """A read snapshot. ``buffers=True`` returns values as memoryviews into the map (no copy),
+        valid only inside the transaction: the query path uses it to avoid copying records."""
+        with self.env.begin(buffers=buffers) as txn:
             yield txn
 
     @contextmanager
@@ -249,6 +251,11 @@ class Catalog:
             return int(txn.get(b"gen", b"0", db=self.meta_db))
 
     # --- entries ------------------------------------------------------------------------------
+
+    @staticmethod
+    def uid_and_slot(raw: bytes | memoryview) -> tuple[str | int, int]:
+        """User id and policy slot from a raw entry value (the query path's cheap decode)."""
+        return decode_uid(raw[_ENTRY.size :]), int.from_bytes(raw[4:8], "little")
 
     @staticmethod
     def _decode_entry(iid: int, raw: bytes | memoryview) -> Entry:
@@ -344,7 +351,10 @@ class Catalog:
 
     def metadata(self, txn: lmdb.Transaction, iid: int) -> dict[str, Any] | None:
         raw = txn.get(key(iid), db=self.records_db)
-        return None if raw is None else self.decode_metadata(raw[self.vec_bytes :])
+        if raw is None:
+            return None
+        tail = raw[self.vec_bytes :]
+        return json.loads(bytes(tail)) if len(tail) else {}
 
     def record_raw(self, txn: lmdb.Transaction, iid: int) -> bytes | None:
         return txn.get(key(iid), db=self.records_db)

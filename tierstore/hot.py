@@ -365,33 +365,33 @@ class HotTier:
         return ["FT.SEARCH", self.index, query, "PARAMS", "2", "q", q.tobytes(), "RETURN", "1", "__d",
                 "SORTBY", "__d", "LIMIT", "0", str(k), "DIALECT", "2"]
 
-    def _parse(self, reply: Any) -> tuple[np.ndarray, np.ndarray, bool]:
+    def _parse(self, reply: Any) -> tuple[list[int], list[float], bool]:
         reply = _as_dict(reply)
-        rows = reply.get(b"results", [])
-        iids = np.empty(len(rows), dtype=np.uint64)
-        dists = np.empty(len(rows), dtype=np.float32)
-        for i, row in enumerate(rows):
-            iids[i] = int(row[b"id"][len(self._kp) :], 16)
-            dists[i] = float(row[b"extra_attributes"][b"__d"])
-        timed_out = any(b"timeout" in w.lower() for w in reply.get(b"warning", []) if isinstance(w, bytes))
+        n = len(self._kp)
+        iids, dists = [], []
+        for row in reply.get(b"results", ()):
+            iids.append(int(row[b"id"][n:], 16))
+            dists.append(float(row[b"extra_attributes"][b"__d"]))
+        warnings = reply.get(b"warning")
+        timed_out = bool(warnings) and any(b"timeout" in w.lower() for w in warnings if isinstance(w, bytes))
         return iids, dists, timed_out
 
     def search(
         self, q: np.ndarray, k: int, node: filters.Node, ef: int | None = None
-    ) -> tuple[np.ndarray, np.ndarray, bool]:
+    ) -> tuple[list[int], list[float], bool]:
         """KNN over the hot index -> (internal ids, distances, incomplete). Candidates still need
         the catalog check (the index may lag the catalog by a write in flight)."""
         if node == filters.FALSE:
-            return np.empty(0, np.uint64), np.empty(0, np.float32), False
+            return [], [], False
         args = self._search_args(q, k, node, ef)
         return self._parse(self._call(lambda: self.r.execute_command(*args)))
 
     def search_many(
         self, qs: np.ndarray, k: int, node: filters.Node, ef: int | None = None
-    ) -> list[tuple[np.ndarray, np.ndarray, bool]]:
+    ) -> list[tuple[list[int], list[float], bool]]:
         """Batch KNN in pipelined round trips."""
         if node == filters.FALSE:
-            return [(np.empty(0, np.uint64), np.empty(0, np.float32), False) for _ in qs]
+            return [([], [], False) for _ in qs]
         if len(qs) == 1:  # one round trip without a pipeline: the common single-query path
             return [self.search(qs[0], k, node, ef)]
 

@@ -65,6 +65,12 @@ def vectors_2d(data: Any, *, dim: int, metric: str, what: str = "vectors") -> np
 
 def query_vector(data: Any, *, dim: int, metric: str) -> np.ndarray:
     """One query vector ``(dim,)`` (a ``(1, dim)`` is accepted too)."""
+    if type(data) is np.ndarray and data.dtype == np.float32 and data.shape == (dim,) and data.flags.c_contiguous:
+        # Fast path (the common case, on every query): one dot product proves "finite and
+        # non-zero"; only an overflowing or zero norm needs the full check below.
+        norm = float(data @ data)
+        if 0.0 < norm < math.inf:
+            return data
     arr = _as_float32(data, "vector")
     if arr.ndim == 2 and arr.shape[0] == 1:
         arr = arr[0]
