@@ -3,8 +3,9 @@
 It holds, in named sub-databases:
 
 ``meta``      store identity and shape: uuid, dim, metric, schema, format version, counters.
-``entries``   internal id -> where the vector lives: tier, slot, segment, row, version, user id.
-``records``   internal id -> durable record of a hot or warm vector: float32 bytes + metadata JSON.
+``entries``   internal id -> where the vector lives (tier, slot, segment, row, version), its user id
+              and its metadata JSON: everything a query needs to turn a hit into a result, in one read.
+``records``   internal id -> the float32 vector of a hot or warm vector (its durable copy).
 ``pending``   internal ids whose hot-tier (Redis) copy must be brought in line with the catalog:
               a write-ahead list, so a crash or a Redis outage between the LMDB commit and the
               Redis write is repaired later instead of silently forgotten.
@@ -50,7 +51,8 @@ TIER_CODES = {name: code for code, name in enumerate(TIER_NAMES)}
 
 FLAG_PINNED = 1  # pinned to its tier: the policy never moves it
 
-# tier u8, flags u8, pad u16, slot u32, seg u32, pos u32, version u64  (24 bytes) + user id bytes
+# tier u8, flags u8, uid length u16, slot u32, seg u32, pos u32, version u64 (24 bytes),
+# then the encoded user id, then the metadata JSON (empty when there is none)
 _ENTRY = struct.Struct("<BBHIIIQ")
 _INT_ID = struct.Struct(">q")
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
@@ -58,7 +60,8 @@ MAX_STR_ID_BYTES = 1024
 
 
 class Entry(NamedTuple):
-    """Where one vector lives. ``seg``/``pos`` locate it inside a warm or cold segment."""
+    """Where one vector lives. ``seg``/``pos`` locate it inside a warm or cold segment; ``meta``
+    is its metadata as JSON bytes (``b""`` for none)."""
 
     iid: int
     tier: int
@@ -68,6 +71,11 @@ class Entry(NamedTuple):
     pos: int
     version: int
     uid: str | int
+    meta: bytes = b""
+
+    @property
+    def metadata(self) -> dict[str, Any]:
+        return json.loads(self.meta) if self.meta else {}
 
 
 def key(iid: int) -> bytes:
@@ -253,14 +261,21 @@ class Catalog:
     # --- entries ------------------------------------------------------------------------------
 
     @staticmethod
-    def uid_and_slot(raw: bytes | memoryview) -> tuple[str | int, int]:
-        """User id and policy slot from a raw entry value (the query path's cheap decode)."""
-        return decode_uid(raw[_ENTRY.size :]), int.from_bytes(raw[4:8], "little")
+    def decode_hit(raw: bytes | memoryview) -> tuple[str | int, int, dict[str, Any]]:
+        """(user id, policy slot, metadata) from a raw entry value: the query path's decode."""
+        b = bytes(raw)
+        end = _ENTRY.size + (b[2] | b[3] << 8)
+        raw_uid = b[_ENTRY.size + 2 : end]
+        is_str = b[_ENTRY.size] == 0x73  # b"s:" (else b"i:")
+        uid = raw_uid.decode("utf-8") if is_str else int.from_bytes(raw_uid, "big", signed=True)
+        meta = b[end:]
+        return uid, int.from_bytes(b[4:8], "little"), json.loads(meta) if meta else {}
 
     @staticmethod
     def _decode_entry(iid: int, raw: bytes | memoryview) -> Entry:
-        tier, flags, _pad, slot, seg, pos, version = _ENTRY.unpack_from(raw)
-        return Entry(iid, tier, flags, slot, seg, pos, version, decode_uid(raw[_ENTRY.size :]))
+        tier, flags, ulen, slot, seg, pos, version = _ENTRY.unpack_from(raw)
+        end = _ENTRY.size + ulen
+        return Entry(iid, tier, flags, slot, seg, pos, version, decode_uid(raw[_ENTRY.size : end]), bytes(raw[end:]))
 
     def entry(self, txn: lmdb.Transaction, iid: int) -> Entry | None:
         raw = txn.get(key(iid), db=self.entries_db)
@@ -277,7 +292,8 @@ class Catalog:
             self._bump(txn, old[0], -1)
         if old is None or old[0] != e.tier:
             self._bump(txn, e.tier, +1)
-        raw = _ENTRY.pack(e.tier, e.flags, 0, e.slot, e.seg, e.pos, e.version) + encode_uid(e.uid)
+        uid = encode_uid(e.uid)
+        raw = _ENTRY.pack(e.tier, e.flags, len(uid), e.slot, e.seg, e.pos, e.version) + uid + e.meta
         txn.put(key(e.iid), raw, db=self.entries_db)
 
     def delete_entry(self, txn: lmdb.Transaction, iid: int) -> Entry | None:
@@ -328,40 +344,26 @@ class Catalog:
         if txn is None:
             with self.env.begin() as t:
                 return int(t.get(b"count:%d" % tier, b"0", db=self.meta_db))
-        return int(txn.get(b"count:%d" % tier, b"0", db=self.meta_db))
+        return int(bytes(txn.get(b"count:%d" % tier, b"0", db=self.meta_db)))
 
     def counts(self) -> dict[str, int]:
         with self.env.begin() as txn:
             return {name: self.count(code, txn) for code, name in enumerate(TIER_NAMES)}
 
-    # --- records ------------------------------------------------------------------------------
+    # --- vectors (durable float32 copies of hot and warm vectors) ------------------------------
 
-    def put_record(self, txn: lmdb.Transaction, iid: int, vector: bytes, meta_json: bytes) -> None:
-        txn.put(key(iid), vector + meta_json, db=self.records_db)
+    def put_vector(self, txn: lmdb.Transaction, iid: int, vector: bytes) -> None:
+        txn.put(key(iid), vector, db=self.records_db)
 
-    def delete_record(self, txn: lmdb.Transaction, iid: int) -> None:
+    def delete_vector(self, txn: lmdb.Transaction, iid: int) -> None:
         txn.delete(key(iid), db=self.records_db)
 
-    def record(self, txn: lmdb.Transaction, iid: int) -> tuple[np.ndarray, dict[str, Any]] | None:
+    def vector(self, txn: lmdb.Transaction, iid: int) -> np.ndarray | None:
         raw = txn.get(key(iid), db=self.records_db)
-        if raw is None:
-            return None
-        vec = np.frombuffer(raw, dtype=np.float32, count=self.dim).copy()
-        return vec, self.decode_metadata(raw[self.vec_bytes :])
+        return None if raw is None else np.frombuffer(raw, dtype=np.float32, count=self.dim).copy()
 
-    def metadata(self, txn: lmdb.Transaction, iid: int) -> dict[str, Any] | None:
-        raw = txn.get(key(iid), db=self.records_db)
-        if raw is None:
-            return None
-        tail = raw[self.vec_bytes :]
-        return json.loads(bytes(tail)) if len(tail) else {}
-
-    def record_raw(self, txn: lmdb.Transaction, iid: int) -> bytes | None:
+    def vector_raw(self, txn: lmdb.Transaction, iid: int) -> bytes | None:
         return txn.get(key(iid), db=self.records_db)
-
-    @staticmethod
-    def decode_metadata(raw: bytes) -> dict[str, Any]:
-        return json.loads(raw) if raw else {}
 
     # --- slots (dense index for the policy arrays) ---------------------------------------------
 

@@ -284,6 +284,9 @@ class HotTier:
                     raise
             self._delete_keys(self.keys())
             self._create_index()
+            # FT.CREATE scans the keyspace in the background; hashes written while that scan runs
+            # can be indexed twice (a duplicate HNSW node degrades recall), so wait for it first.
+            self._wait_indexed()
             self.r.hset(self.meta_key, mapping={"uuid": self.catalog.uuid, "created": str(time.time())})
             n = 0
             batch: list[int] = []
@@ -320,11 +323,12 @@ class HotTier:
             with self.catalog.read() as txn:
                 for iid in chunk:
                     k = self.key(iid)
-                    raw = self.catalog.record_raw(txn, iid) if self.catalog.entry_tier(txn, iid) == TIER_HOT else None
-                    if raw is None:
+                    e = self.catalog.entry(txn, iid)
+                    vec = self.catalog.vector_raw(txn, iid) if e is not None and e.tier == TIER_HOT else None
+                    if vec is None:
                         pipe.unlink(k)
                         continue
-                    mapping, absent = self._hash_fields(raw)
+                    mapping, absent = self._hash_fields(vec, e.metadata if self.schema else {})
                     pipe.hset(k, mapping=mapping)
                     if absent:
                         pipe.hdel(k, *absent)
@@ -337,11 +341,9 @@ class HotTier:
                 raise _Stale("hot tier: Redis was flushed during a write")
         return written
 
-    def _hash_fields(self, raw: bytes) -> tuple[dict[str, bytes | str], list[str]]:
-        vb = self.catalog.vec_bytes
-        mapping: dict[str, bytes | str] = {"__v": raw[:vb]}
+    def _hash_fields(self, vec: bytes, meta: dict[str, Any]) -> tuple[dict[str, bytes | str], list[str]]:
+        mapping: dict[str, bytes | str] = {"__v": vec}
         absent = []
-        meta = self.catalog.decode_metadata(raw[vb:]) if self.schema else {}
         for field, kind in self.schema.items():
             value = meta.get(field)
             if value is None:

@@ -40,17 +40,18 @@ class AccessStats:
         self.t0 = time.time() if t0 is None else float(t0)
         self.counts = np.zeros(max(size, 1024), dtype=np.float64)
         self.last = np.zeros(self.counts.shape[0], dtype=np.float32)  # seconds since t0
-        self._queue: deque[tuple[np.ndarray, float]] = deque()
+        self._queue: deque[tuple[np.ndarray | list[int], float]] = deque()
         self._queued = 0
         self._lock = threading.Lock()  # guards apply/resize/rebase, never held by record()
         self.total_accesses = 0
 
     # --- recording (query threads) ----------------------------------------------------------------
 
-    def record(self, slots: np.ndarray, now: float | None = None) -> None:
+    def record(self, slots: np.ndarray | list[int], now: float | None = None) -> None:
+        """Queue accesses to ``slots`` (converted to an array only when applied)."""
         if not len(slots):
             return
-        self._queue.append((np.asarray(slots, dtype=np.int64), time.time() if now is None else now))
+        self._queue.append((slots, time.time() if now is None else now))
         self._queued += len(slots)
         if self._queued >= _APPLY_AT and self._lock.acquire(blocking=False):
             try:
@@ -68,6 +69,7 @@ class AccessStats:
         while self._queue:
             slots, now = self._queue.popleft()
             self._queued -= len(slots)
+            slots = np.asarray(slots, dtype=np.int64)
             self._ensure(int(slots.max()) + 1)
             exp = (now - self.t0) / self.half_life
             if exp > _REBASE_EXP:

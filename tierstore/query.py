@@ -71,35 +71,44 @@ def run(
         if isinstance(exc, TierUnavailableError):
             raise exc
         raise TierUnavailableError(f"no tier could answer the query: {exc}") from exc
+    # The catalog snapshot is taken after the tiers answered, so a vector that moved while they
+    # were searched is attributed to the tier the catalog names now. Zero-copy reads: the raw
+    # entries are only used inside this transaction.
+    with catalog.read(buffers=True) as txn:
+        return _merge(catalog, txn, tiers, outcomes, bool(errors), qs, k, node, ef)
 
+
+def _merge(
+    catalog: Catalog, txn: Any, tiers: Sequence[SearchableTier], outcomes: list, failed: bool,
+    qs: np.ndarray, k: int, node: filters.Node, ef: int | None,
+) -> tuple[list[Hits], list[list[int]]]:
     results: list[Hits] = []
     hit_slots: list[list[int]] = []
-    with catalog.read(buffers=True) as txn:
-        for i in range(qs.shape[0]):
-            reports = {t.name: TierReport(t.name, searched=False) for t in tiers}
-            cands: list[tuple[float, int, int, Any]] = []
-            incomplete = False
-            for t, out, secs in outcomes:
-                rep = reports[t.name]
-                rep.searched, rep.latency_ms = True, 1000.0 * secs
-                if isinstance(out, Exception):
-                    rep.ok, rep.error = False, f"{type(out).__name__}: {out}"
-                    continue
-                kept, n_cand, dropped, inc = _confirmed_page(catalog, txn, t, qs[i : i + 1], out[i], k, node, ef)
-                rep.candidates, rep.dropped = n_cand, dropped
-                rep.details["incomplete"] = inc
-                incomplete |= inc
-                cands.extend(kept)
-            cands.sort()  # distance, then internal id: deterministic ties
-            hits, slots = [], []
-            for dist, iid, code, raw in cands[:k]:
-                uid, slot = catalog.uid_and_slot(raw)
-                name = TIER_NAMES[code]
-                hits.append(Hit(uid, dist, name, catalog.metadata(txn, iid) or {}))
-                reports[name].returned += 1
-                slots.append(slot)
-            results.append(Hits(hits, partial=bool(errors) or incomplete, tiers=reports))
-            hit_slots.append(slots)
+    for i in range(qs.shape[0]):
+        reports = {t.name: TierReport(t.name, searched=False) for t in tiers}
+        cands: list[tuple[float, int, int, Any]] = []
+        incomplete = False
+        for t, out, secs in outcomes:
+            rep = reports[t.name]
+            rep.searched, rep.latency_ms = True, 1000.0 * secs
+            if isinstance(out, Exception):
+                rep.ok, rep.error = False, f"{type(out).__name__}: {out}"
+                continue
+            kept, n_cand, dropped, inc = _confirmed_page(catalog, txn, t, qs[i : i + 1], out[i], k, node, ef)
+            rep.candidates, rep.dropped = n_cand, dropped
+            rep.details["incomplete"] = inc
+            incomplete |= inc
+            cands.extend(kept)
+        cands.sort()  # distance, then internal id: deterministic ties
+        hits, slots = [], []
+        for dist, _iid, code, raw in cands[:k]:
+            uid, slot, meta = catalog.decode_hit(raw)
+            name = TIER_NAMES[code]
+            hits.append(Hit(uid, dist, name, meta))
+            reports[name].returned += 1
+            slots.append(slot)
+        results.append(Hits(hits, partial=failed or incomplete, tiers=reports))
+        hit_slots.append(slots)
     return results, hit_slots
 
 

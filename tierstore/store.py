@@ -21,7 +21,6 @@ import time
 from collections import deque
 from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +58,30 @@ def open(config: str | os.PathLike[str] | Mapping[str, Any] | Config | None = No
     if config is None and "TIERSTORE_CONFIG" in os.environ:
         config = os.environ["TIERSTORE_CONFIG"]
     return TierStore(load_config(config, **overrides))
+
+
+class _InFlight:
+    """Context manager of :meth:`TierStore._op` (a class: cheaper than @contextmanager on the
+    query path)."""
+
+    __slots__ = ("store",)
+
+    def __init__(self, store: TierStore) -> None:
+        self.store = store
+
+    def __enter__(self) -> None:
+        st = self.store
+        with st._ops_cv:
+            if st._closed:
+                raise ClosedError(f"store at {str(st.path)!r} is closed")
+            st._ops += 1
+
+    def __exit__(self, *exc: object) -> None:
+        st = self.store
+        with st._ops_cv:
+            st._ops -= 1
+            if not st._ops:
+                st._ops_cv.notify_all()
 
 
 class TierStore:
@@ -119,20 +142,9 @@ class TierStore:
 
     # --- lifecycle -------------------------------------------------------------------------------
 
-    @contextmanager
-    def _op(self) -> Iterator[None]:
+    def _op(self) -> _InFlight:
         """Count an operation in flight, so close() waits for it instead of pulling the floor."""
-        with self._ops_cv:
-            if self._closed:
-                raise ClosedError(f"store at {str(self.path)!r} is closed")
-            self._ops += 1
-        try:
-            yield
-        finally:
-            with self._ops_cv:
-                self._ops -= 1
-                if not self._ops:
-                    self._ops_cv.notify_all()
+        return _InFlight(self)
 
     def __enter__(self) -> TierStore:
         return self
@@ -236,8 +248,8 @@ class TierStore:
                     slot = next(new_slots) if e is None else e.slot
                     flags = 0 if e is None else e.flags
                     version = 1 if e is None else e.version + 1
-                    cat.put_record(txn, iid, vecs[i].tobytes(), metas[i])
-                    cat.put_entry(txn, Entry(iid, code, flags, slot, 0, 0, version, ids[i]))
+                    cat.put_vector(txn, iid, vecs[i].tobytes())
+                    cat.put_entry(txn, Entry(iid, code, flags, slot, 0, 0, version, ids[i], metas[i]))
                 cat.add_pending(txn, iids)
             self._counters["upserted"] += n
             self._index(iids)
@@ -293,7 +305,7 @@ class TierStore:
                     if e is None or e.uid != uid:
                         continue
                     cat.delete_entry(txn, iid)
-                    cat.delete_record(txn, iid)
+                    cat.delete_vector(txn, iid)
                     gone.append(iid)
                     slots.append(e.slot)
                 cat.add_pending(txn, gone)
@@ -315,8 +327,8 @@ class TierStore:
             for uid in ids:
                 iid = self.catalog.iid(uid)
                 e = self.catalog.entry(txn, iid)
-                rec = self.catalog.record(txn, iid) if e is not None and e.uid == uid else None
-                out.append(None if rec is None else Record(uid, rec[0], rec[1], TIER_NAMES[e.tier]))
+                vec = self.catalog.vector(txn, iid) if e is not None and e.uid == uid else None
+                out.append(None if vec is None else Record(uid, vec, e.metadata, TIER_NAMES[e.tier]))
         return out
 
     def query(
@@ -367,8 +379,8 @@ class TierStore:
         if self.config.policy.access == "top1":
             flat = [s[0] for s in slots if s]
         else:
-            flat = [x for s in slots for x in s]
-        self.access.record(np.asarray(flat, dtype=np.int64))
+            flat = slots[0] if len(slots) == 1 else [x for s in slots for x in s]
+        self.access.record(flat)
         return out
 
     def _slots_of(self, ids: list[str | int]) -> np.ndarray:
@@ -407,9 +419,11 @@ class TierStore:
                 batch = []
                 with self.catalog.read() as txn:
                     for e in entries:
-                        rec = self.catalog.record(txn, e.iid)
-                        if rec is not None and self.catalog.entry_tier(txn, e.iid) == e.tier:
-                            batch.append(Record(e.uid, rec[0], rec[1], TIER_NAMES[e.tier]))
+                        # re-read in this snapshot: skip what was deleted or moved since the listing
+                        now = self.catalog.entry(txn, e.iid)
+                        vec = self.catalog.vector(txn, e.iid) if now is not None and now.tier == e.tier else None
+                        if vec is not None:
+                            batch.append(Record(now.uid, vec, now.metadata, TIER_NAMES[now.tier]))
                 last = entries[-1].iid
             if batch:
                 yield batch

@@ -237,34 +237,36 @@ def test_failed_write_aborts_and_does_not_bump(cat):
     assert cat.counts()["hot"] == 0
 
 
-# --- records ---------------------------------------------------------------------------------
+# --- vectors and metadata ----------------------------------------------------------------------
 
 
-def test_records_roundtrip(cat):
+def test_vectors_and_metadata_roundtrip(cat):
     vec = np.array([1.5, -2.0, 3.25], dtype=np.float32)
     meta = {"cat": ["a", "b"], "price": 2.5, "note": "日本"}
-    iid = iid_of("r1")
+    iid, iid2 = iid_of("r1"), iid_of(-7)
     with cat.write() as txn:
-        cat.put_record(txn, iid, vec.tobytes(), json.dumps(meta).encode())
-        cat.put_record(txn, iid_of("r2"), vec.tobytes(), b"")
+        cat.put_vector(txn, iid, vec.tobytes())
+        cat.put_entry(txn, entry("r1", slot=3)._replace(meta=json.dumps(meta).encode()))
+        cat.put_vector(txn, iid2, vec.tobytes())
+        cat.put_entry(txn, entry(-7, slot=4))
     with cat.read() as txn:
-        got_vec, got_meta = cat.record(txn, iid)
-        assert got_vec.dtype == np.float32 and got_vec.shape == (3,)
-        np.testing.assert_array_equal(got_vec, vec)
-        got_vec[0] = 99  # a copy, writable, not a view into LMDB
-        assert got_meta == meta
-        assert cat.metadata(txn, iid) == meta
-        assert cat.record(txn, iid_of("r2"))[1] == {}
-        assert cat.metadata(txn, iid_of("r2")) == {}
-        assert bytes(cat.record_raw(txn, iid))[:12] == vec.tobytes()
-        assert cat.record(txn, iid_of("missing")) is None
-        assert cat.metadata(txn, iid_of("missing")) is None
-        assert cat.record_raw(txn, iid_of("missing")) is None
+        got = cat.vector(txn, iid)
+        assert got.dtype == np.float32 and got.shape == (3,)
+        np.testing.assert_array_equal(got, vec)
+        got[0] = 99  # a copy, writable, not a view into LMDB
+        assert cat.entry(txn, iid).metadata == meta and cat.entry(txn, iid2).metadata == {}
+        assert bytes(cat.vector_raw(txn, iid)) == vec.tobytes()
+        assert cat.vector(txn, iid_of("missing")) is None and cat.vector_raw(txn, iid_of("missing")) is None
+    with cat.read(buffers=True) as txn:  # the query path's zero-copy decode
+        raw = txn.get(iid.to_bytes(8, "big"), db=cat.entries_db)
+        assert cat.decode_hit(raw) == ("r1", 3, meta)
+        raw = txn.get(iid2.to_bytes(8, "big"), db=cat.entries_db)
+        assert cat.decode_hit(raw) == (-7, 4, {})
     with cat.write() as txn:
-        cat.delete_record(txn, iid)
+        cat.delete_vector(txn, iid)
     with cat.read() as txn:
-        assert cat.record(txn, iid) is None
-        np.testing.assert_array_equal(cat.record(txn, iid_of("r2"))[0], vec)
+        assert cat.vector(txn, iid) is None
+        np.testing.assert_array_equal(cat.vector(txn, iid2), vec)
 
 
 # --- slots -------------------------------------------------------------------------------------
