@@ -54,6 +54,7 @@ FLAG_PINNED = 1  # pinned to its tier: the policy never moves it
 # tier u8, flags u8, uid length u16, slot u32, seg u32, pos u32, version u64 (24 bytes),
 # then the encoded user id, then the metadata JSON (empty when there is none)
 _ENTRY = struct.Struct("<BBHIIIQ")
+_HIT_HEADER = struct.Struct("<2xHI")  # (uid length, slot): what a query hit needs
 _INT_ID = struct.Struct(">q")
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 MAX_STR_ID_BYTES = 1024
@@ -262,14 +263,15 @@ class Catalog:
 
     @staticmethod
     def decode_hit(raw: bytes | memoryview) -> tuple[str | int, int, dict[str, Any]]:
-        """(user id, policy slot, metadata) from a raw entry value: the query path's decode."""
-        b = bytes(raw)
-        end = _ENTRY.size + (b[2] | b[3] << 8)
-        raw_uid = b[_ENTRY.size + 2 : end]
-        is_str = b[_ENTRY.size] == 0x73  # b"s:" (else b"i:")
-        uid = raw_uid.decode("utf-8") if is_str else int.from_bytes(raw_uid, "big", signed=True)
-        meta = b[end:]
-        return uid, int.from_bytes(b[4:8], "little"), json.loads(meta) if meta else {}
+        """(user id, policy slot, metadata) from a raw entry value: the query path's decode
+        (works on LMDB's zero-copy memoryviews without copying the whole value)."""
+        ulen, slot = _HIT_HEADER.unpack_from(raw)
+        end = _ENTRY.size + ulen
+        if raw[_ENTRY.size] == 0x73:  # b"s:" (else b"i:")
+            uid: str | int = str(raw[_ENTRY.size + 2 : end], "utf-8")
+        else:
+            uid = int.from_bytes(raw[_ENTRY.size + 2 : end], "big", signed=True)
+        return uid, slot, json.loads(bytes(raw[end:])) if len(raw) > end else {}
 
     @staticmethod
     def _decode_entry(iid: int, raw: bytes | memoryview) -> Entry:

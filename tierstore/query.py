@@ -49,24 +49,22 @@ def run(
 ) -> tuple[list[Hits], list[list[int]]]:
     """Search ``qs`` (m, dim) on ``tiers``; returns one Hits per query and, per query, the policy
     slots of its hits in rank order (for access statistics)."""
-    live: list[SearchableTier] = []
-    if node != filters.FALSE:
-        with catalog.read() as txn:
-            live = [t for t in tiers if catalog.count(TIER_CODES[t.name], txn) > 0]
-
-    def call(t: SearchableTier) -> tuple[SearchableTier, Any, float]:
-        t0 = time.perf_counter()
-        try:
-            return t, t.search_many(qs, k, node, ef), time.perf_counter() - t0
-        except TierStoreError as exc:
-            return t, exc, time.perf_counter() - t0
-
-    if len(live) > 1 and executor is not None:
-        outcomes = list(executor.map(call, live))
+    if node == filters.FALSE:
+        return [Hits([], tiers={t.name: TierReport(t.name, searched=False) for t in tiers}) for _ in qs], [
+            [] for _ in qs]
+    if len(tiers) == 1:
+        outcomes = [_call(tiers[0], qs, k, node, ef)]
+        if isinstance(outcomes[0][1], Exception) and catalog.count(TIER_CODES[tiers[0].name]) == 0:
+            outcomes = []  # the tier is down but holds nothing: nothing is missing from the answer
     else:
-        outcomes = [call(t) for t in live]
+        with catalog.read() as txn:  # don't spend a round trip on an empty tier
+            live = [t for t in tiers if catalog.count(TIER_CODES[t.name], txn) > 0]
+        if len(live) > 1 and executor is not None:
+            outcomes = list(executor.map(lambda t: _call(t, qs, k, node, ef), live))
+        else:
+            outcomes = [_call(t, qs, k, node, ef) for t in live]
     errors = [out for _t, out, _s in outcomes if isinstance(out, Exception)]
-    if live and len(errors) == len(live):
+    if outcomes and len(errors) == len(outcomes):
         exc = errors[0]
         if isinstance(exc, TierUnavailableError):
             raise exc
@@ -78,12 +76,21 @@ def run(
         return _merge(catalog, txn, tiers, outcomes, bool(errors), qs, k, node, ef)
 
 
+def _call(t: SearchableTier, qs: np.ndarray, k: int, node: filters.Node, ef: int | None) -> tuple[Any, Any, float]:
+    t0 = time.perf_counter()
+    try:
+        return t, t.search_many(qs, k, node, ef), time.perf_counter() - t0
+    except TierStoreError as exc:
+        return t, exc, time.perf_counter() - t0
+
+
 def _merge(
     catalog: Catalog, txn: Any, tiers: Sequence[SearchableTier], outcomes: list, failed: bool,
     qs: np.ndarray, k: int, node: filters.Node, ef: int | None,
 ) -> tuple[list[Hits], list[list[int]]]:
     results: list[Hits] = []
     hit_slots: list[list[int]] = []
+    decode = catalog.decode_hit
     for i in range(qs.shape[0]):
         reports = {t.name: TierReport(t.name, searched=False) for t in tiers}
         cands: list[tuple[float, int, int, Any]] = []
@@ -98,11 +105,11 @@ def _merge(
             rep.candidates, rep.dropped = n_cand, dropped
             rep.details["incomplete"] = inc
             incomplete |= inc
-            cands.extend(kept)
+            cands += kept
         cands.sort()  # distance, then internal id: deterministic ties
         hits, slots = [], []
         for dist, _iid, code, raw in cands[:k]:
-            uid, slot, meta = catalog.decode_hit(raw)
+            uid, slot, meta = decode(raw)
             name = TIER_NAMES[code]
             hits.append(Hit(uid, dist, name, meta))
             reports[name].returned += 1
@@ -119,12 +126,13 @@ def _confirmed_page(
     """Keep the candidates the catalog places in ``tier``; if that dropped some of a full page,
     ask the tier again for a larger one. -> (kept, candidates seen, dropped, incomplete)."""
     code = TIER_CODES[tier.name]
+    get, db = txn.get, catalog.entries_db
     fetch = k
     for rounds in range(_REFETCH_ROUNDS + 1):
         iids, dists, inc = answer
         kept = []
         for iid, d in zip(iids, dists, strict=True):
-            raw = txn.get(iid.to_bytes(8, "big"), db=catalog.entries_db)
+            raw = get(iid.to_bytes(8, "big"), db=db)
             if raw is not None and raw[0] == code:
                 kept.append((d, iid, code, raw))
         dropped = len(iids) - len(kept)

@@ -97,7 +97,7 @@ class TierStore:
         self._lock_fd: int | None = None
         self._write_lock = threading.RLock()
         self._ops = 0
-        self._ops_cv = threading.Condition()
+        self._ops_cv = threading.Condition(threading.Lock())  # a plain Lock: cheaper than the default RLock
         self._latencies: deque[float] = deque(maxlen=_LATENCY_WINDOW)
         self._counters = {"queries": 0, "partial": 0, "upserted": 0, "deleted": 0, "touched": 0}
         self.catalog: Catalog | None = None
@@ -138,6 +138,7 @@ class TierStore:
                            metric=self.metric, server=self._server)
         self.hot.open()  # verify / rebuild now, so the first query is not the slow one
         self.tiers = {"hot": self.hot}
+        self._all_tiers = list(self.tiers.values())
         self._executor = ThreadPoolExecutor(max_workers=3, thread_name_prefix="tierstore-query")
 
     # --- lifecycle -------------------------------------------------------------------------------
@@ -363,17 +364,22 @@ class TierStore:
         return self._search(qs, k, filter, tiers, ef, nprobe)
 
     def _search(self, qs: np.ndarray, k: Any, flt: Any, tiers: Any, ef: Any, nprobe: Any) -> list[Hits]:
-        k = inputs.check_k(k)
-        ef = inputs.check_positive(ef, "ef")
-        inputs.check_positive(nprobe, "nprobe")  # used by the cold tier
-        node = filters.compile_filter(flt, self.schema)
-        names = inputs.check_tiers(tiers, list(self.tiers))
+        if type(k) is not int or not 0 < k <= inputs.MAX_K:
+            k = inputs.check_k(k)
+        if ef is not None:
+            ef = inputs.check_positive(ef, "ef")
+        if nprobe is not None:
+            inputs.check_positive(nprobe, "nprobe")  # used by the cold tier
+        node = filters.TRUE if flt is None else filters.compile_filter(flt, self.schema)
+        searched = self._all_tiers if tiers is None else [self.tiers[n] for n in inputs.check_tiers(tiers, list(self.tiers))]
         t0 = time.perf_counter()
         with self._op():
-            out, slots = query.run(self.catalog, [self.tiers[n] for n in names], qs, k, node,
-                                   ef=ef, executor=self._executor)
-        dt = (time.perf_counter() - t0) / max(len(out), 1)
-        self._latencies.extend([dt] * len(out))
+            out, slots = query.run(self.catalog, searched, qs, k, node, ef=ef, executor=self._executor)
+        dt = (time.perf_counter() - t0) / len(out)
+        if len(out) == 1:
+            self._latencies.append(dt)
+        else:
+            self._latencies.extend([dt] * len(out))
         self._counters["queries"] += len(out)
         self._counters["partial"] += sum(h.partial for h in out)
         if self.config.policy.access == "top1":
