@@ -130,3 +130,28 @@ def test_no_orphan_redis_when_the_host_dies(tmp_path, how):
     # and the store opens again (the stale pid file does not get in the way)
     with tierstore.open(path=str(tmp_path / "s"), dim=4, env={}) as store:
         assert store.query(np.ones(4), k=1).ids() == [1]
+
+
+def test_catalog_overrides_stale_redis_keys(open_store):
+    """Keys Redis holds but the catalog does not (a lagging delete, foreign writes) are never
+    returned, and the tier is asked again so k real results still come back."""
+    store = open_store(dim=8)
+    v = vectors(100, seed=5)
+    store.upsert(list(range(100)), v)
+    expect = store.query(v[0], k=10, ef=200).ids()
+    for n in range(15):  # stale hashes right next to the query vector
+        store.hot.r.hset(store.hot.key(10**6 + n), mapping={"__v": (v[0] + 1e-4 * n).tobytes()})
+    hits = store.query(v[0], k=10, ef=200)
+    assert hits.ids() == expect
+    assert hits.tiers["hot"].dropped > 0 and hits.tiers["hot"].returned == 10
+
+
+def test_empty_store_with_redis_down_answers_empty(tmp_path, own_redis):
+    store = tierstore.open(path=str(tmp_path / "s"), dim=8, env={},
+                           hot={"redis_url": own_redis.url, "socket_timeout": "1s"})
+    try:
+        own_redis.kill()
+        hits = store.query(vectors(1)[0], k=5)
+        assert hits.ids() == [] and not hits.partial
+    finally:
+        store.close()
