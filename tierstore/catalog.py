@@ -396,10 +396,18 @@ class Catalog:
         for iid in iids:
             txn.put(key(iid), b"", db=self.pending_db)
 
-    def clear_pending(self, iids: Sequence[int]) -> None:
-        with self.env.begin(write=True, db=self.pending_db) as txn:
+    def clear_pending(self, iids: Sequence[int], txn: lmdb.Transaction | None = None) -> None:
+        """Remove pending marks, in ``txn`` if given (piggybacking on a write that commits
+        anyway saves an fsync), else in a transaction of its own."""
+        if txn is not None:
             for iid in iids:
-                txn.delete(key(iid))
+                txn.delete(key(iid), db=self.pending_db)
+            return
+        if not iids:
+            return
+        with self.env.begin(write=True, db=self.pending_db) as own:
+            for iid in iids:
+                own.delete(key(iid))
 
     def pending(self, limit: int | None = None) -> list[int]:
         out = []

@@ -140,18 +140,19 @@ def _check_value(value: Any, where: str) -> Any:
     )
 
 
-def encode_metadata(metadata: Any, n: int, schema: Mapping[str, str]) -> list[bytes]:
-    """Validate ``metadata`` (None or one mapping-or-None per vector) -> JSON bytes per row."""
+def clean_metadata(metadata: Any, n: int, schema: Mapping[str, str]) -> list[tuple[dict[str, Any], bytes]]:
+    """Validate ``metadata`` (None or one mapping-or-None per vector) -> per row, the clean dict
+    (numpy scalars unwrapped, tuples as lists) and its JSON bytes (``b""`` for none)."""
     if metadata is None:
-        return [b""] * n
+        return [({}, b"")] * n
     if isinstance(metadata, Mapping) or not isinstance(metadata, Sequence):
         raise InvalidInputError("metadata: expected a list with one dict (or None) per vector")
     if len(metadata) != n:
         raise InvalidInputError(f"metadata: {len(metadata)} entries for {n} vectors")
-    out = []
+    out: list[tuple[dict[str, Any], bytes]] = []
     for i, md in enumerate(metadata):
         if md is None or (isinstance(md, Mapping) and not md):
-            out.append(b"")
+            out.append(({}, b""))
             continue
         if not isinstance(md, Mapping):
             raise InvalidInputError(f"metadata[{i}]: expected a dict or None, got {type(md).__name__}")
@@ -168,11 +169,17 @@ def encode_metadata(metadata: Any, n: int, schema: Mapping[str, str]) -> list[by
                 filters.numeric_value(value, key)
             clean[key] = value
         try:
-            out.append(json.dumps(clean, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode())
+            raw = json.dumps(clean, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode()
         except UnicodeEncodeError as exc:
             raise SchemaError(f"metadata[{i}]: holds text that is not valid Unicode ({exc.reason})") from None
+        out.append((clean, raw))
     return out
 
 
-__all__ = ["MAX_K", "check_k", "check_positive", "check_tiers", "check_unique", "encode_metadata",
+def encode_metadata(metadata: Any, n: int, schema: Mapping[str, str]) -> list[bytes]:
+    """:func:`clean_metadata`, JSON bytes only."""
+    return [raw for _clean, raw in clean_metadata(metadata, n, schema)]
+
+
+__all__ = ["MAX_K", "check_k", "check_positive", "check_tiers", "check_unique", "clean_metadata", "encode_metadata",
            "query_vector", "vectors_2d"]

@@ -198,7 +198,10 @@ class TierStore:
             self.catalog.sync()
 
     def _sync_pending(self, raise_errors: bool) -> None:
-        if self.hot is None or self.catalog is None or not self.catalog.has_pending():
+        if self.hot is None or self.catalog is None:
+            return
+        self.catalog.clear_pending(self.hot.take_synced())
+        if not self.catalog.has_pending():
             return
         try:
             with self._write_lock:
@@ -233,7 +236,7 @@ class TierStore:
         if vecs.shape[0] != n:
             raise InvalidInputError(f"upsert: {n} ids but {vecs.shape[0]} vectors")
         inputs.check_unique(ids)
-        metas = inputs.encode_metadata(metadata, n, self.schema)
+        metas = inputs.clean_metadata(metadata, n, self.schema)
         target = self._target_tier(tier)
         code = TIER_CODES[target]
         cat = self.catalog
@@ -244,16 +247,22 @@ class TierStore:
                 for uid, e in zip(ids, old, strict=True):
                     cat.check_collision(e, uid)
                 self._check_capacity(txn, old, target)
+                cat.clear_pending(self.hot.take_synced(), txn)
                 new_slots = iter(cat.alloc_slots(txn, sum(e is None for e in old)))
                 for i, (iid, e) in enumerate(zip(iids, old, strict=True)):
                     slot = next(new_slots) if e is None else e.slot
                     flags = 0 if e is None else e.flags
                     version = 1 if e is None else e.version + 1
                     cat.put_vector(txn, iid, vecs[i].tobytes())
-                    cat.put_entry(txn, Entry(iid, code, flags, slot, 0, 0, version, ids[i], metas[i]))
+                    cat.put_entry(txn, Entry(iid, code, flags, slot, 0, 0, version, ids[i], metas[i][1]))
                 cat.add_pending(txn, iids)
             self._counters["upserted"] += n
-            self._index(iids)
+            try:
+                self.hot.write(iids, vecs, [m[0] for m in metas])
+            except TierUnavailableError as exc:
+                raise TierUnavailableError(
+                    f"{exc}. The write IS durable in the catalog and will be indexed when Redis is back "
+                    "(retrying it is safe)", tier="hot", durable=True) from exc
         return n
 
     def _target_tier(self, tier: str | None) -> str:
@@ -277,15 +286,6 @@ class TierStore:
                 f"{target} tier is full: it holds {have} of {target}.capacity = {cap} vectors and "
                 f"this batch adds {incoming}; nothing was written (raise {target}.capacity, or delete)"
             )
-
-    def _index(self, iids: list[int]) -> None:
-        """Bring the hot index in line with the catalog for ``iids`` (after the durable commit)."""
-        try:
-            self.hot.sync(iids)
-        except TierUnavailableError as exc:
-            raise TierUnavailableError(
-                f"{exc}. The write IS durable in the catalog and will be indexed when Redis is back "
-                "(retrying it is safe)", tier="hot", durable=True) from exc
 
     def delete(self, ids: Sequence[str | int] | np.ndarray) -> int:
         """Delete vectors; returns how many existed. Unknown ids are ignored.
