@@ -137,49 +137,57 @@ def percentiles_ms(ns: np.ndarray) -> dict[str, float]:
 # --- measurements ------------------------------------------------------------------------------
 
 
-def ingest_store(store: tierstore.TierStore, r: redis.Redis, base: np.ndarray) -> dict:
+def ingest_interleaved(store: tierstore.TierStore, r: redis.Redis, base: np.ndarray) -> tuple[dict, dict, dict]:
+    """Ingest the same rows twice, alternating batch by batch: ``store.upsert`` into the store's
+    index and a bare pipelined HSET into a twin index. Alternating (and swapping who goes first)
+    makes both writers see the same graph size, allocator state and machine noise -- running
+    them one after the other gave bare/store swings of +-25 % between identical runs."""
     n = len(base)
+    t_store = t_bare = 0.0
     mem0 = int(r.info("memory")["used_memory"])
-    t0 = time.perf_counter()
-    for s in range(0, n, INGEST_BATCH):
+    for b, s in enumerate(range(0, n, INGEST_BATCH)):
         e = min(s + INGEST_BATCH, n)
-        store.upsert(list(range(s, e)), base[s:e])
-    wait_indexed(r, store.hot.index)
-    secs = time.perf_counter() - t0
+        for who in ("store", "bare") if b % 2 == 0 else ("bare", "store"):
+            t0 = time.perf_counter()
+            if who == "store":
+                store.upsert(list(range(s, e)), base[s:e])
+                t_store += time.perf_counter() - t0
+            else:
+                pipe = r.pipeline(transaction=False)
+                for i in range(s, e):
+                    pipe.hset(f"{BARE_PREFIX}{i}", "v", base[i].tobytes())
+                pipe.execute()
+                t_bare += time.perf_counter() - t0
+    for index in (store.hot.index, BARE_INDEX):  # HSET indexes synchronously; check anyway
+        wait_indexed(r, index)
+    bare_mb = float(as_str(ft_info(r, BARE_INDEX).get(b"vector_index_sz_mb", 0)))
+    return ({"seconds": t_store, "vectors_per_s": n / t_store},
+            {"seconds": t_bare, "vectors_per_s": n / t_bare, "vector_index_sz_mb": bare_mb}, {"mem0": mem0})
+
+
+def store_memory(store: tierstore.TierStore, r: redis.Redis, mem0: int, n: int, dim: int) -> dict:
+    """The store's share of used_memory: drop the twin index with its hashes, see what remains."""
     mem1 = int(r.info("memory")["used_memory"])
-    idx_mb = float(as_str(ft_info(r, store.hot.index).get(b"vector_index_sz_mb", 0)))
-    memory = {"used_memory_delta_bytes": mem1 - mem0, "bytes_per_vector": (mem1 - mem0) / n,
-              "vector_index_sz_mb": idx_mb, "vector_index_bytes_per_vector": idx_mb * 2**20 / n,
-              "raw_float32_bytes_per_vector": base.shape[1] * 4}
-    return {"seconds": secs, "vectors_per_s": n / secs, "memory": memory}
+    r.execute_command("FT.DROPINDEX", BARE_INDEX, "DD")
+    mem2 = int(r.info("memory")["used_memory"])
+    store_mb = float(as_str(ft_info(r, store.hot.index).get(b"vector_index_sz_mb", 0)))
+    return {"used_memory_delta_bytes": mem2 - mem0, "bytes_per_vector": (mem2 - mem0) / n,
+            "both_indexes_delta_bytes": mem1 - mem0,
+            "vector_index_sz_mb": store_mb, "vector_index_bytes_per_vector": store_mb * 2**20 / n,
+            "raw_float32_bytes_per_vector": dim * 4}
 
 
 def create_bare_index(r: redis.Redis, store: tierstore.TierStore) -> None:
     # Mirror HotTier._create_index exactly (STOPWORDS 0, 12 HNSW args incl. EF_RUNTIME), taking
-    # the numbers from the store's own config so the two indexes cannot drift apart.
+    # the numbers from the store's own config so the two indexes cannot drift apart. Created on
+    # an empty keyspace: FT.CREATE over existing keys starts a background scan, and HSETs racing
+    # it get indexed twice (measured: ~2x slower ingest, recall@10 0.92 vs 0.96 at n=5000).
     hot = store.config.hot
     vec = ["TYPE", "FLOAT32", "DIM", str(store.dim), "DISTANCE_METRIC", store.metric.upper(),
            "M", str(hot.m), "EF_CONSTRUCTION", str(hot.ef_construction), "EF_RUNTIME", str(hot.ef_runtime)]
     r.execute_command("FT.CREATE", BARE_INDEX, "ON", "HASH", "PREFIX", "1", BARE_PREFIX, "STOPWORDS", "0",
                       "SCHEMA", "v", "VECTOR", "HNSW", str(len(vec)), *vec)
-    # FT.CREATE starts a background scan of the existing keyspace (the store's keys). HSETs racing
-    # that scan get indexed twice (delete + re-insert in the graph): ~2x slower ingest and a worse
-    # graph (measured: recall@10 0.92 vs 0.96 at n=5000). So let the scan finish before timing.
     wait_indexed(r, BARE_INDEX)
-
-
-def ingest_bare(r: redis.Redis, base: np.ndarray) -> dict:
-    n = len(base)
-    t0 = time.perf_counter()
-    for s in range(0, n, INGEST_BATCH):
-        pipe = r.pipeline(transaction=False)
-        for i in range(s, min(s + INGEST_BATCH, n)):
-            pipe.hset(f"{BARE_PREFIX}{i}", "v", base[i].tobytes())
-        pipe.execute()
-    wait_indexed(r, BARE_INDEX)
-    secs = time.perf_counter() - t0
-    idx_mb = float(as_str(ft_info(r, BARE_INDEX).get(b"vector_index_sz_mb", 0)))
-    return {"seconds": secs, "vectors_per_s": n / secs, "vector_index_sz_mb": idx_mb}
 
 
 def query_latency(store: tierstore.TierStore, r: redis.Redis, queries: np.ndarray, gt: np.ndarray,
@@ -272,12 +280,10 @@ def run(args: argparse.Namespace, command: str) -> dict:
         r = redis.Redis.from_url(server.url, protocol=3)
         store = tierstore.open(path=str(tmp / "store"), dim=dim, metric="cosine",
                                hot={"redis_url": server.url, "capacity": n + 10})
-        log(f"ingest: store.upsert of {n} vectors")
-        st = ingest_store(store, r, base)
-        log(f"  {st['vectors_per_s']:.0f} vec/s; ingest: bare pipelined HSET")
         create_bare_index(r, store)
-        bare = ingest_bare(r, base)
-        log(f"  {bare['vectors_per_s']:.0f} vec/s")
+        log(f"ingest: store.upsert and bare pipelined HSET of {n} vectors, alternating batches")
+        st, bare, mem = ingest_interleaved(store, r, base)
+        log(f"  store {st['vectors_per_s']:.0f} vec/s, bare {bare['vectors_per_s']:.0f} vec/s")
         key_row = {store.hot.key(store.catalog.iid(i)).encode(): i for i in range(n)}
         log("warm-up pass")
         for q in queries:
@@ -289,6 +295,7 @@ def run(args: argparse.Namespace, command: str) -> dict:
             lat.append(query_latency(store, r, queries, gt, ef, key_row))
         log(f"query_batch throughput ef={BATCH_EF}")
         batch = batch_throughput(store, r, queries, gt, key_row)
+        memory = store_memory(store, r, mem["mem0"], n, dim)
         machine = machine_info(r)
         machine["aof_rewrites"] = int(r.info("persistence")["aof_rewrites"])  # expected 0
     finally:
@@ -298,7 +305,6 @@ def run(args: argparse.Namespace, command: str) -> dict:
             r.close()
         server.stop()
         shutil.rmtree(tmp, ignore_errors=True)
-    memory = st.pop("memory")
     ratio = st["vectors_per_s"] / bare["vectors_per_s"]
     return {
         "benchmark": "hot", "date": datetime.date.today().isoformat(), "command": command,
@@ -331,7 +337,7 @@ def render_markdown(res: dict) -> str:
            f"Data: wordnet-minilm, n = {p['n']} x {p['dim']}-d (cosine), {p['queries']} queries, k = {p['k']}, "
            f"HNSW M = {p['hnsw']['M']}, EF_CONSTRUCTION = {p['hnsw']['EF_CONSTRUCTION']}; "
            f"ground truth: {p['ground_truth']}.", "",
-           f"**Ingest** (batches of {p['ingest_batch']}, timed until FT.INFO reports the index complete)", "",
+           f"**Ingest** (batches of {p['ingest_batch']}, store and bare alternating batch by batch on the same server; each side's time summed)", "",
            "| writer | seconds | vectors/s |", "|---|---:|---:|",
            f"| `store.upsert` | {ing['store']['seconds']:.1f} | {ing['store']['vectors_per_s']:.0f} |",
            f"| bare redis-py pipelined HSET | {ing['bare']['seconds']:.1f} | {ing['bare']['vectors_per_s']:.0f} |",
@@ -349,7 +355,7 @@ def render_markdown(res: dict) -> str:
     out += ["", f"**Batch**: `store.query_batch` of {b['batch']} at ef {b['ef']}: {b['store_qps']:.0f} queries/s "
             f"vs bare {b['batch']}-command pipeline {b['bare_qps']:.0f} queries/s (ratio {b['ratio']:.2f}; "
             f"recall@10 {b['store_recall@10']:.3f} / {b['bare_recall@10']:.3f}).", "",
-            f"**Redis memory** (store ingest only): used_memory +{mem['used_memory_delta_bytes'] / 2**20:.1f} MiB "
+            f"**Redis memory** (the store's share: both ingests minus what dropping the twin index freed): used_memory +{mem['used_memory_delta_bytes'] / 2**20:.1f} MiB "
             f"= {mem['bytes_per_vector']:.0f} B/vector (raw float32 vector: {mem['raw_float32_bytes_per_vector']} B); "
             f"FT.INFO vector_index_sz_mb {mem['vector_index_sz_mb']:.1f} = "
             f"{mem['vector_index_bytes_per_vector']:.0f} B/vector "
