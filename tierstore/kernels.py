@@ -42,4 +42,159 @@ def scale_inplace(counts: np.ndarray, factor: float) -> None:
         counts[i] *= factor
 
 
-__all__ = ["access_add", "scale_inplace"]
+# --- HNSW search over memory-mapped segment arrays (warm tier) ----------------------------------
+#
+# Segment arrays (see segment.py): links0 (n, m0) int32 level-0 neighbours, -1 padded; levels (n)
+# int8; upper (total,) int32 with upper_off (n + 1) int64: node i's links for level l >= 1 are
+# upper[upper_off[i] + (l - 1) * m : ... + m]; codes (n, dim) int8 with per-dimension scales;
+# vectors (n, dim) float32 (exact, unit length under cosine); sqnorms (n) float32.
+#
+# metric: 0 = "dot" (cosine on unit vectors, ip): distance 1 - <q, x>; 1 = l2: |x|^2 - 2<q, x> + |q|^2.
+# The traversal reads only the int8 codes; the exact vectors are read for the final rerank.
+
+
+@nb.njit(cache=True, nogil=True, fastmath=True, inline="always")
+def _code_dist(qs: np.ndarray, codes: np.ndarray, row: int, metric: int, sqnorms: np.ndarray, qq: float) -> float:
+    acc = np.float32(0.0)
+    for j in range(qs.shape[0]):
+        acc += qs[j] * np.float32(codes[row, j])
+    if metric == 0:
+        return 1.0 - acc
+    return sqnorms[row] - 2.0 * acc + qq
+
+
+@nb.njit(cache=True, nogil=True, fastmath=True, inline="always")
+def _exact_dist(q: np.ndarray, vectors: np.ndarray, row: int, metric: int, qq: float) -> float:
+    acc = np.float32(0.0)
+    if metric == 0:
+        for j in range(q.shape[0]):
+            acc += q[j] * vectors[row, j]
+        return 1.0 - acc
+    for j in range(q.shape[0]):
+        d = q[j] - vectors[row, j]
+        acc += d * d
+    return acc
+
+
+@nb.njit(cache=True, nogil=True, inline="always")
+def _insert_sorted(dist: np.ndarray, ids: np.ndarray, flag: np.ndarray, size: int, cap: int, d: float,
+                   node: int) -> int:
+    """Insert (d, node) into the ascending list of ``size`` (capacity ``cap``); returns the
+    position, or -1 when the list is full and d is not better than its worst entry."""
+    if size == cap and d >= dist[size - 1]:
+        return -1
+    pos = size if size < cap else cap - 1
+    while pos > 0 and dist[pos - 1] > d:
+        if pos < cap:
+            dist[pos] = dist[pos - 1]
+            ids[pos] = ids[pos - 1]
+            flag[pos] = flag[pos - 1]
+        pos -= 1
+    dist[pos] = d
+    ids[pos] = node
+    flag[pos] = 0
+    return pos
+
+
+@nb.njit(cache=True, nogil=True, fastmath=True)
+def hnsw_search(
+    q: np.ndarray, links0: np.ndarray, levels: np.ndarray, upper: np.ndarray, upper_off: np.ndarray,
+    m: int, entry: int, max_level: int, codes: np.ndarray, scales: np.ndarray, vectors: np.ndarray,
+    sqnorms: np.ndarray, metric: int, ok: np.ndarray, ef: int, rerank: int, k: int,
+    visited: np.ndarray, tag: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """k nearest segment rows to ``q`` among rows with ``ok[row]`` (``ok`` empty = all rows).
+
+    Greedy descent through the upper layers, then a best-first beam of width ``ef`` on layer 0
+    over the int8 codes; rows that are not ok (deleted, moved out, filtered away) are traversed
+    for navigation but never returned. The best ``max(rerank, k)`` ok rows are re-scored
+    exactly on the float32 vectors. ``visited`` holds per-row tags; ``tag`` must be new for
+    every call that shares the array. Returns (rows, distances) ascending, possibly fewer than k.
+    """
+    n = links0.shape[0]
+    if n == 0:
+        return np.empty(0, np.int64), np.empty(0, np.float32)
+    qs = (q * scales).astype(np.float32)
+    qq = np.float32(0.0)
+    for j in range(q.shape[0]):
+        qq += q[j] * q[j]
+    use_ok = ok.shape[0] == n
+    # 1. greedy descent on the upper layers
+    cur = entry
+    cur_d = _code_dist(qs, codes, cur, metric, sqnorms, qq)
+    for level in range(max_level, 0, -1):
+        changed = True
+        while changed:
+            changed = False
+            if levels[cur] < level:
+                break
+            base = upper_off[cur] + (level - 1) * m
+            for t in range(m):
+                nb = upper[base + t]
+                if nb < 0:
+                    break
+                d = _code_dist(qs, codes, nb, metric, sqnorms, qq)
+                if d < cur_d:
+                    cur, cur_d, changed = nb, d, True
+    # 2. beam search on layer 0: L = navigation list (any row), R = best ok rows seen
+    cap_r = max(ef, rerank, k)
+    l_dist = np.empty(ef, np.float32)
+    l_ids = np.empty(ef, np.int64)
+    l_done = np.zeros(ef, np.uint8)
+    r_dist = np.empty(cap_r, np.float32)
+    r_ids = np.empty(cap_r, np.int64)
+    r_flag = np.zeros(cap_r, np.uint8)
+    size_l = 1
+    size_r = 0
+    l_dist[0], l_ids[0], l_done[0] = cur_d, cur, 0
+    visited[cur] = tag
+    if not use_ok or ok[cur]:
+        r_dist[0], r_ids[0] = cur_d, cur
+        size_r = 1
+    nxt = 0
+    m0 = links0.shape[1]
+    while nxt < size_l:
+        node = l_ids[nxt]
+        l_done[nxt] = 1
+        for t in range(m0):
+            nb = links0[node, t]
+            if nb < 0:
+                break
+            if visited[nb] == tag:
+                continue
+            visited[nb] = tag
+            d = _code_dist(qs, codes, nb, metric, sqnorms, qq)
+            pos = _insert_sorted(l_dist, l_ids, l_done, size_l, ef, d, nb)
+            if pos >= 0:
+                if size_l < ef:
+                    size_l += 1
+                if pos < nxt:
+                    nxt = pos
+            eligible = not use_ok or ok[nb]
+            if eligible and _insert_sorted(r_dist, r_ids, r_flag, size_r, cap_r, d, nb) >= 0 and size_r < cap_r:
+                size_r += 1
+        while nxt < size_l and l_done[nxt]:
+            nxt += 1
+    # 3. exact rerank of the best ok rows
+    take = min(size_r, max(rerank, k))
+    ex = np.empty(take, np.float32)
+    for i in range(take):
+        ex[i] = _exact_dist(q, vectors, r_ids[i], metric, qq)
+    order = np.argsort(ex, kind="mergesort")[:k]
+    return r_ids[:take][order].copy(), ex[order].copy()
+
+
+@nb.njit(cache=True, nogil=True, fastmath=True)
+def exact_scan(q: np.ndarray, vectors: np.ndarray, rows: np.ndarray, metric: int, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Exact k nearest among ``rows`` (a selective filter: cheaper and exact vs the graph)."""
+    qq = np.float32(0.0)
+    for j in range(q.shape[0]):
+        qq += q[j] * q[j]
+    d = np.empty(rows.shape[0], np.float32)
+    for i in range(rows.shape[0]):
+        d[i] = _exact_dist(q, vectors, rows[i], metric, qq)
+    order = np.argsort(d, kind="mergesort")[:k]
+    return rows[order].copy(), d[order].copy()
+
+
+__all__ = ["access_add", "exact_scan", "hnsw_search", "scale_inplace"]

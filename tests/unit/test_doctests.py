@@ -7,7 +7,7 @@ import importlib
 
 import pytest
 
-MODULES = ["config", "filters", "catalog", "kernels", "policy", "inputs", "results", "errors"]
+MODULES = ["config", "filters", "catalog", "kernels", "policy", "inputs", "results", "errors", "segment", "datasets"]
 
 
 @pytest.mark.parametrize("name", MODULES)

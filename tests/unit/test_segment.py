@@ -1,0 +1,154 @@
+"""Warm segments: hnswlib graph conversion, the numba HNSW search vs numpy and vs hnswlib."""
+
+from __future__ import annotations
+
+import json
+
+import hnswlib
+import numpy as np
+import pytest
+
+from tierstore import kernels, segment
+from tierstore.errors import IntegrityError
+
+
+def unit(x: np.ndarray) -> np.ndarray:
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+
+def brute(base: np.ndarray, q: np.ndarray, k: int, metric: str, rows: np.ndarray | None = None) -> np.ndarray:
+    rows = np.arange(len(base)) if rows is None else rows
+    d = ((base[rows] - q) ** 2).sum(1) if metric == "l2" else 1.0 - base[rows] @ q
+    return rows[np.argsort(d, kind="stable")[:k]]
+
+
+@pytest.fixture(scope="module")
+def data():
+    rng = np.random.default_rng(7)
+    centres = rng.standard_normal((20, 32))
+    x = centres[rng.integers(0, 20, 3000)] + 0.5 * rng.standard_normal((3000, 32))
+    qs = centres[rng.integers(0, 20, 50)] + 0.5 * rng.standard_normal((50, 32))
+    return unit(x), unit(qs)
+
+
+@pytest.fixture(scope="module")
+def seg(tmp_path_factory, data):
+    x, _ = data
+    path = tmp_path_factory.mktemp("w") / "seg-00000001"
+    return segment.Segment.open(segment.write_segment(path, np.arange(len(x), dtype=np.uint64) + 1000, x,
+                                                      metric="cosine", m=8, ef_construction=100))
+
+
+def test_converted_graph_is_well_formed(seg):
+    n, m0 = seg.links0.shape
+    assert m0 == 2 * seg.meta["m"] and n == 3000
+    links = np.asarray(seg.links0)
+    assert links.max() < n and links.min() >= -1
+    assert not (links == np.arange(n)[:, None]).any()  # no self loops
+    assert int(seg.levels[seg.meta["entry"]]) == seg.meta["max_level"]
+    assert seg.upper_off[-1] == len(seg.upper) == int(np.asarray(seg.levels, np.int64).sum()) * seg.meta["m"]
+    assert sorted(np.asarray(seg.iids).tolist()) == list(range(1000, 4000))
+
+
+def test_exhaustive_search_equals_numpy(seg, data):
+    x, qs = data
+    vec = np.asarray(seg.vectors)
+    for q in qs[:10]:
+        rows, dist = seg.search(q, k=10, ef=3000, rerank=3000)
+        assert rows.tolist() == brute(vec, q, 10, "cosine").tolist()
+        np.testing.assert_allclose(dist, 1.0 - vec[rows] @ q, atol=1e-5)
+
+
+def test_recall_close_to_hnswlib_on_the_same_data(seg, data):
+    x, qs = data
+    index = hnswlib.Index(space="ip", dim=32)
+    index.init_index(max_elements=len(x), M=8, ef_construction=100, random_seed=100)
+    index.add_items(x, np.arange(len(x)))
+    index.set_ef(32)
+    ours, theirs, truth = [], [], []
+    for q in qs:
+        rows, _ = seg.search(q, k=10, ef=32)
+        ours.append(set((np.asarray(seg.iids)[rows] - 1000).tolist()))
+        theirs.append(set(index.knn_query(q, k=10)[0][0].tolist()))
+        truth.append(set(brute(x, q, 10, "cosine").tolist()))
+    r_ours = np.mean([len(a & t) / 10 for a, t in zip(ours, truth, strict=True)])
+    r_theirs = np.mean([len(a & t) / 10 for a, t in zip(theirs, truth, strict=True)])
+    assert r_ours >= 0.9 and r_ours >= r_theirs - 0.03, (r_ours, r_theirs)
+
+
+def test_mask_is_respected_and_exact_when_exhaustive(seg, data):
+    _, qs = data
+    vec = np.asarray(seg.vectors)
+    rng = np.random.default_rng(1)
+    for frac in (0.5, 0.05, 0.001):
+        ok = rng.random(seg.n) < frac
+        for q in qs[:5]:
+            rows, _ = seg.search(q, k=10, ef=64, ok=ok)
+            assert ok[rows].all()
+            expect = brute(vec, q, 10, "cosine", np.flatnonzero(ok))
+            if frac < 0.5:  # selective masks take the exact path
+                assert rows.tolist() == expect.tolist()
+            else:
+                assert len(set(rows.tolist()) & set(expect.tolist())) >= 8
+    assert seg.search(qs[0], k=5, ef=16, ok=np.zeros(seg.n, bool))[0].tolist() == []
+
+
+@pytest.mark.parametrize("metric", ["l2", "ip"])
+def test_other_metrics(tmp_path, metric):
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((800, 16)).astype(np.float32)
+    q = rng.standard_normal(16).astype(np.float32)
+    s = segment.Segment.open(segment.write_segment(tmp_path / "s", np.arange(800, dtype=np.uint64), x, metric=metric))
+    rows, dist = s.search(q, k=5, ef=800, rerank=800)
+    vec = np.asarray(s.vectors)
+    assert rows.tolist() == brute(vec, q, 5, metric).tolist()
+    expect = ((vec[rows] - q) ** 2).sum(1) if metric == "l2" else 1.0 - vec[rows] @ q
+    np.testing.assert_allclose(dist, expect, rtol=1e-4, atol=1e-4)
+
+
+def test_exact_scan_matches_numpy(data):
+    x, qs = data
+    rows = np.arange(0, 3000, 7)
+    got, dist = kernels.exact_scan(qs[0], x, rows, 0, 10)
+    assert got.tolist() == brute(x, qs[0], 10, "cosine", rows).tolist()
+    np.testing.assert_allclose(dist, 1.0 - x[got] @ qs[0], atol=1e-5)
+
+
+def test_quantization_error_is_bounded(data):
+    x, _ = data
+    codes, scales = segment.quantize(x)
+    assert codes.dtype == np.int8 and np.abs(codes.astype(int)).max() <= 127
+    assert (np.abs(codes * scales - x) <= scales / 2 + 1e-7).all()
+
+
+def test_tiny_and_single_row_segments(tmp_path):
+    one = segment.Segment.open(segment.write_segment(tmp_path / "a", np.array([5], np.uint64),
+                                                     unit(np.ones((1, 4))), metric="cosine"))
+    rows, dist = one.search(np.ones(4, np.float32) / 2, k=3, ef=8)
+    assert rows.tolist() == [0] and abs(dist[0]) < 1e-6
+
+
+def test_corrupt_or_foreign_segments_raise_integrity_error(tmp_path, data):
+    x, _ = data
+    p = segment.write_segment(tmp_path / "s", np.arange(100, dtype=np.uint64), x[:100], metric="cosine")
+    meta = json.loads((p / "meta.json").read_text())
+    (p / "meta.json").write_text(json.dumps({**meta, "format": 99}))
+    with pytest.raises(IntegrityError, match="format 99"):
+        segment.Segment.open(p)
+    (p / "meta.json").write_text(json.dumps({**meta, "n": 101}))
+    with pytest.raises(IntegrityError, match="shapes"):
+        segment.Segment.open(p)
+    (p / "meta.json").write_text(json.dumps(meta))
+    (p / "links0.npy").write_bytes(b"garbage")
+    with pytest.raises(IntegrityError, match="links0"):
+        segment.Segment.open(p)
+
+
+def test_write_is_atomic_and_replaces_a_stale_tmp(tmp_path, data):
+    x, _ = data
+    stale = tmp_path / "seg-00000002.tmp"
+    stale.mkdir()
+    (stale / "junk").write_text("left by a crash")
+    p = segment.write_segment(tmp_path / "seg-00000002", np.arange(50, dtype=np.uint64), x[:50], metric="cosine")
+    assert not stale.exists() and sorted(f.name for f in p.iterdir()) == sorted(
+        [f"{a}.npy" for a in segment._ARRAYS] + ["meta.json"])

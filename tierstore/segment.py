@@ -1,0 +1,252 @@
+"""Warm-tier segments: an immutable HNSW graph + int8 codes + exact vectors, memory-mapped.
+
+A segment is a directory ``seg-<id>`` of plain ``.npy`` arrays (so any numpy can read it) and a
+``meta.json``; the graph is built by hnswlib and converted, so the serving path never loads an
+hnswlib index into process memory. Format version 1 (rows are hnswlib's internal order)::
+
+    meta.json      {"format": 1, "n", "dim", "metric", "m", "m0", "entry", "max_level",
+                    "code": "int8", "ef_construction", "created"}
+    iids.npy       (n,) uint64    internal id of each row
+    links0.npy     (n, m0) int32  layer-0 neighbours, -1 padded
+    levels.npy     (n,) int8      top layer of each row
+    upper_off.npy  (n + 1,) int64 row i's upper links start at upper[upper_off[i]], m per layer
+    upper.npy      (total,) int32 layers 1..levels[i], -1 padded
+    codes.npy      (n, dim) int8  per-dimension scalar quantisation: x_j ~ codes_j * scales_j
+    scales.npy     (dim,) float32
+    vectors.npy    (n, dim) float32 exact vectors (unit length under cosine) for the rerank
+    sqnorms.npy    (n,) float32   squared norms (l2)
+
+What a search touches: links0/levels/upper and codes (about (m0 * 4 + dim) bytes per visited
+row) stay hot in the page cache; ``vectors`` is read for the ``rerank`` best rows only.
+
+Writes are crash-safe: everything goes to ``seg-<id>.tmp``, each file and the directory are
+fsynced, then the directory is renamed into place (and the parent fsynced); only then does the
+caller record the segment in the catalog. A ``.tmp`` directory left by a crash is deleted on open.
+
+>>> import numpy as np, tempfile, os
+>>> rng = np.random.default_rng(0); x = rng.standard_normal((500, 16)).astype(np.float32)
+>>> x /= np.linalg.norm(x, axis=1, keepdims=True)
+>>> d = os.path.join(tempfile.mkdtemp(), "seg-00000001")
+>>> seg = Segment.open(write_segment(d, np.arange(500, dtype=np.uint64), x, metric="cosine"))
+>>> rows, dist = seg.search(x[7], k=3, ef=32)
+>>> int(seg.iids[rows[0]]), round(float(dist[0]), 4)
+(7, 0.0)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import struct
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import hnswlib
+import numpy as np
+
+from . import kernels
+from .errors import IntegrityError
+
+FORMAT = 1
+METRIC_CODE = {"cosine": 0, "ip": 0, "l2": 1}
+_ARRAYS = ("iids", "links0", "levels", "upper_off", "upper", "codes", "scales", "vectors", "sqnorms")
+# hnswlib's saveIndex header (hnswalg.h): offsetLevel0, max_elements, cur_element_count,
+# size_data_per_element, label_offset, offsetData (size_t), maxlevel (int), enterpoint (uint32),
+# maxM, maxM0, M (size_t), mult (double), ef_construction (size_t)
+_HNSWLIB_HEADER = struct.Struct("<QQQQQQiIQQQdQ")
+
+
+# --- building ---------------------------------------------------------------------------------------
+
+
+def build_graph(vectors: np.ndarray, metric: str, m: int = 16, ef_construction: int = 200,
+                threads: int = 1, seed: int = 100) -> dict[str, Any]:
+    """Build an HNSW graph with hnswlib and return it as segment arrays (rows in hnswlib order)
+    plus ``labels``: labels[row] = index into ``vectors``."""
+    n, dim = vectors.shape
+    index = hnswlib.Index(space="l2" if metric == "l2" else "ip", dim=dim)
+    index.init_index(max_elements=max(n, 1), M=m, ef_construction=ef_construction, random_seed=seed)
+    index.add_items(vectors, np.arange(n, dtype=np.int64), num_threads=threads)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "graph.bin")
+        index.save_index(path)
+        del index
+        with open(path, "rb") as fh:
+            raw = fh.read()
+    return parse_hnswlib(raw, dim)
+
+
+def parse_hnswlib(raw: bytes, dim: int) -> dict[str, Any]:
+    """Decode hnswlib's on-disk format (float spaces) into flat numpy arrays."""
+    (off0, _max_el, n, per_el, label_off, _data_off, max_level, entry, max_m, max_m0, m, _mult,
+     efc) = _HNSWLIB_HEADER.unpack_from(raw)
+    if off0 != 0:
+        raise IntegrityError(f"unexpected hnswlib layout (offsetLevel0 = {off0})")
+    pos = _HNSWLIB_HEADER.size
+    level0 = np.frombuffer(raw, np.uint8, count=n * per_el, offset=pos).reshape(n, per_el)
+    pos += n * per_el
+    counts0 = level0[:, 0:2].copy().view(np.uint16)[:, 0].astype(np.int64)
+    links0 = level0[:, 4 : 4 + 4 * max_m0].copy().view(np.int32).reshape(n, max_m0)
+    links0[np.arange(max_m0)[None, :] >= counts0[:, None]] = -1
+    labels = level0[:, label_off : label_off + 8].copy().view(np.uint64)[:, 0].astype(np.int64)
+    per_level = 4 + 4 * max_m
+    levels = np.zeros(n, np.int8)
+    upper_off = np.zeros(n + 1, np.int64)
+    blocks: list[np.ndarray] = []
+    total = 0
+    for i in range(n):  # one pass over the per-element link-list records
+        (size,) = struct.unpack_from("<I", raw, pos)
+        pos += 4
+        lv = size // per_level
+        levels[i] = lv
+        upper_off[i] = total
+        if lv:
+            rec = np.frombuffer(raw, np.uint8, count=size, offset=pos).reshape(lv, per_level)
+            cnt = rec[:, 0:2].copy().view(np.uint16)[:, 0].astype(np.int64)
+            lk = rec[:, 4:].copy().view(np.int32).reshape(lv, max_m)
+            lk[np.arange(max_m)[None, :] >= cnt[:, None]] = -1
+            blocks.append(lk.reshape(-1))
+            total += lv * max_m
+        pos += size
+    upper_off[n] = total
+    upper = np.concatenate(blocks) if blocks else np.zeros(0, np.int32)
+    return {"links0": links0, "levels": levels, "upper_off": upper_off, "upper": upper.astype(np.int32),
+            "labels": labels, "entry": int(entry), "max_level": int(max_level), "m": int(m),
+            "m0": int(max_m0), "ef_construction": int(efc)}
+
+
+def quantize(vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-dimension symmetric int8 codes: x_j ~ codes_j * scales_j."""
+    amax = np.abs(vectors).max(axis=0) if len(vectors) else np.ones(vectors.shape[1], np.float32)
+    scales = (np.where(amax > 0, amax, 1.0) / 127.0).astype(np.float32)
+    codes = np.clip(np.rint(vectors / scales), -127, 127).astype(np.int8)
+    return codes, scales
+
+
+def write_segment(path: str | os.PathLike[str], iids: np.ndarray, vectors: np.ndarray, *, metric: str,
+                  m: int = 16, ef_construction: int = 200, threads: int = 1) -> Path:
+    """Build and durably write a segment directory at ``path`` (must not exist). ``vectors``
+    must already be unit length for cosine. Returns the path."""
+    path = Path(path)
+    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+    g = build_graph(vectors, metric, m, ef_construction, threads)
+    order = g.pop("labels")
+    vec = vectors[order]
+    codes, scales = quantize(vec)
+    arrays = {"iids": np.asarray(iids, np.uint64)[order], "links0": g.pop("links0"), "levels": g.pop("levels"),
+              "upper_off": g.pop("upper_off"), "upper": g.pop("upper"), "codes": codes, "scales": scales,
+              "vectors": vec, "sqnorms": np.einsum("ij,ij->i", vec, vec).astype(np.float32)}
+    meta = {"format": FORMAT, "n": int(len(vec)), "dim": int(vec.shape[1]), "metric": metric, "code": "int8",
+            "created": time.time(), **g}
+    tmp = path.with_name(path.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    for name, arr in arrays.items():
+        _write_synced(tmp / f"{name}.npy", lambda fh, arr=arr: np.save(fh, arr, allow_pickle=False))
+    _write_synced(tmp / "meta.json", lambda fh: fh.write(json.dumps(meta).encode()))
+    _fsync_dir(tmp)
+    os.rename(tmp, path)
+    _fsync_dir(path.parent)
+    return path
+
+
+def _write_synced(path: Path, write: Any) -> None:
+    with open(path, "wb") as fh:
+        write(fh)
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+# --- serving --------------------------------------------------------------------------------------
+
+
+class Segment:
+    """A sealed segment, memory-mapped read-only. Thread-safe: each searching thread gets its own
+    visited-tag array."""
+
+    def __init__(self, path: Path, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
+        self.path = path
+        self.meta = meta
+        self.n = int(meta["n"])
+        self.metric = meta["metric"]
+        self.metric_code = METRIC_CODE[self.metric]
+        for name in _ARRAYS:
+            setattr(self, name, arrays[name])
+        self._local = threading.local()
+        self._tag_lock = threading.Lock()
+
+    @classmethod
+    def open(cls, path: str | os.PathLike[str]) -> Segment:
+        path = Path(path)
+        try:
+            meta = json.loads((path / "meta.json").read_text())
+        except (OSError, ValueError) as exc:
+            raise IntegrityError(f"warm segment {path}: unreadable meta.json ({exc})") from None
+        if meta.get("format") != FORMAT:
+            raise IntegrityError(f"warm segment {path}: format {meta.get('format')} (this version reads {FORMAT})")
+        arrays = {}
+        for name in _ARRAYS:
+            try:
+                arrays[name] = np.load(path / f"{name}.npy", mmap_mode="r", allow_pickle=False)
+            except (OSError, ValueError) as exc:
+                raise IntegrityError(f"warm segment {path}: cannot map {name}.npy ({exc})") from None
+        n = int(meta["n"])
+        if arrays["links0"].shape[0] != n or arrays["vectors"].shape != (n, meta["dim"]):
+            raise IntegrityError(f"warm segment {path}: array shapes do not match meta.json")
+        return cls(path, meta, arrays)
+
+    def _visited(self) -> tuple[np.ndarray, int]:
+        st = self._local
+        if getattr(st, "visited", None) is None:
+            st.visited = np.zeros(max(self.n, 1), np.uint32)
+            st.tag = 0
+        st.tag += 1
+        if st.tag >= 2**32 - 1:  # wrap: clear and restart the tags
+            st.visited[:] = 0
+            st.tag = 1
+        return st.visited, st.tag
+
+    def search(self, q: np.ndarray, k: int, ef: int, rerank: int = 64,
+               ok: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Rows and exact distances of the k nearest rows (with ``ok[row]`` when given)."""
+        q = np.ascontiguousarray(q, dtype=np.float32)
+        if ok is not None:
+            allowed = int(np.count_nonzero(ok))
+            if allowed == 0:
+                return np.empty(0, np.int64), np.empty(0, np.float32)
+            # A selective mask starves the graph walk of eligible rows; an exact scan of the few
+            # allowed rows is both faster and exact there.
+            if allowed <= max(4 * ef, k, self.n // 50):
+                return kernels.exact_scan(q, self.vectors, np.flatnonzero(ok), self.metric_code, k)
+        visited, tag = self._visited()
+        rows, dist = kernels.hnsw_search(
+            q, self.links0, self.levels, self.upper, self.upper_off, int(self.meta["m"]),
+            int(self.meta["entry"]), int(self.meta["max_level"]), self.codes, self.scales, self.vectors,
+            self.sqnorms, self.metric_code, np.empty(0, np.bool_) if ok is None else ok,
+            max(ef, k), rerank, k, visited, tag)
+        if ok is not None and len(rows) < k:
+            # The walk found too few eligible rows (a mask that cuts the graph): fall back to exact.
+            return kernels.exact_scan(q, self.vectors, np.flatnonzero(ok), self.metric_code, k)
+        return rows, dist
+
+    def resident_bytes(self) -> int:
+        """What the traversal keeps hot: graph + codes (the exact vectors are touched rarely)."""
+        return int(sum(getattr(self, a).nbytes for a in ("links0", "levels", "upper_off", "upper", "codes")))
+
+    def disk_bytes(self) -> int:
+        return int(sum(f.stat().st_size for f in self.path.iterdir()))
+
+
+__all__ = ["FORMAT", "Segment", "build_graph", "parse_hnswlib", "quantize", "write_segment"]
