@@ -422,6 +422,24 @@ class Catalog:
         with self.env.begin(db=self.pending_db) as txn:
             return txn.stat(self.pending_db)["entries"] > 0
 
+    # --- warm segments ---------------------------------------------------------------------------
+
+    def put_segment(self, txn: lmdb.Transaction, sid: int, info: Mapping[str, Any]) -> None:
+        txn.put(sid.to_bytes(4, "big"), json.dumps(dict(info)).encode(), db=self.segments_db)
+
+    def delete_segment(self, txn: lmdb.Transaction, sid: int) -> None:
+        txn.delete(sid.to_bytes(4, "big"), db=self.segments_db)
+
+    def segments(self) -> dict[int, dict[str, Any]]:
+        with self.env.begin(db=self.segments_db) as txn:
+            return {int.from_bytes(k, "big"): json.loads(v) for k, v in txn.cursor()}
+
+    def next_segment_id(self, txn: lmdb.Transaction) -> int:
+        """Segment ids are never reused (a crashed write's directory can't be mistaken)."""
+        sid = int(txn.get(b"next_segment", b"1", db=self.meta_db))
+        txn.put(b"next_segment", str(sid + 1).encode(), db=self.meta_db)
+        return sid
+
     # --- small named blobs (access statistics checkpoints, ...) ----------------------------------
 
     def get_meta(self, name: bytes) -> bytes | None:

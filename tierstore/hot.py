@@ -96,6 +96,7 @@ class HotTier:
         self._verified = False
         self._conn_gen = 0
         self._synced: list[int] = []
+        self._protected: set[int] = set()  # being copied in by a move: not "extra" for reconcile
         self.r = self._client()
         self.stats = {"verifies": 0, "rebuilds": 0, "reconciled_added": 0, "reconciled_removed": 0,
                       "restarts": 0, "index_recreated": 0}
@@ -260,7 +261,7 @@ class HotTier:
             in_catalog = {e.iid for e in self._iter_hot_entries()}
             pending = set(self.catalog.pending())
             missing = (in_catalog - in_redis) | (pending & in_catalog)
-            extra = (in_redis - in_catalog) | (pending - in_catalog)
+            extra = ((in_redis - in_catalog) | (pending - in_catalog)) - self._protected
             self._sync_now(sorted(missing | extra))
             self.catalog.clear_pending(sorted(pending))
             self.stats["reconciled_added"] += len(missing)
@@ -323,6 +324,15 @@ class HotTier:
         with self._lock:
             self._synced.extend(iids)
         return n
+
+    def protect(self, iids: Sequence[int]) -> None:
+        """Keys a move is copying in before its catalog flip: reconcile must not remove them."""
+        with self._lock:
+            self._protected.update(iids)
+
+    def unprotect(self, iids: Sequence[int]) -> None:
+        with self._lock:
+            self._protected.difference_update(iids)
 
     def take_synced(self) -> list[int]:
         """Ids written to Redis whose pending marks the caller should now clear."""

@@ -15,6 +15,7 @@ Tiers implement ``search_many(queries, k, node, ef) -> [(iids, distances, incomp
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Sequence
 from concurrent.futures import Executor
@@ -28,13 +29,48 @@ from .errors import TierStoreError, TierUnavailableError
 from .results import Hit, Hits, TierReport
 
 _REFETCH_ROUNDS = 4
-TierAnswer = tuple[list[int], list[float], bool]  # internal ids, distances (ascending), incomplete
+# internal ids, distances (ascending), incomplete[, locations: seg | pos << 32 for segment tiers]
+TierAnswer = tuple
 
 
 class SearchableTier(Protocol):
     name: str
 
     def search_many(self, qs: np.ndarray, k: int, node: filters.Node, ef: int | None = None) -> list[TierAnswer]: ...
+
+
+class ReaderGate:
+    """Lets a writer wait until every query that began before a point in time has finished.
+
+    Queries ``enter()`` (noting the current epoch) before taking their catalog snapshot and
+    ``exit()`` after; a mover calls ``wait()`` after its catalog flip and before removing the
+    old copy, so no query that may still look for the old copy loses it."""
+
+    def __init__(self) -> None:
+        self._cv = threading.Condition(threading.Lock())
+        self._epoch = 0
+        self._active: dict[int, int] = {}
+
+    def enter(self) -> int:
+        with self._cv:
+            e = self._epoch
+            self._active[e] = self._active.get(e, 0) + 1
+            return e
+
+    def exit(self, epoch: int) -> None:
+        with self._cv:
+            left = self._active[epoch] - 1
+            if left:
+                self._active[epoch] = left
+            else:
+                del self._active[epoch]
+                self._cv.notify_all()
+
+    def wait(self, timeout: float = 60.0) -> None:
+        with self._cv:
+            self._epoch += 1
+            now = self._epoch
+            self._cv.wait_for(lambda: all(e >= now for e in self._active), timeout=timeout)
 
 
 def run(
@@ -52,27 +88,28 @@ def run(
     if node == filters.FALSE:
         return [Hits([], tiers={t.name: TierReport(t.name, searched=False) for t in tiers}) for _ in qs], [
             [] for _ in qs]
-    if len(tiers) == 1:
-        outcomes = [_call(tiers[0], qs, k, node, ef)]
-        if isinstance(outcomes[0][1], Exception) and catalog.count(TIER_CODES[tiers[0].name]) == 0:
-            outcomes = []  # the tier is down but holds nothing: nothing is missing from the answer
-    else:
-        with catalog.read() as txn:  # don't spend a round trip on an empty tier
-            live = [t for t in tiers if catalog.count(TIER_CODES[t.name], txn) > 0]
-        if len(live) > 1 and executor is not None:
-            outcomes = list(executor.map(lambda t: _call(t, qs, k, node, ef), live))
-        else:
-            outcomes = [_call(t, qs, k, node, ef) for t in live]
-    errors = [out for _t, out, _s in outcomes if isinstance(out, Exception)]
-    if outcomes and len(errors) == len(outcomes):
-        exc = errors[0]
-        if isinstance(exc, TierUnavailableError):
-            raise exc
-        raise TierUnavailableError(f"no tier could answer the query: {exc}") from exc
-    # The catalog snapshot is taken after the tiers answered, so a vector that moved while they
-    # were searched is attributed to the tier the catalog names now. Zero-copy reads: the raw
-    # entries are only used inside this transaction.
+    # The catalog snapshot is taken *before* the tiers are searched, and every move or
+    # replacement removes a vector from its old place only after the queries that began before
+    # its catalog flip have finished (the store's reader gate). So whatever version the snapshot
+    # names is still findable where it names it: each live vector is returned exactly once.
+    # Zero-copy reads: raw entries are used only inside this transaction.
     with catalog.read(buffers=True) as txn:
+        if len(tiers) == 1:
+            outcomes = [_call(tiers[0], qs, k, node, ef)]
+            if isinstance(outcomes[0][1], Exception) and catalog.count(TIER_CODES[tiers[0].name], txn) == 0:
+                outcomes = []  # the tier is down but holds nothing: nothing is missing from the answer
+        else:
+            live = [t for t in tiers if catalog.count(TIER_CODES[t.name], txn) > 0]  # skip empty tiers
+            if len(live) > 1 and executor is not None:
+                outcomes = list(executor.map(lambda t: _call(t, qs, k, node, ef), live))
+            else:
+                outcomes = [_call(t, qs, k, node, ef) for t in live]
+        errors = [out for _t, out, _s in outcomes if isinstance(out, Exception)]
+        if outcomes and len(errors) == len(outcomes):
+            exc = errors[0]
+            if isinstance(exc, TierUnavailableError):
+                raise exc
+            raise TierUnavailableError(f"no tier could answer the query: {exc}") from exc
         return _merge(catalog, txn, tiers, outcomes, bool(errors), qs, k, node, ef)
 
 
@@ -129,11 +166,13 @@ def _confirmed_page(
     get, db = txn.get, catalog.entries_db
     fetch = k
     for rounds in range(_REFETCH_ROUNDS + 1):
-        iids, dists, inc = answer
+        iids, dists, inc = answer[:3]
+        locs = answer[3] if len(answer) > 3 else None
         kept = []
-        for iid, d in zip(iids, dists, strict=True):
+        for j, (iid, d) in enumerate(zip(iids, dists, strict=True)):
             raw = get(iid.to_bytes(8, "big"), db=db)
-            if raw is not None and raw[0] == code:
+            # same tier and, for segment tiers, the very row the catalog names (not an old version)
+            if raw is not None and raw[0] == code and (locs is None or int.from_bytes(raw[8:16], "little") == locs[j]):
                 kept.append((d, iid, code, raw))
         dropped = len(iids) - len(kept)
         if not dropped or len(kept) >= k or len(iids) < fetch or rounds == _REFETCH_ROUNDS:
@@ -143,4 +182,4 @@ def _confirmed_page(
     raise AssertionError("unreachable")
 
 
-__all__ = ["SearchableTier", "TierAnswer", "run"]
+__all__ = ["ReaderGate", "SearchableTier", "TierAnswer", "run"]

@@ -63,26 +63,38 @@ _HNSWLIB_HEADER = struct.Struct("<QQQQQQiIQQQdQ")
 # --- building ---------------------------------------------------------------------------------------
 
 
-def build_graph(vectors: np.ndarray, metric: str, m: int = 16, ef_construction: int = 200,
-                threads: int = 1, seed: int = 100) -> dict[str, Any]:
-    """Build an HNSW graph with hnswlib and return it as segment arrays (rows in hnswlib order)
-    plus ``labels``: labels[row] = index into ``vectors``."""
-    n, dim = vectors.shape
+def new_index(dim: int, metric: str, capacity: int, m: int, ef_construction: int, seed: int = 100) -> hnswlib.Index:
+    """An empty hnswlib index in the space matching ``metric`` ("ip" = 1 - dot: cosine on unit
+    vectors, and ip)."""
     index = hnswlib.Index(space="l2" if metric == "l2" else "ip", dim=dim)
-    index.init_index(max_elements=max(n, 1), M=m, ef_construction=ef_construction, random_seed=seed)
-    index.add_items(vectors, np.arange(n, dtype=np.int64), num_threads=threads)
+    index.init_index(max_elements=max(capacity, 1), M=m, ef_construction=ef_construction, random_seed=seed,
+                     allow_replace_deleted=False)
+    return index
+
+
+def export_graph(index: hnswlib.Index, dim: int) -> dict[str, Any]:
+    """An hnswlib index (in RAM) as segment arrays, via its own on-disk format."""
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "graph.bin")
         index.save_index(path)
-        del index
         with open(path, "rb") as fh:
             raw = fh.read()
     return parse_hnswlib(raw, dim)
 
 
+def build_graph(vectors: np.ndarray, metric: str, m: int = 16, ef_construction: int = 200,
+                threads: int = 1, seed: int = 100) -> dict[str, Any]:
+    """Build an HNSW graph with hnswlib and return it as segment arrays (rows in hnswlib order)
+    plus ``labels``: labels[row] = index into ``vectors``."""
+    n, dim = vectors.shape
+    index = new_index(dim, metric, n, m, ef_construction, seed)
+    index.add_items(vectors, np.arange(n, dtype=np.int64), num_threads=threads)
+    return export_graph(index, dim)
+
+
 def parse_hnswlib(raw: bytes, dim: int) -> dict[str, Any]:
     """Decode hnswlib's on-disk format (float spaces) into flat numpy arrays."""
-    (off0, _max_el, n, per_el, label_off, _data_off, max_level, entry, max_m, max_m0, m, _mult,
+    (off0, _max_el, n, per_el, label_off, data_off, max_level, entry, max_m, max_m0, m, _mult,
      efc) = _HNSWLIB_HEADER.unpack_from(raw)
     if off0 != 0:
         raise IntegrityError(f"unexpected hnswlib layout (offsetLevel0 = {off0})")
@@ -93,6 +105,7 @@ def parse_hnswlib(raw: bytes, dim: int) -> dict[str, Any]:
     links0 = level0[:, 4 : 4 + 4 * max_m0].copy().view(np.int32).reshape(n, max_m0)
     links0[np.arange(max_m0)[None, :] >= counts0[:, None]] = -1
     labels = level0[:, label_off : label_off + 8].copy().view(np.uint64)[:, 0].astype(np.int64)
+    vectors = level0[:, data_off : data_off + 4 * dim].copy().view(np.float32).reshape(n, dim)
     per_level = 4 + 4 * max_m
     levels = np.zeros(n, np.int8)
     upper_off = np.zeros(n + 1, np.int64)
@@ -115,7 +128,7 @@ def parse_hnswlib(raw: bytes, dim: int) -> dict[str, Any]:
     upper_off[n] = total
     upper = np.concatenate(blocks) if blocks else np.zeros(0, np.int32)
     return {"links0": links0, "levels": levels, "upper_off": upper_off, "upper": upper.astype(np.int32),
-            "labels": labels, "entry": int(entry), "max_level": int(max_level), "m": int(m),
+            "labels": labels, "vectors": vectors, "entry": int(entry), "max_level": int(max_level), "m": int(m),
             "m0": int(max_m0), "ef_construction": int(efc)}
 
 
@@ -131,13 +144,19 @@ def write_segment(path: str | os.PathLike[str], iids: np.ndarray, vectors: np.nd
                   m: int = 16, ef_construction: int = 200, threads: int = 1) -> Path:
     """Build and durably write a segment directory at ``path`` (must not exist). ``vectors``
     must already be unit length for cosine. Returns the path."""
-    path = Path(path)
     vectors = np.ascontiguousarray(vectors, dtype=np.float32)
     g = build_graph(vectors, metric, m, ef_construction, threads)
-    order = g.pop("labels")
-    vec = vectors[order]
+    return write_graph(path, np.asarray(iids, np.uint64)[g["labels"]], g, metric=metric)
+
+
+def write_graph(path: str | os.PathLike[str], iids: np.ndarray, g: dict[str, Any], *, metric: str) -> Path:
+    """Durably write an exported graph (``export_graph``) as a segment; ``iids`` in row order."""
+    path = Path(path)
+    g = dict(g)
+    g.pop("labels", None)
+    vec = g.pop("vectors")
     codes, scales = quantize(vec)
-    arrays = {"iids": np.asarray(iids, np.uint64)[order], "links0": g.pop("links0"), "levels": g.pop("levels"),
+    arrays = {"iids": np.asarray(iids, np.uint64), "links0": g.pop("links0"), "levels": g.pop("levels"),
               "upper_off": g.pop("upper_off"), "upper": g.pop("upper"), "codes": codes, "scales": scales,
               "vectors": vec, "sqnorms": np.einsum("ij,ij->i", vec, vec).astype(np.float32)}
     meta = {"format": FORMAT, "n": int(len(vec)), "dim": int(vec.shape[1]), "metric": metric, "code": "int8",
@@ -249,4 +268,5 @@ class Segment:
         return int(sum(f.stat().st_size for f in self.path.iterdir()))
 
 
-__all__ = ["FORMAT", "Segment", "build_graph", "parse_hnswlib", "quantize", "write_segment"]
+__all__ = ["FORMAT", "Segment", "build_graph", "export_graph", "new_index", "parse_hnswlib", "quantize",
+           "write_graph", "write_segment"]

@@ -26,8 +26,8 @@ from typing import Any
 
 import numpy as np
 
-from . import filters, inputs, query
-from .catalog import TIER_CODES, TIER_NAMES, Catalog, Entry, normalize_ids
+from . import filters, inputs, migrate, query
+from .catalog import TIER_CODES, TIER_HOT, TIER_NAMES, TIER_WARM, Catalog, Entry, normalize_ids
 from .config import Config, load_config
 from .errors import (
     CapacityError,
@@ -39,12 +39,13 @@ from .errors import (
 )
 from .hot import HotTier
 from .policy import AccessStats
-from .results import Hits, Record
+from .results import Hits, MoveReport, Record
 from .services import RedisServer
+from .warm import GROWING, WarmTier
 
 log = logging.getLogger("tierstore")
 
-_SERVED_TIERS = ("hot",)  # the warm and cold tiers plug in here as they land
+_SERVED_TIERS = ("hot", "warm")  # the cold tier plugs in here when it lands
 _LATENCY_WINDOW = 4096  # recent query latencies kept for stats() percentiles
 
 
@@ -102,6 +103,7 @@ class TierStore:
         self._counters = {"queries": 0, "partial": 0, "upserted": 0, "deleted": 0, "touched": 0}
         self.catalog: Catalog | None = None
         self.hot: HotTier | None = None
+        self.warm: WarmTier | None = None
         try:
             self._open()
         except BaseException:
@@ -137,7 +139,9 @@ class TierStore:
         self.hot = HotTier(url, catalog=self.catalog, config=cfg.hot, schema=self.schema,
                            metric=self.metric, server=self._server)
         self.hot.open()  # verify / rebuild now, so the first query is not the slow one
-        self.tiers = {"hot": self.hot}
+        self.gate = query.ReaderGate()
+        self.warm = WarmTier(self.path / "warm", self.catalog, cfg.warm, self.schema, self.metric, self.gate.wait)
+        self.tiers = {"hot": self.hot, "warm": self.warm}
         self._all_tiers = list(self.tiers.values())
         self._executor = ThreadPoolExecutor(max_workers=3, thread_name_prefix="tierstore-query")
 
@@ -165,6 +169,9 @@ class TierStore:
             self._closed = True
             self._ops_cv.wait_for(lambda: self._ops == 0, timeout=60)
         try:
+            with self._write_lock:
+                if self.warm is not None:
+                    self.warm.seal()  # a clean close leaves nothing to rebuild at the next open
             self._checkpoint()
             self._sync_pending(raise_errors=False)
         finally:
@@ -189,6 +196,8 @@ class TierStore:
         """Make everything durable and every index current: apply queued index work, persist
         access statistics, fsync the catalog."""
         with self._op():
+            with self._write_lock:
+                self.warm.seal()
             self._sync_pending(raise_errors=True)
             self._checkpoint()
 
@@ -240,30 +249,63 @@ class TierStore:
         target = self._target_tier(tier)
         code = TIER_CODES[target]
         cat = self.catalog
+        clean = [m[0] for m in metas]
         with self._op(), self._write_lock:
             iids = [cat.iid(u) for u in ids]
-            with cat.write() as txn:
+            with cat.read() as txn:
                 old = [cat.entry(txn, iid) for iid in iids]
                 for uid, e in zip(ids, old, strict=True):
                     cat.check_collision(e, uid)
                 self._check_capacity(txn, old, target)
-                cat.clear_pending(self.hot.take_synced(), txn)
-                new_slots = iter(cat.alloc_slots(txn, sum(e is None for e in old)))
-                for i, (iid, e) in enumerate(zip(iids, old, strict=True)):
-                    slot = next(new_slots) if e is None else e.slot
-                    flags = 0 if e is None else e.flags
-                    version = 1 if e is None else e.version + 1
-                    cat.put_vector(txn, iid, vecs[i].tobytes())
-                    cat.put_entry(txn, Entry(iid, code, flags, slot, 0, 0, version, ids[i], metas[i][1]))
-                cat.add_pending(txn, iids)
-            self._counters["upserted"] += n
+            labels = [0] * n
+            if target == "warm":  # copy before the flip: index first, then commit
+                labels = self.warm.reserve(n)
+                self.warm.add(labels, iids, vecs, clean)
             try:
-                self.hot.write(iids, vecs, [m[0] for m in metas])
+                with cat.write() as txn:
+                    cat.clear_pending(self.hot.take_synced(), txn)
+                    new_slots = iter(cat.alloc_slots(txn, sum(e is None for e in old)))
+                    seg = GROWING if target == "warm" else 0
+                    for i, (iid, e) in enumerate(zip(iids, old, strict=True)):
+                        slot = next(new_slots) if e is None else e.slot
+                        flags = 0 if e is None else e.flags
+                        version = 1 if e is None else e.version + 1
+                        cat.put_vector(txn, iid, vecs[i].tobytes())
+                        cat.put_entry(txn, Entry(iid, code, flags, slot, seg, labels[i], version, ids[i], metas[i][1]))
+                    # Redis must gain these (hot) or lose the old copies (hot -> warm replacement).
+                    cat.add_pending(txn, iids if target == "hot" else [e.iid for e in old if e and e.tier == TIER_HOT])
+            except BaseException:
+                if target == "warm":
+                    self.warm.discard(labels)
+                raise
+            self._counters["upserted"] += n
+            # Old versions that lived elsewhere (another tier, or another warm row) go after the
+            # reader grace; a hot -> hot update overwrote its hash in place.
+            displaced = [e for e in old if e is not None and (e.tier != TIER_HOT or target != "hot")]
+            try:
+                if target == "hot":
+                    self.hot.write(iids, vecs, clean)
             except TierUnavailableError as exc:
                 raise TierUnavailableError(
                     f"{exc}. The write IS durable in the catalog and will be indexed when Redis is back "
                     "(retrying it is safe)", tier="hot", durable=True) from exc
+            finally:
+                if displaced:
+                    self._remove_old(displaced)
+            if target == "warm" and self.warm.needs_seal():
+                self.warm.seal()
         return n
+
+    def _remove_old(self, entries: list[Entry]) -> None:
+        """Remove superseded copies once no query that could still want them is running."""
+        self.gate.wait()
+        self.warm.kill([e for e in entries if e.tier == TIER_WARM])
+        gone_hot = [e.iid for e in entries if e.tier == TIER_HOT]
+        if gone_hot:
+            try:
+                self.hot.sync(gone_hot)
+            except TierUnavailableError as exc:
+                log.warning("Redis removal of %d moved vectors deferred: %s", len(gone_hot), exc)
 
     def _target_tier(self, tier: str | None) -> str:
         target = tier or self.config.policy.ingest_tier
@@ -297,8 +339,7 @@ class TierStore:
             return 0
         cat = self.catalog
         with self._op(), self._write_lock:
-            gone: list[int] = []
-            slots: list[int] = []
+            gone: list[Entry] = []
             with cat.write() as txn:
                 for uid in ids:
                     iid = cat.iid(uid)
@@ -307,16 +348,24 @@ class TierStore:
                         continue
                     cat.delete_entry(txn, iid)
                     cat.delete_vector(txn, iid)
-                    gone.append(iid)
-                    slots.append(e.slot)
-                cat.add_pending(txn, gone)
-            self.access.forget(np.asarray(slots, dtype=np.int64))
+                    gone.append(e)
+                cat.add_pending(txn, [e.iid for e in gone if e.tier == TIER_HOT])
+            self.access.forget(np.asarray([e.slot for e in gone], dtype=np.int64))
             self._counters["deleted"] += len(gone)
+            # A query that began before the delete may miss the vector or not: both are answers
+            # of a moment around the delete, so no reader grace is needed here.
+            self.warm.kill([e for e in gone if e.tier == TIER_WARM])
             try:
-                self.hot.sync(gone)
+                self.hot.sync([e.iid for e in gone if e.tier == TIER_HOT])
             except TierUnavailableError as exc:
                 log.warning("delete is durable; Redis removal deferred: %s", exc)
         return len(gone)
+
+    def move(self, ids: Sequence[str | int] | np.ndarray, tier: str) -> MoveReport:
+        """Move vectors to ``tier`` ("hot" or "warm"): copy, flip the catalog entry, remove the
+        old copy. Queries running meanwhile see each vector exactly once. Ids already there or
+        unknown are counted, not errors."""
+        return migrate.move(self, normalize_ids(ids), tier)
 
     # --- reads -----------------------------------------------------------------------------------
 
@@ -374,7 +423,11 @@ class TierStore:
         searched = self._all_tiers if tiers is None else [self.tiers[n] for n in inputs.check_tiers(tiers, list(self.tiers))]
         t0 = time.perf_counter()
         with self._op():
-            out, slots = query.run(self.catalog, searched, qs, k, node, ef=ef, executor=self._executor)
+            epoch = self.gate.enter()
+            try:
+                out, slots = query.run(self.catalog, searched, qs, k, node, ef=ef, executor=self._executor)
+            finally:
+                self.gate.exit(epoch)
         dt = (time.perf_counter() - t0) / len(out)
         if len(out) == 1:
             self._latencies.append(dt)
@@ -440,6 +493,12 @@ class TierStore:
 
     # --- maintenance -----------------------------------------------------------------------------
 
+    def compact(self, threshold: float | None = None) -> dict[str, Any]:
+        """Rewrite warm segments whose dead fraction exceeds ``threshold`` (default
+        ``warm.compact_threshold``; 0 rewrites every segment with any dead row)."""
+        with self._op(), self._write_lock:
+            return {"warm": self.warm.compact(threshold)}
+
     def rebuild_hot(self) -> int:
         """Drop and rebuild the Redis index from the catalog's durable records. Returns #vectors."""
         with self._op(), self._write_lock:
@@ -462,7 +521,8 @@ class TierStore:
                 "store": {"path": str(self.path), "dim": self.dim, "metric": self.metric,
                           "uuid": self.catalog.uuid, "vectors": sum(counts.values()),
                           "schema": dict(self.schema)},
-                "tiers": {"hot": hot},
+                "tiers": {"hot": hot, "warm": {"count": counts["warm"], "capacity": self.config.warm.capacity,
+                                               **self.warm.info()}},
                 "catalog": {"disk_bytes": self.catalog.disk_bytes(),
                             "pending_index_updates": len(self.catalog.pending(limit=1_000_000)),
                             "generation": self.catalog.generation()},

@@ -1,0 +1,346 @@
+"""Warm tier: sealed HNSW segments on local disk (memory-mapped, numba) + one growing segment.
+
+New warm vectors go to the *growing* segment: an in-RAM hnswlib index whose rows are labelled by
+``entry.pos`` (``entry.seg == 0``). At ``warm.segment_size`` rows (and on ``flush``/``close``) it is
+*sealed*: its graph is exported to a segment directory (segment.py) -- no rebuild -- and the
+catalog entries move to ``(seg, row)`` in one transaction. The durable copy of every warm vector
+stays in the catalog's records, so after a crash the growing segment is rebuilt from them and a
+segment directory the catalog does not list is deleted.
+
+Rows are never removed from a segment: a row is *alive* while the catalog entry of its internal
+id points at it (tier warm, same seg and pos). Deletes, moves out and re-upserts (a new version
+goes to the growing segment) only flip that, and the in-memory alive masks follow. Compaction
+rewrites segments whose dead fraction passes ``warm.compact_threshold``.
+
+Search returns each candidate with its location (``seg | pos << 32``), which query.py compares
+with the catalog entry, so a vector whose newest version lives elsewhere is never returned twice.
+
+>>> warm = WarmTier(path, catalog, cfg.warm, schema, "cosine", gate)       # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import shutil
+import threading
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import filters, segment
+from .catalog import TIER_WARM, Catalog, Entry
+from .config import WarmConfig
+
+GROWING = 0  # entry.seg of rows in the growing segment; sealed segment ids start at 1
+_MASK_CACHE = 16  # filter masks kept per segment (a service asks a handful of distinct filters)
+
+
+def loc(seg: int, pos: int) -> int:
+    """A row's location as query.py compares it with the raw catalog entry (seg, pos: u32 LE)."""
+    return seg | (pos << 32)
+
+
+class _Sealed:
+    """One sealed segment with its alive mask and lazily built metadata columns."""
+
+    def __init__(self, sid: int, seg: segment.Segment, alive: np.ndarray) -> None:
+        self.sid, self.seg, self.alive = sid, seg, alive
+        self.columns: dict[str, Any] | None = None
+        self.masks: dict[filters.Node, np.ndarray] = {}
+
+    def ok_mask(self, node: filters.Node, metas: Callable[[np.ndarray], list[dict]], schema: dict[str, str]) -> np.ndarray:
+        if node == filters.TRUE:
+            return self.alive
+        m = self.masks.get(node)
+        if m is None:
+            if self.columns is None:
+                rows = metas(np.asarray(self.seg.iids))
+                self.columns = {f: (filters.TagColumn if kind == "tag" else filters.NumericColumn).build(
+                    [r.get(f) for r in rows], f) for f, kind in schema.items()}
+            m = filters.mask(node, self.columns, self.seg.n)
+            if len(self.masks) >= _MASK_CACHE:
+                self.masks.pop(next(iter(self.masks)))
+            self.masks[node] = m
+        return m & self.alive
+
+
+class _Growing:
+    """The in-RAM hnswlib segment. Labels are catalog ``pos`` values."""
+
+    def __init__(self, dim: int, metric: str, cfg: WarmConfig) -> None:
+        self.dim, self.metric, self.cfg = dim, metric, cfg
+        self.index = segment.new_index(dim, metric, 1024, cfg.m, cfg.ef_construction)
+        self.iids: dict[int, int] = {}  # label -> internal id (alive and dead rows)
+        self.meta: dict[int, dict] = {}
+        self.dead: set[int] = set()
+        self.next_label = 0
+
+    @property
+    def alive(self) -> int:
+        return len(self.iids) - len(self.dead)
+
+    def add(self, labels: Sequence[int], iids: Sequence[int], vectors: np.ndarray, metas: Sequence[dict]) -> None:
+        need = len(self.iids) + len(labels)
+        if need > self.index.get_max_elements():
+            self.index.resize_index(max(need, 2 * self.index.get_max_elements()))
+        self.index.add_items(vectors, np.asarray(labels, np.int64), num_threads=1)
+        for lab, iid, md in zip(labels, iids, metas, strict=True):
+            self.iids[lab] = iid
+            self.meta[lab] = md
+        self.next_label = max(self.next_label, max(labels) + 1)
+
+    def kill(self, label: int) -> None:
+        if label in self.iids and label not in self.dead:
+            self.dead.add(label)
+            self.index.mark_deleted(label)
+
+    def search(self, q: np.ndarray, k: int, ef: int, node: filters.Node) -> tuple[list[int], list[float], list[int]]:
+        if self.alive == 0:
+            return [], [], []
+        k = min(k, self.alive)
+        self.index.set_ef(max(ef, k))
+        flt = None
+        if node != filters.TRUE:
+            meta = self.meta
+            flt = lambda label: filters.matches(node, meta[label])  # noqa: E731 - hnswlib callback
+        try:
+            labels, dist = self.index.knn_query(q, k=k, filter=flt, num_threads=1)
+        except RuntimeError:  # fewer than k eligible rows: hnswlib refuses; ask for what exists
+            labels, dist = self._search_all(q, node)
+            return [self.iids[int(x)] for x in labels], dist, [loc(GROWING, int(x)) for x in labels]
+        labels, dist = labels[0].tolist(), dist[0].tolist()
+        return [self.iids[x] for x in labels], dist, [loc(GROWING, x) for x in labels]
+
+    def _search_all(self, q: np.ndarray, node: filters.Node) -> tuple[list[int], list[float]]:
+        labels = [lab for lab in self.iids if lab not in self.dead and filters.matches(node, self.meta[lab])]
+        if not labels:
+            return [], []
+        vecs = self.index.get_items(labels, return_type="numpy")
+        d = ((vecs - q) ** 2).sum(1) if self.metric == "l2" else 1.0 - vecs @ q
+        order = np.argsort(d, kind="stable")
+        return [labels[i] for i in order], d[order].astype(np.float32).tolist()
+
+
+class WarmTier:
+    """Sealed memory-mapped segments + a growing in-RAM segment, behind the tier interface."""
+
+    name = "warm"
+
+    def __init__(self, root: str | Path, catalog: Catalog, config: WarmConfig, schema: dict[str, str],
+                 metric: str, wait_readers: Callable[[], None]) -> None:
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.catalog, self.cfg, self.schema, self.metric = catalog, config, dict(schema), metric
+        self.dim = catalog.dim
+        self._wait_readers = wait_readers  # blocks until queries that began earlier are done
+        self._lock = threading.RLock()
+        self.sealed: dict[int, _Sealed] = {}
+        self.growing = _Growing(self.dim, metric, config)
+        self.stats = {"sealed": 0, "compacted": 0, "seal_seconds": 0.0}
+        self._load()
+
+    # --- opening ---------------------------------------------------------------------------------
+
+    def _load(self) -> None:
+        listed = self.catalog.segments()
+        for sid, info in sorted(listed.items()):
+            seg = segment.Segment.open(self.root / info["dir"])
+            self.sealed[sid] = _Sealed(sid, seg, self._alive_rows(sid, seg))
+        keep = {info["dir"] for info in listed.values()}
+        for d in self.root.iterdir():  # crash leftovers: half-written or never-recorded segments
+            if d.is_dir() and d.name not in keep:
+                shutil.rmtree(d, ignore_errors=True)
+        # Rebuild the growing segment from the durable records (empty after a clean close).
+        labels, iids, vecs, metas = [], [], [], []
+        last = None
+        while True:
+            batch = self.catalog.iter_entries(tiers=[TIER_WARM], start_after=last, limit=10_000)
+            if not batch:
+                break
+            last = batch[-1].iid
+            with self.catalog.read() as txn:
+                for e in batch:
+                    if e.seg == GROWING:
+                        labels.append(e.pos)
+                        iids.append(e.iid)
+                        vecs.append(self.catalog.vector(txn, e.iid))
+                        metas.append(e.metadata)
+        if labels:
+            self.growing.add(labels, iids, self.prepare(np.stack(vecs)), metas)
+
+    def _alive_rows(self, sid: int, seg: segment.Segment) -> np.ndarray:
+        alive = np.zeros(seg.n, bool)
+        iids = np.asarray(seg.iids)
+        with self.catalog.read() as txn:
+            for row in range(seg.n):
+                e = self.catalog.entry(txn, int(iids[row]))
+                alive[row] = e is not None and e.tier == TIER_WARM and e.seg == sid and e.pos == row
+        return alive
+
+    def prepare(self, vectors: np.ndarray) -> np.ndarray:
+        """What the warm tier indexes: unit vectors under cosine, the vectors as given otherwise."""
+        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+        if self.metric == "cosine":
+            vectors = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+        return vectors
+
+    # --- writes (called by the store under its write lock) ---------------------------------------
+
+    def reserve(self, n: int) -> list[int]:
+        """Growing-segment labels for n new rows (their catalog ``pos``)."""
+        with self._lock:
+            start = self.growing.next_label
+            self.growing.next_label += n
+            return list(range(start, start + n))
+
+    def add(self, labels: Sequence[int], iids: Sequence[int], vectors: np.ndarray, metas: Sequence[dict]) -> None:
+        """Index rows in the growing segment (before their catalog flip: copy, then flip)."""
+        with self._lock:
+            self.growing.add(labels, iids, self.prepare(vectors), metas)
+
+    def discard(self, labels: Sequence[int]) -> None:
+        """Growing rows added for a write that then failed before its catalog flip."""
+        with self._lock:
+            for lab in labels:
+                self.growing.kill(lab)
+
+    def kill(self, entries: Sequence[Entry]) -> None:
+        """Rows that no longer hold the current version: mask them (after the reader grace)."""
+        with self._lock:
+            for e in entries:
+                if e.seg == GROWING:
+                    self.growing.kill(e.pos)
+                elif e.seg in self.sealed:
+                    self.sealed[e.seg].alive[e.pos] = False
+
+    def needs_seal(self) -> bool:
+        return len(self.growing.iids) >= self.cfg.segment_size
+
+    def seal(self) -> int:
+        """Turn the growing segment into a sealed one. Returns the number of rows sealed."""
+        with self._lock:
+            g = self.growing
+            if not g.alive:
+                return 0
+            t0 = time.perf_counter()
+            graph = segment.export_graph(g.index, self.dim)
+            labels = graph["labels"]
+            iids = np.array([g.iids[int(x)] for x in labels], np.uint64)
+            with self.catalog.write() as txn:
+                sid = self.catalog.next_segment_id(txn)
+            name = f"seg-{sid:08d}"
+            seg = segment.Segment.open(segment.write_graph(self.root / name, iids, graph, metric=self.metric))
+            alive = np.zeros(seg.n, bool)
+            with self.catalog.write() as txn:
+                for row, (lab, iid) in enumerate(zip(labels.tolist(), iids.tolist(), strict=True)):
+                    e = self.catalog.entry(txn, iid)
+                    if e is not None and e.tier == TIER_WARM and e.seg == GROWING and e.pos == lab:
+                        self.catalog.put_entry(txn, e._replace(seg=sid, pos=row))
+                        alive[row] = True
+                self.catalog.put_segment(txn, sid, {"dir": name, "n": seg.n, "created": time.time()})
+            self.sealed[sid] = _Sealed(sid, seg, alive)
+            old = self.growing
+        # Queries that began before the flip still expect these rows in the growing segment
+        # (waiting without the lock: those queries may need it to finish).
+        self._wait_readers()
+        with self._lock:
+            if self.growing is old:
+                self.growing = _Growing(self.dim, self.metric, self.cfg)
+                self.growing.next_label = old.next_label
+            self.stats["sealed"] += 1
+            self.stats["seal_seconds"] += time.perf_counter() - t0
+            return int(alive.sum())
+
+    # --- reads -----------------------------------------------------------------------------------
+
+    def _metas(self, iids: np.ndarray) -> list[dict]:
+        out = []
+        with self.catalog.read() as txn:
+            for iid in iids.tolist():
+                e = self.catalog.entry(txn, iid)
+                out.append(e.metadata if e is not None else {})
+        return out
+
+    def search_many(self, qs: np.ndarray, k: int, node: filters.Node, ef: int | None = None) -> list:
+        """Per query: (internal ids, distances, incomplete, locations), best first."""
+        ef = ef or self.cfg.ef
+        qs = self.prepare(qs) if self.metric == "cosine" else np.ascontiguousarray(qs, np.float32)
+        with self._lock:
+            sealed = list(self.sealed.values())
+            growing = self.growing
+            masks = [s.ok_mask(node, self._metas, self.schema) for s in sealed]
+        out = []
+        for q in qs:
+            cand: list[tuple[float, int, int]] = []
+            for s, ok in zip(sealed, masks, strict=True):
+                rows, dist = s.seg.search(q, k, ef, self.cfg.rerank, ok)
+                iids = s.seg.iids
+                cand += [(float(d), int(iids[r]), loc(s.sid, int(r))) for r, d in zip(rows, dist, strict=True)]
+            gi, gd, gl = growing.search(q, k, ef, node)
+            cand += list(zip(gd, gi, gl, strict=True))
+            cand.sort()
+            cand = cand[:k]
+            out.append(([c[1] for c in cand], [c[0] for c in cand], False, [c[2] for c in cand]))
+        return out
+
+    # --- maintenance -------------------------------------------------------------------------------
+
+    def compact(self, threshold: float | None = None) -> dict[str, int]:
+        """Rewrite sealed segments whose dead fraction exceeds ``threshold`` (default
+        ``warm.compact_threshold``): their live rows are copied into the growing segment, flipped
+        there in the catalog, and the growing segment is sealed. Returns counts."""
+        threshold = self.cfg.compact_threshold if threshold is None else threshold
+        with self._lock:
+            victims = [s for s in self.sealed.values() if s.seg.n and 1 - s.alive.mean() > threshold]
+        kept = dropped = 0
+        for s in victims:
+            with self._lock:
+                rows = np.flatnonzero(s.alive)
+                iids = np.asarray(s.seg.iids)[rows]
+                if len(rows):
+                    labels = self.reserve(len(rows))
+                    self.growing.add(labels, iids.tolist(), np.asarray(s.seg.vectors)[rows], self._metas(iids))
+                with self.catalog.write() as txn:  # copy done: flip each live row to its new home
+                    for lab, iid, row in zip(labels if len(rows) else [], iids.tolist(), rows.tolist(), strict=True):
+                        e = self.catalog.entry(txn, iid)
+                        if e is not None and e.tier == TIER_WARM and e.seg == s.sid and e.pos == row:
+                            self.catalog.put_entry(txn, e._replace(seg=GROWING, pos=lab))
+                            kept += 1
+                        else:
+                            self.growing.kill(lab)
+                    self.catalog.delete_segment(txn, s.sid)
+                dropped += s.seg.n - len(rows)
+            self._wait_readers()  # nobody may still be reading the old rows
+            with self._lock:
+                del self.sealed[s.sid]
+            shutil.rmtree(s.seg.path, ignore_errors=True)
+        if victims:
+            self.seal()
+            self.stats["compacted"] += len(victims)
+        return {"segments": len(victims), "rows_kept": kept, "rows_dropped": dropped}
+
+    def info(self) -> dict[str, Any]:
+        with self._lock:
+            sealed = list(self.sealed.values())
+            live = sum(int(s.alive.sum()) for s in sealed)
+            rows = sum(s.seg.n for s in sealed)
+            return {
+                "segments": len(sealed),
+                "sealed_rows": rows,
+                "sealed_live": live,
+                "sealed_dead": rows - live,
+                "growing_rows": len(self.growing.iids),
+                "growing_live": self.growing.alive,
+                "disk_bytes": sum(s.seg.disk_bytes() for s in sealed),
+                "resident_estimate_bytes": sum(s.seg.resident_bytes() for s in sealed)
+                + len(self.growing.iids) * (self.dim * 4 + self.cfg.m * 2 * 4 + 64),
+                **self.stats,
+            }
+
+    def close(self) -> None:
+        pass
+
+
+__all__ = ["GROWING", "WarmTier", "loc"]
