@@ -263,7 +263,8 @@ class HotTier:
             missing = (in_catalog - in_redis) | (pending & in_catalog)
             extra = ((in_redis - in_catalog) | (pending - in_catalog)) - self._protected
             self._sync_now(sorted(missing | extra))
-            self.catalog.clear_pending(sorted(pending))
+            # a protected id's pending mark is its mover's: it clears it after the reader grace
+            self.catalog.clear_pending(sorted(pending - self._protected))
             self.stats["reconciled_added"] += len(missing)
             self.stats["reconciled_removed"] += len(extra)
             return {"added": len(missing), "removed": len(extra)}
@@ -326,7 +327,8 @@ class HotTier:
         return n
 
     def protect(self, iids: Sequence[int]) -> None:
-        """Keys a move is copying in before its catalog flip: reconcile must not remove them."""
+        """Keys a move is copying in (before its catalog flip) or moving out (until the reader
+        grace has passed): reconcile must not remove them."""
         with self._lock:
             self._protected.update(iids)
 

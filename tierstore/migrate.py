@@ -78,6 +78,7 @@ def _to_warm(store: TierStore, batch: list[Entry]) -> int:
     iids = [e.iid for e in batch]
     labels = store.warm.reserve(len(batch))
     store.warm.add(labels, iids, vecs, metas)  # copy
+    store.hot.protect(iids)  # reconciliation must not unlink them before the reader grace
     try:
         with store.catalog.write() as txn:  # flip (+ Redis removal becomes pending work)
             for e, lab in zip(batch, labels, strict=True):
@@ -85,6 +86,7 @@ def _to_warm(store: TierStore, batch: list[Entry]) -> int:
             store.catalog.add_pending(txn, iids)
     except BaseException:
         store.warm.discard(labels)
+        store.hot.unprotect(iids)
         raise
     store._remove_old(batch)  # remove, after the reader grace
     if store.warm.needs_seal():

@@ -258,6 +258,8 @@ class TierStore:
                     cat.check_collision(e, uid)
                 self._check_capacity(txn, old, target)
             labels = [0] * n
+            leaving_hot = [e.iid for e in old if e is not None and e.tier == TIER_HOT] if target != "hot" else []
+            self.hot.protect(leaving_hot)  # Redis keeps the old copy until the reader grace
             if target == "warm":  # copy before the flip: index first, then commit
                 labels = self.warm.reserve(n)
                 self.warm.add(labels, iids, vecs, clean)
@@ -277,6 +279,7 @@ class TierStore:
             except BaseException:
                 if target == "warm":
                     self.warm.discard(labels)
+                self.hot.unprotect(leaving_hot)
                 raise
             self._counters["upserted"] += n
             # Old versions that lived elsewhere (another tier, or another warm row) go after the
@@ -297,15 +300,18 @@ class TierStore:
         return n
 
     def _remove_old(self, entries: list[Entry]) -> None:
-        """Remove superseded copies once no query that could still want them is running."""
+        """Remove superseded copies once no query that could still want them is running. Hot
+        copies were protected from reconciliation by the caller before its catalog flip."""
         self.gate.wait()
         self.warm.kill([e for e in entries if e.tier == TIER_WARM])
         gone_hot = [e.iid for e in entries if e.tier == TIER_HOT]
         if gone_hot:
             try:
-                self.hot.sync(gone_hot)
+                self.hot.sync(gone_hot)  # state-based: unlinks, clears the pending marks
             except TierUnavailableError as exc:
                 log.warning("Redis removal of %d moved vectors deferred: %s", len(gone_hot), exc)
+            finally:
+                self.hot.unprotect(gone_hot)
 
     def _target_tier(self, tier: str | None) -> str:
         target = tier or self.config.policy.ingest_tier

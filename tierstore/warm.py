@@ -85,7 +85,8 @@ class _Growing:
         need = len(self.iids) + len(labels)
         if need > self.index.get_max_elements():
             self.index.resize_index(max(need, 2 * self.index.get_max_elements()))
-        self.index.add_items(vectors, np.asarray(labels, np.int64), num_threads=1)
+        # bulk adds use both cores; small ones stay on the calling thread
+        self.index.add_items(vectors, np.asarray(labels, np.int64), num_threads=-1 if len(labels) >= 1000 else 1)
         for lab, iid, md in zip(labels, iids, metas, strict=True):
             self.iids[lab] = iid
             self.meta[lab] = md

@@ -1,0 +1,207 @@
+"""The warm tier inside the store: ingest, seal, merged hot+warm queries, moves, compaction,
+crash safety -- against real Redis for the hot side."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+
+import numpy as np
+import pytest
+
+import tierstore
+from tierstore import datasets, filters
+
+
+def vectors(n: int, dim: int = 16, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    centres = rng.standard_normal((12, dim))
+    return (centres[rng.integers(0, 12, n)] + 0.4 * rng.standard_normal((n, dim))).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def wn_warm(tmp_path_factory, redis_server, wordnet_20k):
+    ds = wordnet_20k
+    store = tierstore.open(path=str(tmp_path_factory.mktemp("wnw")), dim=384, env={},
+                           schema={"pos": "tag", "lexname": "tag", "nlemmas": "numeric"},
+                           hot={"redis_url": redis_server.url},
+                           warm={"segment_size": 12_000})
+    for s in range(0, 20_000, 5000):
+        store.upsert(list(range(s, s + 5000)), ds.base[s : s + 5000], ds.metadata[s : s + 5000], tier="warm")
+    yield store
+    store.close()
+
+
+def test_warm_recall_sealed_plus_growing(wn_warm, wordnet_20k):
+    info = wn_warm.stats()["tiers"]["warm"]
+    # sealed when a batch crosses segment_size: 15k sealed, 5k growing
+    assert info["segments"] == 1 and info["growing_live"] == 5000 and info["count"] == 20_000
+    found = [h.ids() for h in wn_warm.query_batch(wordnet_20k.queries, k=10)]
+    assert datasets.recall_at(found, wordnet_20k.gt, 10) >= 0.95
+    hits = wn_warm.query(wordnet_20k.queries[0], k=10)
+    assert {h.tier for h in hits} == {"warm"} and hits.tiers["warm"].returned == 10
+    rows = np.array(hits.ids())
+    np.testing.assert_allclose(hits.distances(), 1 - wordnet_20k.base[rows] @ wordnet_20k.queries[0], atol=2e-3)
+
+
+@pytest.mark.parametrize("flt", [{"lexname": "noun.animal"},
+                                 {"lexname": {"$in": ["noun.plant", "noun.food"]}, "nlemmas": {"$gte": 2}},
+                                 {"lexname": {"$ne": "noun.artifact"}, "nlemmas": {"$lt": 2}, "pos": "n"},
+                                 {"pos": "v"}])
+def test_warm_filters_equal_numpy(wn_warm, wordnet_20k, flt):
+    ds = wordnet_20k
+    node = filters.compile_filter(flt, wn_warm.schema)
+    allowed = np.flatnonzero([filters.matches(node, m) for m in ds.metadata])
+    q = ds.queries[5]
+    hits = wn_warm.query(q, k=10, filter=flt, ef=200)
+    expect = allowed[np.argsort(1 - ds.base[allowed] @ q)[:10]]
+    assert set(hits.ids()) <= set(allowed.tolist())
+    assert len(set(hits.ids()) & set(expect.tolist())) >= min(9, len(allowed))
+
+
+def test_hot_and_warm_merge_to_the_exact_answer(open_store):
+    store = open_store(dim=16)
+    v = vectors(2000)
+    store.upsert(list(range(1000)), v[:1000])
+    store.upsert(list(range(1000, 2000)), v[1000:], tier="warm")
+    store.flush()  # seal
+    store.upsert(list(range(2000, 2100)), vectors(100, seed=9), tier="warm")  # growing
+    allv = np.concatenate([v, vectors(100, seed=9)])
+    qs = vectors(20, seed=3)
+    truth = datasets.brute_force(allv, qs, 10)
+    got = [h.ids() for h in store.query_batch(qs, k=10, ef=400)]
+    assert datasets.recall_at(got, truth, 10) >= 0.98
+    for h in store.query_batch(qs, k=10):
+        assert len(set(h.ids())) == len(h) == 10 and h.tiers["hot"].searched and h.tiers["warm"].searched
+    assert list(store.query(qs[0], k=5, tiers=["hot"]).tiers) == ["hot"]
+    assert all(x < 1000 for x in store.query(qs[0], k=5, tiers="hot").ids())
+
+
+def test_moves_keep_results_and_report(open_store):
+    store = open_store(dim=16, schema={"g": "tag"})
+    v = vectors(600, seed=1)
+    store.upsert(list(range(600)), v, [{"g": str(i % 3)} for i in range(600)])
+    qs = vectors(10, seed=2)
+    before = [h.ids() for h in store.query_batch(qs, k=10, ef=600, filter={"g": {"$ne": "1"}})]
+    rep = store.move(list(range(0, 600, 2)) + [10**9], "warm")
+    assert (rep.moved, rep.missing, rep.already) == (300, 1, 0)
+    assert store.move([0, 1], "warm").already == 1
+    assert store.stats()["tiers"]["warm"]["count"] == 301 and store.hot.count() == 299
+    mid = [h.ids() for h in store.query_batch(qs, k=10, ef=600, filter={"g": {"$ne": "1"}})]
+    assert mid == before
+    store.flush()
+    assert store.move(list(range(0, 600, 4)), "hot").moved == 150
+    after = [h.ids() for h in store.query_batch(qs, k=10, ef=600, filter={"g": {"$ne": "1"}})]
+    assert after == before
+    assert store.get([4])[0].tier == "hot" and store.get([2])[0].tier == "warm"
+
+
+def test_query_during_moves_sees_each_vector_exactly_once(open_store):
+    store = open_store(dim=16)
+    v = vectors(400, seed=4)
+    store.upsert(list(range(400)), v)
+    movers = list(range(0, 400, 5))
+    stop = threading.Event()
+    errors: list[str] = []
+
+    def query_loop():
+        rng = np.random.default_rng(0)
+        while not stop.is_set():
+            i = int(rng.choice(movers))
+            hits = store.query(v[i], k=5, ef=400)
+            ids = hits.ids()
+            if len(set(ids)) != len(ids):
+                errors.append(f"duplicate in {ids}")
+            if ids[:1] != [i]:
+                errors.append(f"vector {i} missing from its own query: {ids}")
+
+    threads = [threading.Thread(target=query_loop) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for round_ in range(6):
+        store.move(movers, "warm" if round_ % 2 == 0 else "hot")
+        if round_ == 2:
+            store.flush()
+    stop.set()
+    for t in threads:
+        t.join()
+    assert not errors, errors[:3]
+
+
+def test_upsert_replaces_warm_versions_and_deletes_stay_deleted(open_store, tmp_path):
+    path = tmp_path / "w"
+    store = open_store(path=path, dim=16, warm={"segment_size": 100})
+    v = vectors(300, seed=6)
+    store.upsert(list(range(300)), v, tier="warm")  # crosses segment_size: sealed as one segment
+    store.upsert([5], v[200:201], tier="warm")  # new version of 5 next to 200
+    hits = store.query(v[200], k=3, ef=300)
+    assert sorted(hits.ids()[:2]) == [5, 200] and len(set(hits.ids())) == 3
+    store.upsert([6], v[201:202])  # warm -> hot by replacement
+    assert store.get([6])[0].tier == "hot"
+    assert store.delete(list(range(100, 180))) == 80
+    assert not set(store.query(v[150], k=20, ef=300).ids()) & set(range(100, 180))
+    res = store.compact(0.2)["warm"]  # 80 (+2 replaced) of 300 rows are dead
+    assert res["segments"] >= 1 and res["rows_dropped"] >= 80
+    assert not set(store.query(v[150], k=20, ef=300).ids()) & set(range(100, 180))
+    store.close()
+    again = open_store(path=path, dim=16, warm={"segment_size": 100})
+    assert not set(again.query(v[150], k=20, ef=300).ids()) & set(range(100, 180))
+    assert len(again) == 220
+    seen = [r.id for b in again.scan(batch_size=50) for r in b]
+    assert sorted(seen) == sorted(set(range(300)) - set(range(100, 180)))
+    assert again.query(v[200], k=2, ef=300).ids() in ([5, 200], [200, 5])
+
+
+def test_warm_capacity_and_ingest_tier(open_store):
+    store = open_store(dim=16, warm={"capacity": 50}, policy={"ingest_tier": "warm"})
+    store.upsert(list(range(50)), vectors(50))
+    assert store.stats()["tiers"]["warm"]["count"] == 50
+    with pytest.raises(tierstore.CapacityError, match="warm.capacity"):
+        store.upsert([99], vectors(1, seed=2))
+    store.upsert([200], vectors(1, seed=4), tier="hot")
+    with pytest.raises(tierstore.CapacityError, match="warm.capacity"):
+        store.move([200], "warm")
+    assert store.get([200])[0].tier == "hot"
+
+
+CRASH = textwrap.dedent("""
+    import sys, numpy as np, tierstore
+    rng = np.random.default_rng(0)
+    v = rng.standard_normal((3000, 16)).astype(np.float32)
+    store = tierstore.open(path=sys.argv[1], dim=16, env={}, hot={"redis_url": sys.argv[2]},
+                           warm={"segment_size": 700})
+    if len(store) == 0:
+        store.upsert(list(range(3000)), v)
+    print("ready", flush=True)
+    i = 0
+    while True:  # moves and seals until killed
+        ids = list(range(i % 3000, i % 3000 + 300))
+        store.move(ids, "warm" if (i // 300) % 2 == 0 else "hot")
+        store.upsert([5000 + i], v[:1] + 1, tier="warm")
+        i += 300
+""")
+
+
+@pytest.mark.parametrize("delay", [0.3, 0.9, 1.7])
+def test_kill_9_during_moves_and_seals_loses_and_duplicates_nothing(tmp_path, redis_server, delay):
+    path = str(tmp_path / "crash")
+    proc = subprocess.Popen([sys.executable, "-c", CRASH, path, redis_server.url], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "ready"
+    time.sleep(delay)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    with tierstore.open(path=path, dim=16, env={}, hot={"redis_url": redis_server.url},
+                        warm={"segment_size": 700}) as store:
+        ids = [r.id for b in store.scan() for r in b]
+        assert len(ids) == len(set(ids)) and set(range(3000)) <= set(ids)
+        v = np.random.default_rng(0).standard_normal((3000, 16)).astype(np.float32)
+        for i in range(0, 3000, 97):
+            hits = store.query(v[i], k=3, ef=200)
+            assert hits.ids()[0] == i and len(set(hits.ids())) == 3
+        st = store.stats()
+        assert st["tiers"]["hot"]["num_docs"] == st["tiers"]["hot"]["count"]
