@@ -184,6 +184,31 @@ def hnsw_search(
     return r_ids[:take][order].copy(), ex[order].copy()
 
 
+@nb.njit(cache=True, nogil=True, parallel=True)
+def hnsw_search_batch(
+    qs: np.ndarray, links0: np.ndarray, levels: np.ndarray, upper: np.ndarray, upper_off: np.ndarray,
+    m: int, entry: int, max_level: int, codes: np.ndarray, scales: np.ndarray, vectors: np.ndarray,
+    sqnorms: np.ndarray, metric: int, ok: np.ndarray, ef: int, rerank: int, k: int, threads: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`hnsw_search` for every row of ``qs`` in parallel (prange over ``threads`` chunks
+    of queries, one visited array per chunk). Returns (rows, distances), each (len(qs), k),
+    -1 / inf padded."""
+    nq = qs.shape[0]
+    n = links0.shape[0]
+    out_rows = np.full((nq, k), -1, np.int64)
+    out_dist = np.full((nq, k), np.inf, np.float32)
+    chunks = max(1, min(nq, threads))
+    per = (nq + chunks - 1) // max(chunks, 1)
+    for c in nb.prange(chunks):
+        visited = np.zeros(max(n, 1), np.uint32)
+        for i in range(c * per, min(nq, (c + 1) * per)):
+            rows, dist = hnsw_search(qs[i], links0, levels, upper, upper_off, m, entry, max_level, codes, scales,
+                                     vectors, sqnorms, metric, ok, ef, rerank, k, visited, i - c * per + 1)
+            out_rows[i, : rows.shape[0]] = rows
+            out_dist[i, : rows.shape[0]] = dist
+    return out_rows, out_dist
+
+
 @nb.njit(cache=True, nogil=True, fastmath=True)
 def exact_scan(q: np.ndarray, vectors: np.ndarray, rows: np.ndarray, metric: int, k: int) -> tuple[np.ndarray, np.ndarray]:
     """Exact k nearest among ``rows`` (a selective filter: cheaper and exact vs the graph)."""
@@ -197,4 +222,4 @@ def exact_scan(q: np.ndarray, vectors: np.ndarray, rows: np.ndarray, metric: int
     return rows[order].copy(), d[order].copy()
 
 
-__all__ = ["access_add", "exact_scan", "hnsw_search", "scale_inplace"]
+__all__ = ["access_add", "exact_scan", "hnsw_search", "hnsw_search_batch", "scale_inplace"]

@@ -46,6 +46,7 @@ from pathlib import Path
 from typing import Any
 
 import hnswlib
+import numba
 import numpy as np
 
 from . import kernels
@@ -259,6 +260,23 @@ class Segment:
             # The walk found too few eligible rows (a mask that cuts the graph): fall back to exact.
             return kernels.exact_scan(q, self.vectors, np.flatnonzero(ok), self.metric_code, k)
         return rows, dist
+
+    def search_batch(self, qs: np.ndarray, k: int, ef: int, rerank: int = 64,
+                     ok: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`search` for many queries at once, in parallel threads (numba prange). Returns
+        (rows, distances) of shape (len(qs), k), padded with -1 / inf."""
+        qs = np.ascontiguousarray(qs, dtype=np.float32)
+        if ok is not None and int(np.count_nonzero(ok)) <= max(4 * ef, k, self.n // 50):
+            out_r = np.full((len(qs), k), -1, np.int64)
+            out_d = np.full((len(qs), k), np.inf, np.float32)
+            for i, q in enumerate(qs):
+                r, d = self.search(q, k, ef, rerank, ok)
+                out_r[i, : len(r)], out_d[i, : len(r)] = r, d
+            return out_r, out_d
+        return kernels.hnsw_search_batch(
+            qs, self.links0, self.levels, self.upper, self.upper_off, int(self.meta["m"]), int(self.meta["entry"]),
+            int(self.meta["max_level"]), self.codes, self.scales, self.vectors, self.sqnorms, self.metric_code,
+            np.empty(0, np.bool_) if ok is None else ok, max(ef, k), rerank, k, numba.get_num_threads())
 
     def resident_bytes(self) -> int:
         """What the traversal keeps hot: graph + codes (the exact vectors are touched rarely)."""

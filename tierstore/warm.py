@@ -272,13 +272,20 @@ class WarmTier:
             sealed = list(self.sealed.values())
             growing = self.growing
             masks = [s.ok_mask(node, self._metas, self.schema) for s in sealed]
+        per_seg = []  # per sealed segment: (rows, dists) for all queries
+        for s, ok in zip(sealed, masks, strict=True):
+            if len(qs) > 1:  # numba prange over the queries
+                per_seg.append(s.seg.search_batch(qs, k, ef, self.cfg.rerank, ok))
+            else:
+                r, d = s.seg.search(qs[0], k, ef, self.cfg.rerank, ok)
+                per_seg.append((r[None, :], d[None, :]))
         out = []
-        for q in qs:
+        for i, q in enumerate(qs):
             cand: list[tuple[float, int, int]] = []
-            for s, ok in zip(sealed, masks, strict=True):
-                rows, dist = s.seg.search(q, k, ef, self.cfg.rerank, ok)
+            for s, (rows, dist) in zip(sealed, per_seg, strict=True):
                 iids = s.seg.iids
-                cand += [(float(d), int(iids[r]), loc(s.sid, int(r))) for r, d in zip(rows, dist, strict=True)]
+                cand += [(float(d), int(iids[r]), loc(s.sid, int(r))) for r, d in zip(rows[i], dist[i], strict=True)
+                         if r >= 0]
             gi, gd, gl = growing.search(q, k, ef, node)
             cand += list(zip(gd, gi, gl, strict=True))
             cand.sort()

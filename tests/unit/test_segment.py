@@ -152,3 +152,16 @@ def test_write_is_atomic_and_replaces_a_stale_tmp(tmp_path, data):
     p = segment.write_segment(tmp_path / "seg-00000002", np.arange(50, dtype=np.uint64), x[:50], metric="cosine")
     assert not stale.exists() and sorted(f.name for f in p.iterdir()) == sorted(
         [f"{a}.npy" for a in segment._ARRAYS] + ["meta.json"])
+
+
+def test_batch_search_equals_single_queries(seg, data):
+    _, qs = data
+    rows, dist = seg.search_batch(qs, k=10, ef=48)
+    for i, q in enumerate(qs):
+        r1, d1 = seg.search(q, k=10, ef=48)
+        assert rows[i].tolist() == r1.tolist()
+        np.testing.assert_allclose(dist[i], d1, rtol=1e-6)
+    ok = np.zeros(seg.n, bool)
+    ok[::2] = True
+    rows, _ = seg.search_batch(qs[:5], k=10, ef=48, ok=ok)
+    assert ok[rows[rows >= 0]].all()
