@@ -5,6 +5,8 @@
     tierstore ingest vectors.npy|records.jsonl [--tier hot]
     tierstore query --vector '[...]' | --like ID  [-k 10] [--filter '{"pos": "n"}'] [--json]
     tierstore stats [--json]
+    tierstore move ids.txt --tier warm [--int-ids]
+    tierstore compact [--threshold 0.3]
     tierstore rebuild-hot
 
 The config comes from ``--config FILE``, else ``$TIERSTORE_CONFIG``, else ``./tierstore.toml``.
@@ -223,6 +225,32 @@ def cmd_rebuild_hot(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_compact(args: argparse.Namespace) -> int:
+    with _open(args) as store:
+        t0 = time.perf_counter()
+        res = store.compact(args.threshold)
+        res["seconds"] = round(time.perf_counter() - t0, 2)
+        _print(res, args.json)
+    return EXIT_OK
+
+
+def cmd_move(args: argparse.Namespace) -> int:
+    path = Path(args.id_file)
+    if not path.exists():
+        raise _Usage(f"{path}: no such file")
+    ids: list = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    if args.int_ids:
+        try:
+            ids = [int(x) for x in ids]
+        except ValueError as exc:
+            raise _Usage(f"{path}: --int-ids given but {exc}") from None
+    with _open(args) as store:
+        rep = store.move(ids, args.tier)
+    _print({"tier": rep.tier, "moved": rep.moved, "already": rep.already, "missing": rep.missing,
+            "seconds": round(rep.seconds, 2)}, args.json)
+    return EXIT_OK
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     """Embedded store, real (or generated) data, recall and latency against exact ground truth."""
     wn = datasets.find_wordnet(args.data)
@@ -319,6 +347,12 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--ef", type=int)
 
     add("stats", cmd_stats, "counts, memory, disk and latency per tier")
+    sp = add("compact", cmd_compact, "rewrite warm segments whose dead fraction passes warm.compact_threshold")
+    sp.add_argument("--threshold", type=float, help="dead fraction (default: warm.compact_threshold)")
+    sp = add("move", cmd_move, "move the ids listed in a file (one per line) to a tier")
+    sp.add_argument("id_file")
+    sp.add_argument("--tier", required=True, choices=("hot", "warm"))
+    sp.add_argument("--int-ids", action="store_true", help="the ids are integers")
     add("rebuild-hot", cmd_rebuild_hot, "rebuild the Redis index from the durable catalog")
     return p
 

@@ -42,6 +42,17 @@ def test_init_ingest_query_stats_rebuild(tmp_path):
     stats = json.loads(cli("stats", "--json", cwd=tmp_path).stdout)
     assert stats["store"]["vectors"] == 60 and stats["tiers"]["hot"]["num_docs"] == 60
     assert json.loads(cli("rebuild-hot", "--json", cwd=tmp_path).stdout)["rebuilt"] == 60
+    (tmp_path / "ids.txt").write_text("\n".join(str(i) for i in range(0, 50, 2)) + "\n")
+    moved = json.loads(cli("move", "ids.txt", "--tier", "warm", "--int-ids", "--json", cwd=tmp_path).stdout)
+    assert moved["moved"] == 25
+    stats = json.loads(cli("stats", "--json", cwd=tmp_path).stdout)
+    assert stats["tiers"]["warm"]["count"] == 25 and stats["tiers"]["warm"]["segments"] == 1  # sealed at close
+    res = json.loads(cli("query", "--like", "4", "-k", "1", "--json", cwd=tmp_path).stdout)
+    assert res["hits"][0]["id"] == 4 and res["hits"][0]["tier"] == "warm"
+    (tmp_path / "back.txt").write_text("4\n6\n")
+    cli("move", "back.txt", "--tier", "hot", "--int-ids", cwd=tmp_path)
+    res = json.loads(cli("compact", "--threshold", "0", "--json", cwd=tmp_path).stdout)
+    assert res["warm"]["segments"] == 1 and res["warm"]["rows_dropped"] == 2
     assert "vectors: 60" in cli("--config", "tierstore.toml", "stats", cwd=tmp_path).stdout
 
 
