@@ -15,6 +15,7 @@ Tiers implement ``search_many(queries, k, node, ef) -> [(iids, distances, incomp
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Sequence
@@ -66,11 +67,16 @@ class ReaderGate:
                 del self._active[epoch]
                 self._cv.notify_all()
 
-    def wait(self, timeout: float = 60.0) -> None:
+    def wait(self, timeout: float = 60.0) -> bool:
+        """True when every earlier query finished; False after ``timeout`` (a query stuck that
+        long, e.g. waiting on Redis, then risks missing a vector that moved meanwhile)."""
         with self._cv:
             self._epoch += 1
             now = self._epoch
-            self._cv.wait_for(lambda: all(e >= now for e in self._active), timeout=timeout)
+            done = self._cv.wait_for(lambda: all(e >= now for e in self._active), timeout=timeout)
+        if not done:
+            logging.getLogger("tierstore").warning("reader grace timed out after %.0fs", timeout)
+        return done
 
 
 def run(

@@ -66,11 +66,45 @@ class _Sealed:
         return m & self.alive
 
 
+class _ResizeLock:
+    """Shared for searches, exclusive for ``resize_index`` (hnswlib reallocates its arrays there,
+    which is unsafe under concurrent searches; adds and searches may overlap otherwise)."""
+
+    def __init__(self) -> None:
+        self._cv = threading.Condition(threading.Lock())
+        self._readers = 0
+        self._writer = False
+
+    def acquire_read(self) -> None:
+        with self._cv:
+            self._cv.wait_for(lambda: not self._writer)
+            self._readers += 1
+
+    def release_read(self) -> None:
+        with self._cv:
+            self._readers -= 1
+            if not self._readers:
+                self._cv.notify_all()
+
+    def exclusive(self, fn: Callable[[], None]) -> None:
+        with self._cv:
+            self._cv.wait_for(lambda: not self._writer)
+            self._writer = True
+            self._cv.wait_for(lambda: self._readers == 0)
+        try:
+            fn()
+        finally:
+            with self._cv:
+                self._writer = False
+                self._cv.notify_all()
+
+
 class _Growing:
     """The in-RAM hnswlib segment. Labels are catalog ``pos`` values."""
 
     def __init__(self, dim: int, metric: str, cfg: WarmConfig) -> None:
         self.dim, self.metric, self.cfg = dim, metric, cfg
+        self._resize = _ResizeLock()
         self.index = segment.new_index(dim, metric, 1024, cfg.m, cfg.ef_construction)
         self.iids: dict[int, int] = {}  # label -> internal id (alive and dead rows)
         self.meta: dict[int, dict] = {}
@@ -84,7 +118,8 @@ class _Growing:
     def add(self, labels: Sequence[int], iids: Sequence[int], vectors: np.ndarray, metas: Sequence[dict]) -> None:
         need = len(self.iids) + len(labels)
         if need > self.index.get_max_elements():
-            self.index.resize_index(max(need, 2 * self.index.get_max_elements()))
+            size = max(need, 2 * self.index.get_max_elements())
+            self._resize.exclusive(lambda: self.index.resize_index(size))
         # bulk adds use both cores; small ones stay on the calling thread
         self.index.add_items(vectors, np.asarray(labels, np.int64), num_threads=-1 if len(labels) >= 1000 else 1)
         for lab, iid, md in zip(labels, iids, metas, strict=True):
@@ -100,6 +135,13 @@ class _Growing:
     def search(self, q: np.ndarray, k: int, ef: int, node: filters.Node) -> tuple[list[int], list[float], list[int]]:
         if self.alive == 0:
             return [], [], []
+        self._resize.acquire_read()
+        try:
+            return self._search(q, k, ef, node)
+        finally:
+            self._resize.release_read()
+
+    def _search(self, q: np.ndarray, k: int, ef: int, node: filters.Node) -> tuple[list[int], list[float], list[int]]:
         k = min(k, self.alive)
         self.index.set_ef(max(ef, k))
         flt = None
@@ -302,6 +344,10 @@ class WarmTier:
         threshold = self.cfg.compact_threshold if threshold is None else threshold
         with self._lock:
             victims = [s for s in self.sealed.values() if s.seg.n and 1 - s.alive.mean() > threshold]
+            # many small segments (frequent flushes) cost one kernel call each per query: merge them
+            small = [s for s in self.sealed.values() if s not in victims and s.seg.n < self.cfg.segment_size // 4]
+            if len(small) >= 2:
+                victims += small
         kept = dropped = 0
         for s in victims:
             with self._lock:
