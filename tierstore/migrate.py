@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .catalog import TIER_CODES, TIER_HOT, TIER_NAMES, TIER_WARM, Entry
+from .catalog import TIER_CODES, TIER_HOT, TIER_WARM, Entry
 from .errors import CapacityError
 from .results import MoveReport
 from .warm import GROWING
@@ -71,9 +71,7 @@ def _load(store: TierStore, batch: list[Entry]) -> tuple[np.ndarray, list[dict]]
 
 
 def _to_warm(store: TierStore, batch: list[Entry]) -> int:
-    unsupported = [e for e in batch if e.tier != TIER_HOT]
-    if unsupported:
-        raise NotImplementedError(f"moves from the {TIER_NAMES[unsupported[0].tier]} tier are not supported yet")
+    """hot -> warm (the only other tier there is until the cold tier lands)."""
     vecs, metas = _load(store, batch)
     iids = [e.iid for e in batch]
     labels = store.warm.reserve(len(batch))
@@ -95,9 +93,7 @@ def _to_warm(store: TierStore, batch: list[Entry]) -> int:
 
 
 def _to_hot(store: TierStore, batch: list[Entry]) -> int:
-    unsupported = [e for e in batch if e.tier != TIER_WARM]
-    if unsupported:
-        raise NotImplementedError(f"moves from the {TIER_NAMES[unsupported[0].tier]} tier are not supported yet")
+    """warm -> hot."""
     vecs, metas = _load(store, batch)
     iids = [e.iid for e in batch]
     store.hot.protect(iids)

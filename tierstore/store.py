@@ -232,6 +232,10 @@ class TierStore:
     ) -> int:
         """Insert or replace vectors; returns how many were written.
 
+        ``tier`` places the whole batch ("hot" or "warm"; default ``policy.ingest_tier``). An
+        update is a new version and is placed the same way, wherever the old one lived (the old
+        copy is removed once no running query can still want it).
+
         The batch is validated first (dims, NaN/inf, duplicate ids -> error, metadata types);
         a rejected batch writes nothing. Once this returns, the batch is durable and searchable.
         If Redis fails after the durable commit, :class:`TierUnavailableError` is raised with
