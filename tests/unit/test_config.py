@@ -225,7 +225,7 @@ def test_section_must_be_table():
             r"warm\.compact_threshold: 'half' is not allowed: must be a number",
         ),
         ("warm", "compact_threshold", "nan", r"warm\.compact_threshold: 'nan' is not allowed"),
-        ("warm", "code", "int4", r"warm\.code: 'int4' is not allowed: must be one of 'int8', 'float16'"),
+        ("warm", "code", "int4", r"warm\.code: 'int4' is not allowed: must be one of 'int8'"),
         ("hot", "backend", 3, r"hot\.backend: 3 is not allowed: must be one of"),
         ("policy", "half_life", "soon", r"policy\.half_life: 'soon' is not allowed: must be a duration"),
         ("cold", "cache_size", "lots", r"cold\.cache_size: 'lots' is not allowed: must be a size"),
@@ -435,7 +435,7 @@ redis_url = "redis://localhost:6379/0"
 backend = "SEARCH"
 socket_timeout = "2s"
 [warm]
-code = "float16"
+code = "int8"
 [cold]
 url = "s3://my-bucket/prefix/x"
 endpoint_url = "http://localhost:9000"
@@ -455,7 +455,7 @@ category = "tag"
     assert c.hot.redis_url == "redis://localhost:6379/0"
     assert c.hot.backend == "search"
     assert c.hot.socket_timeout == 2.0
-    assert c.warm.code == "float16"
+    assert c.warm.code == "int8"
     assert c.cold.url == "s3://my-bucket/prefix/x"
     assert c.cold.cache_size == 1024**3
     assert c.cold.timeout == 1.5
