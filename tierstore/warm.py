@@ -313,7 +313,8 @@ class WarmTier:
         with self._lock:
             sealed = list(self.sealed.values())
             growing = self.growing
-            masks = [s.ok_mask(node, self._metas, self.schema) for s in sealed]
+        # outside the lock: a segment's first filtered query builds its columns from the catalog
+        masks = [s.ok_mask(node, self._metas, self.schema) for s in sealed]
         per_seg = []  # per sealed segment: (rows, dists) for all queries
         for s, ok in zip(sealed, masks, strict=True):
             if len(qs) > 1:  # numba prange over the queries
