@@ -60,8 +60,8 @@ class _Sealed:
                 self.columns = {f: (filters.TagColumn if kind == "tag" else filters.NumericColumn).build(
                     [r.get(f) for r in rows], f) for f, kind in schema.items()}
             m = filters.mask(node, self.columns, self.seg.n)
-            if len(self.masks) >= _MASK_CACHE:
-                self.masks.pop(next(iter(self.masks)))
+            if len(self.masks) >= _MASK_CACHE:  # evict the oldest (tolerant of a concurrent evictor)
+                self.masks.pop(next(iter(self.masks), None), None)
             self.masks[node] = m
         return m & self.alive
 
