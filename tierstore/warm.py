@@ -37,6 +37,11 @@ GROWING = 0  # entry.seg of rows in the growing segment; sealed segment ids star
 _MASK_CACHE = 16  # filter masks kept per segment (a service asks a handful of distinct filters)
 
 
+def _names(e: Entry | None, seg: int, pos: int) -> bool:
+    """Does catalog entry ``e`` place its vector at warm row (seg, pos)?"""
+    return e is not None and e.tier == TIER_WARM and e.seg == seg and e.pos == pos
+
+
 def loc(seg: int, pos: int) -> int:
     """A row's location as query.py compares it with the raw catalog entry (seg, pos: u32 LE)."""
     return seg | (pos << 32)
@@ -218,8 +223,7 @@ class WarmTier:
         iids = np.asarray(seg.iids)
         with self.catalog.read() as txn:
             for row in range(seg.n):
-                e = self.catalog.entry(txn, int(iids[row]))
-                alive[row] = e is not None and e.tier == TIER_WARM and e.seg == sid and e.pos == row
+                alive[row] = _names(self.catalog.entry(txn, int(iids[row])), sid, row)
         return alive
 
     def prepare(self, vectors: np.ndarray) -> np.ndarray:
@@ -262,39 +266,47 @@ class WarmTier:
         return len(self.growing.iids) >= self.cfg.segment_size
 
     def seal(self) -> int:
-        """Turn the growing segment into a sealed one. Returns the number of rows sealed."""
-        with self._lock:
-            g = self.growing
-            if not g.alive:
-                return 0
-            t0 = time.perf_counter()
-            graph = segment.export_graph(g.index, self.dim)
-            labels = graph["labels"]
-            iids = np.array([g.iids[int(x)] for x in labels], np.uint64)
-            with self.catalog.write() as txn:
-                sid = self.catalog.next_segment_id(txn)
-            name = f"seg-{sid:08d}"
-            seg = segment.Segment.open(segment.write_graph(self.root / name, iids, graph, metric=self.metric))
-            alive = np.zeros(seg.n, bool)
-            with self.catalog.write() as txn:
-                for row, (lab, iid) in enumerate(zip(labels.tolist(), iids.tolist(), strict=True)):
-                    e = self.catalog.entry(txn, iid)
-                    if e is not None and e.tier == TIER_WARM and e.seg == GROWING and e.pos == lab:
-                        self.catalog.put_entry(txn, e._replace(seg=sid, pos=row))
-                        alive[row] = True
-                self.catalog.put_segment(txn, sid, {"dir": name, "n": seg.n, "created": time.time()})
+        """Turn the growing segment into a sealed one. Returns the number of rows sealed.
+
+        Called with the store's write lock held (no concurrent writes); queries keep running:
+        the slow parts (export, segment write) take no lock, and the new segment is visible
+        before the catalog flip, so every query finds each row where its snapshot says."""
+        g = self.growing
+        if not g.alive:
+            return 0
+        t0 = time.perf_counter()
+        graph = segment.export_graph(g.index, self.dim)
+        labels = graph["labels"].tolist()
+        iids = np.array([g.iids[x] for x in labels], np.uint64)
+        with self.catalog.write() as txn:
+            sid = self.catalog.next_segment_id(txn)
+        name = f"seg-{sid:08d}"
+        seg = segment.Segment.open(segment.write_graph(self.root / name, iids, graph, metric=self.metric))
+        with self.catalog.read() as txn:  # rows that still hold their id's current version
+            alive = np.array([_names(self.catalog.entry(txn, iid), GROWING, lab)
+                              for lab, iid in zip(labels, iids.tolist(), strict=True)], bool)
+        with self._lock:  # visible first: until the flip its rows fail the catalog check
             self.sealed[sid] = _Sealed(sid, seg, alive)
-            old = self.growing
-        # Queries that began before the flip still expect these rows in the growing segment
-        # (waiting without the lock: those queries may need it to finish).
+        try:
+            with self.catalog.write() as txn:
+                for row in np.flatnonzero(alive).tolist():
+                    e = self.catalog.entry(txn, int(iids[row]))
+                    self.catalog.put_entry(txn, e._replace(seg=sid, pos=row))
+                self.catalog.put_segment(txn, sid, {"dir": name, "n": seg.n, "created": time.time()})
+        except BaseException:
+            with self._lock:
+                del self.sealed[sid]
+            shutil.rmtree(seg.path, ignore_errors=True)
+            raise
+        # Queries that began before the flip still expect these rows in the growing segment.
         self._wait_readers()
         with self._lock:
-            if self.growing is old:
+            if self.growing is g:
                 self.growing = _Growing(self.dim, self.metric, self.cfg)
-                self.growing.next_label = old.next_label
+                self.growing.next_label = g.next_label
             self.stats["sealed"] += 1
             self.stats["seal_seconds"] += time.perf_counter() - t0
-            return int(alive.sum())
+        return int(alive.sum())
 
     # --- reads -----------------------------------------------------------------------------------
 
@@ -350,23 +362,23 @@ class WarmTier:
             if len(small) >= 2:
                 victims += small
         kept = dropped = 0
-        for s in victims:
-            with self._lock:
-                rows = np.flatnonzero(s.alive)
-                iids = np.asarray(s.seg.iids)[rows]
-                if len(rows):
-                    labels = self.reserve(len(rows))
-                    self.growing.add(labels, iids.tolist(), np.asarray(s.seg.vectors)[rows], self._metas(iids))
-                with self.catalog.write() as txn:  # copy done: flip each live row to its new home
-                    for lab, iid, row in zip(labels if len(rows) else [], iids.tolist(), rows.tolist(), strict=True):
-                        e = self.catalog.entry(txn, iid)
-                        if e is not None and e.tier == TIER_WARM and e.seg == s.sid and e.pos == row:
-                            self.catalog.put_entry(txn, e._replace(seg=GROWING, pos=lab))
-                            kept += 1
-                        else:
-                            self.growing.kill(lab)
-                    self.catalog.delete_segment(txn, s.sid)
-                dropped += s.seg.n - len(rows)
+        for s in victims:  # the store's write lock is held: no concurrent writes, queries go on
+            rows = np.flatnonzero(s.alive)
+            live_iids = np.asarray(s.seg.iids)[rows]  # uint64: keep it an array until tolist()
+            iids = live_iids.tolist()
+            labels = self.reserve(len(rows))
+            if len(rows):
+                self.growing.add(labels, iids, np.asarray(s.seg.vectors)[rows], self._metas(live_iids))
+            with self.catalog.write() as txn:  # copy done: flip each live row to its new home
+                for lab, iid, row in zip(labels, iids, rows.tolist(), strict=True):
+                    e = self.catalog.entry(txn, iid)
+                    if _names(e, s.sid, row):
+                        self.catalog.put_entry(txn, e._replace(seg=GROWING, pos=lab))
+                        kept += 1
+                    else:
+                        self.growing.kill(lab)
+                self.catalog.delete_segment(txn, s.sid)
+            dropped += s.seg.n - len(rows)
             self._wait_readers()  # nobody may still be reading the old rows
             with self._lock:
                 del self.sealed[s.sid]
