@@ -96,6 +96,7 @@ class HotTier:
         self._verified = False
         self._conn_gen = 0
         self._synced: list[int] = []
+        self._run_id = ""  # Redis server run_id seen at the last verification
         self._protected: set[int] = set()  # being copied in by a move: not "extra" for reconcile
         self.r = self._client()
         self.stats = {"verifies": 0, "rebuilds": 0, "reconciled_added": 0, "reconciled_removed": 0,
@@ -151,7 +152,8 @@ class HotTier:
                     break
             except (redis.ResponseError, _Stale) as exc:
                 if isinstance(exc, redis.ResponseError) and not _is_missing_index(exc):
-                    raise
+                    # e.g. OOM under maxmemory: the tier cannot serve; say so in the typed error
+                    raise TierUnavailableError(f"hot tier: Redis refused the command: {exc}", tier="hot") from exc
                 last = exc
                 self._verified = False
         raise self._unavailable(last) from last
@@ -236,7 +238,11 @@ class HotTier:
                 if info is None:
                     self._create_index()  # existing hashes are indexed in the background
                 self._wait_indexed()
-                if self.catalog.has_pending() or self.count() != self.catalog.count(TIER_HOT):
+                # A server that restarted (new run_id; first contact included) may have lost its
+                # last second of AOF: writes AND removals, which equal counts would not reveal.
+                run_id = _s(self.r.info("server").get("run_id", ""))
+                restarted, self._run_id = run_id != self._run_id, run_id
+                if restarted or self.catalog.has_pending() or self.count() != self.catalog.count(TIER_HOT):
                     self.reconcile()
             self._verified = True
 

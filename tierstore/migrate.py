@@ -78,7 +78,9 @@ def _to_warm(store: TierStore, batch: list[Entry]) -> int:
     store.warm.add(labels, iids, vecs, metas)  # copy
     store.hot.protect(iids)  # reconciliation must not unlink them before the reader grace
     try:
+        synced = store.hot.take_synced()  # consumed before new marks: a late clear must not hit them
         with store.catalog.write() as txn:  # flip (+ Redis removal becomes pending work)
+            store.catalog.clear_pending(synced, txn)
             for e, lab in zip(batch, labels, strict=True):
                 store.catalog.put_entry(txn, e._replace(tier=TIER_WARM, seg=GROWING, pos=lab, version=e.version + 1))
             store.catalog.add_pending(txn, iids)

@@ -263,13 +263,27 @@ class TierStore:
                 self._check_capacity(txn, old, target)
             labels = [0] * n
             leaving_hot = [e.iid for e in old if e is not None and e.tier == TIER_HOT] if target != "hot" else []
-            self.hot.protect(leaving_hot)  # Redis keeps the old copy until the reader grace
-            if target == "warm":  # copy before the flip: index first, then commit
-                labels = self.warm.reserve(n)
-                self.warm.add(labels, iids, vecs, clean)
+            arriving_hot = iids if target == "hot" else []
+            # Redis keeps the old copies until the reader grace, and new copies written before the
+            # flip are not "extra" to a concurrent reconciliation.
+            self.hot.protect(leaving_hot + arriving_hot)
+            redis_error: TierUnavailableError | None = None
+            reserved = False
             try:
+                # Copy before the flip: the new home holds the rows before the catalog names them
+                # (a query whose snapshot predates the flip drops them by the catalog check).
+                if target == "warm":
+                    labels = self.warm.reserve(n)
+                    reserved = True
+                    self.warm.add(labels, iids, vecs, clean)
+                else:
+                    try:
+                        self.hot.write(iids, vecs, clean)
+                    except TierUnavailableError as exc:
+                        redis_error = exc  # still commit: durable now, indexed when Redis is back
+                synced = self.hot.take_synced()  # never take hot's lock inside a catalog write
                 with cat.write() as txn:
-                    cat.clear_pending(self.hot.take_synced(), txn)
+                    cat.clear_pending(synced, txn)
                     new_slots = iter(cat.alloc_slots(txn, sum(e is None for e in old)))
                     seg = GROWING if target == "warm" else 0
                     for i, (iid, e) in enumerate(zip(iids, old, strict=True)):
@@ -278,27 +292,24 @@ class TierStore:
                         version = 1 if e is None else e.version + 1
                         cat.put_vector(txn, iid, vecs[i].tobytes())
                         cat.put_entry(txn, Entry(iid, code, flags, slot, seg, labels[i], version, ids[i], metas[i][1]))
-                    # Redis must gain these (hot) or lose the old copies (hot -> warm replacement).
-                    cat.add_pending(txn, iids if target == "hot" else [e.iid for e in old if e and e.tier == TIER_HOT])
+                    # Redis work that must survive a crash: rows not yet indexed, old copies to remove
+                    cat.add_pending(txn, (iids if redis_error else []) + leaving_hot)
             except BaseException:
-                if target == "warm":
+                if reserved:
                     self.warm.discard(labels)
-                self.hot.unprotect(leaving_hot)
+                self.hot.unprotect(leaving_hot + arriving_hot)
                 raise
+            self.hot.unprotect(arriving_hot)
             self._counters["upserted"] += n
             # Old versions that lived elsewhere (another tier, or another warm row) go after the
             # reader grace; a hot -> hot update overwrote its hash in place.
             displaced = [e for e in old if e is not None and (e.tier != TIER_HOT or target != "hot")]
-            try:
-                if target == "hot":
-                    self.hot.write(iids, vecs, clean)
-            except TierUnavailableError as exc:
+            if displaced:
+                self._remove_old(displaced)
+            if redis_error is not None:
                 raise TierUnavailableError(
-                    f"{exc}. The write IS durable in the catalog and will be indexed when Redis is back "
-                    "(retrying it is safe)", tier="hot", durable=True) from exc
-            finally:
-                if displaced:
-                    self._remove_old(displaced)
+                    f"{redis_error}. The write IS durable in the catalog and will be indexed when Redis is "
+                    "back (retrying it is safe)", tier="hot", durable=True) from redis_error
             if target == "warm" and self.warm.needs_seal():
                 self.warm.seal()
         return n
@@ -350,7 +361,9 @@ class TierStore:
         cat = self.catalog
         with self._op(), self._write_lock:
             gone: list[Entry] = []
+            synced = self.hot.take_synced()  # consumed before new marks: a late clear must not hit them
             with cat.write() as txn:
+                cat.clear_pending(synced, txn)
                 for uid in ids:
                     iid = cat.iid(uid)
                     e = cat.entry(txn, iid)

@@ -114,22 +114,32 @@ class _Growing:
         self.iids: dict[int, int] = {}  # label -> internal id (alive and dead rows)
         self.meta: dict[int, dict] = {}
         self.dead: set[int] = set()
+        self.ready: set[int] = set()  # labels add_items has finished with
         self.next_label = 0
 
     @property
     def alive(self) -> int:
-        return len(self.iids) - len(self.dead)
+        return len(self.ready) - len(self.dead)
 
     def add(self, labels: Sequence[int], iids: Sequence[int], vectors: np.ndarray, metas: Sequence[dict]) -> None:
         need = len(self.iids) + len(labels)
         if need > self.index.get_max_elements():
             size = max(need, 2 * self.index.get_max_elements())
             self._resize.exclusive(lambda: self.index.resize_index(size))
-        # bulk adds use both cores; small ones stay on the calling thread
-        self.index.add_items(vectors, np.asarray(labels, np.int64), num_threads=-1 if len(labels) >= 1000 else 1)
+        # The label maps first: add_items makes rows searchable before it returns, and a
+        # concurrent query must be able to resolve every label it meets.
         for lab, iid, md in zip(labels, iids, metas, strict=True):
             self.iids[lab] = iid
             self.meta[lab] = md
+        try:
+            # bulk adds use both cores; small ones stay on the calling thread
+            self.index.add_items(vectors, np.asarray(labels, np.int64), num_threads=-1 if len(labels) >= 1000 else 1)
+        except BaseException:
+            for lab in labels:
+                self.iids.pop(lab, None)
+                self.meta.pop(lab, None)
+            raise
+        self.ready.update(labels)
         self.next_label = max(self.next_label, max(labels) + 1)
 
     def kill(self, label: int) -> None:
@@ -152,7 +162,7 @@ class _Growing:
         flt = None
         if node != filters.TRUE:
             meta = self.meta
-            flt = lambda label: filters.matches(node, meta[label])  # noqa: E731 - hnswlib callback
+            flt = lambda label: label in meta and filters.matches(node, meta[label])  # noqa: E731 - hnswlib callback
         try:
             labels, dist = self.index.knn_query(q, k=k, filter=flt, num_threads=1)
         except RuntimeError:  # fewer than k eligible rows: hnswlib refuses; ask for what exists
@@ -162,7 +172,8 @@ class _Growing:
         return [self.iids[x] for x in labels], dist, [loc(GROWING, x) for x in labels]
 
     def _search_all(self, q: np.ndarray, node: filters.Node) -> tuple[list[int], list[float]]:
-        labels = [lab for lab in self.iids if lab not in self.dead and filters.matches(node, self.meta[lab])]
+        meta, dead = self.meta, self.dead
+        labels = [lab for lab in list(self.ready) if lab not in dead and filters.matches(node, meta[lab])]
         if not labels:
             return [], []
         vecs = self.index.get_items(labels, return_type="numpy")

@@ -205,3 +205,84 @@ def test_kill_9_during_moves_and_seals_loses_and_duplicates_nothing(tmp_path, re
             assert hits.ids()[0] == i and len(set(hits.ids())) == 3
         st = store.stats()
         assert st["tiers"]["hot"]["num_docs"] == st["tiers"]["hot"]["count"]
+
+
+def _run_concurrently(worker, reader, seconds: float = 2.0) -> list[str]:
+    """Run ``reader`` in two threads while ``worker`` runs; returns reader errors. Fails on a
+    deadlock (threads still alive after a generous timeout)."""
+    stop = threading.Event()
+    errors: list[str] = []
+
+    def loop():
+        try:
+            while not stop.is_set():
+                reader(errors)
+        except Exception as exc:  # noqa: BLE001 - reported below
+            errors.append(f"{type(exc).__name__}: {exc}")
+
+    threads = [threading.Thread(target=loop, daemon=True) for _ in range(2)]
+    for t in threads:
+        t.start()
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        worker()
+    stop.set()
+    for t in threads:
+        t.join(timeout=30)
+    assert not any(t.is_alive() for t in threads), "reader threads deadlocked"
+    return errors
+
+
+def test_writes_while_queries_reverify_do_not_deadlock(open_store):
+    store = open_store(dim=16)
+    v = vectors(3000, seed=11)
+    store.upsert(list(range(100)), v[:100])
+    next_id = iter(range(100, 3000, 20))
+
+    def worker():
+        s = next(next_id, None)
+        if s is not None:
+            store.upsert(list(range(s, s + 20)), v[s : s + 20])
+
+    def reader(errors):
+        store.hot._verified = False  # what every new pooled connection does
+        store.query(v[0], k=5)
+
+    assert not _run_concurrently(worker, reader)
+
+
+def test_queries_during_warm_ingest_never_fail(open_store):
+    store = open_store(dim=16, warm={"segment_size": 1500}, schema={"g": "tag"})
+    v = vectors(6000, seed=12)
+    store.upsert(list(range(1000)), v[:1000], [{"g": "a"}] * 1000, tier="warm")
+    next_id = iter(range(1000, 6000, 500))
+
+    def worker():
+        s = next(next_id, None)
+        if s is not None:
+            store.upsert(list(range(s, s + 500)), v[s : s + 500], [{"g": "b"}] * 500, tier="warm")
+
+    def reader(errors):
+        store.query(v[7], k=5, filter={"g": "b"})
+        hits = store.query(v[7], k=5)
+        if hits.ids()[:1] != [7]:
+            errors.append(f"7 missing: {hits.ids()}")
+
+    assert not _run_concurrently(worker, reader)
+
+
+def test_update_moving_between_tiers_stays_visible(open_store):
+    store = open_store(dim=16)
+    v = vectors(200, seed=13)
+    store.upsert(list(range(200)), v)
+    flip = iter(range(10**6))
+
+    def worker():
+        store.upsert([42], v[42:43], tier="warm" if next(flip) % 2 == 0 else "hot")
+
+    def reader(errors):
+        ids = store.query(v[42], k=3, ef=200).ids()
+        if ids[:1] != [42] or len(set(ids)) != len(ids):
+            errors.append(f"42 not exactly once on top: {ids}")
+
+    assert not _run_concurrently(worker, reader)
