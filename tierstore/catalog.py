@@ -10,7 +10,9 @@ It holds, in named sub-databases:
               a write-ahead list, so a crash or a Redis outage between the LMDB commit and the
               Redis write is repaired later instead of silently forgotten.
 ``free``      released policy slots, reused by new vectors so the dense policy arrays stay compact.
-``journal``   open moves between tiers (see migrate.py).
+``journal``   open cold-tier operations (segment writes, compactions): see cold.py.
+``cold``      live cold segments (S3 object key, footer location), mirroring the S3 manifest.
+``coldq``     internal ids queued for demotion to the cold tier (flushed as one segment).
 
 Internal ids are 64-bit xxhash of the typed user id (``s:`` + UTF-8 for strings, ``i:`` + 8
 bytes for ints), so ``"5"`` and ``5`` are different ids. Every new id is checked against the
@@ -171,10 +173,11 @@ class Catalog:
             metasync=True,
             sync=True,
         )
-        names = ("meta", "entries", "records", "pending", "free", "journal", "segments")
+        names = ("meta", "entries", "records", "pending", "free", "journal", "segments", "cold", "coldq")
         self._dbs = {n: self.env.open_db(n.encode(), create=not read_only) for n in names}
         self.meta_db, self.entries_db, self.records_db = (self._dbs[n] for n in names[:3])
-        self.pending_db, self.free_db, self.journal_db, self.segments_db = (self._dbs[n] for n in names[3:])
+        self.pending_db, self.free_db, self.journal_db, self.segments_db = (self._dbs[n] for n in names[3:7])
+        self.cold_db, self.coldq_db = self._dbs["cold"], self._dbs["coldq"]
         self.dim = dim
         self._init_meta(dim, metric, dict(schema))
         self.vec_bytes = dim * 4
@@ -439,6 +442,58 @@ class Catalog:
         sid = int(txn.get(b"next_segment", b"1", db=self.meta_db))
         txn.put(b"next_segment", str(sid + 1).encode(), db=self.meta_db)
         return sid
+
+    # --- cold segments, the cold journal and the demotion queue ---------------------------------
+
+    def put_cold_segment(self, txn: lmdb.Transaction, sid: int, info: Mapping[str, Any]) -> None:
+        txn.put(sid.to_bytes(4, "big"), json.dumps(dict(info)).encode(), db=self.cold_db)
+
+    def delete_cold_segment(self, txn: lmdb.Transaction, sid: int) -> None:
+        txn.delete(sid.to_bytes(4, "big"), db=self.cold_db)
+
+    def cold_segments(self) -> dict[int, dict[str, Any]]:
+        with self.env.begin(db=self.cold_db) as txn:
+            return {int.from_bytes(k, "big"): json.loads(v) for k, v in txn.cursor()}
+
+    def put_journal(self, sid: int, value: bytes, txn: lmdb.Transaction | None = None) -> None:
+        if txn is not None:
+            txn.put(sid.to_bytes(4, "big"), value, db=self.journal_db)
+            return
+        with self.env.begin(write=True, db=self.journal_db) as own:
+            own.put(sid.to_bytes(4, "big"), value)
+
+    def delete_journal(self, sid: int, txn: lmdb.Transaction | None = None) -> None:
+        if txn is not None:
+            txn.delete(sid.to_bytes(4, "big"), db=self.journal_db)
+            return
+        with self.env.begin(write=True, db=self.journal_db) as own:
+            own.delete(sid.to_bytes(4, "big"))
+
+    def journal(self) -> dict[int, bytes]:
+        with self.env.begin(db=self.journal_db) as txn:
+            return {int.from_bytes(k, "big"): bytes(v) for k, v in txn.cursor()}
+
+    def queue_cold(self, iids: Iterable[int]) -> None:
+        with self.env.begin(write=True, db=self.coldq_db) as txn:
+            for iid in iids:
+                txn.put(key(iid), b"")
+
+    def unqueue_cold(self, txn: lmdb.Transaction, iids: Iterable[int]) -> None:
+        for iid in iids:
+            txn.delete(key(iid), db=self.coldq_db)
+
+    def cold_queue(self, limit: int | None = None) -> list[int]:
+        out = []
+        with self.env.begin(db=self.coldq_db) as txn:
+            for k in txn.cursor().iternext(values=False):
+                out.append(int.from_bytes(k, "big"))
+                if limit is not None and len(out) >= limit:
+                    break
+        return out
+
+    def cold_queue_len(self) -> int:
+        with self.env.begin(db=self.coldq_db) as txn:
+            return txn.stat(self.coldq_db)["entries"]
 
     # --- small named blobs (access statistics checkpoints, ...) ----------------------------------
 

@@ -222,4 +222,58 @@ def exact_scan(q: np.ndarray, vectors: np.ndarray, rows: np.ndarray, metric: int
     return rows[order].copy(), d[order].copy()
 
 
-__all__ = ["access_add", "exact_scan", "hnsw_search", "hnsw_search_batch", "scale_inplace"]
+# --- k-means (cold-tier partitions) ------------------------------------------------------------------
+# The matrix product x @ c.T is left to numpy's BLAS (numba's np.dot needs SciPy); these kernels do the
+# per-row and per-cluster loops that numpy can only express with slow scatter operations.
+
+
+@nb.njit(cache=True, nogil=True, parallel=True)
+def nearest_centroid(dots: np.ndarray, x_sqnorm: np.ndarray, c_sqnorm: np.ndarray,
+                     labels: np.ndarray, dist: np.ndarray, offset: int) -> None:
+    """For the rows ``offset .. offset + len(dots)``: labels = argmin_j ||x - c_j||^2 and dist = that
+    squared distance, from dots = x @ c.T and the squared norms."""
+    n, k = dots.shape
+    for i in nb.prange(n):
+        best = np.inf
+        bj = 0
+        for j in range(k):
+            v = c_sqnorm[j] - 2.0 * dots[i, j]
+            if v < best:
+                best = v
+                bj = j
+        labels[offset + i] = bj
+        dist[offset + i] = max(best + x_sqnorm[offset + i], 0.0)
+
+
+@nb.njit(cache=True, nogil=True)
+def cluster_sums(x: np.ndarray, labels: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per-cluster sums of the rows (float64) and member counts."""
+    sums = np.zeros((k, x.shape[1]), np.float64)
+    counts = np.zeros(k, np.int64)
+    for i in range(x.shape[0]):
+        c = labels[i]
+        counts[c] += 1
+        for d in range(x.shape[1]):
+            sums[c, d] += x[i, d]
+    return sums, counts
+
+
+@nb.njit(cache=True, nogil=True, fastmath=False)
+def cluster_radii(x: np.ndarray, labels: np.ndarray, centroids: np.ndarray) -> np.ndarray:
+    """Per cluster, the largest Euclidean distance from its centroid to a member (float64 sums:
+    the pruning bound must never be smaller than the truth)."""
+    k = centroids.shape[0]
+    r2 = np.zeros(k, np.float64)
+    for i in range(x.shape[0]):
+        c = labels[i]
+        s = 0.0
+        for d in range(x.shape[1]):
+            t = np.float64(x[i, d]) - np.float64(centroids[c, d])
+            s += t * t
+        if s > r2[c]:
+            r2[c] = s
+    return np.sqrt(r2)
+
+
+__all__ = ["access_add", "cluster_radii", "cluster_sums", "exact_scan", "hnsw_search", "hnsw_search_batch",
+           "nearest_centroid", "scale_inplace"]

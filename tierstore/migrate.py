@@ -1,6 +1,8 @@
 """Moves between tiers: copy -> flip the catalog entry (new version) -> remove the old copy.
 
-hot <-> warm moves need no separate journal: every step is recoverable from the catalog alone.
+Moves need no journal of their own beyond what the copy step leaves: every step is recoverable
+from the catalog alone (writes of cold segments are journaled by cold.py, which rolls back an
+interrupted one at the next connect).
 
 * hot -> warm: the vector is added to the warm growing segment (rebuilt from the catalog after
   a crash), the entry flips to warm with a pending mark for Redis in the same transaction, and
@@ -9,6 +11,11 @@ hot <-> warm moves need no separate journal: every step is recoverable from the 
 * warm -> hot: the Redis copy is written first (protected from reconciliation while the move
   runs), then the entry flips; the old warm row is masked after the reader grace. A crash before
   the flip leaves a Redis key the catalog does not name, which verification removes.
+
+* hot/warm -> cold: a new S3 segment and manifest first, then the flip (the LMDB vector is
+  deleted in the same transaction), then the old copies go after the reader grace.
+* cold -> hot/warm: the vector is read from S3 and copied in; the flip writes it to LMDB again;
+  the old cold row is simply dead (segments are immutable; compaction reclaims it).
 
 A query running meanwhile sees each vector exactly once: it reads the catalog before searching,
 and the old copy outlives every query that began before the flip (query.ReaderGate).
@@ -19,23 +26,26 @@ MoveReport(tier='warm', moved=2, already=0, missing=0, seconds=0.01)
 
 from __future__ import annotations
 
+import logging
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .catalog import TIER_CODES, TIER_HOT, TIER_WARM, Entry
-from .errors import CapacityError
+from .catalog import TIER_CODES, TIER_COLD, TIER_HOT, TIER_WARM, Entry
+from .errors import CapacityError, TierStoreError
 from .results import MoveReport
 from .warm import GROWING
 
 if TYPE_CHECKING:
     from .store import TierStore
 
+log = logging.getLogger("tierstore")
+
 _BATCH = 5_000
 
 
-def move(store: TierStore, ids: list[str | int], tier: str) -> MoveReport:
+def move(store: TierStore, ids: list[str | int], tier: str, *, defer: bool = False) -> MoveReport:
     target = store._target_tier(tier)
     report = MoveReport(target)
     t0 = time.perf_counter()
@@ -51,42 +61,60 @@ def move(store: TierStore, ids: list[str | int], tier: str) -> MoveReport:
                     report.already += 1
                 else:
                     todo.append(e)
-            cap = getattr(store.config, target).capacity
             have = cat.count(TIER_CODES[target], txn)
-        if have + len(todo) > cap:
-            raise CapacityError(
-                f"{target} tier is full: it holds {have} of {target}.capacity = {cap} vectors; moving "
-                f"{len(todo)} more does not fit; nothing was moved")
-        for s in range(0, len(todo), _BATCH):
-            batch = todo[s : s + _BATCH]
-            report.moved += _to_warm(store, batch) if target == "warm" else _to_hot(store, batch)
+        if target == "cold":
+            if defer:
+                cat.queue_cold([e.iid for e in todo])
+                report.queued = len(todo)
+                if cat.cold_queue_len() >= store.config.cold.segment_size:
+                    report.moved += flush_cold_queue(store)
+            else:
+                size = store.config.cold.segment_size
+                for s in range(0, len(todo), size):
+                    report.moved += _to_cold(store, todo[s : s + size])
+        else:
+            cap = getattr(store.config, target).capacity
+            if have + len(todo) > cap:
+                raise CapacityError(
+                    f"{target} tier is full: it holds {have} of {target}.capacity = {cap} vectors; moving "
+                    f"{len(todo)} more does not fit; nothing was moved")
+            for s in range(0, len(todo), _BATCH):
+                batch = todo[s : s + _BATCH]
+                report.moved += _to_warm(store, batch) if target == "warm" else _to_hot(store, batch)
     report.seconds = time.perf_counter() - t0
     return report
 
 
 def _load(store: TierStore, batch: list[Entry]) -> tuple[np.ndarray, list[dict]]:
+    """The vectors of ``batch``: from LMDB, or from S3 for cold entries."""
+    cold = [e for e in batch if e.tier == TIER_COLD]
+    fetched = store.cold.fetch(cold) if cold else {}
     with store.catalog.read() as txn:
-        vecs = np.stack([store.catalog.vector(txn, e.iid) for e in batch])
+        vecs = np.stack([fetched[e.iid] if e.tier == TIER_COLD else store.catalog.vector(txn, e.iid) for e in batch])
     return vecs, [e.metadata for e in batch]
 
 
 def _to_warm(store: TierStore, batch: list[Entry]) -> int:
-    """hot -> warm (the only other tier there is until the cold tier lands)."""
+    """hot or cold -> warm."""
     vecs, metas = _load(store, batch)
     iids = [e.iid for e in batch]
+    hot_iids = [e.iid for e in batch if e.tier == TIER_HOT]
     labels = store.warm.reserve(len(batch))
     store.warm.add(labels, iids, vecs, metas)  # copy
-    store.hot.protect(iids)  # reconciliation must not unlink them before the reader grace
+    store.hot.protect(hot_iids)  # reconciliation must not unlink them before the reader grace
     try:
         synced = store.hot.take_synced()  # consumed before new marks: a late clear must not hit them
         with store.catalog.write() as txn:  # flip (+ Redis removal becomes pending work)
             store.catalog.clear_pending(synced, txn)
-            for e, lab in zip(batch, labels, strict=True):
+            for e, lab, v in zip(batch, labels, vecs, strict=True):
+                if e.tier == TIER_COLD:  # promoted from S3: durable in LMDB again
+                    store.catalog.put_vector(txn, e.iid, v.tobytes())
                 store.catalog.put_entry(txn, e._replace(tier=TIER_WARM, seg=GROWING, pos=lab, version=e.version + 1))
-            store.catalog.add_pending(txn, iids)
+            store.catalog.add_pending(txn, hot_iids)
+            store.catalog.unqueue_cold(txn, iids)
     except BaseException:
         store.warm.discard(labels)
-        store.hot.unprotect(iids)
+        store.hot.unprotect(hot_iids)
         raise
     store._remove_old(batch)  # remove, after the reader grace
     if store.warm.needs_seal():
@@ -95,19 +123,198 @@ def _to_warm(store: TierStore, batch: list[Entry]) -> int:
 
 
 def _to_hot(store: TierStore, batch: list[Entry]) -> int:
-    """warm -> hot."""
+    """warm or cold -> hot."""
     vecs, metas = _load(store, batch)
     iids = [e.iid for e in batch]
     store.hot.protect(iids)
     try:
         store.hot.write(iids, vecs, metas)  # copy (raises TierUnavailableError: nothing moved)
         with store.catalog.write() as txn:  # flip
-            for e in batch:
+            for e, v in zip(batch, vecs, strict=True):
+                if e.tier == TIER_COLD:
+                    store.catalog.put_vector(txn, e.iid, v.tobytes())
                 store.catalog.put_entry(txn, e._replace(tier=TIER_HOT, seg=0, pos=0, version=e.version + 1))
+            store.catalog.unqueue_cold(txn, iids)
     finally:
         store.hot.unprotect(iids)
     store._remove_old(batch)  # mask the old warm rows after the reader grace
     return len(batch)
 
 
-__all__ = ["move"]
+def _to_cold(store: TierStore, batch: list[Entry]) -> int:
+    """hot or warm -> cold: one new segment. The vectors leave LMDB (and Redis / the warm
+    segments, after the reader grace) only once the segment and its manifest are in S3."""
+    if not batch:
+        return 0
+    vecs, metas = _load(store, batch)
+    iids = [e.iid for e in batch]
+    hot_iids = [e.iid for e in batch if e.tier == TIER_HOT]
+    w = store.cold.write(np.asarray(iids, np.uint64), vecs, metas, [e.uid for e in batch])  # copy
+    store.cold.activate(w)
+    store.hot.protect(hot_iids)
+    try:
+        synced = store.hot.take_synced()
+        with store.catalog.write() as txn:  # flip
+            store.catalog.clear_pending(synced, txn)
+            for e, row in zip(batch, w.rows.tolist(), strict=True):
+                store.catalog.put_entry(txn, e._replace(tier=TIER_COLD, seg=w.seg.sid, pos=row, version=e.version + 1))
+                store.catalog.delete_vector(txn, e.iid)
+            store.catalog.add_pending(txn, hot_iids)
+            store.catalog.unqueue_cold(txn, iids)
+            store.cold.commit(txn, w)
+    except BaseException:
+        store.hot.unprotect(hot_iids)
+        try:
+            store.cold.abort(w)
+        except Exception as exc:  # the next open repairs the manifest
+            log.warning("cold tier: abort of segment %d failed: %s", w.seg.sid, exc)
+        raise
+    store._remove_old(batch)
+    return len(batch)
+
+
+def flush_cold_queue(store: TierStore) -> int:
+    """Write the vectors queued for demotion as cold segments (of up to ``cold.segment_size``).
+    Queued ids deleted or moved to cold since are dropped from the queue. Returns #moved."""
+    cat = store.catalog
+    moved = 0
+    size = store.config.cold.segment_size
+    while True:
+        queued = cat.cold_queue(limit=size)
+        if not queued:
+            return moved
+        with cat.read() as txn:
+            entries = [cat.entry(txn, iid) for iid in queued]
+        todo = [e for e in entries if e is not None and e.tier != TIER_COLD]
+        stale = [iid for iid, e in zip(queued, entries, strict=True) if e is None or e.tier == TIER_COLD]
+        if stale:
+            with cat.write() as txn:
+                cat.unqueue_cold(txn, stale)
+        moved += _to_cold(store, todo)
+
+
+def compact_cold(store: TierStore, threshold: float | None = None) -> dict[str, int]:
+    """Rewrite cold segments whose dead fraction exceeds ``threshold`` and merge small ones into
+    new segments (copy -> new manifest -> flip -> reader grace -> delete the old objects), then
+    delete objects no manifest lists. Called with the store's write lock held."""
+    cold, cat = store.cold, store.catalog
+    cold.connect()
+    threshold = store.config.cold.compact_threshold if threshold is None else threshold
+    size = store.config.cold.segment_size
+    live = cold.live_rows()
+    with cold._lock:
+        segs = list(cold.segs.values())
+    dead = {s.sid: 1 - live.get(s.sid, 0) / s.info["rows"] for s in segs}
+    victims = [s for s in segs if s.info["rows"] and (dead[s.sid] > threshold or live.get(s.sid, 0) == 0)]
+    small = [s for s in segs if s not in victims and s.info["rows"] < size // 4]
+    if len(small) >= 2:
+        victims += small
+    out = {"segments": len(victims), "rows_kept": 0, "rows_dropped": 0, "bytes_freed": 0}
+    # group the victims so that each new segment holds at most segment_size live rows
+    groups, cur, n = [], [], 0
+    for s in victims:
+        if cur and n + live.get(s.sid, 0) > size:
+            groups.append(cur)
+            cur, n = [], 0
+        cur.append(s)
+        n += live.get(s.sid, 0)
+    if cur:
+        groups.append(cur)
+    for group in groups:
+        sids = {s.sid for s in group}
+        entries = []
+        last = None
+        while True:
+            batch = cat.iter_entries(tiers=[TIER_COLD], start_after=last, limit=50_000)
+            if not batch:
+                break
+            last = batch[-1].iid
+            entries += [e for e in batch if e.seg in sids]
+        out["rows_dropped"] += sum(s.info["rows"] for s in group) - len(entries)
+        if entries:
+            vecs = cold.fetch(entries)
+            w = cold.write(np.asarray([e.iid for e in entries], np.uint64), np.stack([vecs[e.iid] for e in entries]),
+                           [e.metadata for e in entries], [e.uid for e in entries], op="compact")
+            cold.activate(w)
+            try:
+                with cat.write() as txn:  # flip: same version, new location
+                    for e, row in zip(entries, w.rows.tolist(), strict=True):
+                        cat.put_entry(txn, e._replace(seg=w.seg.sid, pos=row))
+                    cold.commit(txn, w)
+                    for sid in sids:
+                        cat.delete_cold_segment(txn, sid)
+            except BaseException:
+                cold.abort(w)
+                raise
+            # the new manifest must drop the old segments too (written after the flip: a crash in
+            # between leaves them listed, and the next connect re-syncs the manifest to the catalog)
+            cold._publish({}, sids)
+            out["rows_kept"] += len(entries)
+        else:
+            with cat.write() as txn:
+                for sid in sids:
+                    cat.delete_cold_segment(txn, sid)
+            cold._publish({}, sids)
+        store.gate.wait()  # queries that began before the flip may still read the old rows
+        out["bytes_freed"] += cold.retire(sorted(sids))
+    out.update(cold.collect_garbage())
+    return out
+
+
+def verify(store: TierStore, deep: bool = True) -> dict[str, Any]:
+    """Catalog vs tiers vs S3 (see TierStore.verify)."""
+    cat = store.catalog
+    problems: list[str] = []
+    report: dict[str, Any] = {"counts": cat.counts()}
+    # hot: Redis holds exactly the hot ids (minus pending work not yet applied)
+    pending = set(cat.pending(limit=10_000_000))
+    hot_ids, warm_rows = set(), 0
+    last = None
+    while True:
+        batch = cat.iter_entries(start_after=last, limit=50_000)
+        if not batch:
+            break
+        last = batch[-1].iid
+        with cat.read() as txn:
+            for e in batch:
+                has_vec = cat.vector_raw(txn, e.iid) is not None
+                if e.tier == TIER_HOT:
+                    hot_ids.add(e.iid)
+                if e.tier != TIER_COLD and not has_vec:
+                    problems.append(f"{e.uid!r}: {('hot', 'warm')[e.tier]} but no durable vector in LMDB")
+                if e.tier == TIER_COLD and has_vec:
+                    problems.append(f"{e.uid!r}: cold but still holds an LMDB vector")
+                if e.tier == TIER_WARM:
+                    warm_rows += 1
+                    if e.seg != GROWING:
+                        seg = store.warm.sealed.get(e.seg)
+                        if seg is None or e.pos >= seg.seg.n or int(seg.seg.iids[e.pos]) != e.iid:
+                            problems.append(f"{e.uid!r}: warm segment {e.seg} row {e.pos} does not hold it")
+                    elif e.pos not in store.warm.growing.iids:
+                        problems.append(f"{e.uid!r}: not in the warm growing segment")
+    try:
+        in_redis = store.hot.keys()
+        missing = hot_ids - in_redis - pending
+        extra = in_redis - hot_ids - pending
+        if missing:
+            problems.append(f"{len(missing)} hot vectors are missing from Redis (rebuild-hot repairs it)")
+        if extra:
+            problems.append(f"{len(extra)} Redis keys name no hot vector")
+        report["hot"] = {"catalog": len(hot_ids), "redis": len(in_redis), "pending": len(pending)}
+    except TierStoreError as exc:
+        problems.append(f"hot tier not checked: {exc}")
+    report["warm"] = {"catalog": warm_rows}
+    if store.cold is not None and (store.cold.connected or store.cold.needs_connect_at_open()):
+        try:
+            rep = store.cold.verify(deep)
+            problems += rep.pop("problems")
+            rep.pop("ok")
+            report["cold"] = rep
+        except TierStoreError as exc:
+            problems.append(f"cold tier not checked: {exc}")
+    report["problems"] = problems[:200]
+    report["ok"] = not problems
+    return report
+
+
+__all__ = ["compact_cold", "flush_cold_queue", "move", "verify"]

@@ -9,13 +9,16 @@ page, that tier is asked again for a larger page, so ``k`` results are still ret
 A tier that fails is reported in ``Hits.tiers[name]`` (``ok=False``) and the answer is flagged
 ``partial``; when every searched tier fails the query raises :class:`TierUnavailableError`.
 
-Tiers implement ``search_many(queries, k, node, ef) -> [(iids, distances, incomplete), ...]``
-(plain lists: per-query work here is a few dozen items, where numpy's per-call cost dominates).
+Tiers implement ``search_many(queries, k, node, ef, **kw) -> [(iids, distances, incomplete[,
+locations[, details]]), ...]`` (plain lists: per-query work here is a few dozen items, where numpy's
+per-call cost dominates). Segment tiers add each row's location, checked against the catalog's, and
+the cold tier a dict of details (partitions probed/skipped, GETs, bytes, cache hits).
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from collections.abc import Sequence
@@ -87,10 +90,16 @@ def run(
     node: filters.Node,
     *,
     ef: int | None = None,
+    nprobe: int | None = None,
     executor: Executor | None = None,
+    strict: bool = False,
 ) -> tuple[list[Hits], list[list[int]]]:
     """Search ``qs`` (m, dim) on ``tiers``; returns one Hits per query and, per query, the policy
-    slots of its hits in rank order (for access statistics)."""
+    slots of its hits in rank order (for access statistics).
+
+    Hot and warm are searched in parallel; the cold tier goes last, given each query's k-th best
+    confirmed distance so far, so it can skip partitions (or all of S3) that cannot improve the
+    answer. ``strict``: a failing tier raises instead of flagging the answer ``partial``."""
     if node == filters.FALSE:
         return [Hits([], tiers={t.name: TierReport(t.name, searched=False) for t in tiers}) for _ in qs], [
             [] for _ in qs]
@@ -99,72 +108,93 @@ def run(
     # its catalog flip have finished (the store's reader gate). So whatever version the snapshot
     # names is still findable where it names it: each live vector is returned exactly once.
     # Zero-copy reads: raw entries are used only inside this transaction.
+    m = qs.shape[0]
     with catalog.read(buffers=True) as txn:
         if len(tiers) == 1:
-            outcomes = [_call(tiers[0], qs, k, node, ef)]
-            if isinstance(outcomes[0][1], Exception) and catalog.count(TIER_CODES[tiers[0].name], txn) == 0:
-                outcomes = []  # the tier is down but holds nothing: nothing is missing from the answer
+            live = list(tiers)
         else:
             live = [t for t in tiers if catalog.count(TIER_CODES[t.name], txn) > 0]  # skip empty tiers
-            if len(live) > 1 and executor is not None:
-                outcomes = list(executor.map(lambda t: _call(t, qs, k, node, ef), live))
-            else:
-                outcomes = [_call(t, qs, k, node, ef) for t in live]
-        errors = [out for _t, out, _s in outcomes if isinstance(out, Exception)]
-        if outcomes and len(errors) == len(outcomes):
+        cold = next((t for t in live if t.name == "cold"), None)
+        first = [t for t in live if t is not cold]
+        if len(first) > 1 and executor is not None:
+            outcomes = list(executor.map(lambda t: _call(t, qs, k, node, ef, {}), first))
+        else:
+            outcomes = [_call(t, qs, k, node, ef, {}) for t in first]
+        reports = [{t.name: TierReport(t.name, searched=False) for t in tiers} for _ in range(m)]
+        cands: list[list[tuple[float, int, int, Any]]] = [[] for _ in range(m)]
+        incomplete = [False] * m
+        for out in outcomes:
+            _confirm(catalog, txn, out, qs, k, node, ef, reports, cands, incomplete)
+        if cold is not None:
+            bounds = []
+            for c in cands:  # the k-th best confirmed distance so far (inf: fewer than k)
+                c.sort()
+                bounds.append(c[k - 1][0] if len(c) >= k else math.inf)
+            out = _call(cold, qs, k, node, ef, {"nprobe": nprobe, "bounds": bounds})
+            outcomes.append(out)
+            _confirm(catalog, txn, out, qs, k, node, ef, reports, cands, incomplete)
+        errors = [out for _t, out, _s, _kw in outcomes if isinstance(out, Exception)]
+        if len(tiers) == 1 and errors and catalog.count(TIER_CODES[tiers[0].name], txn) == 0:
+            errors, reports = [], [{tiers[0].name: TierReport(tiers[0].name, searched=False)} for _ in range(m)]
+        if errors and (strict or len(errors) == len(outcomes)):
             exc = errors[0]
-            if isinstance(exc, TierUnavailableError):
+            if isinstance(exc, TierStoreError):
                 raise exc
             raise TierUnavailableError(f"no tier could answer the query: {exc}") from exc
-        return _merge(catalog, txn, tiers, outcomes, bool(errors), qs, k, node, ef)
+        return _merge(catalog, reports, cands, incomplete, bool(errors), k)
 
 
-def _call(t: SearchableTier, qs: np.ndarray, k: int, node: filters.Node, ef: int | None) -> tuple[Any, Any, float]:
+def _call(t: SearchableTier, qs: np.ndarray, k: int, node: filters.Node, ef: int | None,
+          kw: dict[str, Any]) -> tuple[Any, Any, float, dict[str, Any]]:
     t0 = time.perf_counter()
     try:
-        return t, t.search_many(qs, k, node, ef), time.perf_counter() - t0
+        return t, t.search_many(qs, k, node, ef, **kw), time.perf_counter() - t0, kw
     except TierStoreError as exc:
-        return t, exc, time.perf_counter() - t0
+        return t, exc, time.perf_counter() - t0, kw
 
 
-def _merge(
-    catalog: Catalog, txn: Any, tiers: Sequence[SearchableTier], outcomes: list, failed: bool,
-    qs: np.ndarray, k: int, node: filters.Node, ef: int | None,
-) -> tuple[list[Hits], list[list[int]]]:
+def _confirm(catalog: Catalog, txn: Any, outcome: tuple, qs: np.ndarray, k: int, node: filters.Node,
+             ef: int | None, reports: list[dict[str, TierReport]], cands: list[list], incomplete: list[bool]) -> None:
+    """Fold one tier's answer into every query's candidates and reports."""
+    t, out, secs, kw = outcome
+    for i in range(qs.shape[0]):
+        rep = reports[i][t.name]
+        rep.searched, rep.latency_ms = True, 1000.0 * secs
+        if isinstance(out, Exception):
+            rep.ok, rep.error = False, f"{type(out).__name__}: {out}"
+            continue
+        one_kw = {**kw, "bounds": [kw["bounds"][i]]} if kw.get("bounds") is not None else kw
+        kept, n_cand, dropped, inc = _confirmed_page(catalog, txn, t, qs[i : i + 1], out[i], k, node, ef, one_kw)
+        rep.candidates, rep.dropped = n_cand, dropped
+        rep.details["incomplete"] = inc
+        if len(out[i]) > 4:
+            rep.details.update(out[i][4])
+        incomplete[i] |= inc
+        cands[i] += kept
+
+
+def _merge(catalog: Catalog, reports: list[dict[str, TierReport]], cands: list[list], incomplete: list[bool],
+           failed: bool, k: int) -> tuple[list[Hits], list[list[int]]]:
     results: list[Hits] = []
     hit_slots: list[list[int]] = []
     decode = catalog.decode_hit
-    for i in range(qs.shape[0]):
-        reports = {t.name: TierReport(t.name, searched=False) for t in tiers}
-        cands: list[tuple[float, int, int, Any]] = []
-        incomplete = False
-        for t, out, secs in outcomes:
-            rep = reports[t.name]
-            rep.searched, rep.latency_ms = True, 1000.0 * secs
-            if isinstance(out, Exception):
-                rep.ok, rep.error = False, f"{type(out).__name__}: {out}"
-                continue
-            kept, n_cand, dropped, inc = _confirmed_page(catalog, txn, t, qs[i : i + 1], out[i], k, node, ef)
-            rep.candidates, rep.dropped = n_cand, dropped
-            rep.details["incomplete"] = inc
-            incomplete |= inc
-            cands += kept
-        cands.sort()  # distance, then internal id: deterministic ties
+    for i, c in enumerate(cands):
+        c.sort()  # distance, then internal id: deterministic ties
         hits, slots = [], []
-        for dist, _iid, code, raw in cands[:k]:
+        for dist, _iid, code, raw in c[:k]:
             uid, slot, meta = decode(raw)
             name = TIER_NAMES[code]
             hits.append(Hit(uid, dist, name, meta))
-            reports[name].returned += 1
+            reports[i][name].returned += 1
             slots.append(slot)
-        results.append(Hits(hits, partial=failed or incomplete, tiers=reports))
+        results.append(Hits(hits, partial=failed or incomplete[i], tiers=reports[i]))
         hit_slots.append(slots)
     return results, hit_slots
 
 
 def _confirmed_page(
     catalog: Catalog, txn: Any, tier: SearchableTier, q: np.ndarray, answer: TierAnswer, k: int,
-    node: filters.Node, ef: int | None,
+    node: filters.Node, ef: int | None, kw: dict[str, Any],
 ) -> tuple[list[tuple[float, int, int, Any]], int, int, bool]:
     """Keep the candidates the catalog places in ``tier``; if that dropped some of a full page,
     ask the tier again for a larger one. -> (kept, candidates seen, dropped, incomplete)."""
@@ -184,7 +214,7 @@ def _confirmed_page(
         if not dropped or len(kept) >= k or len(iids) < fetch or rounds == _REFETCH_ROUNDS:
             return kept, len(iids), dropped, inc
         fetch = min(4 * fetch + dropped, 10_000)
-        answer = tier.search_many(q, fetch, node, ef)[0]
+        answer = tier.search_many(q, fetch, node, ef, **kw)[0]
     raise AssertionError("unreachable")
 
 

@@ -81,13 +81,15 @@ class Hits(list):
 
 @dataclass
 class MoveReport:
-    """Result of ``store.move``: how many vectors moved, were already there, or were missing."""
+    """Result of ``store.move``: how many vectors moved, were already there, or were missing
+    (``queued``: deferred demotions to cold, written at the next segment flush)."""
 
     tier: str
     moved: int = 0
     already: int = 0
     missing: int = 0
     seconds: float = 0.0
+    queued: int = 0
 
 
 __all__ = ["Hit", "Hits", "MoveReport", "Record", "TierReport"]

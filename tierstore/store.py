@@ -27,12 +27,14 @@ from typing import Any
 import numpy as np
 
 from . import filters, inputs, migrate, query
-from .catalog import TIER_CODES, TIER_HOT, TIER_NAMES, TIER_WARM, Catalog, Entry, normalize_ids
+from .catalog import TIER_CODES, TIER_COLD, TIER_HOT, TIER_NAMES, TIER_WARM, Catalog, Entry, normalize_ids
+from .cold import ColdTier
 from .config import Config, load_config
 from .errors import (
     CapacityError,
     ClosedError,
     ConfigError,
+    IntegrityError,
     InvalidInputError,
     StoreLockedError,
     TierUnavailableError,
@@ -45,7 +47,6 @@ from .warm import GROWING, WarmTier
 
 log = logging.getLogger("tierstore")
 
-_SERVED_TIERS = ("hot", "warm")  # the cold tier plugs in here when it lands
 _LATENCY_WINDOW = 4096  # recent query latencies kept for stats() percentiles
 
 
@@ -104,6 +105,7 @@ class TierStore:
         self.catalog: Catalog | None = None
         self.hot: HotTier | None = None
         self.warm: WarmTier | None = None
+        self.cold: ColdTier | None = None
         try:
             self._open()
         except BaseException:
@@ -112,11 +114,8 @@ class TierStore:
 
     def _open(self) -> None:
         cfg = self.config
-        if cfg.policy.ingest_tier not in _SERVED_TIERS:
-            raise ConfigError(
-                f"policy.ingest_tier: {cfg.policy.ingest_tier!r} is not allowed: this version serves "
-                f"only the tiers {list(_SERVED_TIERS)}"
-            )
+        if cfg.policy.ingest_tier == "cold" and not cfg.cold.enabled:
+            raise ConfigError("policy.ingest_tier: 'cold' is not allowed: the cold tier is disabled (cold.enabled = false)")
         self.path.mkdir(parents=True, exist_ok=True)
         self._lock_fd = os.open(self.path / "LOCK", os.O_RDWR | os.O_CREAT, 0o644)
         try:
@@ -136,12 +135,23 @@ class TierStore:
         if url is None:
             self._server = RedisServer(self.path / "redis").start()
             url = self._server.url
+        self.gate = query.ReaderGate()
+        if cfg.cold.enabled:
+            # An external bucket (or one already holding this store's data) is checked now, so a
+            # wrong URL or credentials fail at open; an embedded S3 server starts when first needed.
+            self.cold = ColdTier(self.path / "cold", self.catalog, cfg.cold, self.schema, self.metric, self.gate.wait)
+            if self.cold.needs_connect_at_open():
+                self.cold.connect()
+        elif self.catalog.count(TIER_COLD):
+            raise ConfigError(f"cold.enabled: false is not allowed: the store holds {self.catalog.count(TIER_COLD)} "
+                              "cold vectors (move them to warm first)")
         self.hot = HotTier(url, catalog=self.catalog, config=cfg.hot, schema=self.schema,
                            metric=self.metric, server=self._server)
         self.hot.open()  # verify / rebuild now, so the first query is not the slow one
-        self.gate = query.ReaderGate()
         self.warm = WarmTier(self.path / "warm", self.catalog, cfg.warm, self.schema, self.metric, self.gate.wait)
-        self.tiers = {"hot": self.hot, "warm": self.warm}
+        self.tiers: dict[str, Any] = {"hot": self.hot, "warm": self.warm}
+        if self.cold is not None:
+            self.tiers["cold"] = self.cold
         self._all_tiers = list(self.tiers.values())
         self._executor = ThreadPoolExecutor(max_workers=3, thread_name_prefix="tierstore-query")
 
@@ -183,6 +193,8 @@ class TierStore:
             self._executor.shutdown(wait=True)
         if self.hot is not None:
             self.hot.close()
+        if self.cold is not None:
+            self.cold.close()
         if self._server is not None:
             self._server.stop()
         if self.catalog is not None:
@@ -198,6 +210,8 @@ class TierStore:
         with self._op():
             with self._write_lock:
                 self.warm.seal()
+                if self.cold is not None and self.catalog.cold_queue_len():
+                    migrate.flush_cold_queue(self)
             self._sync_pending(raise_errors=True)
             self._checkpoint()
 
@@ -232,9 +246,11 @@ class TierStore:
     ) -> int:
         """Insert or replace vectors; returns how many were written.
 
-        ``tier`` places the whole batch ("hot" or "warm"; default ``policy.ingest_tier``). An
-        update is a new version and is placed the same way, wherever the old one lived (the old
-        copy is removed once no running query can still want it).
+        ``tier`` places the whole batch ("hot", "warm" or "cold"; default ``policy.ingest_tier``).
+        An update is a new version and is placed the same way, wherever the old one lived (the old
+        copy is removed once no running query can still want it). ``tier="cold"`` writes the batch
+        as one S3 segment (acknowledged once the segment and the manifest are in S3): use large
+        batches, and ``compact()`` to merge small segments.
 
         The batch is validated first (dims, NaN/inf, duplicate ids -> error, metadata types);
         a rejected batch writes nothing. Once this returns, the batch is durable and searchable.
@@ -269,6 +285,7 @@ class TierStore:
             self.hot.protect(leaving_hot + arriving_hot)
             redis_error: TierUnavailableError | None = None
             reserved = False
+            written = None
             try:
                 # Copy before the flip: the new home holds the rows before the catalog names them
                 # (a query whose snapshot predates the flip drops them by the catalog check).
@@ -276,6 +293,10 @@ class TierStore:
                     labels = self.warm.reserve(n)
                     reserved = True
                     self.warm.add(labels, iids, vecs, clean)
+                elif target == "cold":
+                    written = self.cold.write(np.asarray(iids, np.uint64), vecs, clean, ids, op="ingest")
+                    self.cold.activate(written)
+                    labels = written.rows.tolist()
                 else:
                     try:
                         self.hot.write(iids, vecs, clean)
@@ -285,18 +306,26 @@ class TierStore:
                 with cat.write() as txn:
                     cat.clear_pending(synced, txn)
                     new_slots = iter(cat.alloc_slots(txn, sum(e is None for e in old)))
-                    seg = GROWING if target == "warm" else 0
+                    seg = {"warm": GROWING, "hot": 0}.get(target) if written is None else written.seg.sid
                     for i, (iid, e) in enumerate(zip(iids, old, strict=True)):
                         slot = next(new_slots) if e is None else e.slot
                         flags = 0 if e is None else e.flags
                         version = 1 if e is None else e.version + 1
-                        cat.put_vector(txn, iid, vecs[i].tobytes())
+                        if written is None:
+                            cat.put_vector(txn, iid, vecs[i].tobytes())
+                        else:  # cold vectors are durable in S3, not in LMDB
+                            cat.delete_vector(txn, iid)
                         cat.put_entry(txn, Entry(iid, code, flags, slot, seg, labels[i], version, ids[i], metas[i][1]))
                     # Redis work that must survive a crash: rows not yet indexed, old copies to remove
                     cat.add_pending(txn, (iids if redis_error else []) + leaving_hot)
+                    cat.unqueue_cold(txn, iids)  # placed explicitly: no longer waiting for demotion
+                    if written is not None:
+                        self.cold.commit(txn, written)
             except BaseException:
                 if reserved:
                     self.warm.discard(labels)
+                if written is not None:
+                    self.cold.abort(written)
                 self.hot.unprotect(leaving_hot + arriving_hot)
                 raise
             self.hot.unprotect(arriving_hot)
@@ -340,6 +369,8 @@ class TierStore:
         return target
 
     def _check_capacity(self, txn: Any, old: list[Entry | None], target: str) -> None:
+        if target == "cold":
+            return  # S3: no capacity limit
         cap = getattr(self.config, target).capacity
         code = TIER_CODES[target]
         incoming = sum(1 for e in old if e is None or e.tier != code)
@@ -372,6 +403,8 @@ class TierStore:
                     cat.delete_entry(txn, iid)
                     cat.delete_vector(txn, iid)
                     gone.append(e)
+                # a cold vector's row becomes dead in its segment (compact reclaims it)
+                cat.unqueue_cold(txn, [e.iid for e in gone])
                 cat.add_pending(txn, [e.iid for e in gone if e.tier == TIER_HOT])
             self.access.forget(np.asarray([e.slot for e in gone], dtype=np.int64))
             self._counters["deleted"] += len(gone)
@@ -384,24 +417,58 @@ class TierStore:
                 log.warning("delete is durable; Redis removal deferred: %s", exc)
         return len(gone)
 
-    def move(self, ids: Sequence[str | int] | np.ndarray, tier: str) -> MoveReport:
-        """Move vectors to ``tier`` ("hot" or "warm"): copy, flip the catalog entry, remove the
-        old copy. Queries running meanwhile see each vector exactly once. Ids already there or
-        unknown are counted, not errors."""
-        return migrate.move(self, normalize_ids(ids), tier)
+    def move(self, ids: Sequence[str | int] | np.ndarray, tier: str, *, defer: bool = False) -> MoveReport:
+        """Move vectors to ``tier`` ("hot", "warm" or "cold"): copy, flip the catalog entry, remove
+        the old copy. Queries running meanwhile see each vector exactly once. Ids already there or
+        unknown are counted, not errors.
+
+        Moving to cold writes the vectors as new S3 segments before returning. ``defer=True``
+        instead queues them durably (``MoveReport.queued``) and writes one segment when the queue
+        reaches ``cold.segment_size`` or on :meth:`flush` -- fewer, larger segments."""
+        return migrate.move(self, normalize_ids(ids), tier, defer=defer)
 
     # --- reads -----------------------------------------------------------------------------------
 
     def get(self, ids: Sequence[str | int] | np.ndarray) -> list[Record | None]:
         """The stored records of ``ids`` (``None`` for ids that do not exist), in order."""
         ids = normalize_ids(ids)
-        out: list[Record | None] = []
-        with self._op(), self.catalog.read() as txn:
-            for uid in ids:
-                iid = self.catalog.iid(uid)
-                e = self.catalog.entry(txn, iid)
-                vec = self.catalog.vector(txn, iid) if e is not None and e.uid == uid else None
-                out.append(None if vec is None else Record(uid, vec, e.metadata, TIER_NAMES[e.tier]))
+        with self._op():
+            with self.catalog.read() as txn:
+                found = [self.catalog.entry(txn, self.catalog.iid(uid)) for uid in ids]
+                found = [e if e is not None and e.uid == uid else None for e, uid in zip(found, ids, strict=True)]
+            return self._records(found)
+
+    def _records(self, entries: list[Entry | None], locked: bool = False) -> list[Record | None]:
+        """Records of catalog entries: hot and warm vectors from LMDB, cold ones from S3 (one
+        ranged GET per partition involved, through the block cache). An entry that changed since
+        it was read is re-read, so each record is the current version."""
+        out: list[Record | None] = [None] * len(entries)
+        cold: list[tuple[int, Entry]] = []
+        with self.catalog.read() as txn:
+            for i, e in enumerate(entries):
+                if e is None:
+                    continue
+                now = self.catalog.entry(txn, e.iid)
+                if now is None:
+                    continue
+                if now.tier == TIER_COLD:
+                    cold.append((i, now))
+                    continue
+                vec = self.catalog.vector(txn, e.iid)
+                if vec is not None:
+                    out[i] = Record(now.uid, vec, now.metadata, TIER_NAMES[now.tier])
+        if cold:
+            try:
+                vecs = self.cold.fetch([e for _, e in cold])
+            except IntegrityError:
+                if locked:
+                    raise
+                # a compaction may have retired the segment after our read: read again under the
+                # write lock, so that cannot repeat (a real corruption raises again)
+                with self._write_lock:
+                    return self._records(entries, locked=True)
+            for i, e in cold:
+                out[i] = Record(e.uid, vecs[e.iid], e.metadata, "cold")
         return out
 
     def query(
@@ -412,15 +479,17 @@ class TierStore:
         tiers: Sequence[str] | str | None = None,
         ef: int | None = None,
         nprobe: int | None = None,
+        strict: bool = False,
     ) -> Hits:
         """The ``k`` nearest stored vectors to ``vector`` over every tier (or ``tiers``).
 
         ``filter`` uses the DESIGN filter language over ``[schema]`` fields; ``ef`` overrides the
         HNSW search breadth, ``nprobe`` the cold partitions probed. The result is sorted by
-        distance (lower is closer); ``hits.partial`` is true when a tier failed or timed out.
+        distance (lower is closer); ``hits.partial`` is true when a tier failed or timed out --
+        or, with ``strict=True``, the tier's error is raised instead.
         """
         q = inputs.query_vector(vector, dim=self.dim, metric=self.metric)
-        return self._search(q.reshape(1, -1), k, filter, tiers, ef, nprobe)[0]
+        return self._search(q.reshape(1, -1), k, filter, tiers, ef, nprobe, strict)[0]
 
     def query_batch(
         self,
@@ -430,25 +499,27 @@ class TierStore:
         tiers: Sequence[str] | str | None = None,
         ef: int | None = None,
         nprobe: int | None = None,
+        strict: bool = False,
     ) -> list[Hits]:
         """:meth:`query` for each row of ``vectors`` (n, dim), in pipelined round trips."""
         qs = inputs.vectors_2d(vectors, dim=self.dim, metric=self.metric)
-        return self._search(qs, k, filter, tiers, ef, nprobe)
+        return self._search(qs, k, filter, tiers, ef, nprobe, strict)
 
-    def _search(self, qs: np.ndarray, k: Any, flt: Any, tiers: Any, ef: Any, nprobe: Any) -> list[Hits]:
+    def _search(self, qs: np.ndarray, k: Any, flt: Any, tiers: Any, ef: Any, nprobe: Any, strict: bool) -> list[Hits]:
         if type(k) is not int or not 0 < k <= inputs.MAX_K:
             k = inputs.check_k(k)
         if ef is not None:
             ef = inputs.check_positive(ef, "ef")
         if nprobe is not None:
-            inputs.check_positive(nprobe, "nprobe")  # used by the cold tier
+            nprobe = inputs.check_positive(nprobe, "nprobe")
         node = filters.TRUE if flt is None else filters.compile_filter(flt, self.schema)
         searched = self._all_tiers if tiers is None else [self.tiers[n] for n in inputs.check_tiers(tiers, list(self.tiers))]
         t0 = time.perf_counter()
         with self._op():
             epoch = self.gate.enter()
             try:
-                out, slots = query.run(self.catalog, searched, qs, k, node, ef=ef, executor=self._executor)
+                out, slots = query.run(self.catalog, searched, qs, k, node, ef=ef, nprobe=nprobe,
+                                       executor=self._executor, strict=strict)
             finally:
                 self.gate.exit(epoch)
         dt = (time.perf_counter() - t0) / len(out)
@@ -498,14 +569,10 @@ class TierStore:
                 entries = self.catalog.iter_entries(tiers=codes, start_after=last, limit=batch_size)
                 if not entries:
                     return
-                batch = []
-                with self.catalog.read() as txn:
-                    for e in entries:
-                        # re-read in this snapshot: skip what was deleted or moved since the listing
-                        now = self.catalog.entry(txn, e.iid)
-                        vec = self.catalog.vector(txn, e.iid) if now is not None and now.tier == e.tier else None
-                        if vec is not None:
-                            batch.append(Record(now.uid, vec, now.metadata, TIER_NAMES[now.tier]))
+                # re-read now: skip what was deleted since the listing; a moved one is read where it is
+                batch = [r for r in self._records(list(entries)) if r is not None]
+                if tiers is not None:
+                    batch = [r for r in batch if TIER_CODES[r.tier] in codes]
                 last = entries[-1].iid
             if batch:
                 yield batch
@@ -517,10 +584,22 @@ class TierStore:
     # --- maintenance -----------------------------------------------------------------------------
 
     def compact(self, threshold: float | None = None) -> dict[str, Any]:
-        """Rewrite warm segments whose dead fraction exceeds ``threshold`` (default
-        ``warm.compact_threshold``; 0 rewrites every segment with any dead row)."""
+        """Rewrite warm and cold segments whose dead fraction exceeds ``threshold`` (default
+        ``warm.compact_threshold`` / ``cold.compact_threshold``; 0 rewrites every segment with any
+        dead row), merge small ones, and delete S3 objects no manifest lists (crash leftovers)."""
         with self._op(), self._write_lock:
-            return {"warm": self.warm.compact(threshold)}
+            out = {"warm": self.warm.compact(threshold)}
+            if self.cold is not None and (self.cold.connected or self.cold.needs_connect_at_open()):
+                out["cold"] = migrate.compact_cold(self, threshold)
+            return out
+
+    def verify(self, deep: bool = True) -> dict[str, Any]:
+        """Check that the catalog, the tiers and S3 agree: every hot id is in Redis and nothing
+        else is, every warm id's segment row holds it, every cold object's checksums (``deep``
+        downloads every object) and the manifest. Returns a report; ``report["ok"]`` says if all
+        is well, ``report["problems"]`` lists what is not."""
+        with self._op(), self._write_lock:
+            return migrate.verify(self, deep)
 
     def rebuild_hot(self) -> int:
         """Drop and rebuild the Redis index from the catalog's durable records. Returns #vectors."""
@@ -540,12 +619,15 @@ class TierStore:
                 hot["ok"] = True
             except TierUnavailableError as exc:
                 hot.update(ok=False, error=str(exc))
+            tiers = {"hot": hot, "warm": {"count": counts["warm"], "capacity": self.config.warm.capacity,
+                                          **self.warm.info()}}
+            if self.cold is not None:
+                tiers["cold"] = {"count": counts["cold"], **self.cold.info()}
             return {
                 "store": {"path": str(self.path), "dim": self.dim, "metric": self.metric,
                           "uuid": self.catalog.uuid, "vectors": sum(counts.values()),
                           "schema": dict(self.schema)},
-                "tiers": {"hot": hot, "warm": {"count": counts["warm"], "capacity": self.config.warm.capacity,
-                                               **self.warm.info()}},
+                "tiers": tiers,
                 "catalog": {"disk_bytes": self.catalog.disk_bytes(),
                             "pending_index_updates": len(self.catalog.pending(limit=1_000_000)),
                             "generation": self.catalog.generation()},

@@ -7,6 +7,7 @@ package to install), so a CI run without the servers fails loudly instead of pas
 from __future__ import annotations
 
 import os
+import uuid
 import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -15,7 +16,7 @@ import pytest
 
 import tierstore
 from tierstore import datasets
-from tierstore.services import RedisServer
+from tierstore.services import RedisServer, S3Server
 
 
 @pytest.fixture(scope="session")
@@ -27,9 +28,33 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
     server.stop()
 
 
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
+    """One S3 server (SeaweedFS ``weed mini``) with the bucket ``tierstore``; each store uses its
+    own prefix. Its credentials go into the environment: stores find them through boto3's chain,
+    like they would on a real deployment."""
+    server = S3Server(tmp_path_factory.mktemp("s3")).start()
+    os.environ["AWS_ACCESS_KEY_ID"] = server.access_key
+    os.environ["AWS_SECRET_ACCESS_KEY"] = server.secret_key
+    yield server
+    server.stop()
+
+
+def _cold_section(server: S3Server, **kw) -> dict:
+    """A ``[cold]`` section on ``server`` under a fresh prefix, failing fast in tests."""
+    return {"url": f"s3://tierstore/t-{uuid.uuid4().hex[:12]}", "endpoint_url": server.endpoint_url,
+            "max_attempts": 2, "timeout": "5s", **kw}
+
+
+@pytest.fixture(scope="session")
+def cold_section() -> Callable[..., dict]:
+    """``cold_section(server, **keys)``: a ``[cold]`` config section under a fresh prefix."""
+    return _cold_section
+
+
 @pytest.fixture
-def open_store(tmp_path: Path, redis_server: RedisServer) -> Iterator[Callable[..., tierstore.TierStore]]:
-    """Factory: open a store on the session Redis (``embedded=True`` -> its own redis-server)."""
+def open_store(tmp_path: Path, redis_server: RedisServer, s3_server: S3Server) -> Iterator[Callable[..., tierstore.TierStore]]:
+    """Factory: open a store on the session Redis and S3 (``embedded=True`` -> its own redis-server)."""
     opened: list[tierstore.TierStore] = []
 
     def make(*, path: Path | None = None, embedded: bool = False, **kw) -> tierstore.TierStore:
@@ -37,6 +62,8 @@ def open_store(tmp_path: Path, redis_server: RedisServer) -> Iterator[Callable[.
         hot = dict(kw.pop("hot", {}))
         if not embedded:
             hot.setdefault("redis_url", redis_server.url)
+        if "cold" not in kw or kw["cold"].get("enabled", True):
+            kw["cold"] = {**_cold_section(s3_server), **kw.get("cold", {})}
         store = tierstore.open(path=str(path or tmp_path / f"store{len(opened)}"), hot=hot, env={}, **kw)
         opened.append(store)
         return store

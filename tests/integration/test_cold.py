@@ -1,0 +1,408 @@
+"""The cold tier against a real S3 server (SeaweedFS): round trips, recall, pruning, filters,
+corruption, outages, crashes, compaction, verify."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+
+import numpy as np
+import pytest
+
+import tierstore
+from tierstore import datasets
+from tierstore.services import S3Server
+
+
+def vectors(n: int, dim: int = 16, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    centres = rng.standard_normal((12, dim))
+    return (centres[rng.integers(0, 12, n)] + 0.4 * rng.standard_normal((n, dim))).astype(np.float32)
+
+
+def cosine_truth(base: np.ndarray, qs: np.ndarray, k: int, ok: np.ndarray | None = None) -> np.ndarray:
+    b = base / np.linalg.norm(base, axis=1, keepdims=True)
+    q = qs / np.linalg.norm(qs, axis=1, keepdims=True)
+    d = 1 - q @ b.T
+    if ok is not None:
+        d[:, ~ok] = np.inf
+    return np.argsort(d, axis=1, kind="stable")[:, :k]
+
+
+# --- a cold-only store on 20k wordnet vectors, shared by the read-only tests ----------------------
+
+
+@pytest.fixture(scope="module")
+def wn_cold(tmp_path_factory, redis_server, s3_server, wordnet_20k, cold_section):
+    ds = wordnet_20k
+    store = tierstore.open(path=str(tmp_path_factory.mktemp("wnc")), dim=384, env={},
+                           schema={"pos": "tag", "lexname": "tag", "nlemmas": "numeric"},
+                           hot={"redis_url": redis_server.url},
+                           cold=cold_section(s3_server, segment_size=10_000))
+    for s in range(0, 20_000, 10_000):
+        store.upsert(list(range(s, s + 10_000)), ds.base[s : s + 10_000], ds.metadata[s : s + 10_000], tier="cold")
+    yield store
+    store.close()
+
+
+def test_cold_recall_rises_with_nprobe_and_is_exact_when_probing_everything(wn_cold, wordnet_20k):
+    ds = wordnet_20k
+    qs = ds.queries[:100]
+    truth = cosine_truth(ds.base, qs, 10)
+    total = wn_cold.stats()["tiers"]["cold"]["partitions"]
+    recalls = {}
+    for nprobe in (1, 8, 32, total):
+        res = wn_cold.query_batch(qs, k=10, nprobe=nprobe)
+        recalls[nprobe] = datasets.recall_at([h.ids() for h in res], truth, 10)
+        assert all(h.tiers["cold"].details["probed"] <= nprobe for h in res)
+    assert recalls[1] < recalls[8] <= recalls[32] <= recalls[total]
+    assert recalls[total] == 1.0, recalls  # probing every partition is an exact scan
+    assert recalls[32] >= 0.9, recalls
+
+
+def test_cold_distances_are_exact_and_tier_reported(wn_cold, wordnet_20k):
+    ds = wordnet_20k
+    hits = wn_cold.query(ds.queries[0], k=5, nprobe=16)
+    assert [h.tier for h in hits] == ["cold"] * 5 and not hits.partial
+    b = ds.base[np.array(hits.ids())]
+    q = ds.queries[0]
+    want = 1 - (b @ q) / (np.linalg.norm(b, axis=1) * np.linalg.norm(q))
+    np.testing.assert_allclose(hits.distances(), want, atol=2e-6)
+    det = hits.tiers["cold"].details
+    assert det["probed"] == 16 and det["gets"] + det["cache_hits"] == 16 and det["gets"] <= 16
+
+
+def test_second_query_is_served_by_the_block_cache(wn_cold, wordnet_20k):
+    q = wordnet_20k.queries[7]
+    wn_cold.cold.drop_cache()
+    first = wn_cold.query(q, k=10, nprobe=8).tiers["cold"].details
+    second = wn_cold.query(q, k=10, nprobe=8).tiers["cold"].details
+    assert first["gets"] == 8 and first["bytes"] > 0 and first["cache_hits"] == 0
+    assert second["gets"] == 0 and second["cache_hits"] == 8
+
+
+SELECTIVE = {"$and": [{"lexname": "noun.animal"}, {"nlemmas": {"$gte": 6}}]}  # 0.4% of the rows
+
+
+@pytest.mark.parametrize("flt", [{"lexname": "noun.act"}, {"lexname": {"$in": ["noun.Tops", "noun.animal"]}},
+                                 {"nlemmas": {"$gte": 3}}, SELECTIVE])
+def test_cold_filters_equal_numpy(wn_cold, wordnet_20k, flt):
+    ds = wordnet_20k
+    from tierstore import filters
+
+    node = filters.compile_filter(flt, wn_cold.schema)
+    ok = np.array([filters.matches(node, m) for m in ds.metadata])
+    total = wn_cold.stats()["tiers"]["cold"]["partitions"]
+    qs = ds.queries[:20]
+    truth = cosine_truth(ds.base, qs, 10, ok)
+    res = wn_cold.query_batch(qs, k=10, filter=flt, nprobe=total)
+    for h, t in zip(res, truth, strict=True):
+        assert h.ids() == [int(i) for i in t if ok[i]][:10]
+        assert all(filters.matches(node, x.metadata) for x in h)
+    # with the default nprobe a selective filter keeps probing until k rows match
+    h = wn_cold.query(qs[0], k=10, filter=SELECTIVE)
+    assert len(h) == 10 and h.tiers["cold"].details["probed"] > 8
+
+
+def test_scan_and_get_cover_cold_vectors(wn_cold, wordnet_20k):
+    got = wn_cold.get([0, 12_345, 99_999])
+    np.testing.assert_array_equal(got[0].vector, wordnet_20k.base[0])
+    assert got[0].tier == "cold" and got[0].metadata == wordnet_20k.metadata[0] and got[2] is None
+    seen = [r.id for batch in wn_cold.scan(batch_size=7_000) for r in batch]
+    assert sorted(seen) == list(range(20_000))
+
+
+# --- stores of their own ------------------------------------------------------------------------
+
+
+def test_round_trip_through_every_tier(open_store):
+    store = open_store(dim=16, schema={"g": "tag"}, cold={"segment_size": 300})
+    v = vectors(1000)
+    ids = [f"id{i}" for i in range(1000)]
+    store.upsert(ids, v, metadata=[{"g": str(i % 4)} for i in range(1000)], tier="warm")
+    rep = store.move(ids[:900], "cold")
+    assert rep.moved == 900 and store.stats()["tiers"]["cold"]["segments"] == 3
+    assert store.stats()["tiers"]["cold"]["count"] == 900
+    store.move(ids[:50], "hot")
+    store.move(ids[50:100], "warm")
+    recs = store.get(ids)
+    assert [r.tier for r in recs[:50]] == ["hot"] * 50 and recs[60].tier == "warm" and recs[500].tier == "cold"
+    for i in (0, 77, 500, 999):
+        np.testing.assert_array_equal(recs[i].vector, v[i])
+        assert recs[i].metadata == {"g": str(i % 4)}
+    # every vector is its own nearest neighbour, wherever it lives, and each appears once
+    total = store.stats()["tiers"]["cold"]["partitions"]
+    for i in range(0, 1000, 37):
+        hits = store.query(v[i], k=5, nprobe=total)
+        assert hits.ids()[0] == ids[i] and len(set(hits.ids())) == 5
+    assert store.verify()["ok"]
+
+
+def test_ingest_tier_cold_and_deferred_demotion(open_store, tmp_path, s3_server, cold_section):
+    cold = cold_section(s3_server, segment_size=500)
+    path = tmp_path / "d"
+    store = open_store(path=path, dim=16, policy={"ingest_tier": "cold"}, cold=cold)
+    v = vectors(1200, seed=3)
+    store.upsert(list(range(200)), v[:200])
+    assert store.get([5])[0].tier == "cold"
+    store.upsert(list(range(200, 1200)), v[200:1200], tier="warm")
+    rep = store.move(list(range(200, 700)), "cold", defer=True)
+    assert rep.queued == 500 and rep.moved == 500  # the queue reached segment_size: flushed
+    rep = store.move(list(range(700, 900)), "cold", defer=True)
+    assert rep.queued == 200 and rep.moved == 0 and store.get([800])[0].tier == "warm"
+    store.close()
+    store = open_store(path=path, dim=16, policy={"ingest_tier": "cold"}, cold=cold)  # the queue is durable
+    assert store.stats()["tiers"]["cold"]["queued_for_cold"] == 200
+    store.delete([850])
+    store.flush()
+    assert store.get([800])[0].tier == "cold" and store.get([850]) == [None]
+    assert store.stats()["tiers"]["cold"]["queued_for_cold"] == 0
+    assert store.stats()["tiers"]["cold"]["count"] == 899
+    assert store.verify()["ok"]
+
+
+def test_deletes_updates_and_compaction_of_cold_segments(open_store):
+    store = open_store(dim=16, cold={"segment_size": 400})
+    v = vectors(1200, seed=5)
+    store.upsert(list(range(1200)), v, tier="cold")  # one segment of 1200 rows
+    store.upsert(list(range(400, 420)), v[400:420] + 1, tier="warm")  # updates: new versions in warm
+    store.delete(list(range(0, 600)))  # tombstones: rows are dead, objects unchanged
+    assert len(store) == 600
+    hits = store.query(v[410], k=3, nprobe=1000)
+    assert all(h.id >= 600 for h in hits) and len({h.id for h in hits}) == 3
+    before = store.stats()["tiers"]["cold"]
+    out = store.compact(0.3)["cold"]
+    assert out["segments"] == 1 and out["rows_kept"] == 600 and out["rows_dropped"] == 600
+    after = store.stats()["tiers"]["cold"]
+    assert after["rows"] == 600 and after["s3_bytes"] < before["s3_bytes"]
+    for i in range(600, 1200, 53):
+        assert store.query(v[i], k=1, nprobe=1000).ids() == [i]
+    rep = store.verify()
+    assert rep["ok"] and rep["cold"]["orphan_objects"] == 0, rep
+
+
+def test_small_segments_are_merged_by_compact(open_store):
+    store = open_store(dim=16, cold={"segment_size": 2000})
+    v = vectors(600, seed=6)
+    for s in range(0, 600, 100):
+        store.upsert(list(range(s, s + 100)), v[s : s + 100], tier="cold")
+    assert store.stats()["tiers"]["cold"]["segments"] == 6
+    out = store.compact()["cold"]
+    assert out["segments"] == 6 and out["rows_kept"] == 600
+    assert store.stats()["tiers"]["cold"]["segments"] == 1
+    assert sorted(r.id for b in store.scan() for r in b) == list(range(600))
+
+
+def test_pruning_skips_cold_only_when_no_cold_vector_can_enter(open_store):
+    """A skewed mix: queries whose neighbours are all hot prune the cold tier (no GET); the
+    results always equal those of an exhaustive, unpruned search."""
+    store = open_store(dim=16, metric="l2", cold={"segment_size": 2000})
+    rng = np.random.default_rng(7)
+    far = (rng.standard_normal((1500, 16)) + 25).astype(np.float32)  # a distant cluster: cold
+    near = rng.standard_normal((500, 16)).astype(np.float32)  # hot
+    store.upsert(list(range(1500)), far, tier="cold")
+    store.upsert(list(range(1500, 2000)), near, tier="hot")
+    total = store.stats()["tiers"]["cold"]["partitions"]
+    qs = np.concatenate([near[:20] + 0.01, far[:10] + 0.01]).astype(np.float32)
+    for q in qs:
+        hits = store.query(q, k=10, nprobe=total)
+        det = hits.tiers["cold"].details
+        exact = store.query(q, k=10, nprobe=total, tiers=["cold"])
+        everything = sorted([(h.distance, h.id) for h in exact] +
+                            [(h.distance, h.id) for h in store.query(q, k=10, tiers=["hot"])])[:10]
+        assert hits.ids() == [i for _, i in everything]
+        if q[0] < 10:  # near queries: ten hot neighbours, every cold partition provably too far
+            assert det["pruned_all"] and det["gets"] == 0 and det["cache_hits"] == 0
+    assert store.query(qs[25], k=10).tiers["cold"].details["probed"] > 0
+
+
+def test_concurrent_queries_see_each_vector_once_while_it_moves_to_and_from_cold(open_store):
+    store = open_store(dim=16, cold={"segment_size": 1000})
+    v = vectors(400, seed=8)
+    store.upsert(list(range(400)), v, tier="warm")
+    movers = list(range(0, 400, 5))
+    stop = threading.Event()
+    errors: list[str] = []
+
+    def query_loop():
+        rng = np.random.default_rng(0)
+        while not stop.is_set():
+            i = int(rng.choice(movers))
+            ids = store.query(v[i], k=5, ef=400, nprobe=1000).ids()
+            if len(set(ids)) != len(ids):
+                errors.append(f"duplicate in {ids}")
+            if ids[:1] != [i]:
+                errors.append(f"vector {i} missing from its own query: {ids}")
+
+    threads = [threading.Thread(target=query_loop) for _ in range(2)]
+    for t in threads:
+        t.start()
+    try:
+        for round_ in range(6):
+            store.move(movers, ["cold", "hot", "cold", "warm", "cold", "warm"][round_])
+            if round_ == 2:
+                store.compact(0.0)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+    assert not errors, errors[:3]
+    assert store.verify()["ok"]
+
+
+# --- faults ---------------------------------------------------------------------------------------
+
+
+def _corrupt_every_block(store, s3: S3Server) -> None:
+    client = s3.client()
+    seg = next(iter(store.cold.segs.values()))
+    key, bucket = seg.info["key"], store.cold.bucket
+    raw = bytearray(client.get_object(Bucket=bucket, Key=key)["Body"].read())
+    for off in seg.footer.offsets[:-1].tolist():
+        raw[int(off) + 5] ^= 0x10  # inside each partition's ids
+    client.put_object(Bucket=bucket, Key=key, Body=bytes(raw))
+    store.cold.drop_cache()
+
+
+def test_flipped_byte_raises_integrity_error_and_other_tiers_still_answer(open_store, s3_server):
+    store = open_store(dim=16, cold={"segment_size": 1000})
+    v = vectors(600, seed=9)
+    store.upsert(list(range(300)), v[:300], tier="cold")
+    store.upsert(list(range(300, 600)), v[300:], tier="hot")
+    _corrupt_every_block(store, s3_server)
+    total = store.stats()["tiers"]["cold"]["partitions"]
+    hits = store.query(v[400], k=5, nprobe=total)
+    assert hits.partial and not hits.tiers["cold"].ok and "IntegrityError" in hits.tiers["cold"].error
+    assert hits.ids()[0] == 400 and all(h.tier == "hot" for h in hits)
+    with pytest.raises(tierstore.IntegrityError, match="checksum"):
+        store.query(v[400], k=5, nprobe=total, strict=True)
+    with pytest.raises(tierstore.IntegrityError):
+        store.query(v[10], k=5, nprobe=total, tiers=["cold"])
+    rep = store.verify()
+    assert not rep["ok"] and any("checksum" in p for p in rep["problems"])
+    assert store.cold.cache.bytes == 0  # nothing corrupt was cached
+
+
+def test_s3_down_mid_session_gives_partial_answers_then_recovers(open_store, tmp_path, cold_section):
+    s3 = S3Server(tmp_path / "own-s3").start()
+    try:
+        store = open_store(dim=16, cold={**cold_section(s3), "max_attempts": 1, "timeout": "2s"})
+        v = vectors(600, seed=10)
+        store.upsert(list(range(300)), v[:300], tier="cold")
+        store.upsert(list(range(300, 600)), v[300:], tier="warm")
+        store.cold.drop_cache()
+        s3.stop()
+        hits = store.query(v[450], k=5, nprobe=8)
+        assert hits.partial and not hits.tiers["cold"].ok and hits.ids()[0] == 450
+        with pytest.raises(tierstore.TierUnavailableError):
+            store.query(v[10], k=5, tiers=["cold"])
+        with pytest.raises(tierstore.TierUnavailableError):
+            store.query(v[450], k=5, strict=True)
+        with pytest.raises(tierstore.TierUnavailableError):  # a move needs S3: nothing moves
+            store.move(list(range(300, 310)), "cold")
+        assert store.get([305])[0].tier == "warm"
+        s3.start()  # same data directory and ports
+        hits = store.query(v[10], k=5, nprobe=1000)
+        assert not hits.partial and hits.ids()[0] == 10
+        assert store.verify()["ok"]
+    finally:
+        s3.stop()
+
+
+def test_bad_bucket_credentials_or_endpoint_fail_at_open(tmp_path, redis_server, s3_server, monkeypatch, cold_section):
+    def opening(**cold):
+        return tierstore.open(path=str(tmp_path / f"s{len(os.listdir(tmp_path))}"), dim=4, env={},
+                              hot={"redis_url": redis_server.url}, cold={**cold_section(s3_server), **cold})
+
+    with pytest.raises(tierstore.ConfigError, match="bucket 'nope' does not exist"):
+        opening(url="s3://nope/x")
+    with pytest.raises(tierstore.ConfigError, match="cold.url"):
+        opening(url="http://bucket/x")
+    with pytest.raises(tierstore.TierUnavailableError, match="cold tier"):
+        opening(endpoint_url="http://127.0.0.1:9", max_attempts=1, timeout="1s")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "wrong")
+    with pytest.raises(tierstore.ConfigError, match="denied"):
+        opening()
+
+
+def test_two_stores_cannot_share_a_prefix(tmp_path, redis_server, s3_server, cold_section):
+    cold = cold_section(s3_server)
+    with tierstore.open(path=str(tmp_path / "a"), dim=4, env={}, hot={"redis_url": redis_server.url}, cold=cold) as a:
+        a.upsert(["x"], [[1, 0, 0, 0]], tier="cold")
+    with pytest.raises(tierstore.ConfigError, match="another store"):
+        tierstore.open(path=str(tmp_path / "b"), dim=4, env={}, hot={"redis_url": redis_server.url}, cold=cold)
+
+
+def test_manifest_publish_survives_a_racing_writer(open_store, s3_server):
+    """Manifests are written once each (conditional put): a writer that lost the race re-reads
+    the winner's manifest and publishes on top of it, so nobody's segments are lost."""
+    import json
+
+    store = open_store(dim=4)
+    store.upsert(["a"], [[1, 0, 0, 0]], tier="cold")
+    cold = store.cold
+    seq = cold.manifest_seq
+    theirs = {"format": 1, "store": store.catalog.uuid, "seq": seq + 1,
+              "segments": {**{str(s): i for s, i in cold.manifest.items()},
+                           "999": {"key": "x", "rows": 1, "bytes": 1, "parts": 1, "footer": [0, 0, 0]}}}
+    s3_server.client().put_object(Bucket=cold.bucket, Key=cold._mkey(seq + 1), Body=json.dumps(theirs).encode())
+    store.upsert(["b"], [[0, 1, 0, 0]], tier="cold")
+    assert cold.manifest_seq == seq + 2 and 999 in cold.manifest and len(cold.manifest) == 3
+
+
+CRASH = textwrap.dedent("""
+    import os, signal, sys, numpy as np, tierstore
+    from tierstore import cold as coldmod
+    path, redis_url, endpoint, url, point = sys.argv[1:6]
+    v = np.random.default_rng(0).standard_normal((900, 16)).astype(np.float32)
+    store = tierstore.open(path=path, dim=16, env={}, hot={"redis_url": redis_url},
+                           cold={"url": url, "endpoint_url": endpoint, "segment_size": 400})
+    store.upsert(list(range(300)), v[:300], tier="hot")
+    store.upsert(list(range(300, 900)), v[300:], tier="warm")
+    store.move(list(range(600, 900)), "cold")  # one segment that completes
+    def die(*a, **k):
+        os.kill(os.getpid(), signal.SIGKILL)
+    if point == "before-manifest":  # object uploaded, manifest not yet written
+        coldmod.ColdTier._publish = die
+    elif point == "before-flip":  # object and manifest in S3, catalog not flipped
+        coldmod.ColdTier.commit = die
+    else:  # catalog flipped, old copies not yet removed
+        store._remove_old = die
+    print("ready", flush=True)
+    store.move(list(range(0, 100)) + list(range(300, 400)), "cold")
+""")
+
+
+@pytest.mark.parametrize("point", ["before-manifest", "before-flip", "before-removal"])
+def test_kill_9_while_demoting_to_cold_loses_and_duplicates_nothing(tmp_path, redis_server, s3_server, point, cold_section):
+    path = str(tmp_path / "crash")
+    cold = cold_section(s3_server, segment_size=400)
+    proc = subprocess.run([sys.executable, "-c", CRASH, path, redis_server.url, s3_server.endpoint_url,
+                           cold["url"], point], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
+    with tierstore.open(path=path, dim=16, env={}, hot={"redis_url": redis_server.url}, cold=cold) as store:
+        ids = [r.id for b in store.scan() for r in b]
+        assert sorted(ids) == list(range(900))  # each once
+        v = np.random.default_rng(0).standard_normal((900, 16)).astype(np.float32)
+        for i in range(0, 900, 31):
+            hits = store.query(v[i], k=3, ef=200, nprobe=1000)
+            assert hits.ids()[0] == i and len(set(hits.ids())) == 3
+        moved = store.get([0, 350])
+        if point == "before-removal":
+            assert moved[0].tier == moved[1].tier == "cold"
+        else:  # rolled back: still where they were
+            assert (moved[0].tier, moved[1].tier) == ("hot", "warm")
+        rep = store.verify()
+        assert rep["ok"], rep["problems"]
+        if point == "before-manifest":
+            assert rep["cold"]["orphan_objects"] == 1
+        out = store.compact()["cold"]
+        assert store.verify()["cold"]["orphan_objects"] == 0
+        if point != "before-removal":
+            assert out["orphans_deleted"] == 1
+        st = store.stats()
+        assert st["tiers"]["hot"]["num_docs"] == st["tiers"]["hot"]["count"]

@@ -1,0 +1,138 @@
+"""Cold segment format, k-means kernels (vs numpy) and the pruning bound (property test)."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from tierstore import coldseg, filters, kernels
+from tierstore.errors import IntegrityError
+
+
+def test_nearest_centroid_equals_numpy():
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(500, 12)).astype(np.float32)
+    c = rng.normal(size=(17, 12)).astype(np.float32)
+    labels = np.empty(500, np.int32)
+    dist = np.empty(500, np.float32)
+    x_sq = np.einsum("ij,ij->i", x, x).astype(np.float32)
+    c_sq = np.einsum("ij,ij->i", c, c).astype(np.float32)
+    kernels.nearest_centroid(x[100:] @ c.T, x_sq, c_sq, labels, dist, 100)
+    kernels.nearest_centroid(x[:100] @ c.T, x_sq, c_sq, labels, dist, 0)
+    ref = ((x[:, None, :] - c[None, :, :]) ** 2).sum(-1)
+    assert (labels == ref.argmin(1)).all()
+    np.testing.assert_allclose(dist, ref.min(1), rtol=1e-4, atol=1e-4)
+
+
+def test_cluster_sums_and_radii_equal_numpy():
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(300, 5)).astype(np.float32)
+    labels = rng.integers(0, 7, 300).astype(np.int32)
+    sums, counts = kernels.cluster_sums(x, labels, 7)
+    for j in range(7):
+        np.testing.assert_allclose(sums[j], x[labels == j].astype(np.float64).sum(0), rtol=1e-9, atol=1e-9)
+        assert counts[j] == (labels == j).sum()
+    c = (sums / counts[:, None]).astype(np.float32)
+    radii = kernels.cluster_radii(x, labels, c)
+    for j in range(7):
+        ref = np.sqrt(((x[labels == j].astype(np.float64) - c[j]) ** 2).sum(1)).max()
+        assert radii[j] == pytest.approx(ref, rel=1e-12)
+
+
+def test_kmeans_finds_separated_clusters_and_drops_empty_ones():
+    rng = np.random.default_rng(3)
+    centres = rng.normal(size=(6, 8)) * 20
+    truth = rng.integers(0, 6, 3000)
+    x = (centres[truth] + rng.normal(size=(3000, 8))).astype(np.float32)
+    c, labels = coldseg.kmeans(x, 6, seed=1)
+    # every found cluster is pure: one true cluster per label
+    for j in range(len(c)):
+        assert len(set(truth[labels == j].tolist())) == 1
+    c2, labels2 = coldseg.kmeans(x[:3], 10)  # more clusters asked than rows
+    assert len(c2) <= 3 and labels2.max() < len(c2)
+
+
+def _segment(metric="l2", dtype="float32", n=400, dim=8, seed=0, fields=("color",)):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, dim)).astype(np.float32)
+    metas = [{"color": ["red", "blue", "green"][i % 3], "n": i} for i in range(n)]
+    buf = io.BytesIO()
+    b = coldseg.build(buf, np.arange(1000, 1000 + n, dtype=np.uint64), x, metas, [f"u{i}" for i in range(n)],
+                      metric=metric, dtype=dtype, fields=list(fields), segment_id=7, store="s")
+    return x, metas, buf.getvalue(), b
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float16"])
+def test_build_and_read_back_every_row(dtype):
+    x, metas, raw, b = _segment(dtype=dtype)
+    off, length, sumv = coldseg.parse_trailer(raw, "t")
+    assert (off, length, sumv) == (b.footer_offset, b.footer_length, b.footer_checksum) and len(raw) == b.size
+    f = coldseg.parse_footer(raw[off : off + length], sumv)
+    assert f.rows == 400 and f.parts == b.parts and int(f.counts.sum()) == 400 and f.dtype == dtype
+    seen = np.zeros(400, bool)
+    for p in range(f.parts):
+        blk_raw = raw[int(f.offsets[p]) : int(f.offsets[p + 1])]
+        coldseg.verify_block(blk_raw, f, p, "t")
+        blk = coldseg.Block(blk_raw, int(f.counts[p]), 8, dtype)
+        for r, iid in enumerate(blk.iids.tolist()):
+            i = iid - 1000
+            seen[i] = True
+            want = x[i].astype(np.float16).astype(np.float32) if dtype == "float16" else x[i]
+            np.testing.assert_array_equal(blk.vectors[r], want)
+            assert b.order[int(f.row_starts[p]) + r] == i  # the object row <-> input row map
+        red = blk.mask(filters.compile_filter({"color": "red"}, {"color": "tag"}), {"color": "tag"})
+        assert red.tolist() == [metas[i - 1000]["color"] == "red" for i in blk.iids.tolist()]
+    assert seen.all()
+
+
+def test_flipped_byte_is_detected():
+    _x, _m, raw, b = _segment()
+    off, length, sumv = coldseg.parse_trailer(raw, "t")
+    f = coldseg.parse_footer(raw[off : off + length], sumv)
+    blk = bytearray(raw[int(f.offsets[0]) : int(f.offsets[1])])
+    blk[20] ^= 0x01
+    with pytest.raises(IntegrityError, match="partition 0 checksum"):
+        coldseg.verify_block(bytes(blk), f, 0, "t")
+    bad_footer = bytearray(raw[off : off + length])
+    bad_footer[-3] ^= 0xFF
+    with pytest.raises(IntegrityError, match="footer checksum"):
+        coldseg.parse_footer(bytes(bad_footer), sumv)
+
+
+def _true_min_per_partition(x, q, f, order, metric):
+    xs = x[order]
+    if metric == "cosine":
+        d = 1 - (xs / np.linalg.norm(xs, axis=1, keepdims=True)) @ (q / np.linalg.norm(q))
+    elif metric == "ip":
+        d = 1 - xs @ q
+    else:
+        d = ((xs - q) ** 2).sum(1)
+    return np.array([d[int(f.row_starts[p]) : int(f.row_starts[p + 1])].min() for p in range(f.parts)])
+
+
+@settings(max_examples=60, deadline=None)
+@given(seed=st.integers(0, 10_000), metric=st.sampled_from(["cosine", "ip", "l2"]),
+       dtype=st.sampled_from(["float32", "float16"]), scale=st.sampled_from([0.01, 1.0, 30.0]))
+def test_lower_bound_never_exceeds_a_partitions_true_best(seed, metric, dtype, scale):
+    """The pruning rule skips a partition only when its bound exceeds the current k-th best; it
+    is safe iff the bound never exceeds the distance of the partition's closest member."""
+    rng = np.random.default_rng(seed)
+    x = (rng.normal(size=(300, 6)) * scale).astype(np.float32)
+    if dtype == "float16":
+        x = x.astype(np.float16).astype(np.float32)
+    buf = io.BytesIO()
+    b = coldseg.build(buf, np.arange(300, dtype=np.uint64), x, [{}] * 300, list(range(300)), metric=metric,
+                      dtype=dtype, fields=[], parts=int(rng.integers(1, 30)), segment_id=1, store="s")
+    raw = buf.getvalue()
+    f = coldseg.parse_footer(raw[b.footer_offset : b.footer_offset + b.footer_length])
+    qs = np.concatenate([(rng.normal(size=(3, 6)) * scale), x[rng.integers(0, 300, 2)]]).astype(np.float32)
+    qn = qs / np.linalg.norm(qs, axis=1, keepdims=True) if metric == "cosine" else qs
+    _rank, lb = coldseg.rank_and_bound(qn, f.centroids, np.einsum("ij,ij->i", f.centroids, f.centroids),
+                                       f.radii.astype(np.float64), metric)
+    for i, q in enumerate(qs):
+        true_min = _true_min_per_partition(x, q, f, b.order, metric)
+        assert (lb[i] <= true_min + 1e-6 * (1 + np.abs(true_min))).all(), (lb[i] - true_min).max()

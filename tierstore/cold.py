@@ -1,0 +1,755 @@
+"""ColdTier: immutable partitioned segments in S3, a versioned manifest, a local block cache.
+
+Objects under ``s3://<bucket>/<prefix>/``::
+
+    segments/<sid>-<random>.tcs     one immutable segment each (format: coldseg.py)
+    manifest/<seq>.json             the live segments; seq 1, 2, 3, ... each written once with a
+                                    conditional put (If-None-Match: *), so two writers can never
+                                    overwrite each other's manifest: the loser re-reads and retries
+
+The catalog (LMDB) is the truth about which segment and row holds each cold id, and mirrors the
+live-segment list (``cold`` db). Writing a segment: journal (LMDB) -> upload (multipart when
+large) -> new manifest -> the segment becomes searchable -> one catalog transaction flips the
+entries, registers the segment and closes the journal. A crash before that flip is rolled back at
+the next connect: the manifest is made to list exactly the catalog's segments again, and the
+uploaded object is an orphan that ``compact`` deletes. So a vector leaves warm/LMDB only once its
+segment and the manifest are durable in S3, and it is never in two places at once for a query
+(results are confirmed against the catalog; see query.py).
+
+Queries rank the partitions of every live segment by their centroid (the footers are cached
+locally), skip those whose lower bound cannot beat the k-th best answer the other tiers already
+have, fetch the ``nprobe`` best with parallel ranged GETs through an LRU block cache on local disk,
+verify each block's checksum, and score exactly.
+
+>>> store.move(ids, "cold")                                   # doctest: +SKIP
+MoveReport(tier='cold', moved=1000, already=0, missing=0, seconds=0.9)
+>>> store.query(q, k=10, nprobe=16).tiers["cold"].details     # doctest: +SKIP
+{'partitions': 316, 'probed': 16, 'skipped': 0, 'gets': 16, 'bytes': 7700480, 'cache_hits': 0, ...}
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import secrets
+import threading
+import time
+from collections import Counter, OrderedDict
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import numpy as np
+
+from . import coldseg, filters
+from .catalog import TIER_COLD, Catalog, Entry
+from .config import ColdConfig
+from .errors import ConfigError, IntegrityError, TierStoreError, TierUnavailableError
+
+log = logging.getLogger("tierstore")
+
+_MULTIPART = 32 * 1024**2  # segments larger than this upload in 16 MiB parts, 4 at a time
+_KEEP_MANIFESTS = 10
+_EMBEDDED_BUCKET = "tierstore"
+
+
+def parse_url(url: str) -> tuple[str, str]:
+    """``s3://bucket/prefix`` -> (bucket, prefix without slashes)."""
+    u = urlparse(url)
+    if u.scheme != "s3" or not u.netloc:
+        raise ConfigError(f"cold.url: {url!r} is not allowed: must look like 's3://bucket/prefix'")
+    return u.netloc, u.path.strip("/")
+
+
+# --- local block cache --------------------------------------------------------------------------------
+
+
+class BlockCache:
+    """Fetched partitions as files on local disk, least-recently-used evicted past ``capacity``
+    bytes. Survives restarts (the files are re-listed at open, oldest first)."""
+
+    def __init__(self, root: Path, capacity: int) -> None:
+        self.root = root
+        root.mkdir(parents=True, exist_ok=True)
+        self.capacity = capacity
+        self._lock = threading.Lock()
+        self._lru: OrderedDict[str, int] = OrderedDict()
+        self.bytes = 0
+        files = [(p.stat().st_mtime, p.name, p.stat().st_size) for p in root.iterdir() if p.suffix == ".blk"]
+        for _m, name, size in sorted(files):
+            self._lru[name[:-4]] = size
+            self.bytes += size
+        for p in root.glob("*.tmp"):
+            p.unlink(missing_ok=True)
+
+    @staticmethod
+    def name(sid: int, part: int) -> str:
+        return f"{sid}-{part}"
+
+    def get(self, name: str) -> bytes | None:
+        with self._lock:
+            if name not in self._lru:
+                return None
+            self._lru.move_to_end(name)
+        try:
+            return (self.root / f"{name}.blk").read_bytes()
+        except FileNotFoundError:
+            self.drop(name)
+            return None
+
+    def put(self, name: str, data: bytes) -> None:
+        if len(data) > self.capacity:
+            return
+        tmp = self.root / f"{name}.{threading.get_ident()}.tmp"
+        tmp.write_bytes(data)  # no fsync: a torn cache file fails its checksum and is refetched
+        os.replace(tmp, self.root / f"{name}.blk")
+        with self._lock:
+            self.bytes += len(data) - self._lru.pop(name, 0)
+            self._lru[name] = len(data)
+            while self.bytes > self.capacity and self._lru:
+                old, size = self._lru.popitem(last=False)
+                self.bytes -= size
+                (self.root / f"{old}.blk").unlink(missing_ok=True)
+
+    def drop(self, name: str) -> None:
+        with self._lock:
+            self.bytes -= self._lru.pop(name, 0)
+        (self.root / f"{name}.blk").unlink(missing_ok=True)
+
+    def drop_segment(self, sid: int) -> None:
+        with self._lock:
+            names = [n for n in self._lru if n.split("-")[0] == str(sid)]
+        for n in names:
+            self.drop(n)
+
+    def clear(self) -> None:
+        with self._lock:
+            names = list(self._lru)
+        for n in names:
+            self.drop(n)
+
+    def __len__(self) -> int:
+        return len(self._lru)
+
+
+# --- the tier -----------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Seg:
+    sid: int
+    info: dict[str, Any]
+    footer: coldseg.Footer
+
+
+@dataclass
+class _Table:
+    """Every live partition, concatenated across segments, for one matrix product per query."""
+
+    segs: list[_Seg]
+    centroids: np.ndarray  # (P, dim) float32
+    csq: np.ndarray  # squared norms of the centroids
+    radii: np.ndarray  # float64
+    seg_of: np.ndarray  # index into segs
+    part_of: np.ndarray  # partition number inside its segment
+
+
+@dataclass
+class Written:
+    """A segment uploaded and listed in the manifest, not yet flipped in the catalog."""
+
+    seg: _Seg
+    rows: np.ndarray  # rows[i] = the object row of input row i
+
+
+class ColdTier:
+    """The cold tier behind the common interface (``search_many``) plus write/fetch/compact/verify."""
+
+    name = "cold"
+
+    def __init__(self, root: str | Path, catalog: Catalog, config: ColdConfig, schema: dict[str, str],
+                 metric: str, wait_readers: Callable[[], None]) -> None:
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.catalog, self.cfg, self.schema, self.metric = catalog, config, dict(schema), metric
+        self.dim = catalog.dim
+        self._wait_readers = wait_readers
+        self.embedded = config.url is None
+        if self.embedded:
+            self.bucket, self.prefix = _EMBEDDED_BUCKET, catalog.uuid
+        else:
+            self.bucket, self.prefix = parse_url(config.url)
+        self.url = f"s3://{self.bucket}/{self.prefix}"
+        self._server: Any = None
+        self._client: Any = None
+        self._lock = threading.RLock()
+        self._connect_lock = threading.Lock()
+        self.segs: dict[int, _Seg] = {}
+        self._table: _Table | None = None
+        self.manifest_seq = 0
+        self.manifest: dict[int, dict[str, Any]] = {}
+        self.cache = BlockCache(self.root / "cache", config.cache_size)
+        (self.root / "footers").mkdir(exist_ok=True)
+        (self.root / "tmp").mkdir(exist_ok=True)
+        self._io = ThreadPoolExecutor(max_workers=16, thread_name_prefix="tierstore-s3")
+        self.counters = Counter()
+        self.recovered = 0
+
+    # --- connection ------------------------------------------------------------------------------
+
+    @property
+    def connected(self) -> bool:
+        return self._client is not None
+
+    def needs_connect_at_open(self) -> bool:
+        """Connect (and check the bucket) at open when S3 is external or holds this store's data;
+        an embedded S3 server with nothing in it starts only when first needed."""
+        return not self.embedded or bool(self.catalog.cold_segments()) or bool(self.catalog.journal())
+
+    def connect(self) -> None:
+        """Start the embedded server if it is ours, check the bucket, recover, load footers."""
+        if self._client is not None:
+            return
+        with self._connect_lock:
+            if self._client is not None:
+                return
+            import boto3
+            from botocore.config import Config as BotoConfig
+
+            kw: dict[str, Any] = {}
+            endpoint = self.cfg.endpoint_url
+            if self.embedded:
+                from .services import S3Server
+
+                self._server = S3Server(self.root / "s3", buckets=(_EMBEDDED_BUCKET,)).start()
+                endpoint = self._server.endpoint_url
+                kw = {"aws_access_key_id": self._server.access_key, "aws_secret_access_key": self._server.secret_key}
+            boto_cfg = BotoConfig(
+                region_name=self.cfg.region or "us-east-1",
+                connect_timeout=self.cfg.timeout, read_timeout=self.cfg.timeout,
+                retries={"max_attempts": self.cfg.max_attempts, "mode": "standard"},
+                max_pool_connections=32,
+                s3={"addressing_style": "path" if endpoint else "auto"},
+            )
+            client = boto3.session.Session().client("s3", endpoint_url=endpoint, config=boto_cfg, **kw)
+            self._check_bucket(client)
+            self._client = client
+            try:
+                self._recover()
+                for sid, info in sorted(self.catalog.cold_segments().items()):
+                    self.segs[sid] = _Seg(sid, info, self._footer(sid, info))
+                self._table = None
+            except BaseException:
+                self._client = None
+                raise
+
+    def _check_bucket(self, client: Any) -> None:
+        from botocore.exceptions import ClientError
+
+        try:
+            client.head_bucket(Bucket=self.bucket)
+        except ClientError as exc:
+            code = str(exc.response.get("Error", {}).get("Code", ""))
+            if code in ("404", "NoSuchBucket"):
+                raise ConfigError(f"cold.url: bucket {self.bucket!r} does not exist at "
+                                  f"{self.cfg.endpoint_url or 'AWS S3'}; create it first") from None
+            if code in ("403", "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch"):
+                raise ConfigError(f"cold.url: access to bucket {self.bucket!r} denied ({code}); check the "
+                                  "credentials (boto3's chain: AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, "
+                                  "~/.aws, instance role)") from None
+            raise self._unavailable(exc) from exc
+        except TierStoreError:
+            raise
+        except Exception as exc:
+            raise self._unavailable(exc) from exc
+
+    def _unavailable(self, exc: Exception) -> TierUnavailableError:
+        return TierUnavailableError(f"cold tier (S3 {self.url}) unavailable: {type(exc).__name__}: {exc}",
+                                    tier="cold")
+
+    def _s3(self, fn: Callable[[Any], Any]) -> Any:
+        """Run one S3 call, mapping botocore's errors onto tierstore's."""
+        from botocore.exceptions import ClientError
+
+        if self._client is None:
+            self.connect()
+        try:
+            return fn(self._client)
+        except ClientError as exc:
+            code = str(exc.response.get("Error", {}).get("Code", ""))
+            if code in ("NoSuchKey", "404"):
+                raise IntegrityError(f"cold tier: an object under {self.url} is missing ({exc})") from exc
+            raise self._unavailable(exc) from exc
+        except TierStoreError:
+            raise
+        except Exception as exc:  # connection refused, timeouts, ...
+            raise self._unavailable(exc) from exc
+
+    def close(self) -> None:
+        self._io.shutdown(wait=True)
+        self._client = None
+        if self._server is not None:
+            self._server.stop()
+            self._server = None
+
+    # --- manifest ----------------------------------------------------------------------------------
+
+    def _mkey(self, seq: int) -> str:
+        return f"{self.prefix}/manifest/{seq:012d}.json"
+
+    def _list(self, sub: str) -> list[tuple[str, int]]:
+        out: list[tuple[str, int]] = []
+        token = None
+        while True:
+            kw = {"Bucket": self.bucket, "Prefix": f"{self.prefix}/{sub}/"}
+            if token:
+                kw["ContinuationToken"] = token
+            page = self._s3(lambda c, kw=kw: c.list_objects_v2(**kw))
+            out += [(o["Key"], o["Size"]) for o in page.get("Contents", [])]
+            if not page.get("IsTruncated"):
+                return out
+            token = page["NextContinuationToken"]
+
+    def _latest_manifest(self) -> tuple[int, dict[int, dict[str, Any]]]:
+        keys = sorted(k for k, _ in self._list("manifest") if k.endswith(".json"))
+        if not keys:
+            return 0, {}
+        body = json.loads(self._s3(lambda c: c.get_object(Bucket=self.bucket, Key=keys[-1]))["Body"].read())
+        if body.get("store") != self.catalog.uuid:
+            raise ConfigError(f"cold.url: {self.url} holds the cold tier of another store (uuid "
+                              f"{body.get('store')}, this one is {self.catalog.uuid}); give each store its own prefix")
+        return int(body["seq"]), {int(s): info for s, info in body["segments"].items()}
+
+    def _publish(self, add: dict[int, dict[str, Any]], remove: set[int]) -> None:
+        """Write manifest seq+1 = latest + add - remove; a conditional put, retried on a race."""
+        from botocore.exceptions import ClientError
+
+        seq, segs = self.manifest_seq, dict(self.manifest)
+        for _ in range(8):
+            new = {s: i for s, i in {**segs, **add}.items() if s not in remove}
+            body = json.dumps({"format": coldseg.FORMAT, "store": self.catalog.uuid, "seq": seq + 1,
+                               "written": time.time(), "segments": {str(s): i for s, i in sorted(new.items())}})
+            try:
+                self._s3(lambda c, body=body, seq=seq: c.put_object(
+                    Bucket=self.bucket, Key=self._mkey(seq + 1), Body=body.encode(), IfNoneMatch="*"))
+            except TierUnavailableError as exc:
+                cause = exc.__cause__
+                if isinstance(cause, ClientError) and str(cause.response.get("Error", {}).get("Code")) in (
+                        "PreconditionFailed", "412", "ConditionalRequestConflict"):
+                    seq, segs = self._latest_manifest()  # someone else published: build on theirs
+                    continue
+                raise
+            self.counters["puts"] += 1
+            self.manifest_seq, self.manifest = seq + 1, new
+            return
+        raise TierUnavailableError(f"cold tier: could not publish a manifest under {self.url} (8 races lost)",
+                                   tier="cold")
+
+    # --- recovery ----------------------------------------------------------------------------------
+
+    def _recover(self) -> None:
+        """Roll back operations a crash interrupted (the catalog never flipped, so the vectors are
+        still where it says) and make the manifest list exactly the catalog's segments."""
+        self.manifest_seq, self.manifest = self._latest_manifest()
+        journal = self.catalog.journal()
+        for sid, raw in journal.items():
+            op = json.loads(raw)
+            log.warning("cold tier: rolling back an interrupted %s of segment %d (%s)", op.get("op"), sid, op.get("key"))
+            self.catalog.delete_journal(sid)
+        self.recovered = len(journal)
+        registry = self.catalog.cold_segments()
+        extra = set(self.manifest) - set(registry)
+        missing = {s: i for s, i in registry.items() if s not in self.manifest}
+        if extra or missing:
+            self._publish(missing, extra)
+
+    # --- footers -----------------------------------------------------------------------------------
+
+    def _footer(self, sid: int, info: dict[str, Any]) -> coldseg.Footer:
+        off, length, sumv = info["footer"]
+        path = self.root / "footers" / f"{sid}.ftr"
+        what = f"cold segment {info['key']}"
+        if path.exists():
+            raw = path.read_bytes()
+            if coldseg.checksum(raw) == sumv:
+                return coldseg.parse_footer(raw, sumv, what)
+        raw = self._get_range(info["key"], off, off + length)
+        f = coldseg.parse_footer(raw, sumv, what)
+        path.write_bytes(raw)
+        return f
+
+    def _get_range(self, key: str, start: int, end: int) -> bytes:
+        resp = self._s3(lambda c: c.get_object(Bucket=self.bucket, Key=key, Range=f"bytes={start}-{end - 1}"))
+        data = resp["Body"].read()
+        if len(data) != end - start:
+            raise IntegrityError(f"cold segment {key}: short read ({len(data)} of {end - start} bytes)")
+        return data
+
+    def _tab(self) -> _Table | None:
+        with self._lock:
+            if self._table is None and self.segs:
+                segs = list(self.segs.values())
+                c = np.concatenate([s.footer.centroids for s in segs]).astype(np.float32)
+                self._table = _Table(
+                    segs, c, np.einsum("ij,ij->i", c, c),
+                    np.concatenate([s.footer.radii for s in segs]).astype(np.float64),
+                    np.concatenate([np.full(s.footer.parts, i) for i, s in enumerate(segs)]),
+                    np.concatenate([np.arange(s.footer.parts) for s in segs]))
+            return self._table
+
+    # --- writing -----------------------------------------------------------------------------------
+
+    def write(self, iids: np.ndarray, vectors: np.ndarray, metas: Sequence[dict], uids: Sequence[str | int],
+              op: str = "write") -> Written:
+        """Partition, upload and publish one segment; the caller then flips the catalog
+        (:meth:`commit` inside its transaction) -- or calls :meth:`abort`."""
+        self.connect()
+        with self.catalog.write() as txn:
+            sid = self.catalog.next_segment_id(txn)
+        key = f"{self.prefix}/segments/{sid:010d}-{secrets.token_hex(4)}.tcs"
+        tmp = self.root / "tmp" / f"{sid}.tcs"
+        try:
+            with open(tmp, "wb") as f:
+                built = coldseg.build(f, np.asarray(iids, np.uint64), vectors, metas, uids, metric=self.metric,
+                                      dtype=self.cfg.dtype, fields=sorted(self.schema), segment_id=sid,
+                                      store=self.catalog.uuid)
+            self.catalog.put_journal(sid, json.dumps({"op": op, "key": key, "rows": len(iids), "t": time.time()}).encode())
+            self._upload(tmp, key, built.size)
+            info = {"key": key, "rows": len(iids), "bytes": built.size, "parts": built.parts,
+                    "footer": [built.footer_offset, built.footer_length, built.footer_checksum], "created": time.time()}
+            with open(tmp, "rb") as f:
+                f.seek(built.footer_offset)
+                raw = f.read(built.footer_length)
+            (self.root / "footers" / f"{sid}.ftr").write_bytes(raw)
+            seg = _Seg(sid, info, coldseg.parse_footer(raw, built.footer_checksum))
+            self._publish({sid: info}, set())
+        except BaseException:
+            self.catalog.delete_journal(sid)
+            raise
+        finally:
+            tmp.unlink(missing_ok=True)
+        rows = np.empty(len(iids), np.int64)
+        rows[built.order] = np.arange(len(iids))
+        self.counters["segments_written"] += 1
+        self.counters["bytes_written"] += built.size
+        return Written(seg, rows)
+
+    def _upload(self, path: Path, key: str, size: int) -> None:
+        if size <= _MULTIPART:
+            data = path.read_bytes()
+            self._s3(lambda c: c.put_object(Bucket=self.bucket, Key=key, Body=data))
+        else:
+            from boto3.s3.transfer import TransferConfig
+
+            tc = TransferConfig(multipart_threshold=_MULTIPART, multipart_chunksize=16 * 1024**2, max_concurrency=4)
+            self._s3(lambda c: c.upload_file(str(path), self.bucket, key, Config=tc))
+        self.counters["puts"] += 1
+
+    def activate(self, w: Written) -> None:
+        """Make a written segment searchable (before the catalog flip: until then its rows fail
+        the catalog check, after it they are found)."""
+        with self._lock:
+            self.segs[w.seg.sid] = w.seg
+            self._table = None
+
+    def commit(self, txn: Any, w: Written) -> None:
+        """Inside the caller's flip transaction: register the segment, close its journal entry."""
+        self.catalog.put_cold_segment(txn, w.seg.sid, w.seg.info)
+        self.catalog.delete_journal(w.seg.sid, txn)
+
+    def abort(self, w: Written) -> None:
+        """The flip failed: unlist the segment again (its object becomes an orphan for compact)."""
+        with self._lock:
+            self.segs.pop(w.seg.sid, None)
+            self._table = None
+        try:
+            self._publish({}, {w.seg.sid})
+        finally:
+            self.catalog.delete_journal(w.seg.sid)
+
+    # --- reading -----------------------------------------------------------------------------------
+
+    def _blocks(self, wanted: list[tuple[_Seg, int]]) -> tuple[dict[tuple[int, int], coldseg.Block], dict[tuple[int, int], bool]]:
+        """Fetch partitions (cache first, then parallel ranged GETs) -> (blocks, from_s3)."""
+        out: dict[tuple[int, int], coldseg.Block] = {}
+        remote: dict[tuple[int, int], bool] = {}
+        misses = []
+        for seg, p in wanted:
+            k = (seg.sid, p)
+            if k in out:
+                continue
+            raw = self.cache.get(BlockCache.name(seg.sid, p))
+            if raw is not None and coldseg.checksum(raw) != int(seg.footer.checksums[p]):
+                log.warning("cold cache: block %s-%d corrupt on local disk; refetching", seg.sid, p)
+                self.cache.drop(BlockCache.name(seg.sid, p))
+                raw = None
+            if raw is None:
+                misses.append((seg, p))
+                continue
+            out[k] = self._decode(seg, p, raw)
+            remote[k] = False
+        if misses:
+            for (seg, p), raw in zip(misses, self._io.map(lambda sp: self._fetch(*sp), misses), strict=True):
+                out[(seg.sid, p)] = self._decode(seg, p, raw)
+                remote[(seg.sid, p)] = True
+        self.counters["cache_hits"] += len(out) - len(misses)
+        self.counters["gets"] += len(misses)
+        return out, remote
+
+    def _fetch(self, seg: _Seg, p: int) -> bytes:
+        f = seg.footer
+        raw = self._get_range(seg.info["key"], int(f.offsets[p]), int(f.offsets[p + 1]))
+        coldseg.verify_block(raw, f, p, f"cold segment {seg.info['key']}")
+        self.counters["get_bytes"] += len(raw)
+        self.cache.put(BlockCache.name(seg.sid, p), raw)
+        return raw
+
+    def _decode(self, seg: _Seg, p: int, raw: bytes) -> coldseg.Block:
+        return coldseg.Block(raw, int(seg.footer.counts[p]), self.dim, seg.footer.dtype)
+
+    def _prepare(self, qs: np.ndarray) -> np.ndarray:
+        qs = np.ascontiguousarray(qs, np.float32)
+        if self.metric == "cosine":
+            qs = qs / np.linalg.norm(qs, axis=1, keepdims=True)
+        return qs
+
+    def bounds(self, qs: np.ndarray, tab: _Table) -> tuple[np.ndarray, np.ndarray]:
+        return coldseg.rank_and_bound(qs, tab.centroids, tab.csq, tab.radii, self.metric)
+
+    def search_many(self, qs: np.ndarray, k: int, node: filters.Node, ef: int | None = None, *,
+                    nprobe: int | None = None, bounds: Sequence[float] | None = None) -> list:
+        """Per query: (internal ids, distances, incomplete, locations, details), best first.
+        ``bounds[i]``: the k-th best distance the other tiers found for query i (partitions that
+        cannot beat it are skipped)."""
+        tab = self._tab() if self.connected else None
+        m = len(qs)
+        if tab is None:
+            return [([], [], False, [], {"partitions": 0, "probed": 0, "skipped": 0, "gets": 0, "bytes": 0,
+                                         "cache_hits": 0, "pruned_all": False}) for _ in range(m)]
+        qs = self._prepare(qs)
+        rank, lb = self.bounds(qs, tab)
+        total = len(tab.radii)
+        step = min(nprobe or self.cfg.nprobe, total)
+        plans = []  # per query: (order of partitions by rank, next position, probed list, skipped)
+        for i in range(m):
+            order = np.argsort(rank[i], kind="stable")
+            plans.append([order, 0, [], 0])
+        found = [[] for _ in range(m)]  # (dist, iid, loc) per query
+        counts = [[0, 0, 0] for _ in range(m)]  # gets, bytes, cache hits
+        active = list(range(m))
+        while active:
+            wanted: dict[tuple[int, int], tuple[_Seg, int]] = {}
+            take: dict[int, list[int]] = {}
+            for i in active:
+                order, at, probed, _ = plans[i]
+                chunk = order[at : at + step]
+                plans[i][1] = at + len(chunk)
+                bound = math.inf if bounds is None else bounds[i]
+                keep = [int(j) for j in chunk if lb[i, j] <= bound]
+                plans[i][3] += len(chunk) - len(keep)
+                probed += keep
+                take[i] = keep
+                for j in keep:
+                    seg = tab.segs[tab.seg_of[j]]
+                    wanted[(seg.sid, int(tab.part_of[j]))] = (seg, int(tab.part_of[j]))
+            blocks, remote = self._blocks(list(wanted.values()))
+            nxt = []
+            for i in active:
+                q = qs[i]
+                qsq = float(q @ q)
+                for j in take[i]:
+                    seg = tab.segs[tab.seg_of[j]]
+                    p = int(tab.part_of[j])
+                    blk = blocks[(seg.sid, p)]
+                    if remote[(seg.sid, p)]:
+                        counts[i][0] += 1
+                        counts[i][1] += blk.nbytes
+                    else:
+                        counts[i][2] += 1
+                    dot = blk.vectors @ q
+                    if self.metric == "cosine":
+                        d = 1.0 - dot / np.sqrt(blk.sqnorms)
+                    elif self.metric == "ip":
+                        d = 1.0 - dot
+                    else:
+                        d = np.maximum(blk.sqnorms + qsq - 2.0 * dot, 0.0)
+                    rows = np.arange(len(d))
+                    if node != filters.TRUE:
+                        ok = blk.mask(node, self.schema)
+                        rows, d = rows[ok], d[ok]
+                    if len(d) > k:
+                        top = np.argpartition(d, k - 1)[:k]
+                        rows, d = rows[top], d[top]
+                    base = int(seg.footer.row_starts[p])
+                    found[i] += [(float(dd), int(blk.iids[r]), seg.sid | (base + int(r)) << 32)
+                                 for dd, r in zip(d.tolist(), rows.tolist(), strict=True)]
+                # A selective filter can leave fewer than k matches in the nprobe best partitions:
+                # keep probing (in rank order) until k match or the partitions run out.
+                if node != filters.TRUE and len(found[i]) < k and plans[i][1] < total:
+                    nxt.append(i)
+            active = nxt
+        out = []
+        for i in range(m):
+            best = sorted(found[i])[:k]
+            order, at, probed, skipped = plans[i]
+            out.append(([b[1] for b in best], [b[0] for b in best], False, [b[2] for b in best],
+                        {"partitions": total, "probed": len(probed), "skipped": skipped, "gets": counts[i][0],
+                         "bytes": counts[i][1], "cache_hits": counts[i][2],
+                         "pruned_all": bool(skipped) and not probed}))
+        return out
+
+    def fetch(self, entries: Sequence[Entry]) -> dict[int, np.ndarray]:
+        """The stored vectors of cold ``entries`` (internal id -> float32 vector)."""
+        with self._lock:
+            segs = dict(self.segs)
+        wanted, where = {}, []
+        for e in entries:
+            seg = segs.get(e.seg)
+            if seg is None:
+                raise IntegrityError(f"cold segment {e.seg} named by the catalog for {e.uid!r} is not live")
+            p = int(np.searchsorted(seg.footer.row_starts, e.pos, side="right")) - 1
+            wanted[(seg.sid, p)] = (seg, p)
+            where.append((e, seg, p))
+        blocks, _ = self._blocks(list(wanted.values()))
+        out = {}
+        for e, seg, p in where:
+            blk = blocks[(seg.sid, p)]
+            r = e.pos - int(seg.footer.row_starts[p])
+            if int(blk.iids[r]) != e.iid:
+                raise IntegrityError(f"cold segment {seg.info['key']}: row {e.pos} holds another id than the catalog says")
+            out[e.iid] = np.array(blk.vectors[r], np.float32)
+        return out
+
+    # --- maintenance -------------------------------------------------------------------------------
+
+    def live_rows(self) -> Counter:
+        """Live cold rows per segment (one pass over the catalog)."""
+        live: Counter = Counter()
+        last = None
+        while True:
+            batch = self.catalog.iter_entries(tiers=[TIER_COLD], start_after=last, limit=50_000)
+            if not batch:
+                return live
+            last = batch[-1].iid
+            live.update(e.seg for e in batch)
+
+    def retire(self, sids: Sequence[int]) -> int:
+        """After a flip moved every live row out of ``sids`` and queries that could still read them
+        finished: forget them locally and delete their objects. Returns bytes freed."""
+        freed = 0
+        with self._lock:
+            gone = [self.segs.pop(s) for s in sids if s in self.segs]
+            self._table = None
+        for seg in gone:
+            self.cache.drop_segment(seg.sid)
+            (self.root / "footers" / f"{seg.sid}.ftr").unlink(missing_ok=True)
+            try:
+                self._s3(lambda c, seg=seg: c.delete_object(Bucket=self.bucket, Key=seg.info["key"]))
+                freed += seg.info["bytes"]
+            except TierStoreError as exc:
+                log.warning("cold tier: could not delete %s now (compact retries): %s", seg.info["key"], exc)
+        return freed
+
+    def collect_garbage(self) -> dict[str, int]:
+        """Delete segment objects no manifest lists (crash leftovers) and all but the newest
+        manifests. Call with no segment write in flight (the store's write lock)."""
+        listed = {i["key"] for i in self.manifest.values()}
+        orphans = [(k, s) for k, s in self._list("segments") if k not in listed]
+        for k, _ in orphans:
+            self._s3(lambda c, k=k: c.delete_object(Bucket=self.bucket, Key=k))
+        manifests = sorted(k for k, _ in self._list("manifest"))[:-_KEEP_MANIFESTS]
+        for k in manifests:
+            self._s3(lambda c, k=k: c.delete_object(Bucket=self.bucket, Key=k))
+        return {"orphans_deleted": len(orphans), "orphan_bytes": sum(s for _, s in orphans),
+                "manifests_deleted": len(manifests)}
+
+    def verify(self, deep: bool = True) -> dict[str, Any]:
+        """Check manifest == catalog segments, every object's footer and block checksums (``deep``:
+        downloads every object), and that each cold catalog entry names a row holding its id."""
+        self.connect()
+        problems: list[str] = []
+        seq, manifest = self._latest_manifest()
+        registry = self.catalog.cold_segments()
+        for s in sorted(set(registry) - set(manifest)):
+            problems.append(f"segment {s} is in the catalog but not in manifest {seq}")
+        for s in sorted(set(manifest) - set(registry)):
+            problems.append(f"segment {s} is in manifest {seq} but not in the catalog")
+        objects = dict(self._list("segments"))
+        ids_of: dict[int, np.ndarray] = {}
+        checked_bytes = 0
+        for sid, info in sorted(registry.items()):
+            key = info["key"]
+            if key not in objects:
+                problems.append(f"segment {sid}: object {key} is missing")
+                continue
+            if objects[key] != info["bytes"]:
+                problems.append(f"segment {sid}: object {key} has {objects[key]} bytes, expected {info['bytes']}")
+                continue
+            try:
+                raw = self._s3(lambda c, key=key: c.get_object(Bucket=self.bucket, Key=key))["Body"].read() if deep else None
+                if raw is None:
+                    f = self._footer(sid, info)
+                    ids_of[sid] = np.zeros(0, np.uint64)
+                    continue
+                checked_bytes += len(raw)
+                off, length, sumv = coldseg.parse_trailer(raw, key)
+                f = coldseg.parse_footer(raw[off : off + length], sumv, key)
+                ids = []
+                for p in range(f.parts):
+                    blk_raw = raw[int(f.offsets[p]) : int(f.offsets[p + 1])]
+                    coldseg.verify_block(blk_raw, f, p, key)
+                    ids.append(np.frombuffer(blk_raw, np.uint64, int(f.counts[p])))
+                r0, rl, rs = f.records
+                if coldseg.checksum(raw[r0 : r0 + rl]) != rs:
+                    raise IntegrityError(f"{key}: records block checksum mismatch")
+                ids_of[sid] = np.concatenate(ids) if ids else np.zeros(0, np.uint64)
+            except IntegrityError as exc:
+                problems.append(str(exc))
+        live = 0
+        last = None
+        while True:
+            batch = self.catalog.iter_entries(tiers=[TIER_COLD], start_after=last, limit=50_000)
+            if not batch:
+                break
+            last = batch[-1].iid
+            for e in batch:
+                live += 1
+                ids = ids_of.get(e.seg)
+                if e.seg not in registry:
+                    problems.append(f"{e.uid!r}: the catalog places it in cold segment {e.seg}, which is not live")
+                elif ids is not None and len(ids) and (e.pos >= len(ids) or int(ids[e.pos]) != e.iid):
+                    problems.append(f"{e.uid!r}: row {e.pos} of cold segment {e.seg} does not hold it")
+        listed = {i["key"] for i in manifest.values()}
+        orphans = [k for k in objects if k not in listed]
+        return {"ok": not problems, "problems": problems[:100], "segments": len(registry), "live": live,
+                "manifest_seq": seq, "orphan_objects": len(orphans), "checked_bytes": checked_bytes}
+
+    def drop_cache(self) -> None:
+        """Empty the local block cache (benchmarks: measure cache-cold queries)."""
+        self.cache.clear()
+
+    def info(self) -> dict[str, Any]:
+        with self._lock:
+            segs = list(self.segs.values())
+        return {
+            "url": self.url,
+            "embedded": self.embedded,
+            "connected": self.connected,
+            "segments": len(segs),
+            "rows": sum(s.info["rows"] for s in segs),
+            "partitions": sum(s.footer.parts for s in segs),
+            "s3_bytes": sum(s.info["bytes"] for s in segs),
+            "manifest_seq": self.manifest_seq,
+            "queued_for_cold": self.catalog.cold_queue_len(),
+            "cache": {"bytes": self.cache.bytes, "blocks": len(self.cache), "capacity": self.cache.capacity},
+            "recovered_operations": self.recovered,
+            **{k: int(v) for k, v in self.counters.items()},
+        }
+
+
+__all__ = ["BlockCache", "ColdTier", "Written", "parse_url"]

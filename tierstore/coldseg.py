@@ -1,0 +1,287 @@
+"""The cold segment object: one immutable S3 object per segment, partitioned by k-means (format v1).
+
+Layout (little-endian; every offset is from the start of the object)::
+
+    header   16 B    b"TSCOLD\\x00\\x01", format version u32, reserved u32
+    block 0 .. P-1   one per partition, rows row_start[p] .. row_start[p+1]:
+                       internal ids   u64   x n
+                       squared norms  f32   x n      (of the stored, decoded vectors)
+                       vectors        f32|f16 x n x dim  (exactly as given; cosine is not normalised)
+                       columns        UTF-8 JSON {field: [value per row]} for the [schema] fields
+    records          zlib(JSON [[user id, metadata], ...]) in row order: the segment is self-contained
+    footer           u32 JSON length, JSON (shape, dtype, fields, array table), then 8-aligned arrays:
+                       centroids f32 (P, dim), radii f32 (P), counts u32 (P),
+                       offsets u64 (P + 1), row_starts u64 (P + 1), checksums u64 (P)
+    trailer  32 B    footer offset u64, footer length u64, xxh3_64 of the footer u64, b"TSCOLD\\x00\\x01"
+
+A query reads the footer once (it is cached locally), ranks partitions by centroid, and fetches a
+partition with one ranged GET of ``offsets[p] .. offsets[p+1]``, checked against ``checksums[p]``
+(xxh3_64). Under cosine the partitions, centroids and radii live in the unit-normalised space (a
+query is normalised too); otherwise in the raw space. ``radii[p]`` is the largest Euclidean
+distance from centroid p to a member, rounded up, which makes the pruning bound of cold.py safe.
+
+>>> import numpy as np, io
+>>> x = np.random.default_rng(0).normal(size=(50, 4)).astype(np.float32)
+>>> blob = io.BytesIO()
+>>> built = build(blob, np.arange(50, dtype=np.uint64), x, [{}] * 50, list(range(50)),
+...               metric="l2", dtype="float32", fields=[], parts=5, segment_id=1, store="demo")
+>>> f = parse_footer(blob.getvalue()[built.footer_offset:built.footer_offset + built.footer_length])
+>>> f.parts, f.rows, int(f.counts.sum())
+(5, 50, 50)
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import struct
+import time
+import zlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, BinaryIO
+
+import numpy as np
+import xxhash
+
+from . import filters, kernels
+from .errors import IntegrityError
+
+FORMAT = 1
+MAGIC = b"TSCOLD\x00\x01"
+HEADER = struct.Struct("<8sII")
+TRAILER = struct.Struct("<QQQ8s")
+_DTYPES = {"float32": np.float32, "float16": np.float16}
+
+
+def checksum(data: bytes | memoryview) -> int:
+    return xxhash.xxh3_64_intdigest(data)
+
+
+# --- k-means ----------------------------------------------------------------------------------------
+
+
+def _assign(x: np.ndarray, c: np.ndarray, x_sq: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    labels = np.empty(len(x), np.int32)
+    dist = np.empty(len(x), np.float32)
+    c_sq = np.einsum("ij,ij->i", c, c).astype(np.float32)
+    ct = np.ascontiguousarray(c.T)
+    for s in range(0, len(x), 8192):  # bounded temporary: 8192 x k floats
+        kernels.nearest_centroid(x[s : s + 8192] @ ct, x_sq, c_sq, labels, dist, s)
+    return labels, dist
+
+
+def _seed(x: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
+    """k-means++ seeding on a small sample (8 rows per centroid): spread-out starting centroids,
+    so well-separated groups are not merged by an unlucky random start."""
+    pool = x if len(x) <= 8 * k else x[rng.choice(len(x), 8 * k, replace=False)]
+    pool = pool.astype(np.float64)
+    chosen = [int(rng.integers(len(pool)))]
+    d2 = ((pool - pool[chosen[0]]) ** 2).sum(1)
+    for _ in range(1, k):
+        total = d2.sum()
+        j = int(rng.choice(len(pool), p=d2 / total)) if total > 0 else int(rng.integers(len(pool)))
+        chosen.append(j)
+        d2 = np.minimum(d2, ((pool - pool[j]) ** 2).sum(1))
+    return pool[chosen].astype(np.float32)
+
+
+def kmeans(x: np.ndarray, k: int, iters: int = 12, seed: int = 0, per_centroid: int = 64) -> tuple[np.ndarray, np.ndarray]:
+    """Lloyd's k-means -> (centroids (k', dim) float32, labels (n,) int32), k' <= k (empty clusters
+    are dropped). Trains on a sample of ``per_centroid`` rows per centroid, then assigns every row
+    and recomputes each centroid as the mean of its members (so radii are tight)."""
+    n = len(x)
+    k = max(1, min(k, n))
+    rng = np.random.default_rng(seed)
+    train = x if n <= per_centroid * k else x[np.sort(rng.choice(n, per_centroid * k, replace=False))]
+    t_sq = np.einsum("ij,ij->i", train, train).astype(np.float32)
+    c = _seed(train, k, rng)
+    for _ in range(iters):
+        labels, dist = _assign(train, c, t_sq)
+        sums, counts = kernels.cluster_sums(train, labels, k)
+        nonempty = counts > 0
+        c[nonempty] = (sums[nonempty] / counts[nonempty, None]).astype(np.float32)
+        if not nonempty.all():  # re-seed empty clusters with the worst-served rows
+            far = np.argsort(dist)[::-1][: int((~nonempty).sum())]
+            c[~nonempty] = train[far]
+    x_sq = np.einsum("ij,ij->i", x, x).astype(np.float32)
+    labels, _ = _assign(x, c, x_sq)
+    sums, counts = kernels.cluster_sums(x, labels, k)
+    keep = np.flatnonzero(counts)
+    c = (sums[keep] / counts[keep, None]).astype(np.float32)
+    remap = np.full(k, -1, np.int32)
+    remap[keep] = np.arange(len(keep), dtype=np.int32)
+    return c, remap[labels]
+
+
+def default_parts(n: int) -> int:
+    """~sqrt(n) partitions (a few hundred rows each at 100k)."""
+    return max(1, round(math.sqrt(n)))
+
+
+# --- writing ----------------------------------------------------------------------------------------
+
+
+@dataclass
+class Built:
+    """What :func:`build` wrote: the rows' order in the object and where the footer is."""
+
+    order: np.ndarray  # row r of the object is input row order[r]
+    size: int
+    footer_offset: int
+    footer_length: int
+    footer_checksum: int
+    parts: int
+
+
+def build(out: BinaryIO, iids: np.ndarray, vectors: np.ndarray, metas: Sequence[dict[str, Any]],
+          uids: Sequence[str | int], *, metric: str, dtype: str, fields: Sequence[str], parts: int | None = None,
+          segment_id: int, store: str) -> Built:
+    """Partition ``vectors`` and write one segment object to ``out`` (a file or buffer)."""
+    n, dim = vectors.shape
+    stored = np.ascontiguousarray(vectors, dtype=_DTYPES[dtype])
+    decoded = stored.astype(np.float32)  # what queries will score: partition the same values
+    space = decoded / np.linalg.norm(decoded, axis=1, keepdims=True) if metric == "cosine" else decoded
+    centroids, labels = kmeans(np.ascontiguousarray(space), parts or default_parts(n), seed=segment_id)
+    order = np.argsort(labels, kind="stable")
+    labels = labels[order]
+    p = len(centroids)
+    counts = np.bincount(labels, minlength=p).astype(np.uint32)
+    row_starts = np.zeros(p + 1, np.uint64)
+    row_starts[1:] = np.cumsum(counts)
+    radii = kernels.cluster_radii(np.ascontiguousarray(space[order]), labels, centroids)
+    radii = (radii * (1 + 1e-5) + 1e-6).astype(np.float32)  # round up: a bound must not undercut
+
+    out.write(HEADER.pack(MAGIC, FORMAT, 0))
+    pos = HEADER.size
+    offsets = np.zeros(p + 1, np.uint64)
+    sums = np.zeros(p, np.uint64)
+    offsets[0] = pos
+    sqn = np.einsum("ij,ij->i", decoded, decoded).astype(np.float32)
+    for j in range(p):
+        rows = order[int(row_starts[j]) : int(row_starts[j + 1])]
+        cols = {f: [metas[r].get(f) for r in rows.tolist()] for f in fields}
+        block = b"".join((iids[rows].astype("<u8").tobytes(), sqn[rows].tobytes(), stored[rows].tobytes(),
+                          json.dumps(cols, separators=(",", ":")).encode()))
+        out.write(block)
+        sums[j] = checksum(block)
+        pos += len(block)
+        offsets[j + 1] = pos
+    records = zlib.compress(json.dumps([[uids[r], metas[r]] for r in order.tolist()],
+                                       separators=(",", ":")).encode(), 1)
+    out.write(records)
+    rec = [pos, len(records), checksum(records)]
+    pos += len(records)
+    arrays = {"centroids": centroids.astype("<f4"), "radii": radii, "counts": counts, "offsets": offsets,
+              "row_starts": row_starts, "checksums": sums}
+    table, blob, off = {}, io.BytesIO(), 0
+    for name, a in arrays.items():
+        raw = np.ascontiguousarray(a).tobytes()
+        table[name] = [off, a.dtype.str, list(a.shape)]
+        blob.write(raw + b"\0" * (-len(raw) % 8))
+        off += len(raw) + (-len(raw) % 8)
+    head = json.dumps({"format": FORMAT, "segment": segment_id, "store": store, "rows": n, "dim": dim,
+                       "parts": p, "dtype": dtype, "metric": metric, "fields": list(fields), "records": rec,
+                       "arrays": table, "created": time.time()}).encode()
+    head += b" " * (-(4 + len(head)) % 8)
+    footer = struct.pack("<I", len(head)) + head + blob.getvalue()
+    out.write(footer)
+    out.write(TRAILER.pack(pos, len(footer), checksum(footer), MAGIC))
+    return Built(order, pos + len(footer) + TRAILER.size, pos, len(footer), checksum(footer), p)
+
+
+# --- reading ----------------------------------------------------------------------------------------
+
+
+@dataclass
+class Footer:
+    """A segment's partition table (kept in RAM for every live segment: a few hundred KiB)."""
+
+    segment: int
+    rows: int
+    dim: int
+    parts: int
+    dtype: str
+    metric: str
+    fields: list[str]
+    records: list[int]
+    centroids: np.ndarray
+    radii: np.ndarray
+    counts: np.ndarray
+    offsets: np.ndarray
+    row_starts: np.ndarray
+    checksums: np.ndarray
+
+
+def parse_trailer(raw: bytes, what: str) -> tuple[int, int, int]:
+    off, length, sumv, magic = TRAILER.unpack(raw[-TRAILER.size :])
+    if magic != MAGIC:
+        raise IntegrityError(f"{what}: not a tierstore cold segment (bad trailer magic)")
+    return off, length, sumv
+
+
+def parse_footer(raw: bytes, expect_checksum: int | None = None, what: str = "cold segment") -> Footer:
+    if expect_checksum is not None and checksum(raw) != expect_checksum:
+        raise IntegrityError(f"{what}: footer checksum mismatch (object corrupted or replaced)")
+    (hlen,) = struct.unpack_from("<I", raw)
+    head = json.loads(raw[4 : 4 + hlen])
+    if head["format"] > FORMAT:
+        raise IntegrityError(f"{what}: written by a newer tierstore (format {head['format']})")
+    base = 4 + hlen
+    base += -base % 8
+    arrays = {}
+    for name, (off, dt, shape) in head["arrays"].items():
+        count = int(np.prod(shape))
+        arrays[name] = np.frombuffer(raw, dtype=np.dtype(dt), count=count, offset=base + off).reshape(shape).copy()
+    return Footer(head["segment"], head["rows"], head["dim"], head["parts"], head["dtype"], head["metric"],
+                  head["fields"], head["records"], **arrays)
+
+
+class Block:
+    """One decoded partition: internal ids, float32 vectors, squared norms, filter columns."""
+
+    __slots__ = ("_columns", "_raw_cols", "iids", "nbytes", "sqnorms", "vectors")
+
+    def __init__(self, raw: bytes, n: int, dim: int, dtype: str) -> None:
+        item = np.dtype(_DTYPES[dtype]).itemsize
+        self.iids = np.frombuffer(raw, np.uint64, n, 0)
+        self.sqnorms = np.frombuffer(raw, np.float32, n, 8 * n)
+        vecs = np.frombuffer(raw, _DTYPES[dtype], n * dim, 12 * n).reshape(n, dim)
+        self.vectors = vecs if dtype == "float32" else vecs.astype(np.float32)
+        self._raw_cols = raw[(12 + item * dim) * n :]
+        self._columns: dict[str, Any] | None = None
+        self.nbytes = len(raw)
+
+    def mask(self, node: filters.Node, schema: dict[str, str]) -> np.ndarray:
+        if self._columns is None:  # built on the first filtered query that touches the block
+            raw = json.loads(self._raw_cols) if self._raw_cols else {}
+            self._columns = {f: (filters.TagColumn if kind == "tag" else filters.NumericColumn).build(raw.get(f, [None] * len(self.iids)), f)
+                             for f, kind in schema.items()}
+        return filters.mask(node, self._columns, len(self.iids))
+
+
+def rank_and_bound(qs: np.ndarray, centroids: np.ndarray, csq: np.ndarray, radii: np.ndarray,
+                   metric: str) -> tuple[np.ndarray, np.ndarray]:
+    """(rank, lower bound), each (queries, partitions). Rank orders partitions for probing (the
+    centroid distance); the lower bound is a distance no member of the partition can beat, by the
+    triangle inequality with the partition's radius r: cosine ``max(0, |q-c| - r)^2 / 2`` on unit
+    vectors (``qs`` must be normalised), l2 ``max(0, |q-c| - r)^2``, ip ``1 - q.c - |q| r``."""
+    dots = (qs @ centroids.T).astype(np.float64)
+    if metric == "ip":
+        qn = np.linalg.norm(qs.astype(np.float64), axis=1, keepdims=True)
+        return -dots, 1.0 - dots - qn * radii[None, :] - 1e-5 * (1.0 + qn)
+    qsq = np.einsum("ij,ij->i", qs, qs).astype(np.float64)[:, None]
+    d2 = np.maximum(qsq + np.asarray(csq, np.float64)[None, :] - 2.0 * dots, 0.0)
+    # float32 products carry rounding error: shave a hair off the bound so it stays a bound
+    gap = np.maximum(np.sqrt(d2) - radii[None, :] - 1e-5 * (1.0 + np.sqrt(qsq)), 0.0) ** 2
+    return d2, gap / 2.0 if metric == "cosine" else gap
+
+
+def verify_block(raw: bytes, footer: Footer, part: int, what: str) -> None:
+    if checksum(raw) != int(footer.checksums[part]):
+        raise IntegrityError(f"{what}: partition {part} checksum mismatch (object corrupted)")
+
+
+__all__ = ["FORMAT", "Block", "Built", "Footer", "build", "checksum", "default_parts", "kmeans", "parse_footer",
+           "parse_trailer", "rank_and_bound", "verify_block"]
