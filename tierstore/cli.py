@@ -5,14 +5,17 @@
     tierstore ingest vectors.npy|records.jsonl [--tier hot]
     tierstore query --vector '[...]' | --like ID  [-k 10] [--filter '{"pos": "n"}'] [--json]
     tierstore stats [--json]
-    tierstore move ids.txt --tier warm [--int-ids]
+    tierstore move ids.txt --tier warm|hot|cold [--int-ids] [--defer]
     tierstore compact [--threshold 0.3]
+    tierstore verify [--quick] [--json]
+    tierstore export out.jsonl|out.npz [--tier cold]
     tierstore rebuild-hot
 
 The config comes from ``--config FILE``, else ``$TIERSTORE_CONFIG``, else ``./tierstore.toml``.
 
 Exit codes (for scripts): 0 ok; 1 unexpected error; 2 bad usage, config or input;
-3 a server/tier unavailable or the store locked by another process; 4 integrity error.
+3 a server/tier unavailable or the store locked by another process; 4 integrity error (also:
+``verify`` found a problem).
 """
 
 from __future__ import annotations
@@ -111,7 +114,9 @@ def cmd_init(args: argparse.Namespace) -> int:
     if schema:
         lines += ["", "[schema]"] + [f'{k} = "{v}"' for k, v in schema.items()]
     lines += ["", "[hot]", "# redis_url = \"redis://127.0.0.1:6379/0\"   # absent: an embedded redis-server",
-              f"capacity = {args.hot_capacity}"]
+              f"capacity = {args.hot_capacity}",
+              "", "[cold]", "# url = \"s3://my-bucket/my-store\"   # absent: an embedded S3 server (weed mini)",
+              "# endpoint_url = \"http://127.0.0.1:8333\"  # S3-compatible stores (SeaweedFS, MinIO)"]
     text = "\n".join(lines) + "\n"
     load_config(_toml_dict(text), env={})  # validate before writing anything
     target.write_text(text)
@@ -197,7 +202,7 @@ def cmd_query(args: argparse.Namespace) -> int:
             vector = np.asarray(json.loads(args.vector), dtype=np.float32)
         else:
             raise _Usage("give --vector '[...]' or --like ID")
-        hits = store.query(vector, k=args.k, filter=flt, ef=args.ef)
+        hits = store.query(vector, k=args.k, filter=flt, ef=args.ef, nprobe=args.nprobe, strict=args.strict)
     out = {"partial": hits.partial,
            "hits": [{"id": h.id, "distance": h.distance, "tier": h.tier, "metadata": h.metadata} for h in hits],
            "tiers": {n: r.to_dict() for n, r in hits.tiers.items()}}
@@ -245,10 +250,62 @@ def cmd_move(args: argparse.Namespace) -> int:
         except ValueError as exc:
             raise _Usage(f"{path}: --int-ids given but {exc}") from None
     with _open(args) as store:
-        rep = store.move(ids, args.tier)
+        rep = store.move(ids, args.tier, defer=args.defer)
     _print({"tier": rep.tier, "moved": rep.moved, "already": rep.already, "missing": rep.missing,
-            "seconds": round(rep.seconds, 2)}, args.json)
+            "queued": rep.queued, "seconds": round(rep.seconds, 2)}, args.json)
     return EXIT_OK
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    with _open(args) as store:
+        t0 = time.perf_counter()
+        rep = store.verify(deep=not args.quick)
+        rep["seconds"] = round(time.perf_counter() - t0, 2)
+    if args.json:
+        _print(rep, True)
+    else:
+        problems = rep.pop("problems")
+        _print(rep, False)
+        for p in problems:
+            print(f"PROBLEM: {p}")
+    return EXIT_OK if rep["ok"] else EXIT_INTEGRITY
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    out = Path(args.out)
+    if out.suffix not in (".jsonl", ".npz"):
+        raise _Usage(f"{out}: export writes .jsonl (one record per line, re-ingestable) or .npz")
+    with _open(args) as store:
+        bar = Progress(len(store), f"export {out.name}")
+        ids, vecs, metas, tiers = [], [], [], []
+        n = 0
+        with open(out, "w", encoding="utf-8") if out.suffix == ".jsonl" else _null() as fh:
+            for batch in store.scan(tiers=args.tier):
+                for r in batch:
+                    if fh is not None:
+                        fh.write(json.dumps({"id": r.id, "vector": r.vector.tolist(), "metadata": r.metadata,
+                                             "tier": r.tier}) + "\n")
+                    else:
+                        ids.append(r.id)
+                        vecs.append(r.vector)
+                        metas.append(json.dumps(r.metadata))
+                        tiers.append(r.tier)
+                n += len(batch)
+                bar.update(len(batch))
+        if out.suffix == ".npz":
+            np.savez(out, ids=np.asarray(ids), vectors=np.asarray(vecs, np.float32).reshape(len(vecs), store.dim),
+                     metadata=np.asarray(metas), tiers=np.asarray(tiers))
+        secs = bar.close()
+    _print({"exported": n, "file": str(out), "seconds": round(secs, 2)}, args.json)
+    return EXIT_OK
+
+
+class _null:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        pass
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -345,14 +402,25 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("-k", type=int, default=10)
     sp.add_argument("--filter", help='JSON filter, e.g. \'{"pos": {"$in": ["n", "v"]}}\'')
     sp.add_argument("--ef", type=int)
+    sp.add_argument("--nprobe", type=int, help="cold partitions to probe (default: cold.nprobe)")
+    sp.add_argument("--strict", action="store_true", help="fail when a tier fails instead of a partial answer")
 
     add("stats", cmd_stats, "counts, memory, disk and latency per tier")
-    sp = add("compact", cmd_compact, "rewrite warm segments whose dead fraction passes warm.compact_threshold")
-    sp.add_argument("--threshold", type=float, help="dead fraction (default: warm.compact_threshold)")
+    sp = add("compact", cmd_compact, "rewrite warm and cold segments whose dead fraction passes the "
+             "compact_threshold, merge small ones, delete unreferenced S3 objects")
+    sp.add_argument("--threshold", type=float, help="dead fraction (default: <tier>.compact_threshold)")
     sp = add("move", cmd_move, "move the ids listed in a file (one per line) to a tier")
     sp.add_argument("id_file")
-    sp.add_argument("--tier", required=True, choices=("hot", "warm"))
+    sp.add_argument("--tier", required=True, choices=("hot", "warm", "cold"))
     sp.add_argument("--int-ids", action="store_true", help="the ids are integers")
+    sp.add_argument("--defer", action="store_true", help="cold: queue; written as one segment at "
+                    "cold.segment_size or the next flush")
+    sp = add("verify", cmd_verify, "check catalog vs Redis vs warm segments vs S3 (checksums of every "
+             "cold object); exit 4 when something is wrong")
+    sp.add_argument("--quick", action="store_true", help="do not download cold objects (footers only)")
+    sp = add("export", cmd_export, "write every record (cold ones fetched from S3) to .jsonl or .npz")
+    sp.add_argument("out")
+    sp.add_argument("--tier", action="append", choices=("hot", "warm", "cold"), help="only these tiers")
     add("rebuild-hot", cmd_rebuild_hot, "rebuild the Redis index from the durable catalog")
     return p
 

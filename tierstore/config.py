@@ -211,7 +211,7 @@ class ColdConfig:
     enabled: bool = _spec(True, "bool")
     endpoint_url: str | None = _spec(None, "optstr")
     region: str | None = _spec(None, "optstr")
-    nprobe: int = _spec(8, "int", lo=1, hi=1_000_000)
+    nprobe: int = _spec(40, "int", lo=1, hi=1_000_000)
     cache_size: int = _spec(2 * 1024**3, "size")
     segment_size: int = _spec(100_000, "int", lo=1)
     dtype: str = _spec("float32", "choice", choices=("float32", "float16"))

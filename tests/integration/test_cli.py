@@ -56,6 +56,34 @@ def test_init_ingest_query_stats_rebuild(tmp_path):
     assert "vectors: 60" in cli("--config", "tierstore.toml", "stats", cwd=tmp_path).stdout
 
 
+def test_cold_move_verify_export_on_the_embedded_s3(tmp_path):
+    """The embedded default: no [cold] url -> the store starts its own S3 server when the cold
+    tier is first used, and again at the next open."""
+    cli("init", "--path", "data", "--dim", "8", "--schema", "color=tag", cwd=tmp_path)
+    vecs = np.random.default_rng(1).standard_normal((40, 8)).astype(np.float32)
+    lines = [json.dumps({"id": f"d{i}", "vector": vecs[i].tolist(), "metadata": {"color": "red"}}) for i in range(40)]
+    (tmp_path / "r.jsonl").write_text("\n".join(lines) + "\n")
+    cli("ingest", "r.jsonl", "--tier", "warm", cwd=tmp_path)
+    (tmp_path / "ids.txt").write_text("\n".join(f"d{i}" for i in range(30)) + "\n")
+    moved = json.loads(cli("move", "ids.txt", "--tier", "cold", "--json", cwd=tmp_path).stdout)
+    assert moved["moved"] == 30
+    res = json.loads(cli("query", "--like", "d7", "-k", "1", "--nprobe", "100", "--json", cwd=tmp_path).stdout)
+    assert res["hits"][0]["id"] == "d7" and res["hits"][0]["tier"] == "cold"
+    assert res["tiers"]["cold"]["details"]["probed"] >= 1
+    rep = json.loads(cli("verify", "--json", cwd=tmp_path).stdout)
+    assert rep["ok"] and rep["cold"]["live"] == 30 and rep["cold"]["checked_bytes"] > 0
+    cli("export", "all.jsonl", cwd=tmp_path)
+    rows = [json.loads(x) for x in (tmp_path / "all.jsonl").read_text().splitlines()]
+    assert len(rows) == 40 and sum(r["tier"] == "cold" for r in rows) == 30
+    got = {r["id"]: r["vector"] for r in rows}
+    np.testing.assert_array_equal(np.asarray(got["d3"], np.float32), vecs[3])
+    cli("export", "cold.npz", "--tier", "cold", cwd=tmp_path)
+    z = np.load(tmp_path / "cold.npz")
+    assert z["vectors"].shape == (30, 8) and set(z["tiers"].tolist()) == {"cold"}
+    stats = json.loads(cli("stats", "--json", cwd=tmp_path).stdout)
+    assert stats["tiers"]["cold"]["embedded"] and stats["tiers"]["cold"]["count"] == 30
+
+
 def test_exit_codes_and_messages(tmp_path):
     proc = cli("stats", cwd=tmp_path, check=False)
     assert proc.returncode == 2 and "no config" in proc.stderr

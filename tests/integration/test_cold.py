@@ -73,15 +73,17 @@ def test_cold_distances_are_exact_and_tier_reported(wn_cold, wordnet_20k):
     want = 1 - (b @ q) / (np.linalg.norm(b, axis=1) * np.linalg.norm(q))
     np.testing.assert_allclose(hits.distances(), want, atol=2e-6)
     det = hits.tiers["cold"].details
-    assert det["probed"] == 16 and det["gets"] + det["cache_hits"] == 16 and det["gets"] <= 16
+    assert det["probed"] == 16 and det["fetched"] + det["cache_hits"] == 16 and det["gets"] <= det["fetched"]
 
 
 def test_second_query_is_served_by_the_block_cache(wn_cold, wordnet_20k):
     q = wordnet_20k.queries[7]
     wn_cold.cold.drop_cache()
     first = wn_cold.query(q, k=10, nprobe=8).tiers["cold"].details
+    wn_cold.cold.settle()  # fetched blocks are written to the cache in the background
     second = wn_cold.query(q, k=10, nprobe=8).tiers["cold"].details
-    assert first["gets"] == 8 and first["bytes"] > 0 and first["cache_hits"] == 0
+    # adjacent partitions share a GET: at most one per probed partition
+    assert 1 <= first["gets"] <= first["fetched"] == 8 and first["bytes"] > 0 and first["cache_hits"] == 0
     assert second["gets"] == 0 and second["cache_hits"] == 8
 
 

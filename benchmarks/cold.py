@@ -1,0 +1,295 @@
+"""Cold-tier benchmark: partitioned S3 segments on a real (local) S3 server, alone and under hot+warm.
+
+Dataset: wordnet-minilm (100k x 384, 1k queries, exact top-100 ground truth) at
+``<repo>/../shared/data/wordnet-minilm`` unless ``--data`` says otherwise. One run starts its own
+redis-server (+RediSearch) and SeaweedFS S3 server (``weed mini``) in a temp dir.
+
+1. All cold: ``upsert(tier="cold")`` of every row as one segment (k-means + upload: the cold
+   ingest rate), for ``cold.dtype`` float32 and float16. For each nprobe: recall@10, query p50/p99
+   with the block cache emptied before every query (cache-cold: every probed partition is a ranged
+   GET) and with the cache filled (cache-warm), GETs and bytes per query.
+2. Split 10% hot / 30% warm / 60% cold, placed the way the policy would place a skewed workload:
+   a Zipf(1.1) popularity over the query pool; the exact neighbours of the most popular queries
+   are hot, the next ones warm, the rest cold. 40% of the cold share is demoted from warm with
+   ``store.move(ids, "cold")`` (the demotion rate). A Zipf-drawn stream of queries then reports
+   recall@10, p50/p99, cold GETs per query and the fraction of queries whose cold search was
+   pruned entirely (no partition can beat the k-th best hot/warm hit).
+
+Goals (issue 4): cache-warm cold p50 <= 10 ms; cache-cold p50 <= 60 ms; recall@10 >= 0.95 at the
+default nprobe; GETs per query <= nprobe.
+
+Run::
+
+    .venv/bin/python -m benchmarks.cold                      # full: 100k rows, ~6 min
+    .venv/bin/python -m benchmarks.cold --n 20000 --queries 200 --stream 300   # smoke, ~1 min
+
+Writes ``benchmarks/results/cold-<date>-<data>.json`` and replaces the "## Cold tier (issue 4)"
+section of ``benchmarks/RESULTS.md`` (``--results-md ''`` skips that).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import shlex
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+import tierstore
+from tierstore import datasets
+from tierstore.services import RedisServer, S3Server
+
+from .warm import update_results
+
+REPO = Path(__file__).resolve().parents[1]
+K = 10
+NPROBES = (8, 16, 32, 40, 48, 64)
+
+
+def log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def pct(xs: list[float], q: float) -> float:
+    return float(np.percentile(np.asarray(xs) * 1000.0, q)) if xs else float("nan")
+
+
+def rss_mib() -> float:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("RssAnon:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def open_store(tmp: Path, name: str, redis_url: str, s3: S3Server, **cold: Any) -> tierstore.TierStore:
+    return tierstore.open(path=str(tmp / name), dim=384, env={}, schema={"lexname": "tag"},
+                          hot={"redis_url": redis_url, "capacity": 1_000_000},
+                          warm={"capacity": 1_000_000, "segment_size": 200_000},
+                          cold={"url": f"s3://tierstore/{name}", "endpoint_url": s3.endpoint_url, **cold})
+
+
+def sweep(store: tierstore.TierStore, queries: np.ndarray, gt: np.ndarray, nprobes: tuple[int, ...]) -> list[dict]:
+    rows = []
+    for nprobe in nprobes:
+        cold_lat, gets, nbytes, found = [], [], [], []
+        for q in queries:  # cache-cold: every probed partition comes from S3
+            store.cold.drop_cache()
+            t0 = time.perf_counter()
+            h = store.query(q, k=K, nprobe=nprobe)
+            cold_lat.append(time.perf_counter() - t0)
+            d = h.tiers["cold"].details
+            gets.append(d["gets"])
+            nbytes.append(d["bytes"])
+            found.append(h.ids())
+        for q in queries:  # fill the cache
+            store.query(q, k=K, nprobe=nprobe)
+        store.cold.settle()
+        warm_lat = []
+        for q in queries:
+            t0 = time.perf_counter()
+            store.query(q, k=K, nprobe=nprobe)
+            warm_lat.append(time.perf_counter() - t0)
+        rows.append({"nprobe": nprobe, "recall@10": datasets.recall_at(found, gt, K),
+                     "cache_cold_p50_ms": pct(cold_lat, 50), "cache_cold_p99_ms": pct(cold_lat, 99),
+                     "cache_warm_p50_ms": pct(warm_lat, 50), "cache_warm_p99_ms": pct(warm_lat, 99),
+                     "gets_per_query": float(np.mean(gets)), "max_gets": int(np.max(gets)),
+                     "mib_per_query": float(np.mean(nbytes)) / 2**20})
+        log(f"  nprobe {nprobe}: {rows[-1]}")
+    return rows
+
+
+def all_cold(tmp: Path, redis_url: str, s3: S3Server, ds: datasets.Dataset, queries: np.ndarray, gt: np.ndarray,
+             dtype: str, nprobes: tuple[int, ...]) -> dict[str, Any]:
+    n = len(ds.base)
+    store = open_store(tmp, f"cold-{dtype}", redis_url, s3, dtype=dtype, segment_size=max(n, 1))
+    try:
+        t0 = time.perf_counter()
+        store.upsert(list(range(n)), ds.base, [{"lexname": m["lexname"]} for m in ds.metadata], tier="cold")
+        ingest = time.perf_counter() - t0
+        info = store.stats()["tiers"]["cold"]
+        log(f"all-cold {dtype}: ingest {n / ingest:.0f} vectors/s, {info['partitions']} partitions")
+        return {"dtype": dtype, "ingest_s": ingest, "ingest_vectors_per_s": n / ingest,
+                "segments": info["segments"], "partitions": info["partitions"], "s3_bytes": info["s3_bytes"],
+                "nprobe": sweep(store, queries, gt, nprobes)}
+    finally:
+        store.close()
+
+
+def placement(ds: datasets.Dataset, pool: np.ndarray, weights: np.ndarray, hot_n: int, warm_n: int,
+              rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """hot / warm / cold rows: neighbours of the most popular queries first (what the access
+    policy converges to under this workload), then the rest at random."""
+    order = pool[np.argsort(-weights, kind="stable")]
+    ranked: list[int] = []
+    seen: set[int] = set()
+    for depth in (10, 30, 100):
+        for qi in order:
+            for r in ds.gt[qi, :depth].tolist():
+                if r not in seen:
+                    seen.add(r)
+                    ranked.append(r)
+    rest = np.setdiff1d(np.arange(len(ds.base)), np.asarray(ranked, np.int64))
+    ranked += rng.permutation(rest).tolist()
+    ranked_a = np.asarray(ranked, np.int64)
+    return ranked_a[:hot_n], ranked_a[hot_n : hot_n + warm_n], ranked_a[hot_n + warm_n :]
+
+
+def split(tmp: Path, redis_url: str, s3: S3Server, ds: datasets.Dataset, stream: int, nprobes: tuple[int, ...],
+          seed: int = 0) -> dict[str, Any]:
+    n = len(ds.base)
+    rng = np.random.default_rng(seed)
+    pool = np.arange(len(ds.queries))
+    weights = 1.0 / (rng.permutation(len(pool)) + 1.0) ** 1.1  # Zipf(1.1) over a shuffled pool
+    hot, warm, cold = placement(ds, pool, weights, n // 10, 3 * n // 10, rng)
+    demote = cold[: int(0.4 * len(cold))]  # these go warm -> cold through store.move
+    direct = cold[len(demote) :]
+    store = open_store(tmp, "split", redis_url, s3, segment_size=100_000)
+    meta = [{"lexname": m["lexname"]} for m in ds.metadata]
+    try:
+        t0 = time.perf_counter()
+        for rows, tier in ((hot, "hot"), (np.concatenate([warm, demote]), "warm"), (direct, "cold")):
+            for s in range(0, len(rows), 10_000):
+                r = rows[s : s + 10_000]
+                store.upsert(r.tolist(), ds.base[r], [meta[i] for i in r], tier=tier)
+        store.flush()
+        load_s = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        rep = store.move(demote.tolist(), "cold")
+        demote_s = time.perf_counter() - t0
+        counts = store.stats()["tiers"]
+        log(f"split: loaded in {load_s:.0f} s; demoted {rep.moved} warm -> cold at {rep.moved / demote_s:.0f} vectors/s")
+        draws = rng.choice(pool, size=stream, p=weights / weights.sum())
+        rows = []
+        for nprobe in nprobes:
+            for qi in draws[: min(200, stream)]:  # warm-up: fills the block cache like a running service
+                store.query(ds.queries[qi], k=K, nprobe=nprobe)
+            lat, found, gets, pruned, cold_returned = [], [], [], 0, 0
+            for qi in draws:
+                t0 = time.perf_counter()
+                h = store.query(ds.queries[qi], k=K, nprobe=nprobe)
+                lat.append(time.perf_counter() - t0)
+                found.append(h.ids())
+                d = h.tiers["cold"].details
+                gets.append(d["gets"])
+                pruned += bool(d.get("pruned_all"))
+                cold_returned += h.tiers["cold"].returned
+            rows.append({"nprobe": nprobe, "recall@10": datasets.recall_at(found, ds.gt[draws], K),
+                         "p50_ms": pct(lat, 50), "p99_ms": pct(lat, 99),
+                         "cold_gets_per_query": float(np.mean(gets)), "pruned_all_fraction": pruned / len(draws),
+                         "cold_hits_per_query": cold_returned / len(draws)})
+            log(f"  split nprobe {nprobe}: {rows[-1]}")
+        return {"counts": {t: counts[t]["count"] for t in ("hot", "warm", "cold")}, "load_s": load_s,
+                "demoted": rep.moved, "demote_s": demote_s, "demote_vectors_per_s": rep.moved / demote_s,
+                "stream": stream, "distinct_queries": int(len(set(draws.tolist()))), "nprobe": rows,
+                "rss_anon_mib": rss_mib()}
+    finally:
+        store.close()
+
+
+def run(args: argparse.Namespace, command: str) -> dict[str, Any]:
+    path = datasets.find_wordnet(args.data)
+    if path is None:
+        raise SystemExit("wordnet-minilm not found: pass --data DIR")
+    ds = datasets.load_wordnet(path, n=args.n, queries=args.queries)
+    queries = ds.queries[: args.sweep_queries]
+    gt = ds.gt[: args.sweep_queries]
+    nprobes = tuple(args.nprobe) if args.nprobe else NPROBES
+    res: dict[str, Any] = {
+        "date": datetime.date.today().isoformat(), "command": command,
+        "machine": {"cpu_count": os.cpu_count(), "python": platform.python_version()},
+        "params": {"data": f"wordnet-minilm-{len(ds.base)}", "n": len(ds.base), "queries": len(ds.queries),
+                   "sweep_queries": len(queries), "k": K, "nprobes": list(nprobes),
+                   "default_nprobe": _default_nprobe()},
+    }
+    with tempfile.TemporaryDirectory(prefix="tierstore-bench-cold-") as d:
+        tmp = Path(d)
+        redis_srv = RedisServer(tmp / "redis").start()
+        s3 = S3Server(tmp / "s3").start()
+        os.environ["AWS_ACCESS_KEY_ID"], os.environ["AWS_SECRET_ACCESS_KEY"] = s3.access_key, s3.secret_key
+        try:
+            res["all_cold"] = [all_cold(tmp, redis_srv.url, s3, ds, queries, gt, dt, nprobes)
+                               for dt in ("float32", "float16")]
+            res["split"] = split(tmp, redis_srv.url, s3, ds, args.stream, tuple(sorted({8, _default_nprobe(), 64})))
+        finally:
+            s3.stop()
+            redis_srv.stop()
+    return res
+
+
+def _default_nprobe() -> int:
+    from tierstore.config import ColdConfig
+
+    return ColdConfig().nprobe
+
+
+def render(res: dict[str, Any]) -> str:
+    p = res["params"]
+    mib = 2**20
+    out = [f"## Cold tier (issue 4): {p['data']}", "",
+           f"Command: `{res['command']}` ({res['date']}); {res['machine']['cpu_count']} CPUs; a local SeaweedFS "
+           f"S3 server (`weed mini`) and redis-server 8.2 + RediSearch on the same machine. "
+           f"{p['sweep_queries']} queries per sweep, k = {p['k']}, default nprobe = {p['default_nprobe']}.", "",
+           "### All vectors cold (one segment)", "",
+           "| dtype | nprobe | recall@10 | cache-cold p50 / p99 ms | cache-warm p50 / p99 ms | GETs/query | "
+           "MiB/query (cache-cold) |", "|---|---:|---:|---:|---:|---:|---:|"]
+    for a in res["all_cold"]:
+        for r in a["nprobe"]:
+            out.append(f"| {a['dtype']} | {r['nprobe']} | {r['recall@10']:.3f} | {r['cache_cold_p50_ms']:.1f} / "
+                       f"{r['cache_cold_p99_ms']:.1f} | {r['cache_warm_p50_ms']:.2f} / {r['cache_warm_p99_ms']:.2f} | "
+                       f"{r['gets_per_query']:.1f} (max {r['max_gets']}) | {r['mib_per_query']:.1f} |")
+    out.append("")
+    for a in res["all_cold"]:
+        out.append(f"- {a['dtype']}: cold ingest (`upsert(tier=\"cold\")`, k-means + upload of one segment) "
+                   f"{a['ingest_vectors_per_s']:.0f} vectors/s; {a['partitions']} partitions; "
+                   f"{a['s3_bytes'] / mib:.0f} MiB in S3.")
+    s = res["split"]
+    c = s["counts"]
+    out += ["", f"### 10% hot / 30% warm / 60% cold, skewed stream ({c['hot']} / {c['warm']} / {c['cold']} vectors)",
+            "", f"{s['stream']} queries drawn Zipf(1.1) from the query pool ({s['distinct_queries']} distinct); "
+            "hot = exact neighbours of the most popular queries (what the policy converges to), block cache warmed "
+            "by 200 queries first.", "",
+            "| nprobe | recall@10 | p50 ms | p99 ms | cold GETs/query | cold hits/query | cold pruned entirely |",
+            "|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in s["nprobe"]:
+        out.append(f"| {r['nprobe']} | {r['recall@10']:.3f} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | "
+                   f"{r['cold_gets_per_query']:.2f} | {r['cold_hits_per_query']:.2f} | {r['pruned_all_fraction']:.1%} |")
+    out += ["", f"Demotion warm -> cold (`store.move(ids, \"cold\")`, {s['demoted']} vectors, k-means + upload + "
+            f"catalog flip + warm masking): {s['demote_vectors_per_s']:.0f} vectors/s.", ""]
+    return "\n".join(out)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    ap = argparse.ArgumentParser(prog="python -m benchmarks.cold", description=__doc__.split("\n")[0])
+    ap.add_argument("--n", type=int, help="wordnet rows (default all)")
+    ap.add_argument("--queries", type=int, help="query pool (default all 1000)")
+    ap.add_argument("--sweep-queries", type=int, default=200, help="queries per nprobe in the all-cold sweep")
+    ap.add_argument("--stream", type=int, default=2000, help="queries in the skewed stream")
+    ap.add_argument("--nprobe", type=int, nargs="*", help=f"nprobe values (default {NPROBES})")
+    ap.add_argument("--data", help="wordnet-minilm directory")
+    ap.add_argument("--results-md", default=str(REPO / "benchmarks/RESULTS.md"))
+    args = ap.parse_args(argv)
+    exe = Path(sys.executable)
+    exe_s = os.path.relpath(exe, REPO) if exe.is_relative_to(REPO) else str(exe)
+    res = run(args, f"{exe_s} -m benchmarks.cold {shlex.join(argv)}".rstrip())
+    out = REPO / f"benchmarks/results/cold-{res['date']}-{res['params']['data']}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(res, indent=2) + "\n")
+    section = render(res)
+    print(section)
+    if args.results_md:
+        update_results(section, Path(args.results_md))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
