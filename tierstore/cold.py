@@ -29,6 +29,7 @@ MoveReport(tier='cold', moved=1000, already=0, missing=0, seconds=0.9)
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -114,7 +115,7 @@ class BlockCache:
             with open(self.root / f"{name}.blk", "rb") as f:
                 mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
             obj = load(memoryview(mm))
-        except (FileNotFoundError, ValueError, IntegrityError) as exc:  # ValueError: an empty file
+        except (OSError, ValueError, IntegrityError) as exc:  # ValueError: an empty file
             if isinstance(exc, IntegrityError):
                 log.warning("cold cache: %s is corrupt on local disk; refetching", name)
             self.drop(name)
@@ -226,6 +227,7 @@ class ColdTier:
         self._io = ThreadPoolExecutor(max_workers=16, thread_name_prefix="tierstore-s3")
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tierstore-cache")
         self._pending_cache = 0
+        self._writer_niced = False
         import urllib3
 
         self._http = urllib3.PoolManager(maxsize=16, retries=False,
@@ -271,15 +273,20 @@ class ColdTier:
                 s3={"addressing_style": "path" if endpoint else "auto"},
             )
             client = boto3.session.Session().client("s3", endpoint_url=endpoint, config=boto_cfg, **kw)
-            self._check_bucket(client)
-            self._client = client
             try:
+                self._check_bucket(client)
+                self._client = client  # _recover and _footer issue requests through it
                 self._recover()
-                for sid, info in sorted(self.catalog.cold_segments().items()):
-                    self.segs[sid] = _Seg(sid, info, self._footer(sid, info))
-                self._table = None
+                segs = {sid: _Seg(sid, info, self._footer(sid, info))
+                        for sid, info in sorted(self.catalog.cold_segments().items())}
+                with self._lock:
+                    self.segs.update(segs)
+                    self._table = None
             except BaseException:
                 self._client = None
+                if self._server is not None:  # a retry starts it again; never two on one directory
+                    self._server.stop()
+                    self._server = None
                 raise
 
     def _check_bucket(self, client: Any) -> None:
@@ -354,11 +361,17 @@ class ColdTier:
         keys = sorted(k for k, _ in self._list("manifest") if k.endswith(".json"))
         if not keys:
             return 0, {}
-        body = json.loads(self._s3(lambda c: c.get_object(Bucket=self.bucket, Key=keys[-1]))["Body"].read())
+        raw = self._s3(lambda c: c.get_object(Bucket=self.bucket, Key=keys[-1])["Body"].read())
+        try:
+            body = json.loads(raw)
+            seq, segs = int(body["seq"]), {int(s): info for s, info in body["segments"].items()}
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise IntegrityError(f"cold tier: manifest {keys[-1]} is unreadable ({exc}); the catalog can "
+                                 "republish it: delete that object and reopen") from None
         if body.get("store") != self.catalog.uuid:
             raise ConfigError(f"cold.url: {self.url} holds the cold tier of another store (uuid "
                               f"{body.get('store')}, this one is {self.catalog.uuid}); give each store its own prefix")
-        return int(body["seq"]), {int(s): info for s, info in body["segments"].items()}
+        return seq, segs
 
     def _publish(self, add: dict[int, dict[str, Any]], remove: set[int]) -> None:
         """Write manifest seq+1 = latest + add - remove; a conditional put, retried on a race."""
@@ -461,7 +474,7 @@ class ColdTier:
         with self._lock:
             if self._table is None and self.segs:
                 segs = list(self.segs.values())
-                c = np.concatenate([s.footer.centroids for s in segs]).astype(np.float32)
+                c = np.concatenate([s.footer.centroids for s in segs]).astype(np.float64)
                 self._table = _Table(
                     segs, c, np.einsum("ij,ij->i", c, c),
                     np.concatenate([s.footer.radii for s in segs]).astype(np.float64),
@@ -597,15 +610,12 @@ class ColdTier:
         out = {}
         for p in range(first, last + 1):
             blk = raw[int(f.offsets[p]) - base : int(f.offsets[p + 1]) - base]  # zero-copy slices
-            try:
-                coldseg.verify_block(blk, f, p, f"cold segment {seg.info['key']}")
-            except IntegrityError:
-                if p in wanted:
-                    raise
-                continue  # a corrupt partition read only as a gap filler: not cached, not needed
-            self._cache_later(BlockCache.name(seg.sid, p), blk)  # gap fillers too: a free prefetch
             if p in wanted:
+                coldseg.verify_block(blk, f, p, f"cold segment {seg.info['key']}")
                 out[p] = blk
+            # gap fillers are cached too (a free prefetch), unverified: every cached block is
+            # verified when it is first loaded from the cache
+            self._cache_later(BlockCache.name(seg.sid, p), blk)
         return out
 
     def _cache_later(self, name: str, data: memoryview) -> None:
@@ -618,6 +628,10 @@ class ColdTier:
             self._pending_cache += len(data)
 
         def write() -> None:
+            if not self._writer_niced:  # the cache writer yields the CPU to queries and I/O
+                self._writer_niced = True
+                with contextlib.suppress(OSError, AttributeError):
+                    os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
             try:
                 self.cache.put(name, data)
             except OSError as exc:
@@ -631,6 +645,16 @@ class ColdTier:
     def _decode(self, seg: _Seg, p: int, raw: bytes) -> coldseg.Block:
         return coldseg.Block(raw, int(seg.footer.counts[p]), self.dim, seg.footer.dtype)
 
+    def _metas(self, iids: np.ndarray) -> list[dict]:
+        """Metadata of rows from the catalog: filters on fields a segment predates (added to
+        ``[schema]`` after it was written) are evaluated on these."""
+        out = []
+        with self.catalog.read() as txn:
+            for iid in iids.tolist():
+                e = self.catalog.entry(txn, iid)
+                out.append(e.metadata if e is not None else {})
+        return out
+
     def _prepare(self, qs: np.ndarray) -> np.ndarray:
         qs = np.ascontiguousarray(qs, np.float32)
         if self.metric == "cosine":
@@ -638,7 +662,8 @@ class ColdTier:
         return qs
 
     def bounds(self, qs: np.ndarray, tab: _Table) -> tuple[np.ndarray, np.ndarray]:
-        return coldseg.rank_and_bound(qs, tab.centroids, tab.csq, tab.radii, self.metric)
+        # float64: the expanded |q|^2 + |c|^2 - 2 q.c loses precision in float32 for large norms
+        return coldseg.rank_and_bound(qs.astype(np.float64), tab.centroids, tab.csq, tab.radii, self.metric)
 
     def search_many(self, qs: np.ndarray, k: int, node: filters.Node, ef: int | None = None, *,
                     nprobe: int | None = None, bounds: Sequence[float] | None = None) -> list:
@@ -681,7 +706,6 @@ class ColdTier:
             nxt = []
             for i in active:
                 q = qs[i]
-                qsq = float(q @ q)
                 for j in take[i]:
                     seg = tab.segs[tab.seg_of[j]]
                     p = int(tab.part_of[j])
@@ -701,10 +725,11 @@ class ColdTier:
                     elif self.metric == "ip":
                         d = 1.0 - dot
                     else:
-                        d = np.maximum(blk.sqnorms + qsq - 2.0 * dot, 0.0)
+                        diff = blk.vectors - q  # direct, not expanded: exact for large norms too
+                        d = np.einsum("ij,ij->i", diff, diff)
                     rows = np.arange(len(d))
                     if node != filters.TRUE:
-                        ok = blk.mask(node, self.schema)
+                        ok = blk.mask(node, self.schema, self._metas)
                         rows, d = rows[ok], d[ok]
                     if len(d) > k:
                         top = np.argpartition(d, k - 1)[:k]
@@ -762,13 +787,18 @@ class ColdTier:
             last = batch[-1].iid
             live.update(e.seg for e in batch)
 
-    def retire(self, sids: Sequence[int]) -> int:
-        """After a flip moved every live row out of ``sids`` and queries that could still read them
-        finished: forget them locally and delete their objects. Returns bytes freed."""
-        freed = 0
+    def unlist(self, sids: Sequence[int]) -> list[_Seg]:
+        """Stop searching ``sids`` (their rows were flipped elsewhere). Queries that already took
+        the partition table may still read them: call :meth:`retire` after the reader grace."""
         with self._lock:
             gone = [self.segs.pop(s) for s in sids if s in self.segs]
             self._table = None
+        return gone
+
+    def retire(self, gone: Sequence[_Seg]) -> int:
+        """Delete unlisted segments' objects and local files, once no query can still read them.
+        Returns bytes freed."""
+        freed = 0
         if gone:
             self.settle()  # no queued cache write may re-create a block of a retired segment
         for seg in gone:
@@ -817,7 +847,7 @@ class ColdTier:
                 problems.append(f"segment {sid}: object {key} has {objects[key]} bytes, expected {info['bytes']}")
                 continue
             try:
-                raw = self._s3(lambda c, key=key: c.get_object(Bucket=self.bucket, Key=key))["Body"].read() if deep else None
+                raw = self._s3(lambda c, key=key: c.get_object(Bucket=self.bucket, Key=key)["Body"].read()) if deep else None
                 if raw is None:
                     f = self._footer(sid, info)
                     ids_of[sid] = np.zeros(0, np.uint64)

@@ -38,7 +38,7 @@ import math
 import struct
 import time
 import zlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
@@ -290,11 +290,19 @@ class Block:
         self._columns: dict[str, Any] | None = None
         self.nbytes = len(raw)
 
-    def mask(self, node: filters.Node, schema: dict[str, str]) -> np.ndarray:
-        if self._columns is None:  # built on the first filtered query that touches the block
+    def mask(self, node: filters.Node, schema: dict[str, str],
+             metas: Callable[[np.ndarray], list[dict]] | None = None) -> np.ndarray:
+        """Rows satisfying ``node``. Columns come from the block; a field the block lacks (added to
+        the schema after the segment was written) is read through ``metas`` (the catalog)."""
+        if self._columns is None or set(self._columns) != set(schema):  # built on first use
             raw = json.loads(bytes(self._raw_cols)) if len(self._raw_cols) else {}
-            self._columns = {f: (filters.TagColumn if kind == "tag" else filters.NumericColumn).build(raw.get(f, [None] * len(self.iids)), f)
-                             for f, kind in schema.items()}
+            missing = [f for f in schema if f not in raw]
+            if missing and metas is not None:
+                rows = metas(self.iids)
+                for f in missing:
+                    raw[f] = [m.get(f) for m in rows]
+            self._columns = {f: (filters.TagColumn if kind == "tag" else filters.NumericColumn).build(
+                raw.get(f, [None] * len(self.iids)), f) for f, kind in schema.items()}
         return filters.mask(node, self._columns, len(self.iids))
 
 

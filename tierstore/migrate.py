@@ -256,7 +256,9 @@ def compact_cold(store: TierStore, threshold: float | None = None) -> dict[str, 
                     cat.delete_cold_segment(txn, sid)
             cold._publish({}, sids)
         store.gate.wait()  # queries that began before the flip may still read the old rows
-        out["bytes_freed"] += cold.retire(sorted(sids))
+        gone = cold.unlist(sorted(sids))
+        store.gate.wait()  # ... and so may queries that took the partition table meanwhile
+        out["bytes_freed"] += cold.retire(gone)
     out.update(cold.collect_garbage())
     return out
 

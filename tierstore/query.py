@@ -214,7 +214,10 @@ def _confirmed_page(
         if not dropped or len(kept) >= k or len(iids) < fetch or rounds == _REFETCH_ROUNDS:
             return kept, len(iids), dropped, inc
         fetch = min(4 * fetch + dropped, 10_000)
-        answer = tier.search_many(q, fetch, node, ef, **kw)[0]
+        try:
+            answer = tier.search_many(q, fetch, node, ef, **kw)[0]
+        except TierStoreError:  # the tier failed on the larger page: keep what the first one gave
+            return kept, len(iids), dropped, True
     raise AssertionError("unreachable")
 
 

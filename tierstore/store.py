@@ -324,9 +324,12 @@ class TierStore:
             except BaseException:
                 if reserved:
                     self.warm.discard(labels)
-                if written is not None:
-                    self.cold.abort(written)
                 self.hot.unprotect(leaving_hot + arriving_hot)
+                if written is not None:
+                    try:
+                        self.cold.abort(written)
+                    except Exception as exc:  # keep the original error; the next open repairs the manifest
+                        log.warning("cold tier: abort of segment %d failed: %s", written.seg.sid, exc)
                 raise
             self.hot.unprotect(arriving_hot)
             self._counters["upserted"] += n

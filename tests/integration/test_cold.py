@@ -408,3 +408,62 @@ def test_kill_9_while_demoting_to_cold_loses_and_duplicates_nothing(tmp_path, re
             assert out["orphans_deleted"] == 1
         st = store.stats()
         assert st["tiers"]["hot"]["num_docs"] == st["tiers"]["hot"]["count"]
+
+
+def test_large_segments_upload_multipart(open_store, monkeypatch):
+    from tierstore import cold as coldmod
+
+    monkeypatch.setattr(coldmod, "_MULTIPART", 64 * 1024)  # this ~0.5 MiB segment goes multipart
+    store = open_store(dim=64)
+    v = np.random.default_rng(11).standard_normal((2000, 64)).astype(np.float32)
+    store.upsert(list(range(2000)), v, tier="cold")
+    assert store.stats()["tiers"]["cold"]["s3_bytes"] > 64 * 1024
+    rep = store.verify()
+    assert rep["ok"] and rep["cold"]["checked_bytes"] == store.stats()["tiers"]["cold"]["s3_bytes"]
+    assert store.query(v[123], k=1, nprobe=1000).ids() == [123]
+
+
+def test_filter_on_a_field_added_after_the_segment_was_written(tmp_path, redis_server, s3_server, cold_section):
+    cold = cold_section(s3_server)
+    kw = dict(path=str(tmp_path / "s"), dim=8, env={}, hot={"redis_url": redis_server.url}, cold=cold)
+    v = vectors(100, dim=8, seed=12)
+    with tierstore.open(**kw) as store:
+        store.upsert(list(range(100)), v, metadata=[{"color": "red" if i % 2 else "blue"} for i in range(100)],
+                     tier="cold")
+    with tierstore.open(schema={"color": "tag"}, **kw) as store:  # color becomes filterable now
+        hits = store.query(v[3], k=10, filter={"color": "red"}, nprobe=1000)
+        assert len(hits) == 10 and all(h.id % 2 == 1 for h in hits) and not hits.partial
+
+
+def test_queries_during_cold_compaction_never_fail_or_go_partial(open_store):
+    store = open_store(dim=16, cold={"segment_size": 300})
+    v = vectors(900, seed=13)
+    errors: list[str] = []
+    stop = threading.Event()
+    for s in range(0, 900, 300):
+        store.upsert(list(range(s, s + 300)), v[s : s + 300], tier="cold")
+
+    def loop():
+        rng = np.random.default_rng(1)
+        while not stop.is_set():
+            i = int(rng.integers(450, 900))
+            try:
+                h = store.query(v[i], k=3, nprobe=1000)
+                if h.partial or h.ids()[:1] != [i]:
+                    errors.append(f"{i}: {h.ids()} partial={h.partial}")
+            except Exception as exc:  # noqa: BLE001 - reported below
+                errors.append(f"{type(exc).__name__}: {exc}")
+
+    threads = [threading.Thread(target=loop) for _ in range(2)]
+    for t in threads:
+        t.start()
+    try:
+        for r in range(3):  # delete some rows, compact them away, repeatedly
+            store.delete(list(range(r * 150, r * 150 + 150)))
+            store.compact(0.0)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+    assert not errors, errors[:3]
+    assert store.verify()["ok"]

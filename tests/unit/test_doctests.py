@@ -7,7 +7,8 @@ import importlib
 
 import pytest
 
-MODULES = ["config", "filters", "catalog", "kernels", "policy", "inputs", "results", "errors", "segment", "datasets"]
+MODULES = ["config", "filters", "catalog", "kernels", "policy", "inputs", "results", "errors", "segment", "datasets",
+           "coldseg"]
 
 
 @pytest.mark.parametrize("name", MODULES)
