@@ -443,6 +443,15 @@ class Catalog:
         txn.put(b"next_segment", str(sid + 1).encode(), db=self.meta_db)
         return sid
 
+    def metadata_of(self, iids: Iterable[int]) -> list[dict[str, Any]]:
+        """Metadata of each internal id ({} for one that no longer exists), in one read."""
+        with self.env.begin() as txn:
+            out = []
+            for iid in iids:
+                e = self.entry(txn, int(iid))
+                out.append(e.metadata if e is not None else {})
+            return out
+
     # --- cold segments, the cold journal and the demotion queue ---------------------------------
 
     def put_cold_segment(self, txn: lmdb.Transaction, sid: int, info: Mapping[str, Any]) -> None:

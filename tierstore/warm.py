@@ -321,14 +321,6 @@ class WarmTier:
 
     # --- reads -----------------------------------------------------------------------------------
 
-    def _metas(self, iids: np.ndarray) -> list[dict]:
-        out = []
-        with self.catalog.read() as txn:
-            for iid in iids.tolist():
-                e = self.catalog.entry(txn, iid)
-                out.append(e.metadata if e is not None else {})
-        return out
-
     def search_many(self, qs: np.ndarray, k: int, node: filters.Node, ef: int | None = None) -> list:
         """Per query: (internal ids, distances, incomplete, locations), best first."""
         ef = ef or self.cfg.ef
@@ -337,7 +329,7 @@ class WarmTier:
             sealed = list(self.sealed.values())
             growing = self.growing
         # outside the lock: a segment's first filtered query builds its columns from the catalog
-        masks = [s.ok_mask(node, self._metas, self.schema) for s in sealed]
+        masks = [s.ok_mask(node, self.catalog.metadata_of, self.schema) for s in sealed]
         per_seg = []  # per sealed segment: (rows, dists) for all queries
         for s, ok in zip(sealed, masks, strict=True):
             if len(qs) > 1:  # numba prange over the queries
@@ -379,7 +371,7 @@ class WarmTier:
             iids = live_iids.tolist()
             labels = self.reserve(len(rows))
             if len(rows):
-                self.growing.add(labels, iids, np.asarray(s.seg.vectors)[rows], self._metas(live_iids))
+                self.growing.add(labels, iids, np.asarray(s.seg.vectors)[rows], self.catalog.metadata_of(live_iids))
             with self.catalog.write() as txn:  # copy done: flip each live row to its new home
                 for lab, iid, row in zip(labels, iids, rows.tolist(), strict=True):
                     e = self.catalog.entry(txn, iid)

@@ -1,0 +1,108 @@
+"""BlockCache: fetched cold partitions as files on local disk, LRU-bounded (used by cold.py)."""
+
+from __future__ import annotations
+
+import logging
+import mmap
+import os
+import threading
+from collections import OrderedDict
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from .errors import IntegrityError
+
+log = logging.getLogger("tierstore")
+
+
+class BlockCache:
+    """Fetched partitions as files on local disk, least-recently-used evicted past ``capacity``
+    bytes; survives restarts (files are re-listed at open, oldest first).
+
+    A cached block is memory-mapped and decoded (and its checksum verified) once per process; the
+    decoded object is kept with the entry, so a cache hit costs no read, copy or hash -- the bytes
+    stay in the page cache, not in the process's private memory."""
+
+    def __init__(self, root: Path, capacity: int) -> None:
+        self.root = root
+        root.mkdir(parents=True, exist_ok=True)
+        self.capacity = capacity
+        self._lock = threading.Lock()
+        self._lru: OrderedDict[str, int] = OrderedDict()
+        self._objs: dict[str, Any] = {}
+        self.bytes = 0
+        for p in root.glob("*.tmp"):
+            p.unlink(missing_ok=True)
+        files = [(p.stat().st_mtime, p.name, p.stat().st_size) for p in root.iterdir() if p.suffix == ".blk"]
+        for _m, name, size in sorted(files):
+            self._lru[name[:-4]] = size
+            self.bytes += size
+
+    @staticmethod
+    def name(sid: int, part: int) -> str:
+        return f"{sid}-{part}"
+
+    def get(self, name: str, load: Callable[[memoryview], Any]) -> Any:
+        """The decoded block ``load(mapped bytes)`` of ``name``, or None when not cached. ``load``
+        raises IntegrityError for a corrupt file, which is then dropped (the caller refetches)."""
+        with self._lock:
+            if name not in self._lru:
+                return None
+            self._lru.move_to_end(name)
+            obj = self._objs.get(name)
+        if obj is not None:
+            return obj
+        try:
+            with open(self.root / f"{name}.blk", "rb") as f:
+                mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+            obj = load(memoryview(mm))
+        except (OSError, ValueError, IntegrityError) as exc:  # ValueError: an empty file
+            if isinstance(exc, IntegrityError):
+                log.warning("cold cache: %s is corrupt on local disk; refetching", name)
+            self.drop(name)
+            return None
+        with self._lock:
+            if name in self._lru:
+                self._objs[name] = obj
+        return obj
+
+    def put(self, name: str, data: bytes) -> None:
+        if len(data) > self.capacity:
+            return
+        tmp = self.root / f"{name}.{threading.get_ident()}.tmp"
+        tmp.write_bytes(data)  # no fsync: a torn cache file fails its checksum and is refetched
+        os.replace(tmp, self.root / f"{name}.blk")
+        with self._lock:
+            self.bytes += len(data) - self._lru.pop(name, 0)
+            self._objs.pop(name, None)
+            self._lru[name] = len(data)
+            while self.bytes > self.capacity and self._lru:
+                old, size = self._lru.popitem(last=False)
+                self._objs.pop(old, None)  # a query still holding it keeps its mapping valid
+                self.bytes -= size
+                (self.root / f"{old}.blk").unlink(missing_ok=True)
+
+    def drop(self, name: str) -> None:
+        with self._lock:
+            self.bytes -= self._lru.pop(name, 0)
+            self._objs.pop(name, None)
+        (self.root / f"{name}.blk").unlink(missing_ok=True)
+
+    def drop_segment(self, sid: int) -> None:
+        with self._lock:
+            names = [n for n in self._lru if n.split("-")[0] == str(sid)]
+        for n in names:
+            self.drop(n)
+
+    def clear(self) -> None:
+        with self._lock:
+            names = list(self._lru)
+        for n in names:
+            self.drop(n)
+
+    def __len__(self) -> int:
+        return len(self._lru)
+
+
+__all__ = ["BlockCache"]
