@@ -346,7 +346,9 @@ class ColdTier:
         import urllib3
 
         err: Exception | None = None
-        for attempt in range(self.cfg.max_attempts):
+        # at least two tries: after an S3 restart the first request on a pooled keep-alive
+        # connection fails although the server is back (a GET is idempotent)
+        for attempt in range(max(2, self.cfg.max_attempts)):
             if attempt:
                 time.sleep(min(2.0, 0.05 * 2**attempt) * (0.5 + secrets.randbelow(1000) / 1000))
             try:

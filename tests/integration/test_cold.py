@@ -9,6 +9,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -320,7 +321,9 @@ def test_s3_down_mid_session_gives_partial_answers_then_recovers(open_store, tmp
             store.move(list(range(300, 310)), "cold")
         assert store.get([305])[0].tier == "warm"
         s3.start()  # same data directory and ports
-        hits = store.query(v[10], k=5, nprobe=1000)
+        deadline = time.monotonic() + 15  # the restarted server may need a moment to serve reads
+        while (hits := store.query(v[10], k=5, nprobe=1000)).partial and time.monotonic() < deadline:
+            time.sleep(0.2)
         assert not hits.partial and hits.ids()[0] == 10
         assert store.verify()["ok"]
     finally:
