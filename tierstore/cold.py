@@ -217,6 +217,10 @@ class ColdTier:
         except Exception as exc:
             raise self._unavailable(exc) from exc
 
+    def _count(self, name: str, n: int) -> None:
+        with self._lock:  # incremented from the I/O threads
+            self.counters[name] += n
+
     def _unavailable(self, exc: Exception) -> TierUnavailableError:
         return TierUnavailableError(f"cold tier (S3 {self.url}) unavailable: {type(exc).__name__}: {exc}",
                                     tier="cold")
@@ -300,7 +304,7 @@ class ColdTier:
                     seq, segs = self._latest_manifest()  # someone else published: build on theirs
                     continue
                 raise
-            self.counters["puts"] += 1
+            self._count("puts", 1)
             self.manifest_seq, self.manifest = seq + 1, new
             return
         raise TierUnavailableError(f"cold tier: could not publish a manifest under {self.url} (8 races lost)",
@@ -425,8 +429,8 @@ class ColdTier:
             tmp.unlink(missing_ok=True)
         rows = np.empty(len(iids), np.int64)
         rows[built.order] = np.arange(len(iids))
-        self.counters["segments_written"] += 1
-        self.counters["bytes_written"] += built.size
+        self._count("segments_written", 1)
+        self._count("bytes_written", built.size)
         return Written(seg, rows)
 
     def _upload(self, path: Path, key: str, size: int) -> None:
@@ -438,7 +442,7 @@ class ColdTier:
 
             tc = TransferConfig(multipart_threshold=_MULTIPART, multipart_chunksize=16 * 1024**2, max_concurrency=4)
             self._s3(lambda c: c.upload_file(str(path), self.bucket, key, Config=tc))
-        self.counters["puts"] += 1
+        self._count("puts", 1)
 
     def activate(self, w: Written) -> None:
         """Make a written segment searchable (before the catalog flip: until then its rows fail
@@ -484,7 +488,7 @@ class ColdTier:
                 misses.setdefault(seg.sid, (seg, []))[1].append(p)
             else:
                 out[k] = blk
-        self.counters["cache_hits"] += len(out)
+        self._count("cache_hits", len(out))
         runs = [r for seg, parts in misses.values() for r in self._runs(seg, sorted(parts))]
         got_in: dict[tuple[int, int], int] = {}
         run_bytes: list[int] = []
@@ -494,7 +498,7 @@ class ColdTier:
                 out[(seg.sid, p)] = self._decode(seg, p, raw)
                 got_in[(seg.sid, p)] = i
             run_bytes.append(int(seg.footer.offsets[run[2] + 1] - seg.footer.offsets[run[1]]))
-        self.counters["gets"] += len(runs)
+        self._count("gets", len(runs))
         return out, got_in, run_bytes
 
     @staticmethod
@@ -516,7 +520,7 @@ class ColdTier:
         f = seg.footer
         base = int(f.offsets[first])
         raw = memoryview(self._get_range(seg.info["key"], base, int(f.offsets[last + 1])))
-        self.counters["get_bytes"] += len(raw)
+        self._count("get_bytes", len(raw))
         out = {}
         for p in range(first, last + 1):
             blk = raw[int(f.offsets[p]) - base : int(f.offsets[p + 1]) - base]  # zero-copy slices
@@ -809,7 +813,7 @@ class ColdTier:
             "queued_for_cold": self.catalog.cold_queue_len(),
             "cache": {"bytes": self.cache.bytes, "blocks": len(self.cache), "capacity": self.cache.capacity},
             "recovered_operations": self.recovered,
-            **{k: int(v) for k, v in self.counters.items()},
+            **{k: int(v) for k, v in list(self.counters.items())},
         }
 
 

@@ -171,6 +171,13 @@ def build(out: BinaryIO, iids: np.ndarray, vectors: np.ndarray, metas: Sequence[
           segment_id: int, store: str) -> Built:
     """Partition ``vectors`` and write one segment object to ``out`` (a file or buffer)."""
     n, dim = vectors.shape
+    if dtype == "float16":
+        with np.errstate(over="ignore"):
+            half = vectors.astype(np.float16)
+        # values beyond float16's range (or rows that would round to all zeros) keep float32:
+        # the footer records the dtype per segment, so readers follow
+        if not np.isfinite(half).all() or not half.any(axis=1).all():
+            dtype = "float32"
     stored = np.ascontiguousarray(vectors, dtype=_DTYPES[dtype])
     decoded = stored.astype(np.float32)  # what queries will score: partition the same values
     space = decoded / np.linalg.norm(decoded, axis=1, keepdims=True) if metric == "cosine" else decoded

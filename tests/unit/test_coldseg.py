@@ -139,3 +139,14 @@ def test_lower_bound_never_exceeds_a_partitions_true_best(seed, metric, dtype, s
     for i, q in enumerate(qs):
         true_min = _true_min_per_partition(x, q, f, b.order, metric)
         assert (lb[i] <= true_min + 1e-6 * (1 + np.abs(true_min))).all(), (lb[i] - true_min).max()
+
+
+def test_float16_falls_back_to_float32_for_values_out_of_range():
+    x = np.ones((20, 4), np.float32)
+    x[3, 1] = 1e6  # beyond float16's 65504
+    buf = io.BytesIO()
+    b = coldseg.build(buf, np.arange(20, dtype=np.uint64), x, [{}] * 20, list(range(20)), metric="l2",
+                      dtype="float16", fields=[], parts=2, segment_id=1, store="s")
+    raw = buf.getvalue()
+    f = coldseg.parse_footer(raw[b.footer_offset : b.footer_offset + b.footer_length])
+    assert f.dtype == "float32"
