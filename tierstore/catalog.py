@@ -332,6 +332,13 @@ class Catalog:
                 ok = cur.next()
         return out
 
+    def entry_batches(self, tiers: Iterable[int] | None = None, size: int = 50_000) -> Iterator[list[Entry]]:
+        """Every entry (of ``tiers``) in internal-id order, a short read transaction per batch."""
+        last = None
+        while batch := self.iter_entries(tiers=tiers, start_after=last, limit=size):
+            yield batch
+            last = batch[-1].iid
+
     def check_collision(self, e: Entry | None, uid: str | int) -> None:
         if e is not None and e.uid != uid:
             raise IntegrityError(

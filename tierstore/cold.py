@@ -683,13 +683,9 @@ class ColdTier:
     def live_rows(self) -> Counter:
         """Live cold rows per segment (one pass over the catalog)."""
         live: Counter = Counter()
-        last = None
-        while True:
-            batch = self.catalog.iter_entries(tiers=[TIER_COLD], start_after=last, limit=50_000)
-            if not batch:
-                return live
-            last = batch[-1].iid
+        for batch in self.catalog.entry_batches(tiers=[TIER_COLD]):
             live.update(e.seg for e in batch)
+        return live
 
     def unlist(self, sids: Sequence[int]) -> list[_Seg]:
         """Stop searching ``sids`` (their rows were flipped elsewhere). Queries that already took
@@ -771,12 +767,7 @@ class ColdTier:
             except IntegrityError as exc:
                 problems.append(str(exc))
         live = 0
-        last = None
-        while True:
-            batch = self.catalog.iter_entries(tiers=[TIER_COLD], start_after=last, limit=50_000)
-            if not batch:
-                break
-            last = batch[-1].iid
+        for batch in self.catalog.entry_batches(tiers=[TIER_COLD]):
             for e in batch:
                 live += 1
                 ids = ids_of.get(e.seg)

@@ -220,16 +220,14 @@ def compact_cold(store: TierStore, threshold: float | None = None) -> dict[str, 
         n += live.get(s.sid, 0)
     if cur:
         groups.append(cur)
+    rows_of: dict[int, list[Entry]] = {s.sid: [] for s in victims}  # one catalog pass for all groups
+    for batch in cat.entry_batches(tiers=[TIER_COLD]):
+        for e in batch:
+            if e.seg in rows_of:
+                rows_of[e.seg].append(e)
     for group in groups:
         sids = {s.sid for s in group}
-        entries = []
-        last = None
-        while True:
-            batch = cat.iter_entries(tiers=[TIER_COLD], start_after=last, limit=50_000)
-            if not batch:
-                break
-            last = batch[-1].iid
-            entries += [e for e in batch if e.seg in sids]
+        entries = [e for s in group for e in rows_of[s.sid]]
         out["rows_dropped"] += sum(s.info["rows"] for s in group) - len(entries)
         if entries:
             vecs = cold.fetch(entries)
@@ -271,12 +269,7 @@ def verify(store: TierStore, deep: bool = True) -> dict[str, Any]:
     # hot: Redis holds exactly the hot ids (minus pending work not yet applied)
     pending = set(cat.pending(limit=10_000_000))
     hot_ids, warm_rows = set(), 0
-    last = None
-    while True:
-        batch = cat.iter_entries(start_after=last, limit=50_000)
-        if not batch:
-            break
-        last = batch[-1].iid
+    for batch in cat.entry_batches():
         with cat.read() as txn:
             for e in batch:
                 has_vec = cat.vector_raw(txn, e.iid) is not None
