@@ -339,6 +339,40 @@ class Catalog:
             yield batch
             last = batch[-1].iid
 
+    def placement(self, with_meta: bool = False) -> dict[str, Any]:
+        """Every entry as columns, for the policy: ``iid`` (uint64), ``tier`` (int8), ``flags``
+        (uint8), ``slot`` (int64), ``version`` (uint64) and, if asked, ``meta`` (list of JSON
+        bytes). One read transaction: a consistent snapshot."""
+        iids: list[int] = []
+        heads: list[bytes] = []
+        metas: list[bytes] = []
+        unpack = _ENTRY.unpack_from
+        with self.env.begin(db=self.entries_db) as txn:
+            for k, raw in txn.cursor():
+                iids.append(int.from_bytes(k, "big"))
+                heads.append(raw[: _ENTRY.size])
+                if with_meta:
+                    metas.append(raw[_ENTRY.size + unpack(raw)[2] :])
+        rec = np.frombuffer(b"".join(heads), dtype=np.dtype(
+            [("tier", "u1"), ("flags", "u1"), ("ulen", "<u2"), ("slot", "<u4"), ("seg", "<u4"),
+             ("pos", "<u4"), ("version", "<u8")]))
+        out: dict[str, Any] = {
+            "iid": np.asarray(iids, dtype=np.uint64), "tier": rec["tier"].astype(np.int8),
+            "flags": rec["flags"].copy(), "slot": rec["slot"].astype(np.int64), "version": rec["version"].copy(),
+        }
+        if with_meta:
+            out["meta"] = metas
+        return out
+
+    def user_ids(self, iids: Sequence[int]) -> list[str | int | None]:
+        """User ids of internal ids (None where gone)."""
+        with self.read() as txn:
+            out = []
+            for iid in iids:
+                e = self.entry(txn, iid)
+                out.append(None if e is None else e.uid)
+            return out
+
     def check_collision(self, e: Entry | None, uid: str | int) -> None:
         if e is not None and e.uid != uid:
             raise IntegrityError(
@@ -521,6 +555,24 @@ class Catalog:
     def set_meta(self, name: bytes, value: bytes) -> None:
         with self.env.begin(db=self.meta_db, write=True) as txn:
             txn.put(b"blob:" + name, value)
+
+    def delete_meta(self, name: bytes) -> None:
+        with self.env.begin(db=self.meta_db, write=True) as txn:
+            txn.delete(b"blob:" + name)
+
+    def set_flags(self, iids: Iterable[int], set_bits: int, clear_bits: int) -> int:
+        """Set/clear flag bits (e.g. FLAG_PINNED) of existing entries; returns #entries changed."""
+        n = 0
+        with self.write() as txn:
+            for iid in iids:
+                e = self.entry(txn, iid)
+                if e is None:
+                    continue
+                flags = (e.flags | set_bits) & ~clear_bits
+                if flags != e.flags:
+                    self.put_entry(txn, e._replace(flags=flags))
+                    n += 1
+        return n
 
     # --- housekeeping -------------------------------------------------------------------------
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import json
 import math
 import os
 import re
@@ -30,7 +31,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import ConfigError
+from . import filters
+from .errors import ConfigError, TierStoreError
 
 METRICS = ("cosine", "ip", "l2")
 TIERS = ("hot", "warm", "cold")
@@ -151,6 +153,23 @@ def parse_str(value: Any, path: str, optional: bool = False) -> str | None:
     return value
 
 
+def parse_filter_table(value: Any, path: str) -> dict[str, Any] | None:
+    """A filter in the DESIGN filter language: a TOML table, or JSON text (environment
+    variables). Its fields are checked against ``[schema]`` once the whole config is read."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        try:
+            value = json.loads(value) if value.strip() else None
+        except json.JSONDecodeError:
+            raise _fail(path, value, "must be a filter table such as {tenant = \"acme\"} (or JSON text)") from None
+        if value is None:
+            return None
+    if not isinstance(value, Mapping) or not value:
+        raise _fail(path, value, "must be a non-empty filter table such as {tenant = \"acme\"}")
+    return dict(value)
+
+
 def _spec(default: Any, kind: str, **kw: Any) -> Any:
     """A dataclass field carrying how to parse/validate it (kind + bounds + choices)."""
     return field(default=default, metadata={"kind": kind, **kw})
@@ -175,7 +194,11 @@ class HotConfig:
     redis_url: str | None = _spec(None, "optstr")
     # Only RediSearch for now; Redis 8 vector sets ("vectorset") are planned as a second backend.
     backend: str = _spec("search", "choice", choices=("search",))
+    # Hard limit: the hot tier never holds more (ingest beyond it spills to warm).
     capacity: int = _spec(100_000, "int", lo=0)
+    # Optional second limit in Redis memory (0 = none): capacity becomes
+    # min(capacity, capacity_bytes / estimated bytes per hot vector); see policy.bytes_per_vector.
+    capacity_bytes: int = _spec(0, "size")
     m: int = _spec(16, "int", lo=2, hi=512)
     ef_construction: int = _spec(200, "int", lo=1, hi=100_000)
     ef_runtime: int = _spec(64, "int", lo=1, hi=100_000)
@@ -190,7 +213,9 @@ class HotConfig:
 class WarmConfig:
     """``[warm]``: memory-mapped HNSW segments on local disk."""
 
+    # The warm budget: the policy keeps at most this many vectors warm (the rest go cold).
     capacity: int = _spec(1_000_000, "int", lo=0)
+    capacity_bytes: int = _spec(0, "size")  # optional limit on local disk (0 = none)
     segment_size: int = _spec(200_000, "int", lo=1)
     m: int = _spec(16, "int", lo=2, hi=512)
     ef_construction: int = _spec(200, "int", lo=1, hi=100_000)
@@ -231,6 +256,15 @@ class PolicyConfig:
     max_moves_per_cycle: int = _spec(50_000, "int", lo=0)
     grace_period: float = _spec(600.0, "duration")
     access: str = _spec("topk", "choice", choices=("topk", "top1"))
+    # Vectors moved per batch (one Redis pipeline / warm insert / catalog flip per batch).
+    batch_size: int = _spec(5_000, "int", lo=1, hi=1_000_000)
+    # Queries over which stats() reports the share of results served by each tier.
+    hit_window: int = _spec(10_000, "int", lo=1, hi=10_000_000)
+    # Filters (DESIGN filter language over [schema] fields): matching vectors are kept in that
+    # tier whatever their access counts, e.g. pin_hot = {tenant = "acme"}.
+    pin_hot: dict | None = _spec(None, "filter")
+    pin_warm: dict | None = _spec(None, "filter")
+    pin_cold: dict | None = _spec(None, "filter")
 
 
 SECTIONS: dict[str, type] = {
@@ -289,6 +323,8 @@ def _parse_value(spec: dict[str, Any], value: Any, path: str) -> Any:
         return parse_str(value, path)
     if kind == "optstr":
         return parse_str(value, path, optional=True)
+    if kind == "filter":
+        return parse_filter_table(value, path)
     raise AssertionError(kind)
 
 
@@ -428,6 +464,15 @@ def load_config(
     policy: PolicyConfig = sections["policy"]
     if policy.ingest_tier == "cold" and not cold.enabled:
         raise _fail("policy.ingest_tier", "cold", "cold tier is disabled (cold.enabled = false)")
+    if policy.pin_cold is not None and not cold.enabled:
+        raise _fail("policy.pin_cold", policy.pin_cold, "cold tier is disabled (cold.enabled = false)")
+    for name in ("pin_hot", "pin_warm", "pin_cold"):
+        spec = getattr(policy, name)
+        if spec is not None:
+            try:
+                filters.compile_filter(spec, schema)
+            except TierStoreError as exc:
+                raise ConfigError(f"policy.{name}: {exc}") from None
     return Config(schema=schema, source=source_name, **sections)
 
 

@@ -42,6 +42,98 @@ def scale_inplace(counts: np.ndarray, factor: float) -> None:
         counts[i] *= factor
 
 
+# --- policy: scoring and budget selection -------------------------------------------------------
+#
+# A policy cycle works on compacted per-vector columns (one row per live vector): its epoch-scaled
+# count, current tier (0 hot, 1 warm, 2 cold), pin (-1 none, else the tier it is pinned to) and
+# whether it is inside its ingest grace period. For one tier it derives a *class* per row
+# (2 = must be in the tier, 1 = may be, 0 = may not) and a *priority* (the count, times
+# 1 + hysteresis for rows already at or above the tier: an incumbent keeps its place until a
+# challenger is clearly more popular), then selects the budget's best rows.
+
+
+@nb.njit(cache=True, nogil=True)
+def tier_priorities(counts: np.ndarray, cur: np.ndarray, pin: np.ndarray, young: np.ndarray, tier: int,
+                    bonus: float, taken: np.ndarray, cls: np.ndarray, prio: np.ndarray) -> None:
+    """Class and priority of every row for membership of ``tier`` (0 hot, 1 warm).
+
+    Rows already ``taken`` by a higher tier get class 0. A row pinned to ``tier`` -- or young
+    (in its grace period) and already at ``tier`` -- must stay (class 2); a row pinned elsewhere
+    may not enter (0); a row never accessed does not move up for nothing (0 unless it is at or
+    above ``tier`` already)."""
+    for i in range(counts.shape[0]):
+        c = counts[i]
+        t = cur[i]
+        p = pin[i]
+        if taken[i]:
+            cls[i] = 0
+        elif p == tier or (young[i] and t == tier):
+            cls[i] = 2
+        elif p >= 0:
+            cls[i] = 0
+        elif t <= tier or c > 0.0:
+            cls[i] = 1
+        else:
+            cls[i] = 0
+        prio[i] = c * bonus if t <= tier else c
+
+
+@nb.njit(cache=True, nogil=True)
+def _kth_largest(vals: np.ndarray, k: int) -> float:
+    """The k-th largest of ``vals`` (1 <= k <= len): partial sort of a copy, O(n)."""
+    tmp = vals.copy()
+    return np.partition(tmp, tmp.shape[0] - k)[tmp.shape[0] - k]
+
+
+@nb.njit(cache=True, nogil=True)
+def select_top(cls: np.ndarray, prio: np.ndarray, k: int, out: np.ndarray) -> int:
+    """Mark in ``out`` the best ``k`` rows by (class desc, priority desc, row asc), never a
+    class-0 row. Returns how many were selected (< k when fewer rows may enter)."""
+    n = cls.shape[0]
+    for i in range(n):
+        out[i] = False
+    if k <= 0:
+        return 0
+    chosen = 0
+    for c in (2, 1):
+        room = k - chosen
+        if room <= 0:
+            break
+        m = 0
+        for i in range(n):
+            if cls[i] == c:
+                m += 1
+        if m == 0:
+            continue
+        if m <= room:
+            for i in range(n):
+                if cls[i] == c:
+                    out[i] = True
+            chosen += m
+            continue
+        vals = np.empty(m, np.float64)
+        j = 0
+        for i in range(n):
+            if cls[i] == c:
+                vals[j] = prio[i]
+                j += 1
+        thr = _kth_largest(vals, room)
+        above = 0
+        for i in range(m):
+            if vals[i] > thr:
+                above += 1
+        ties = room - above  # rows equal to the threshold that fit, taken in row order
+        for i in range(n):
+            if cls[i] == c:
+                if prio[i] > thr:
+                    out[i] = True
+                elif prio[i] == thr and ties > 0:
+                    out[i] = True
+                    ties -= 1
+        chosen += room
+    return chosen
+
+
 # --- HNSW search over memory-mapped segment arrays (warm tier) ----------------------------------
 #
 # Segment arrays (see segment.py): links0 (n, m0) int32 level-0 neighbours, -1 padded; levels (n)

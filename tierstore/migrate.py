@@ -26,8 +26,11 @@ MoveReport(tier='warm', moved=2, already=0, missing=0, seconds=0.01)
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -73,7 +76,7 @@ def move(store: TierStore, ids: list[str | int], tier: str, *, defer: bool = Fal
                 for s in range(0, len(todo), size):
                     report.moved += _to_cold(store, todo[s : s + size])
         else:
-            cap = getattr(store.config, target).capacity
+            cap = store.capacity(target) if target == "hot" or store.cold is not None else 2**62
             if have + len(todo) > cap:
                 raise CapacityError(
                     f"{target} tier is full: it holds {have} of {target}.capacity = {cap} vectors; moving "
@@ -128,8 +131,14 @@ def _to_hot(store: TierStore, batch: list[Entry]) -> int:
     iids = [e.iid for e in batch]
     store.hot.protect(iids)
     try:
+        # Pending marks first: a crash between the copy and the flip leaves Redis keys the
+        # catalog does not name, and the next open reconciles exactly these (removes them).
+        with store.catalog.write() as txn:
+            store.catalog.add_pending(txn, iids)
         store.hot.write(iids, vecs, metas)  # copy (raises TierUnavailableError: nothing moved)
+        synced = store.hot.take_synced()
         with store.catalog.write() as txn:  # flip
+            store.catalog.clear_pending(synced, txn)
             for e, v in zip(batch, vecs, strict=True):
                 if e.tier == TIER_COLD:
                     store.catalog.put_vector(txn, e.iid, v.tobytes())
@@ -171,6 +180,79 @@ def _to_cold(store: TierStore, batch: list[Entry]) -> int:
         raise
     store._remove_old(batch)
     return len(batch)
+
+
+# Order of a plan: make room first (out of hot, out of warm), then fill.
+_ORDER = (("hot->warm",), ("hot->cold", "warm->cold"), ("cold->warm",), ("warm->hot", "cold->hot"))
+_JOURNAL = b"policy_run"
+
+
+def execute(store: TierStore, plan: dict[str, tuple[np.ndarray, np.ndarray]], *,
+            stop: Callable[[], bool] | None = None,
+            progress: Callable[[str, int], None] | None = None) -> tuple[dict[str, int], int]:
+    """Carry out a policy plan: ``plan[direction] = (internal ids, catalog versions)``, best
+    candidates first. Returns (moved per direction, skipped).
+
+    Batches of ``policy.batch_size`` (demotions to cold: one segment of up to
+    ``cold.segment_size``), each under the write lock, so writes and queries interleave. A
+    vector whose entry changed since planning (other tier or version: written, moved or
+    deleted meanwhile) is skipped; promotions into hot stop at hot's capacity whatever happened
+    since planning. Progress is journaled in the catalog (``policy_run``); a crash leaves at
+    most one batch open, which the next open rolls back (see the module docstring), and the
+    next cycle re-plans what is left."""
+    cat = store.catalog
+    moved = {d: 0 for g in _ORDER for d in g}
+    skipped = 0
+    journal = {"pid": os.getpid(), "started": time.time(), "planned": {d: len(v[0]) for d, v in plan.items()},
+               "moved": moved}
+    cat.set_meta(_JOURNAL, json.dumps(journal).encode())
+    try:
+        for group in _ORDER:
+            srcs = {d: TIER_CODES[d.split("->")[0]] for d in group}
+            dst = group[0].split("->")[1]
+            work = [(d, int(i), int(v)) for d in group if d in plan for i, v in zip(*plan[d], strict=True)]
+            size = store.config.cold.segment_size if dst == "cold" else store.config.policy.batch_size
+            for s in range(0, len(work), size):
+                if stop is not None and stop():
+                    return moved, skipped
+                chunk = work[s : s + size]
+                with store._op(), store._write_lock:
+                    with cat.read() as txn:
+                        entries = [(d, cat.entry(txn, iid), v) for d, iid, v in chunk]
+                        todo = [(d, e) for d, e, v in entries
+                                if e is not None and e.tier == srcs[d] and e.version == v]
+                        room = store.capacity("hot") - cat.count(TIER_HOT, txn) if dst == "hot" else len(todo)
+                    skipped += len(chunk) - min(len(todo), max(room, 0))
+                    todo = todo[: max(room, 0)]
+                    if not todo:
+                        continue
+                    batch = [e for _, e in todo]
+                    if dst == "hot":
+                        _to_hot(store, batch)
+                    elif dst == "warm":
+                        _to_warm(store, batch)
+                    else:
+                        _to_cold(store, batch)
+                    for d, _ in todo:
+                        moved[d] += 1
+                    cat.set_meta(_JOURNAL, json.dumps(journal).encode())
+                if progress is not None:
+                    progress(group[0], len(chunk))
+    finally:
+        cat.delete_meta(_JOURNAL)
+    return moved, skipped
+
+
+def interrupted_run(store: TierStore) -> dict[str, Any] | None:
+    """The journal of a policy run a crash interrupted (read once at open, then cleared).
+    Its open batch needs nothing more: the copy step of every move is undone by the open
+    itself (Redis keys by their pending marks, warm rows by rebuilding the growing segment
+    from the catalog, cold segments by cold.py's journal)."""
+    raw = store.catalog.get_meta(_JOURNAL)
+    if raw is None:
+        return None
+    store.catalog.delete_meta(_JOURNAL)
+    return json.loads(raw)
 
 
 def flush_cold_queue(store: TierStore) -> int:
@@ -312,4 +394,4 @@ def verify(store: TierStore, deep: bool = True) -> dict[str, Any]:
     return report
 
 
-__all__ = ["compact_cold", "flush_cold_queue", "move", "verify"]
+__all__ = ["compact_cold", "execute", "flush_cold_queue", "interrupted_run", "move", "verify"]

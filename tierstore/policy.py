@@ -20,13 +20,21 @@ so the decayed count at time ``T`` is ``counts * 2 ** (-(T - t0) / H)``. ``t0`` 
 from __future__ import annotations
 
 import io
+import json
+import logging
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
-from . import kernels
+from . import filters, kernels, migrate
+from .catalog import FLAG_PINNED, TIER_CODES, TIER_NAMES
+from .results import Move, PolicyReport
+
+log = logging.getLogger("tierstore")
 
 _REBASE_EXP = 600.0  # rebase when weights reach 2**600 (float64 overflows near 2**1024)
 _APPLY_AT = 1 << 16  # queued slots that trigger an apply from the recording thread
@@ -40,6 +48,9 @@ class AccessStats:
         self.t0 = time.time() if t0 is None else float(t0)
         self.counts = np.zeros(max(size, 1024), dtype=np.float64)
         self.last = np.zeros(self.counts.shape[0], dtype=np.float32)  # seconds since t0
+        # when each vector was last placed by ingest or an explicit move (seconds since t0;
+        # -inf = never): the grace period protects it from the policy for a while
+        self.placed = np.full(self.counts.shape[0], -np.inf, dtype=np.float32)
         self._queue: deque[tuple[np.ndarray | list[int], float]] = deque()
         self._queued = 0
         self._lock = threading.Lock()  # guards apply/resize/rebase, never held by record()
@@ -83,11 +94,13 @@ class AccessStats:
             size = max(n, 2 * self.counts.shape[0])
             self.counts = np.concatenate([self.counts, np.zeros(size - self.counts.shape[0])])
             self.last = np.concatenate([self.last, np.zeros(size - self.last.shape[0], np.float32)])
+            self.placed = np.concatenate([self.placed, np.full(size - self.placed.shape[0], -np.inf, np.float32)])
 
     def _rebase(self, now: float) -> None:
         shift = now - self.t0
         kernels.scale_inplace(self.counts, 2.0 ** (-shift / self.half_life))
         self.last -= np.float32(shift)
+        self.placed -= np.float32(shift)
         self.t0 = now
 
     def forget(self, slots: np.ndarray) -> None:
@@ -97,6 +110,31 @@ class AccessStats:
             slots = slots[(slots >= 0) & (slots < self.counts.shape[0])]
             self.counts[slots] = 0.0
             self.last[slots] = 0.0
+            self.placed[slots] = -np.inf
+
+    def mark_placed(self, slots: np.ndarray, now: float | None = None) -> None:
+        """Start the grace period of ``slots`` (just ingested, or moved by the user)."""
+        if not len(slots):
+            return
+        now = time.time() if now is None else now
+        with self._lock:
+            self._ensure(int(slots.max()) + 1)
+            self.placed[slots] = np.float32(now - self.t0)
+
+    def columns(self, slots: np.ndarray, now: float, grace: float) -> tuple[np.ndarray, np.ndarray]:
+        """(epoch-scaled counts, in-grace flags) of ``slots``, after applying queued accesses.
+        Scaled counts rank exactly like decayed ones (one common factor), so the policy
+        compares them directly; :meth:`decayed` turns them into access counts for reports."""
+        with self._lock:
+            self._apply_locked()
+            if len(slots):
+                self._ensure(int(slots.max()) + 1)
+            young = self.placed[slots] > np.float32(now - self.t0 - grace)
+            return self.counts[slots].copy(), young
+
+    def scale(self, now: float) -> float:
+        """Factor turning epoch-scaled counts into decayed counts at ``now``."""
+        return 2.0 ** (-(now - self.t0) / self.half_life)
 
     # --- reading ----------------------------------------------------------------------------------
 
@@ -114,7 +152,7 @@ class AccessStats:
         with self._lock:
             self._apply_locked()
             buf = io.BytesIO()
-            np.savez(buf, counts=self.counts, last=self.last, t0=np.float64(self.t0),
+            np.savez(buf, counts=self.counts, last=self.last, placed=self.placed, t0=np.float64(self.t0),
                      total=np.int64(self.total_accesses))
             return buf.getvalue()
 
@@ -123,8 +161,304 @@ class AccessStats:
         with np.load(io.BytesIO(raw)) as z:
             st = cls(half_life, t0=float(z["t0"]), size=0)
             st.counts, st.last = z["counts"].copy(), z["last"].copy()
+            st.placed = (z["placed"].copy() if "placed" in z.files
+                         else np.full(st.counts.shape[0], -np.inf, dtype=np.float32))
             st.total_accesses = int(z["total"])
         return st
 
 
-__all__ = ["AccessStats"]
+# --- placement: where every vector should live -------------------------------------------------
+
+HOT, WARM, COLD = 0, 1, 2
+DIRECTIONS = ("hot->warm", "hot->cold", "warm->cold", "cold->warm", "warm->hot", "cold->hot")
+_DIR_CODE = {(HOT, WARM): 0, (HOT, COLD): 1, (WARM, COLD): 2, (COLD, WARM): 3, (WARM, HOT): 4, (COLD, HOT): 5}
+
+
+def place(counts: np.ndarray, cur: np.ndarray, pin: np.ndarray, young: np.ndarray, cap_hot: int,
+          cap_warm: int, hysteresis: float, cold_enabled: bool = True) -> np.ndarray:
+    """The tier every vector should live in (int8 per row), before any per-cycle move limit.
+
+    ``counts``: access counts (any common scale); ``cur``: current tier; ``pin``: -1 or the
+    tier a row is pinned to; ``young``: rows in their grace period (never demoted). The hot
+    budget goes to the highest counts, the warm budget to the next, the rest is cold; a row
+    already at or above a tier competes with its count times ``1 + hysteresis``. A row with no
+    recorded access is never promoted. Pinned rows always target their pin.
+
+    >>> place(np.array([5., 1., 9., 0.]), np.array([1, 0, 2, 1], np.int8), np.full(4, -1, np.int8),
+    ...       np.zeros(4, bool), cap_hot=1, cap_warm=2, hysteresis=0.2).tolist()
+    [1, 1, 0, 2]
+    """
+    n = counts.shape[0]
+    cur = cur.astype(np.int8, copy=False)
+    pin = pin.astype(np.int8, copy=False)
+    bonus = 1.0 + hysteresis
+    cls = np.empty(n, np.int8)
+    prio = np.empty(n, np.float64)
+    taken = np.zeros(n, np.bool_)
+    in_hot = np.zeros(n, np.bool_)
+    kernels.tier_priorities(counts, cur, pin, young, HOT, bonus, taken, cls, prio)
+    kernels.select_top(cls, prio, cap_hot, in_hot)
+    target = np.full(n, COLD if cold_enabled else WARM, np.int8)
+    target[in_hot] = HOT
+    if cold_enabled:
+        in_warm = np.zeros(n, np.bool_)
+        kernels.tier_priorities(counts, cur, pin, young, WARM, bonus, in_hot, cls, prio)
+        kernels.select_top(cls, prio, cap_warm, in_warm)
+        target[in_warm] = WARM
+    # a pin is kept even past a budget: hot-pinned rows that did not fit stay where they are
+    pinned = pin >= 0
+    target[pinned] = pin[pinned]
+    over = pinned & (pin == HOT) & ~in_hot
+    target[over] = np.where(cur[over] == HOT, WARM, cur[over])
+    if not cold_enabled:
+        target[pinned & (target == COLD)] = WARM
+    return target
+
+
+def limit_moves(target: np.ndarray, cur: np.ndarray, counts: np.ndarray, cap_hot: int, cap_warm: int,
+                max_moves: int, cold_enabled: bool = True) -> np.ndarray:
+    """Cut a placement down to ``max_moves`` moves without ever planning the hot tier past its
+    capacity: promotions go best-first, each paired with a demotion when the tier is full;
+    demotions of a tier over its budget come first. Rows whose move is cut keep their tier.
+
+    >>> limit_moves(np.array([0, 1, 0, 1], np.int8), np.array([1, 0, 1, 0], np.int8),
+    ...             np.array([9., 1., 3., 2.]), cap_hot=2, cap_warm=10, max_moves=2).tolist()
+    [0, 1, 1, 0]
+    """
+    out = cur.astype(np.int8).copy()
+    moving = target != cur
+    total = int(moving.sum())
+    if total <= max_moves:
+        return target.astype(np.int8, copy=True)
+    budget = max_moves
+    n_hot = int((cur == HOT).sum())
+    # boundary 1 (hot), then boundary 2 (warm/cold) with the counts boundary 1 left behind
+    for upper, cap in ((HOT, cap_hot), (WARM, cap_warm)):
+        if upper == WARM and not cold_enabled:
+            break
+        if upper == HOT:
+            into = np.flatnonzero(moving & (target == HOT))
+            outof = np.flatnonzero(moving & (cur == HOT))
+            have = n_hot
+        else:
+            into = np.flatnonzero(moving & (target == WARM) & (cur == COLD))
+            outof = np.flatnonzero(moving & (cur == WARM) & (target == COLD))
+            have = int((out == WARM).sum())
+        into = into[np.argsort(-counts[into], kind="stable")]
+        outof = outof[np.argsort(counts[outof], kind="stable")]
+        room = cap - have
+        a = np.arange(len(into) + 1)
+        d = np.maximum(np.maximum(0, -room), a - room)
+        ok = (a + d <= budget) & (d <= len(outof))
+        if ok.any():
+            na = int(a[ok].max())
+            nd = int(d[na])
+        else:  # over budget by more than the move limit: demote what the limit allows
+            na, nd = 0, min(budget, len(outof))
+        # leftover moves: more demotions out of this tier (e.g. rows pinned elsewhere)
+        nd = min(len(outof), nd + max(0, budget - na - nd))
+        out[into[:na]] = target[into[:na]]
+        out[outof[:nd]] = target[outof[:nd]]
+        budget -= na + nd
+    return out
+
+
+def directions(cur: np.ndarray, target: np.ndarray) -> dict[str, np.ndarray]:
+    """Row indices per move direction ("hot->warm", ...), in :data:`DIRECTIONS` order."""
+    out = {}
+    for (a, b), code in _DIR_CODE.items():
+        out[DIRECTIONS[code]] = np.flatnonzero((cur == a) & (target == b))
+    return out
+
+
+def bytes_per_vector(tier: str, dim: int, m: int, meta_bytes: float = 0.0) -> int:
+    """Estimated bytes one vector costs in ``tier``, for ``capacity_bytes`` budgets.
+
+    hot (Redis): the FLOAT32 vector in the hash and again in the HNSW index, ~2*m 4-byte links
+    per node on level 0 (plus upper levels, ~1/m as many), key and hash overhead (~200 B), and
+    the metadata. warm (disk): the float32 vector, its int8 code, 2*m int32 links, the LMDB
+    record (vector + entry) and the metadata.
+    """
+    if tier == "hot":
+        return int(8 * dim + 8 * m * (1 + 1 / m) + 200 + 2 * meta_bytes)
+    return int(4 * dim + dim + 8 * m + 4 * dim + 64 + meta_bytes)
+
+
+# --- the cycle -----------------------------------------------------------------------------------
+
+
+class HitWindow:
+    """Which tier served the results of the last ``size`` queries (a ring of per-query counts)."""
+
+    def __init__(self, size: int) -> None:
+        self.rows = np.zeros((size, 3), dtype=np.int32)
+        self.top1 = np.full(size, -1, dtype=np.int8)
+        self.i = 0
+        self.n = 0
+
+    def add(self, hits_list: list) -> None:
+        codes = {"hot": 0, "warm": 1, "cold": 2}
+        size = self.rows.shape[0]
+        for hits in hits_list:
+            row = self.rows[self.i]
+            row[:] = 0
+            for h in hits:
+                row[codes[h.tier]] += 1
+            self.top1[self.i] = codes[hits[0].tier] if hits else -1
+            self.i = (self.i + 1) % size
+            self.n = min(self.n + 1, size)
+
+    def ratios(self) -> dict[str, Any]:
+        rows, top1 = self.rows[: self.n], self.top1[: self.n]
+        total, first = int(rows.sum()), int((top1 >= 0).sum())
+        return {
+            "queries": self.n,
+            "results": {t: (float(rows[:, c].sum() / total) if total else None) for t, c in (("hot", 0), ("warm", 1), ("cold", 2))},
+            "top1": {t: (float((top1 == c).sum() / first) if first else None) for t, c in (("hot", 0), ("warm", 1), ("cold", 2))},
+        }
+
+
+class PolicyEngine:
+    """Plans and runs policy cycles for a store (on demand, or on a background thread)."""
+
+    def __init__(self, store: Any) -> None:
+        self.store = store
+        self.cfg = store.config.policy
+        self.hits = HitWindow(self.cfg.hit_window)
+        self.moves_total = dict.fromkeys(DIRECTIONS, 0)
+        self.cycles = 0
+        self.last: dict[str, Any] | None = None
+        self.last_error: str | None = None
+        self.interrupted: dict[str, Any] | None = None
+        self._run_lock = threading.Lock()  # one cycle at a time
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._pins = []
+        for code, name in enumerate(("pin_hot", "pin_warm", "pin_cold")):
+            spec = getattr(self.cfg, name)
+            if spec is not None:
+                self._pins.append((code, filters.compile_filter(spec, store.schema)))
+
+    # --- background ---------------------------------------------------------------------------
+
+    def start(self) -> None:
+        if self.cfg.interval > 0 and self._thread is None:
+            self._thread = threading.Thread(target=self._loop, name="tierstore-policy", daemon=True)
+            self._thread.start()
+
+    def stop(self, timeout: float = 60.0) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            self._thread = None
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.cfg.interval):
+            try:
+                self.run()
+            except Exception as exc:  # noqa: BLE001 -- the thread must survive a bad cycle
+                if self._stop.is_set():
+                    return
+                self.last_error = f"{type(exc).__name__}: {exc}"
+                log.warning("policy cycle failed (next try in %.0fs): %s", self.cfg.interval, self.last_error)
+
+    # --- one cycle ----------------------------------------------------------------------------
+
+    def run(self, dry_run: bool = False, examples: int = 20,
+            progress: Callable[[str, int], None] | None = None) -> PolicyReport:
+        """Plan (and unless ``dry_run``, carry out) one cycle; see TierStore.run_policy."""
+        with self._run_lock:
+            report, plan = self.plan(dry_run, examples)
+            if not dry_run and report.total_planned:
+                moved, report.skipped = migrate.execute(self.store, plan, stop=self._stop.is_set, progress=progress)
+                report.moved = {d: n for d, n in moved.items() if n}
+                for d, n in moved.items():
+                    self.moves_total[d] += n
+                report.after = self.store.catalog.counts()
+            report.seconds = time.time() - report.started
+            if not dry_run:
+                self.cycles += 1
+                self.last = {"at": report.started, "seconds": report.seconds, "planned": report.total_planned,
+                             "moved": report.moved, "skipped": report.skipped, "deferred": report.deferred}
+                self.last_error = None
+                self.store._checkpoint()
+            return report
+
+    def plan(self, dry_run: bool, examples: int = 20) -> tuple[PolicyReport, dict[str, tuple[np.ndarray, np.ndarray]]]:
+        st = self.store
+        now = time.time()
+        report = PolicyReport(dry_run=dry_run, started=now)
+        snap = st.catalog.placement(with_meta=bool(self._pins))
+        n = len(snap["iid"])
+        report.vectors = n
+        cur = snap["tier"]
+        counts, young = st.access.columns(snap["slot"], now, self.cfg.grace_period)
+        pin = np.full(n, -1, np.int8)
+        for code, node in reversed(self._pins):  # pin_hot wins over pin_warm over pin_cold
+            hit = np.fromiter((bool(m) and filters.matches(node, json.loads(m)) for m in snap["meta"]), bool, n)
+            pin[hit] = code
+        flagged = (snap["flags"] & FLAG_PINNED) != 0  # store.pin(): stays in its current tier
+        pin[flagged] = cur[flagged]
+        cold = st.cold is not None
+        caps = {"hot": st.capacity("hot"), "warm": st.capacity("warm") if cold else n}
+        report.budgets = dict(caps)
+        report.before = {t: int((cur == c).sum()) for c, t in enumerate(TIER_NAMES) if t in st.tiers}
+        report.pinned, report.in_grace = int((pin >= 0).sum()), int(young.sum())
+        full = place(counts, cur, pin, young, caps["hot"], caps["warm"], self.cfg.hysteresis, cold)
+        target = limit_moves(full, cur, counts, caps["hot"], caps["warm"], self.cfg.max_moves_per_cycle, cold)
+        report.deferred = int((full != cur).sum() - (target != cur).sum())
+        scale = st.access.scale(now)
+        for c, t in ((HOT, "hot"), (WARM, "warm")):
+            free = (full == c) & (pin < 0) & ~(young & (cur == c))
+            if free.any():
+                report.thresholds[t] = float(counts[free].min() * scale)
+        report.after = {t: int((target == c).sum()) for c, t in enumerate(TIER_NAMES) if t in st.tiers}
+        hot_over = int((pin == HOT).sum()) - caps["hot"]
+        if hot_over > 0:
+            report.warnings.append(f"{hot_over} vectors pinned to hot (policy.pin_hot / pin) do not fit hot.capacity "
+                                   f"= {caps['hot']}; they stay where they are")
+        plan: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        for d, rows in directions(cur, target).items():
+            if not len(rows):
+                continue
+            dst = TIER_CODES[d.split("->")[1]]
+            order = np.argsort(-counts[rows] if dst < cur[rows[0]] else counts[rows], kind="stable")
+            rows = rows[order]  # promotions best first, demotions least used first
+            plan[d] = (snap["iid"][rows], snap["version"][rows])
+            report.planned[d] = len(rows)
+            if examples:
+                report.moves += self._explain(d, rows[:examples], snap, counts * scale, pin, report.thresholds)
+        return report, plan
+
+    def _explain(self, d: str, rows: np.ndarray, snap: dict, decayed: np.ndarray, pin: np.ndarray,
+                 thr: dict[str, float]) -> list[Move]:
+        src, dst = d.split("->")
+        uids = self.store.catalog.user_ids(snap["iid"][rows].tolist())
+        out = []
+        h = self.cfg.hysteresis
+        for r, uid in zip(rows.tolist(), uids, strict=True):
+            c = float(decayed[r])
+            if pin[r] == TIER_CODES[dst]:
+                why = f"pinned to {dst}"
+            elif TIER_CODES[dst] < TIER_CODES[src]:
+                why = f"{c:.3g} accesses >= {dst} threshold {thr.get(dst, 0):.3g}"
+                if dst == "hot" or src == "cold":
+                    why += f" (incumbents get x{1 + h:g})"
+            else:
+                why = f"{c:.3g} accesses x{1 + h:g} < {src} threshold {thr.get(src, float('inf')):.3g}"
+                if src not in thr:
+                    why = f"{src} is over its budget"
+            out.append(Move(uid, src, dst, c, why))
+        return out
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            "interval_s": self.cfg.interval, "running": self._thread is not None and self._thread.is_alive(),
+            "cycles": self.cycles, "last_cycle": self.last, "last_error": self.last_error,
+            "moves_total": dict(self.moves_total), "hit_ratio": self.hits.ratios(),
+            "interrupted_at_open": self.interrupted,
+        }
+
+
+__all__ = ["DIRECTIONS", "AccessStats", "HitWindow", "PolicyEngine", "bytes_per_vector", "directions",
+           "limit_moves", "place"]

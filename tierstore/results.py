@@ -92,4 +92,54 @@ class MoveReport:
     queued: int = 0
 
 
-__all__ = ["Hit", "Hits", "MoveReport", "Record", "TierReport"]
+@dataclass
+class Move:
+    """One planned move: the vector, where it goes, and why (its access count against the
+    threshold of the tier it enters or leaves)."""
+
+    id: str | int
+    src: str
+    dst: str
+    count: float  # decayed access count at planning time
+    reason: str
+
+
+@dataclass
+class PolicyReport:
+    """Result of ``store.run_policy``: the plan (``moves``, per direction), what was carried
+    out (``moved``; empty for a dry run) and the numbers behind the plan.
+
+    ``thresholds``: the lowest decayed access count that holds a place in each budgeted tier
+    (an incumbent needs only ``threshold / (1 + hysteresis)``). ``deferred``: moves the plan
+    wanted but ``policy.max_moves_per_cycle`` postponed to the next cycle."""
+
+    dry_run: bool
+    started: float  # unix time
+    seconds: float = 0.0
+    vectors: int = 0
+    budgets: dict[str, int] = field(default_factory=dict)
+    before: dict[str, int] = field(default_factory=dict)
+    after: dict[str, int] = field(default_factory=dict)  # planned (dry run) or reached
+    planned: dict[str, int] = field(default_factory=dict)  # moves per direction
+    moved: dict[str, int] = field(default_factory=dict)
+    skipped: int = 0  # planned moves dropped because the vector changed meanwhile
+    deferred: int = 0
+    pinned: int = 0
+    in_grace: int = 0
+    thresholds: dict[str, float] = field(default_factory=dict)
+    moves: list[Move] = field(default_factory=list)  # the first ``examples`` per direction
+    warnings: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @property
+    def total_planned(self) -> int:
+        return sum(self.planned.values())
+
+    @property
+    def total_moved(self) -> int:
+        return sum(self.moved.values())
+
+
+__all__ = ["Hit", "Hits", "Move", "MoveReport", "PolicyReport", "Record", "TierReport"]

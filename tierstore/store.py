@@ -26,8 +26,18 @@ from typing import Any
 
 import numpy as np
 
-from . import filters, inputs, migrate, query
-from .catalog import TIER_CODES, TIER_COLD, TIER_HOT, TIER_NAMES, TIER_WARM, Catalog, Entry, normalize_ids
+from . import filters, inputs, migrate, policy, query
+from .catalog import (
+    FLAG_PINNED,
+    TIER_CODES,
+    TIER_COLD,
+    TIER_HOT,
+    TIER_NAMES,
+    TIER_WARM,
+    Catalog,
+    Entry,
+    normalize_ids,
+)
 from .cold import ColdTier
 from .config import Config, load_config
 from .errors import (
@@ -41,7 +51,7 @@ from .errors import (
 )
 from .hot import HotTier
 from .policy import AccessStats
-from .results import Hits, MoveReport, Record
+from .results import Hits, MoveReport, PolicyReport, Record
 from .services import RedisServer
 from .warm import GROWING, WarmTier
 
@@ -101,7 +111,7 @@ class TierStore:
         self._ops = 0
         self._ops_cv = threading.Condition(threading.Lock())  # a plain Lock: cheaper than the default RLock
         self._latencies: deque[float] = deque(maxlen=_LATENCY_WINDOW)
-        self._counters = {"queries": 0, "partial": 0, "upserted": 0, "deleted": 0, "touched": 0}
+        self._counters = {"queries": 0, "partial": 0, "upserted": 0, "deleted": 0, "touched": 0, "spilled": 0}
         self.catalog: Catalog | None = None
         self.hot: HotTier | None = None
         self.warm: WarmTier | None = None
@@ -154,6 +164,12 @@ class TierStore:
             self.tiers["cold"] = self.cold
         self._all_tiers = list(self.tiers.values())
         self._executor = ThreadPoolExecutor(max_workers=3, thread_name_prefix="tierstore-query")
+        self.policy = policy.PolicyEngine(self)
+        self.policy.interrupted = migrate.interrupted_run(self)
+        if self.policy.interrupted is not None:
+            log.warning("a policy run was interrupted (pid %s); its open batch was rolled back at open and the "
+                        "next cycle re-plans the rest", self.policy.interrupted.get("pid"))
+        self.policy.start()
 
     # --- lifecycle -------------------------------------------------------------------------------
 
@@ -173,6 +189,8 @@ class TierStore:
 
     def close(self) -> None:
         """Flush, stop owned servers, release the store. Idempotent; waits for operations in flight."""
+        if getattr(self, "policy", None) is not None and not self._closed:
+            self.policy.stop()  # first: a cycle stops between batches, before the store goes
         with self._ops_cv:
             if self._closed:
                 return
@@ -189,6 +207,8 @@ class TierStore:
 
     def _shutdown(self) -> None:
         self._closed = True
+        if getattr(self, "policy", None) is not None:
+            self.policy.stop()
         if getattr(self, "_executor", None) is not None:
             self._executor.shutdown(wait=True)
         if self.hot is not None:
@@ -267,84 +287,142 @@ class TierStore:
         inputs.check_unique(ids)
         metas = inputs.clean_metadata(metadata, n, self.schema)
         target = self._target_tier(tier)
-        code = TIER_CODES[target]
         cat = self.catalog
-        clean = [m[0] for m in metas]
         with self._op(), self._write_lock:
             iids = [cat.iid(u) for u in ids]
             with cat.read() as txn:
                 old = [cat.entry(txn, iid) for iid in iids]
                 for uid, e in zip(ids, old, strict=True):
                     cat.check_collision(e, uid)
-                self._check_capacity(txn, old, target)
-            labels = [0] * n
-            leaving_hot = [e.iid for e in old if e is not None and e.tier == TIER_HOT] if target != "hot" else []
-            arriving_hot = iids if target == "hot" else []
-            # Redis keeps the old copies until the reader grace, and new copies written before the
-            # flip are not "extra" to a concurrent reconciliation.
-            self.hot.protect(leaving_hot + arriving_hot)
-            redis_error: TierUnavailableError | None = None
-            reserved = False
-            written = None
-            try:
-                # Copy before the flip: the new home holds the rows before the catalog names them
-                # (a query whose snapshot predates the flip drops them by the catalog check).
-                if target == "warm":
-                    labels = self.warm.reserve(n)
-                    reserved = True
-                    self.warm.add(labels, iids, vecs, clean)
-                elif target == "cold":
-                    written = self.cold.write(np.asarray(iids, np.uint64), vecs, clean, ids, op="ingest")
-                    self.cold.activate(written)
-                    labels = written.rows.tolist()
+                if tier is not None:
+                    self._check_capacity(txn, old, target)
+                    groups = {target: list(range(n))}
                 else:
-                    try:
-                        self.hot.write(iids, vecs, clean)
-                    except TierUnavailableError as exc:
-                        redis_error = exc  # still commit: durable now, indexed when Redis is back
-                synced = self.hot.take_synced()  # never take hot's lock inside a catalog write
-                with cat.write() as txn:
-                    cat.clear_pending(synced, txn)
-                    new_slots = iter(cat.alloc_slots(txn, sum(e is None for e in old)))
-                    seg = {"warm": GROWING, "hot": 0}.get(target) if written is None else written.seg.sid
-                    for i, (iid, e) in enumerate(zip(iids, old, strict=True)):
-                        slot = next(new_slots) if e is None else e.slot
-                        flags = 0 if e is None else e.flags
-                        version = 1 if e is None else e.version + 1
-                        if written is None:
-                            cat.put_vector(txn, iid, vecs[i].tobytes())
-                        else:  # cold vectors are durable in S3, not in LMDB
-                            cat.delete_vector(txn, iid)
-                        cat.put_entry(txn, Entry(iid, code, flags, slot, seg, labels[i], version, ids[i], metas[i][1]))
-                    # Redis work that must survive a crash: rows not yet indexed, old copies to remove
-                    cat.add_pending(txn, (iids if redis_error else []) + leaving_hot)
-                    cat.unqueue_cold(txn, iids)  # placed explicitly: no longer waiting for demotion
-                    if written is not None:
-                        self.cold.commit(txn, written)
-            except BaseException:
-                if reserved:
-                    self.warm.discard(labels)
-                self.hot.unprotect(leaving_hot + arriving_hot)
-                if written is not None:
-                    try:
-                        self.cold.abort(written)
-                    except Exception as exc:  # keep the original error; the next open repairs the manifest
-                        log.warning("cold tier: abort of segment %d failed: %s", written.seg.sid, exc)
-                raise
-            self.hot.unprotect(arriving_hot)
+                    groups = self._spill(txn, old, target)
+            if len(groups) > 1:
+                self._counters["spilled"] += n - len(groups.get(target, []))
+                log.info("upsert: %s tier full; %s", target,
+                         ", ".join(f"{len(v)} to {t}" for t, v in groups.items()))
+            slots: list[int] = []
+            error: TierUnavailableError | None = None
+            for t, rows in groups.items():
+                try:
+                    slots += self._write_batch(t, [ids[i] for i in rows], [iids[i] for i in rows],
+                                               [old[i] for i in rows], vecs[rows], [metas[i] for i in rows])
+                except TierUnavailableError as exc:
+                    if not exc.durable:
+                        raise
+                    error = exc  # durable: keep writing the other groups, then report it
+            self.access.mark_placed(np.asarray(slots, dtype=np.int64))
             self._counters["upserted"] += n
-            # Old versions that lived elsewhere (another tier, or another warm row) go after the
-            # reader grace; a hot -> hot update overwrote its hash in place.
-            displaced = [e for e in old if e is not None and (e.tier != TIER_HOT or target != "hot")]
-            if displaced:
-                self._remove_old(displaced)
-            if redis_error is not None:
-                raise TierUnavailableError(
-                    f"{redis_error}. The write IS durable in the catalog and will be indexed when Redis is "
-                    "back (retrying it is safe)", tier="hot", durable=True) from redis_error
-            if target == "warm" and self.warm.needs_seal():
-                self.warm.seal()
+            if error is not None:
+                raise error
         return n
+
+    def _spill(self, txn: Any, old: list[Entry | None], target: str) -> dict[str, list[int]]:
+        """Rows of a batch per tier when ingest (no explicit tier) meets a full tier: the hot
+        tier never goes past its capacity, and with a cold tier neither does warm; the overflow
+        goes to the next tier down instead of failing."""
+        chain = [t for t in ("hot", "warm", "cold")[TIER_CODES[target]:] if t in self.tiers]
+        room = {t: (self.capacity(t) - self.catalog.count(TIER_CODES[t], txn)
+                    if t == "hot" or (t == "warm" and "cold" in self.tiers) else len(old)) for t in chain}
+        groups: dict[str, list[int]] = {}
+        for i, e in enumerate(old):
+            for t in chain:
+                if (e is not None and e.tier == TIER_CODES[t]) or room[t] > 0 or t == chain[-1]:
+                    if not (e is not None and e.tier == TIER_CODES[t]):
+                        room[t] -= 1
+                    groups.setdefault(t, []).append(i)
+                    break
+        return groups
+
+    def capacity(self, tier: str) -> int:
+        """The vector budget of ``tier``: ``<tier>.capacity``, lowered by ``<tier>.capacity_bytes``
+        (estimated bytes per vector, see policy.bytes_per_vector) where that is set."""
+        cfg = getattr(self.config, tier)
+        if tier == "cold":
+            return 2**62
+        cap = cfg.capacity
+        if cfg.capacity_bytes:
+            cap = min(cap, cfg.capacity_bytes // policy.bytes_per_vector(tier, self.dim, cfg.m))
+        return cap
+
+    def _write_batch(self, target: str, ids: list[str | int], iids: list[int], old: list[Entry | None],
+                     vecs: np.ndarray, metas: list[tuple[dict, bytes]]) -> list[int]:
+        """Write one batch to one tier (the caller holds the write lock and has validated it);
+        returns the policy slots of the rows."""
+        n = len(ids)
+        code = TIER_CODES[target]
+        cat = self.catalog
+        clean = [m[0] for m in metas]
+        slots = [0] * n
+        labels = [0] * n
+        leaving_hot = [e.iid for e in old if e is not None and e.tier == TIER_HOT] if target != "hot" else []
+        arriving_hot = iids if target == "hot" else []
+        # Redis keeps the old copies until the reader grace, and new copies written before the
+        # flip are not "extra" to a concurrent reconciliation.
+        self.hot.protect(leaving_hot + arriving_hot)
+        redis_error: TierUnavailableError | None = None
+        reserved = False
+        written = None
+        try:
+            # Copy before the flip: the new home holds the rows before the catalog names them
+            # (a query whose snapshot predates the flip drops them by the catalog check).
+            if target == "warm":
+                labels = self.warm.reserve(n)
+                reserved = True
+                self.warm.add(labels, iids, vecs, clean)
+            elif target == "cold":
+                written = self.cold.write(np.asarray(iids, np.uint64), vecs, clean, ids, op="ingest")
+                self.cold.activate(written)
+                labels = written.rows.tolist()
+            else:
+                try:
+                    self.hot.write(iids, vecs, clean)
+                except TierUnavailableError as exc:
+                    redis_error = exc  # still commit: durable now, indexed when Redis is back
+            synced = self.hot.take_synced()  # never take hot's lock inside a catalog write
+            with cat.write() as txn:
+                cat.clear_pending(synced, txn)
+                new_slots = iter(cat.alloc_slots(txn, sum(e is None for e in old)))
+                seg = {"warm": GROWING, "hot": 0}.get(target) if written is None else written.seg.sid
+                for i, (iid, e) in enumerate(zip(iids, old, strict=True)):
+                    slot = slots[i] = next(new_slots) if e is None else e.slot
+                    flags = 0 if e is None else e.flags
+                    version = 1 if e is None else e.version + 1
+                    if written is None:
+                        cat.put_vector(txn, iid, vecs[i].tobytes())
+                    else:  # cold vectors are durable in S3, not in LMDB
+                        cat.delete_vector(txn, iid)
+                    cat.put_entry(txn, Entry(iid, code, flags, slot, seg, labels[i], version, ids[i], metas[i][1]))
+                # Redis work that must survive a crash: rows not yet indexed, old copies to remove
+                cat.add_pending(txn, (iids if redis_error else []) + leaving_hot)
+                cat.unqueue_cold(txn, iids)  # placed explicitly: no longer waiting for demotion
+                if written is not None:
+                    self.cold.commit(txn, written)
+        except BaseException:
+            if reserved:
+                self.warm.discard(labels)
+            self.hot.unprotect(leaving_hot + arriving_hot)
+            if written is not None:
+                try:
+                    self.cold.abort(written)
+                except Exception as exc:  # keep the original error; the next open repairs the manifest
+                    log.warning("cold tier: abort of segment %d failed: %s", written.seg.sid, exc)
+            raise
+        self.hot.unprotect(arriving_hot)
+        # Old versions that lived elsewhere (another tier, or another warm row) go after the
+        # reader grace; a hot -> hot update overwrote its hash in place.
+        displaced = [e for e in old if e is not None and (e.tier != TIER_HOT or target != "hot")]
+        if displaced:
+            self._remove_old(displaced)
+        if redis_error is not None:
+            raise TierUnavailableError(
+                f"{redis_error}. The write IS durable in the catalog and will be indexed when Redis is "
+                "back (retrying it is safe)", tier="hot", durable=True) from redis_error
+        if target == "warm" and self.warm.needs_seal():
+            self.warm.seal()
+        return slots
 
     def _remove_old(self, entries: list[Entry]) -> None:
         """Remove superseded copies once no query that could still want them is running. Hot
@@ -372,16 +450,17 @@ class TierStore:
         return target
 
     def _check_capacity(self, txn: Any, old: list[Entry | None], target: str) -> None:
-        if target == "cold":
-            return  # S3: no capacity limit
-        cap = getattr(self.config, target).capacity
+        if target == "cold" or (target == "warm" and self.cold is None):
+            return  # S3 has no limit; without a cold tier, warm takes what does not fit hot
+        cap = self.capacity(target)
         code = TIER_CODES[target]
         incoming = sum(1 for e in old if e is None or e.tier != code)
         have = self.catalog.count(code, txn)
         if have + incoming > cap:
             raise CapacityError(
                 f"{target} tier is full: it holds {have} of {target}.capacity = {cap} vectors and "
-                f"this batch adds {incoming}; nothing was written (raise {target}.capacity, or delete)"
+                f"this batch adds {incoming}; nothing was written (raise {target}.capacity, delete, or "
+                "leave tier= unset: ingest then spills to the next tier)"
             )
 
     def delete(self, ids: Sequence[str | int] | np.ndarray) -> int:
@@ -428,7 +507,42 @@ class TierStore:
         Moving to cold writes the vectors as new S3 segments before returning. ``defer=True``
         instead queues them durably (``MoveReport.queued``) and writes one segment when the queue
         reaches ``cold.segment_size`` or on :meth:`flush` -- fewer, larger segments."""
-        return migrate.move(self, normalize_ids(ids), tier, defer=defer)
+        ids = normalize_ids(ids)
+        report = migrate.move(self, ids, tier, defer=defer)
+        self.access.mark_placed(self._slots_of(ids))  # the policy leaves it there for the grace period
+        return report
+
+    def pin(self, ids: Sequence[str | int] | np.ndarray, tier: str | None = None) -> int:
+        """Keep vectors where they are (or first :meth:`move` them to ``tier``): the policy never
+        moves a pinned vector. Returns how many ids exist. Pins survive updates and restarts;
+        config-level pins are ``policy.pin_hot`` / ``pin_warm`` / ``pin_cold`` filters."""
+        ids = normalize_ids(ids)
+        if tier is not None:
+            self.move(ids, tier)
+        with self._op(), self._write_lock:
+            iids = [self.catalog.iid(u) for u in ids]
+            self.catalog.set_flags(iids, FLAG_PINNED, 0)
+            return len(self._slots_of(ids))
+
+    def unpin(self, ids: Sequence[str | int] | np.ndarray) -> int:
+        """Hand vectors back to the policy. Returns how many were pinned."""
+        ids = normalize_ids(ids)
+        with self._op(), self._write_lock:
+            return self.catalog.set_flags([self.catalog.iid(u) for u in ids], 0, FLAG_PINNED)
+
+    def run_policy(self, dry_run: bool = False, examples: int = 20) -> PolicyReport:
+        """Run one policy cycle now: score every vector by its decayed access count, fill the hot
+        budget with the most used, warm with the next, the rest cold (hysteresis, pins, grace
+        period and ``policy.max_moves_per_cycle`` apply), and carry out the moves in batches.
+        ``dry_run=True`` only plans: the report says what would move and why (``examples``
+        moves per direction are listed with their reasons).
+
+        >>> report = store.run_policy(dry_run=True)                        # doctest: +SKIP
+        >>> report.planned, report.thresholds                              # doctest: +SKIP
+        ({'cold->hot': 120, 'hot->warm': 120}, {'hot': 3.2, 'warm': 0.4})
+        """
+        with self._op():
+            return self.policy.run(dry_run=dry_run, examples=examples)
 
     # --- reads -----------------------------------------------------------------------------------
 
@@ -532,6 +646,7 @@ class TierStore:
             self._latencies.extend([dt] * len(out))
         self._counters["queries"] += len(out)
         self._counters["partial"] += sum(h.partial for h in out)
+        self.policy.hits.add(out)
         if self.config.policy.access == "top1":
             flat = [s[0] for s in slots if s]
         else:
@@ -615,14 +730,14 @@ class TierStore:
             self.access.apply()
             counts = self.catalog.counts()
             lat = np.asarray(self._latencies, dtype=np.float64) * 1000.0
-            hot: dict[str, Any] = {"count": counts["hot"], "capacity": self.config.hot.capacity,
+            hot: dict[str, Any] = {"count": counts["hot"], "capacity": self.capacity("hot"),
                                    "embedded": self._server is not None}
             try:
                 hot.update(self.hot.info())
                 hot["ok"] = True
             except TierUnavailableError as exc:
                 hot.update(ok=False, error=str(exc))
-            tiers = {"hot": hot, "warm": {"count": counts["warm"], "capacity": self.config.warm.capacity,
+            tiers = {"hot": hot, "warm": {"count": counts["warm"], "capacity": self.capacity("warm"),
                                           **self.warm.info()}}
             if self.cold is not None:
                 tiers["cold"] = {"count": counts["cold"], **self.cold.info()}
@@ -640,6 +755,7 @@ class TierStore:
                                    for p, q in (("p50", 50), ("p95", 95), ("p99", 99))},
                 },
                 "access": {"recorded": self.access.total_accesses, "half_life_s": self.access.half_life},
+                "policy": self.policy.stats(),
             }
 
     def __repr__(self) -> str:
