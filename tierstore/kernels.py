@@ -60,7 +60,8 @@ def tier_priorities(counts: np.ndarray, cur: np.ndarray, pin: np.ndarray, young:
     Rows already ``taken`` by a higher tier get class 0. A row pinned to ``tier`` -- or young
     (in its grace period) and already at ``tier`` -- must stay (class 2); a row pinned elsewhere
     may not enter (0); a row never accessed does not move up for nothing (0 unless it is at or
-    above ``tier`` already)."""
+    above ``tier`` already). A class-2 row already in ``tier`` gets priority +inf: if more rows
+    are pinned to a tier than fit, those already there keep their places (no churn)."""
     for i in range(counts.shape[0]):
         c = counts[i]
         t = cur[i]
@@ -75,7 +76,10 @@ def tier_priorities(counts: np.ndarray, cur: np.ndarray, pin: np.ndarray, young:
             cls[i] = 1
         else:
             cls[i] = 0
-        prio[i] = c * bonus if t <= tier else c
+        if cls[i] == 2 and t == tier:
+            prio[i] = np.inf  # already there and must stay: first in line whatever the budget
+        else:
+            prio[i] = c * bonus if t <= tier else c
 
 
 @nb.njit(cache=True, nogil=True)

@@ -215,17 +215,24 @@ def test_config_typo_names_the_key(tmp_path):
 
 
 def test_capacity_is_enforced(open_store):
+    """An explicit tier= is refused when full; ingest without one spills to the next tier."""
     store = open_store(dim=4, hot={"capacity": 10})
-    v = rng_vectors(12, 4)
+    v = rng_vectors(14, 4)
     store.upsert(list(range(8)), v[:8])
     with pytest.raises(CapacityError, match=r"hot\.capacity = 10"):
-        store.upsert(list(range(8, 11)), v[8:11])
+        store.upsert(list(range(8, 11)), v[8:11], tier="hot")
     assert len(store) == 8
-    store.upsert(list(range(6, 10)), v[6:10])  # 2 updates + 2 new: exactly full
+    store.upsert(list(range(6, 10)), v[6:10], tier="hot")  # 2 updates + 2 new: exactly full
     assert len(store) == 10
     store.delete([0])
-    store.upsert([11], v[11:])
+    store.upsert([11], v[11:12], tier="hot")
     assert len(store) == 10
+    # default placement: the hot tier never goes past its capacity, the rest goes warm
+    store.upsert([12, 13, 1], v[12:14].tolist() + [v[1].tolist()])
+    assert store.stats()["tiers"]["hot"]["count"] == 10
+    assert [r.tier for r in store.get([12, 13, 1])] == ["warm", "warm", "hot"]
+    assert store.stats()["queries"]["spilled"] == 2
+    assert store.verify()["ok"]
 
 
 def test_reopen_keeps_data_and_checks_identity(open_store, tmp_path, redis_server):

@@ -162,7 +162,9 @@ def test_warm_capacity_and_ingest_tier(open_store):
     store.upsert(list(range(50)), vectors(50))
     assert store.stats()["tiers"]["warm"]["count"] == 50
     with pytest.raises(tierstore.CapacityError, match="warm.capacity"):
-        store.upsert([99], vectors(1, seed=2))
+        store.upsert([99], vectors(1, seed=2), tier="warm")
+    store.upsert([99], vectors(1, seed=2))  # ingest spills past the warm budget to cold
+    assert store.get([99])[0].tier == "cold"
     store.upsert([200], vectors(1, seed=4), tier="hot")
     with pytest.raises(tierstore.CapacityError, match="warm.capacity"):
         store.move([200], "warm")

@@ -1,0 +1,223 @@
+"""Policy kernels and planning (tierstore.kernels.tier_priorities / select_top, policy.place /
+limit_moves) against plain numpy references, plus the properties a plan must have: budgets
+hold, pins are kept, young vectors are not demoted, hysteresis stops oscillation."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from tierstore import kernels
+from tierstore.policy import COLD, HOT, WARM, AccessStats, directions, limit_moves, place
+
+# --- numpy references -----------------------------------------------------------------------------
+
+
+def ref_priorities(counts, cur, pin, young, tier, bonus, taken):
+    cls = np.where(counts > 0, 1, 0).astype(np.int8)
+    cls[cur <= tier] = 1
+    cls[pin >= 0] = 0
+    cls[(pin == tier) | (young & (cur == tier))] = 2
+    cls[taken] = 0
+    prio = np.where(cur <= tier, counts * bonus, counts)
+    prio[(cls == 2) & (cur == tier)] = np.inf
+    return cls, prio
+
+
+def ref_select(cls, prio, k):
+    """Best k by (class desc, priority desc, row asc), class 0 never."""
+    order = np.lexsort((np.arange(len(cls)), -prio, -cls.astype(np.int64)))
+    order = order[cls[order] > 0][:max(k, 0)]
+    out = np.zeros(len(cls), bool)
+    out[order] = True
+    return out
+
+
+def ref_place(counts, cur, pin, young, cap_hot, cap_warm, h, cold_enabled=True):
+    n = len(counts)
+    cls, prio = ref_priorities(counts, cur, pin, young, HOT, 1 + h, np.zeros(n, bool))
+    hot = ref_select(cls, prio, cap_hot)
+    target = np.full(n, COLD if cold_enabled else WARM, np.int8)
+    target[hot] = HOT
+    if cold_enabled:
+        cls, prio = ref_priorities(counts, cur, pin, young, WARM, 1 + h, hot)
+        target[ref_select(cls, prio, cap_warm)] = WARM
+    p = pin >= 0
+    target[p] = pin[p]
+    over = p & (pin == HOT) & ~hot
+    target[over] = np.where(cur[over] == HOT, WARM, cur[over])
+    if not cold_enabled:
+        target[target == COLD] = WARM
+    return target
+
+
+def random_case(rng, n, ties=False):
+    counts = rng.exponential(1.0, n) * (rng.random(n) < 0.7)
+    if ties:
+        counts = np.round(counts)  # many equal counts: tie-breaking by row must match
+    cur = rng.integers(0, 3, n).astype(np.int8)
+    pin = np.where(rng.random(n) < 0.05, rng.integers(0, 3, n), -1).astype(np.int8)
+    young = rng.random(n) < 0.05
+    return counts, cur, pin, young
+
+
+# --- kernels --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize("tier", [HOT, WARM])
+def test_tier_priorities_matches_numpy(seed, tier):
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(1, 500))
+    counts, cur, pin, young = random_case(rng, n)
+    taken = rng.random(n) < 0.1
+    cls, prio = np.empty(n, np.int8), np.empty(n)
+    kernels.tier_priorities(counts, cur, pin, young, tier, 1.2, taken, cls, prio)
+    want_cls, want_prio = ref_priorities(counts, cur, pin, young, tier, 1.2, taken)
+    np.testing.assert_array_equal(cls, want_cls)
+    np.testing.assert_allclose(prio, want_prio)
+
+
+@pytest.mark.parametrize("seed", range(10))
+@pytest.mark.parametrize("ties", [False, True])
+def test_select_top_matches_numpy(seed, ties):
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(1, 400))
+    cls = rng.integers(0, 3, n).astype(np.int8)
+    prio = rng.random(n) if not ties else rng.integers(0, 4, n).astype(np.float64)
+    for k in (0, 1, n // 3, n // 2, n, n + 5):
+        out = np.zeros(n, bool)
+        chosen = kernels.select_top(cls, prio, k, out)
+        want = ref_select(cls, prio, k)
+        np.testing.assert_array_equal(out, want)
+        assert chosen == want.sum()
+
+
+def test_select_top_empty():
+    out = np.zeros(0, bool)
+    assert kernels.select_top(np.zeros(0, np.int8), np.zeros(0), 5, out) == 0
+
+
+# --- placement ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("seed", range(8))
+@pytest.mark.parametrize("cold_enabled", [True, False])
+def test_place_matches_numpy_and_respects_budgets(seed, cold_enabled):
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(50, 2000))
+    counts, cur, pin, young = random_case(rng, n, ties=seed % 2 == 1)
+    pin[pin == HOT] = -1  # hot pins within budget are checked below; here budgets must be exact
+    if not cold_enabled:  # no cold tier: nothing lives there
+        cur[cur == COLD] = WARM
+        pin[pin == COLD] = WARM
+    young &= cur != HOT
+    cap_hot, cap_warm = int(rng.integers(0, n // 4 + 1)), int(rng.integers(0, n // 2 + 1))
+    target = place(counts, cur, pin, young, cap_hot, cap_warm, 0.2, cold_enabled)
+    np.testing.assert_array_equal(target, ref_place(counts, cur, pin, young, cap_hot, cap_warm, 0.2, cold_enabled))
+    assert (target == HOT).sum() <= cap_hot
+    pinned = pin >= 0
+    expect_pin = pin[pinned].copy()
+    if not cold_enabled:
+        expect_pin[expect_pin == COLD] = WARM
+    np.testing.assert_array_equal(target[pinned], expect_pin)
+    # young vectors are never demoted
+    assert (target[young & ~pinned] <= cur[young & ~pinned]).all()
+    # never-accessed vectors are never promoted (unless pinned)
+    idle = (counts == 0) & ~pinned
+    assert (target[idle] >= cur[idle]).all()
+    if cold_enabled:
+        free_warm = ((target == WARM) & ~pinned & ~(young & (cur == WARM))).sum()
+        assert free_warm <= cap_warm
+
+
+def test_place_takes_the_most_used_and_hysteresis_protects_incumbents():
+    counts = np.array([10.0, 9.0, 1.0, 0.5, 0.0])
+    cur = np.array([COLD, COLD, HOT, COLD, HOT], np.int8)
+    none = np.full(5, -1, np.int8)
+    young = np.zeros(5, bool)
+    assert place(counts, cur, none, young, 2, 1, 0.2).tolist() == [HOT, HOT, WARM, COLD, COLD]
+    # a challenger within the hysteresis band does not evict the incumbent
+    counts = np.array([1.1, 1.0])
+    cur = np.array([COLD, HOT], np.int8)
+    assert place(counts, cur, none[:2], young[:2], 1, 0, 0.2).tolist() == [COLD, HOT]
+    assert place(counts, cur, none[:2], young[:2], 1, 0, 0.0).tolist() == [HOT, COLD]
+    counts = np.array([1.3, 1.0])  # clearly more popular: it wins
+    assert place(counts, cur, none[:2], young[:2], 1, 0, 0.2).tolist() == [HOT, COLD]
+
+
+def test_hot_pins_beyond_capacity_stay_where_they_are():
+    counts = np.array([5.0, 4.0, 3.0, 2.0])
+    cur = np.array([WARM, COLD, HOT, COLD], np.int8)
+    pin = np.full(4, HOT, np.int8)
+    target = place(counts, cur, pin, np.zeros(4, bool), 2, 10, 0.2)
+    assert (target == HOT).sum() == 2
+    assert target.tolist() == [HOT, COLD, HOT, COLD]  # best two by count (incumbent bonus), rest unmoved
+
+
+def test_hysteresis_prevents_oscillation_on_alternating_workload():
+    """Two groups take turns being slightly more popular; with hysteresis the hot set settles,
+    without it the policy swaps them every cycle."""
+    n, cap = 200, 100
+    a, b = np.arange(0, 100), np.arange(100, 200)
+
+    def simulate(h):
+        st = AccessStats(half_life=10.0, t0=0.0)
+        cur = np.full(n, COLD, np.int8)
+        moves = []
+        slots = np.arange(n)
+        for cycle in range(20):
+            now = float(cycle)
+            lead, lag = (a, b) if cycle % 2 == 0 else (b, a)
+            st.record(np.repeat(lead, 11), now=now)
+            st.record(np.repeat(lag, 10), now=now)
+            counts, young = st.columns(slots, now, grace=0.0)
+            target = place(counts, cur, np.full(n, -1, np.int8), young, cap, n, h)
+            assert (target == HOT).sum() <= cap
+            moves.append(int((target != cur).sum()))
+            cur = target
+        return moves
+
+    assert sum(simulate(0.2)[2:]) == 0
+    assert all(m > 0 for m in simulate(0.0)[2:])
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_limit_moves_keeps_hot_within_capacity(seed):
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(100, 1500))
+    counts, cur, _, _ = random_case(rng, n)
+    cap_hot = int((cur == HOT).sum() + rng.integers(-20, 20))
+    cap_hot = max(cap_hot, 0)
+    cap_warm = int(rng.integers(n // 4, n))
+    target = place(counts, cur, np.full(n, -1, np.int8), np.zeros(n, bool), cap_hot, cap_warm, 0.2)
+    full_moves = int((target != cur).sum())
+    for limit in (0, 1, 7, full_moves // 3, full_moves, full_moves + 10):
+        out = limit_moves(target, cur, counts, cap_hot, cap_warm, limit)
+        moved = out != cur
+        assert moved.sum() <= max(limit, 0) or moved.sum() == full_moves <= limit
+        assert (out[moved] == target[moved]).all()  # only planned moves, never new ones
+        n_hot_before = (cur == HOT).sum()
+        # never past capacity -- or, if it started over, never more over than before
+        assert (out == HOT).sum() <= max(cap_hot, n_hot_before - min(limit, n_hot_before))
+        if (cur == HOT).sum() <= cap_hot:
+            assert (out == HOT).sum() <= cap_hot
+    assert (limit_moves(target, cur, counts, cap_hot, cap_warm, full_moves) == target).all()
+
+
+def test_limit_moves_prefers_the_best_promotions():
+    counts = np.array([1.0, 9.0, 5.0, 7.0])
+    cur = np.array([COLD, COLD, COLD, COLD], np.int8)
+    target = np.array([HOT, HOT, HOT, HOT], np.int8)
+    out = limit_moves(target, cur, counts, 4, 4, 2)
+    assert out.tolist() == [COLD, HOT, COLD, HOT]
+
+
+def test_directions_groups_moves():
+    cur = np.array([HOT, WARM, COLD, COLD, HOT], np.int8)
+    target = np.array([WARM, HOT, HOT, COLD, HOT], np.int8)
+    d = directions(cur, target)
+    assert d["hot->warm"].tolist() == [0]
+    assert d["warm->hot"].tolist() == [1]
+    assert d["cold->hot"].tolist() == [2]
+    assert sum(len(v) for v in d.values()) == 3
