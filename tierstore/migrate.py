@@ -182,8 +182,10 @@ def _to_cold(store: TierStore, batch: list[Entry]) -> int:
     return len(batch)
 
 
-# Order of a plan: make room first (out of hot, out of warm), then fill.
-_ORDER = (("hot->warm",), ("hot->cold", "warm->cold"), ("cold->warm",), ("warm->hot", "cold->hot"))
+# Order of a plan: make room first, then fill. Hot is a hard limit and is never exceeded (its
+# promotions come last, after its demotions); warm is a budget and can be over by up to one
+# batch while hot and warm swap vectors.
+_ORDER = (("hot->cold", "warm->cold"), ("hot->warm",), ("cold->warm",), ("warm->hot", "cold->hot"))
 _JOURNAL = b"policy_run"
 
 
