@@ -86,6 +86,7 @@ import hashlib
 import json
 import os
 import platform
+import re
 import shlex
 import sys
 import time
@@ -792,8 +793,9 @@ def render(res: dict[str, Any]) -> str:
             "- Scoring: `place` = both passes (hot, then warm) and the pin fix-ups on 10M rows; `place_numpy` is "
             "the numpy reference; agreement counts the rows whose target tier differs (0 = the same selection).",
             "- Trace tables: the oracle picks each interval's B most accessed keys from that interval's own "
-            "counts, so it also profits from sampling noise: with 30k accesses per interval over 100k keys most "
-            "keys are seen 0-1 times, and at 10% the oracle holds almost every key seen at all. `dist` (the "
+            f"counts, so it also profits from sampling noise: with {t0['cycle_accesses']} accesses per interval over "
+            f"{sp['keys']} keys most keys are seen 0-1 times, and at 10% the oracle holds almost every key seen at "
+            "all. `dist` (the "
             "phase's truly most popular keys) shows what perfect knowledge of popularity gets; `dist/orc` is the "
             "realistic ceiling for pol/orc. The 10x-traffic table shows the same traces when intervals are "
             "dense enough for the oracle to be close to `dist`.",
@@ -827,6 +829,13 @@ def _hit_table(traces: list[dict[str, Any]], hl: list[str]) -> str:
     return "\n".join(lines)
 
 
+def dumps(res: dict[str, Any]) -> str:
+    """JSON with every list of plain numbers on one line (the per-cycle series stay readable)."""
+    text = json.dumps(res, indent=2)
+    return re.sub(r"\[\s+([-+\d.eE,\s]+?)\s+\]", lambda m: "[" + ", ".join(x.strip() for x in m.group(1).split(",")) + "]",
+                  text)
+
+
 def update_results(section: str, path: Path) -> None:
     """Replace this section in RESULTS.md (up to the next ``## `` heading), or append it."""
     text = path.read_text() if path.exists() else "# tierstore benchmark results\n"
@@ -857,7 +866,7 @@ def main(argv: list[str] | None = None) -> int:
     res = run(args, f"{exe_s} -m benchmarks.policy {shlex.join(argv)}".rstrip())
     out = REPO / f"benchmarks/results/policy-{res['date']}{'-quick' if args.quick else ''}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(res, indent=2) + "\n")
+    out.write_text(dumps(res) + "\n")
     log(f"wrote {out.relative_to(REPO)}")
     section = render(res)
     print(section)

@@ -6,6 +6,8 @@
     tierstore query --vector '[...]' | --like ID  [-k 10] [--filter '{"pos": "n"}'] [--json]
     tierstore stats [--json]
     tierstore move ids.txt --tier warm|hot|cold [--int-ids] [--defer]
+    tierstore policy [--dry-run] [--examples 10]     one policy cycle: what moves and why
+    tierstore migrate --tier cold (--filter '{"tenant": "acme"}' | --ids ids.txt) [--resume]
     tierstore compact [--threshold 0.3]
     tierstore verify [--quick] [--json]
     tierstore export out.jsonl|out.npz [--tier cold]
@@ -33,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-from . import datasets
+from . import datasets, migrate
 from .config import load_config
 from .errors import IntegrityError, StoreLockedError, TierStoreError, TierUnavailableError
 from .store import TierStore
@@ -76,7 +78,8 @@ def _open(args: argparse.Namespace) -> TierStore:
         config = "tierstore.toml"
     if config is None:
         raise _Usage("no config: pass --config FILE, set TIERSTORE_CONFIG, or run `tierstore init` here")
-    return open_store(config)
+    # a command-line run never starts the background policy thread: it does one job and exits
+    return open_store(config, policy={"interval": 0})
 
 
 class _Usage(Exception):
@@ -240,20 +243,87 @@ def cmd_compact(args: argparse.Namespace) -> int:
 
 
 def cmd_move(args: argparse.Namespace) -> int:
-    path = Path(args.id_file)
-    if not path.exists():
-        raise _Usage(f"{path}: no such file")
-    ids: list = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    if args.int_ids:
-        try:
-            ids = [int(x) for x in ids]
-        except ValueError as exc:
-            raise _Usage(f"{path}: --int-ids given but {exc}") from None
+    ids = _read_ids(Path(args.id_file), args.int_ids)
     with _open(args) as store:
         rep = store.move(ids, args.tier, defer=args.defer)
     _print({"tier": rep.tier, "moved": rep.moved, "already": rep.already, "missing": rep.missing,
             "queued": rep.queued, "seconds": round(rep.seconds, 2)}, args.json)
     return EXIT_OK
+
+
+def cmd_policy(args: argparse.Namespace) -> int:
+    with _open(args) as store:
+        progress: Progress | None = None
+        if not args.dry_run:
+            plan = store.run_policy(dry_run=True, examples=0)
+            progress = Progress(plan.total_planned - plan.deferred, "moving") if plan.total_planned else None
+        rep = store.policy.run(dry_run=args.dry_run, examples=args.examples,
+                               progress=(lambda d, n: progress.update(n)) if progress else None)
+        if progress is not None:
+            progress.close()
+    if args.json:
+        _print(rep.to_dict(), True)
+        return EXIT_OK
+    head = "plan (dry run: nothing moved)" if rep.dry_run else "policy cycle"
+    print(f"{head}: {rep.vectors} vectors, {rep.total_planned} moves planned in {rep.seconds:.2f}s")
+    print("  budgets:   " + ", ".join(f"{t} {n:,}" for t, n in rep.budgets.items()))
+    print("  before:    " + ", ".join(f"{t} {n:,}" for t, n in rep.before.items()))
+    print("  after:     " + ", ".join(f"{t} {n:,}" for t, n in rep.after.items()))
+    print("  thresholds (decayed accesses to hold a place): "
+          + (", ".join(f"{t} {v:.3g}" for t, v in rep.thresholds.items()) or "none"))
+    print(f"  pinned: {rep.pinned}  in grace period: {rep.in_grace}  deferred by max_moves_per_cycle: {rep.deferred}")
+    for d, n in rep.planned.items():
+        done = f", moved {rep.moved.get(d, 0):,}" if not rep.dry_run else ""
+        print(f"  {d:<11} {n:>9,}{done}")
+    if rep.skipped:
+        print(f"  skipped (changed while moving): {rep.skipped}")
+    for w in rep.warnings:
+        print(f"  warning: {w}")
+    if rep.moves:
+        print("examples:")
+        for m in rep.moves:
+            print(f"  {m.id!r:<24} {m.src}->{m.dst:<5} {m.reason}")
+    return EXIT_OK
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    if args.resume and (args.filter or args.ids):
+        raise _Usage("--resume takes the selection of the interrupted run; do not pass --filter/--ids")
+    if not args.resume and bool(args.filter) == bool(args.ids):
+        raise _Usage("pass exactly one of --filter JSON or --ids FILE (or --resume)")
+    with _open(args) as store:
+        job = migrate.saved_job(store)
+        if args.resume:
+            if job is None:
+                raise _Usage("nothing to resume: no interrupted `tierstore migrate` in this store")
+        else:
+            if job is not None:
+                print(f"note: replacing an interrupted migrate to {job['tier']} ({job['done']}/{job['total']} done)",
+                      file=sys.stderr)
+            if not args.tier:
+                raise _Usage("--tier is required")
+            job = {"tier": args.tier, "filter": json.loads(args.filter) if args.filter else None,
+                   "from": args.from_tier, "ids": _read_ids(Path(args.ids), args.int_ids) if args.ids else None}
+        ids = migrate.select(store, job)
+        job.update(total=len(ids), done=0)
+        progress = Progress(len(ids), f"migrate -> {job['tier']}")
+        rep = migrate.run_job(store, job, ids, args.batch_size, progress.update)
+        secs = progress.close()
+    _print({"tier": job["tier"], "selected": len(ids), "moved": rep.moved, "already": rep.already,
+            "missing": rep.missing, "seconds": round(secs, 2)}, args.json)
+    return EXIT_OK
+
+
+def _read_ids(path: Path, int_ids: bool) -> list:
+    if not path.exists():
+        raise _Usage(f"{path}: no such file")
+    ids: list = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    if int_ids:
+        try:
+            ids = [int(x) for x in ids]
+        except ValueError as exc:
+            raise _Usage(f"{path}: --int-ids given but {exc}") from None
+    return ids
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
@@ -415,6 +485,20 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--int-ids", action="store_true", help="the ids are integers")
     sp.add_argument("--defer", action="store_true", help="cold: queue; written as one segment at "
                     "cold.segment_size or the next flush")
+    sp = add("policy", cmd_policy, "run one policy cycle now: score every vector by its decayed access "
+             "count and move vectors between tiers within the budgets (--dry-run: only show the plan and why)")
+    sp.add_argument("--dry-run", action="store_true", help="plan only; move nothing")
+    sp.add_argument("--examples", type=int, default=10, help="moves listed per direction with their reason")
+    sp = add("migrate", cmd_migrate, "move a selection (by filter or id file) to a tier, in batches with a "
+             "progress bar; an interrupted run continues with --resume")
+    sp.add_argument("--tier", choices=("hot", "warm", "cold"))
+    sp.add_argument("--filter", help='JSON filter over [schema] fields, e.g. \'{"tenant": "acme"}\'')
+    sp.add_argument("--ids", help="file with one id per line")
+    sp.add_argument("--int-ids", action="store_true", help="the ids in --ids are integers")
+    sp.add_argument("--from-tier", action="append", choices=("hot", "warm", "cold"),
+                    help="only vectors now in this tier (repeatable)")
+    sp.add_argument("--batch-size", type=int, default=5000, help="vectors per batch (cold: per segment)")
+    sp.add_argument("--resume", action="store_true", help="continue the interrupted migrate")
     sp = add("verify", cmd_verify, "check catalog vs Redis vs warm segments vs S3 (checksums of every "
              "cold object); exit 4 when something is wrong")
     sp.add_argument("--quick", action="store_true", help="do not download cold objects (footers only)")

@@ -257,6 +257,54 @@ def interrupted_run(store: TierStore) -> dict[str, Any] | None:
     return json.loads(raw)
 
 
+# --- offline migration of a selection (tierstore migrate) ------------------------------------------
+
+_JOB = b"migrate_job"
+
+
+def saved_job(store: TierStore) -> dict[str, Any] | None:
+    """The selection of an interrupted ``tierstore migrate`` (None when there is none)."""
+    raw = store.catalog.get_meta(_JOB)
+    return None if raw is None else json.loads(raw)
+
+
+def select(store: TierStore, job: dict[str, Any]) -> list[str | int]:
+    """The user ids a migrate job names: its id list, or every vector matching its filter
+    (optionally only those now in ``job["from"]`` tiers), in internal-id order."""
+    from . import filters
+    from .catalog import normalize_ids
+
+    if job.get("ids") is not None:
+        return normalize_ids(job["ids"])
+    node = filters.compile_filter(job.get("filter"), store.schema)
+    tiers = [TIER_CODES[t] for t in job["from"]] if job.get("from") else None
+    return [e.uid for batch in store.catalog.entry_batches(tiers=tiers) for e in batch
+            if filters.matches(node, e.metadata)]
+
+
+def run_job(store: TierStore, job: dict[str, Any], ids: list[str | int], batch_size: int,
+            progress: Callable[[int], None] | None = None) -> MoveReport:
+    """Move ``ids`` to ``job["tier"]`` in batches, saving the job in the catalog first so an
+    interrupted run can be resumed (moves are idempotent: what already moved counts as
+    ``already`` the second time). Batches to cold are whole segments (``cold.segment_size``)."""
+    tier = job["tier"]
+    size = store.config.cold.segment_size if tier == "cold" else max(1, batch_size)
+    total = MoveReport(tier)
+    store.catalog.set_meta(_JOB, json.dumps(job).encode())
+    for s in range(0, len(ids), size):
+        rep = store.move(ids[s : s + size], tier)
+        total.moved += rep.moved
+        total.already += rep.already
+        total.missing += rep.missing
+        total.seconds += rep.seconds
+        job["done"] = min(len(ids), s + size)
+        store.catalog.set_meta(_JOB, json.dumps(job).encode())
+        if progress is not None:
+            progress(len(ids[s : s + size]))
+    store.catalog.delete_meta(_JOB)
+    return total
+
+
 def flush_cold_queue(store: TierStore) -> int:
     """Write the vectors queued for demotion as cold segments (of up to ``cold.segment_size``).
     Queued ids deleted or moved to cold since are dropped from the queue. Returns #moved."""
@@ -396,4 +444,5 @@ def verify(store: TierStore, deep: bool = True) -> dict[str, Any]:
     return report
 
 
-__all__ = ["compact_cold", "execute", "flush_cold_queue", "interrupted_run", "move", "verify"]
+__all__ = ["compact_cold", "execute", "flush_cold_queue", "interrupted_run", "move", "run_job", "saved_job", "select",
+           "verify"]

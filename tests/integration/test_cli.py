@@ -109,3 +109,77 @@ def test_demo_reports_recall(tmp_path):
     report = json.loads(out.stdout)
     assert report["vectors"] == 3000 and report["recall@10"] >= 0.95
     assert report["latency_ms"]["p50"] > 0
+
+
+def _cli_env() -> dict:
+    import os
+
+    return {"PATH": "/usr/bin:/bin", **{k: v for k, v in os.environ.items() if k.startswith("AWS_")}}
+
+
+def test_policy_and_migrate_commands(tmp_path, redis_server, s3_server, cold_section):
+    import os
+    import signal
+
+    cold = cold_section(s3_server, segment_size=20)
+    (tmp_path / "tierstore.toml").write_text(f"""
+[store]
+path = "data"
+dim = 8
+[schema]
+tenant = "tag"
+[hot]
+redis_url = "{redis_server.url}"
+capacity = 5
+[cold]
+url = "{cold['url']}"
+endpoint_url = "{cold['endpoint_url']}"
+segment_size = 20
+[policy]
+ingest_tier = "warm"
+grace_period = 0
+pin_hot = {{tenant = "acme"}}
+""")
+    env = _cli_env()
+
+    def run(*args, check=True):
+        proc = subprocess.run([sys.executable, "-m", "tierstore.cli", *args], cwd=tmp_path, capture_output=True,
+                              text=True, timeout=300, env=env)
+        if check:
+            assert proc.returncode == 0, proc.stderr
+        return proc
+
+    vecs = np.random.default_rng(0).standard_normal((200, 8)).astype(np.float32)
+    lines = [json.dumps({"id": i, "vector": vecs[i].tolist(), "metadata": {"tenant": "acme" if i < 2 else "other"}})
+             for i in range(200)]
+    (tmp_path / "r.jsonl").write_text("\n".join(lines) + "\n")
+    run("ingest", "r.jsonl")
+    plan = json.loads(run("policy", "--dry-run", "--json").stdout)
+    assert plan["planned"] == {"warm->hot": 2} and plan["pinned"] == 2 and plan["dry_run"]
+    human = run("policy", "--dry-run").stdout
+    assert "nothing moved" in human and "pinned to hot" in human and "warm->hot" in human
+    assert json.loads(run("stats", "--json").stdout)["tiers"]["hot"]["count"] == 0
+    done = json.loads(run("policy", "--json").stdout)
+    assert done["moved"] == {"warm->hot": 2}
+    assert json.loads(run("stats", "--json").stdout)["tiers"]["hot"]["count"] == 2
+
+    # migrate by filter, interrupted by SIGKILL after its first batch, then resumed
+    proc = subprocess.Popen([sys.executable, "-m", "tierstore.cli", "migrate", "--tier", "cold", "--filter",
+                             '{"tenant": "other"}', "--batch-size", "20"], cwd=tmp_path, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    first = proc.stderr.readline()  # "migrate -> cold: 20/198 (10%) ..." after the first segment
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=60)
+    assert "migrate -> cold" in first, first + proc.stderr.read()
+    resumed = json.loads(run("migrate", "--resume", "--json").stdout)
+    assert resumed["selected"] == 198 and resumed["moved"] + resumed["already"] == 198 and resumed["already"] >= 20
+    assert run("migrate", "--resume", check=False).returncode == 2  # nothing left to resume
+    stats = json.loads(run("stats", "--json").stdout)
+    assert stats["tiers"]["cold"]["count"] == 198 and stats["tiers"]["hot"]["count"] == 2
+    (tmp_path / "ids.txt").write_text("5\n6\n7\n")
+    out = json.loads(run("migrate", "--tier", "warm", "--ids", "ids.txt", "--int-ids", "--json").stdout)
+    assert out["moved"] == 3
+    assert run("verify").returncode == 0
+    bad = run("migrate", "--tier", "cold", "--filter", '{"tenat": "x"}', check=False)
+    assert bad.returncode == 2 and "tenat" in bad.stderr
+    assert os.path.exists(tmp_path / "data" / "catalog")
