@@ -36,6 +36,18 @@ def access_add(counts: np.ndarray, last: np.ndarray, slots: np.ndarray, w: float
 
 
 @nb.njit(cache=True, nogil=True)
+def access_add_each(counts: np.ndarray, last: np.ndarray, slots: np.ndarray, w: np.ndarray, t: np.ndarray) -> None:
+    """counts[slots[i]] += w[i] and last[slots[i]] = t[i] for every i (accesses of many
+    queries at their own times, applied in one call)."""
+    n = counts.shape[0]
+    for i in range(slots.shape[0]):
+        s = slots[i]
+        if 0 <= s < n:
+            counts[s] += w[i]
+            last[s] = t[i]
+
+
+@nb.njit(cache=True, nogil=True)
 def scale_inplace(counts: np.ndarray, factor: float) -> None:
     """Rebase epoch-scaled counts: counts *= factor."""
     for i in range(counts.shape[0]):
@@ -84,9 +96,8 @@ def tier_priorities(counts: np.ndarray, cur: np.ndarray, pin: np.ndarray, young:
 
 @nb.njit(cache=True, nogil=True)
 def _kth_largest(vals: np.ndarray, k: int) -> float:
-    """The k-th largest of ``vals`` (1 <= k <= len): partial sort of a copy, O(n)."""
-    tmp = vals.copy()
-    return np.partition(tmp, tmp.shape[0] - k)[tmp.shape[0] - k]
+    """The k-th largest of ``vals`` (1 <= k <= len): a partial sort (np.partition copies), O(n)."""
+    return np.partition(vals, vals.shape[0] - k)[vals.shape[0] - k]
 
 
 @nb.njit(cache=True, nogil=True)

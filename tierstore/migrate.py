@@ -31,6 +31,7 @@ import logging
 import os
 import time
 from collections.abc import Callable
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -97,7 +98,7 @@ def _load(store: TierStore, batch: list[Entry]) -> tuple[np.ndarray, list[dict]]
     return vecs, [e.metadata for e in batch]
 
 
-def _to_warm(store: TierStore, batch: list[Entry]) -> int:
+def _to_warm(store: TierStore, batch: list[Entry], background: Executor | None = None) -> int:
     """hot or cold -> warm."""
     vecs, metas = _load(store, batch)
     iids = [e.iid for e in batch]
@@ -119,13 +120,13 @@ def _to_warm(store: TierStore, batch: list[Entry]) -> int:
         store.warm.discard(labels)
         store.hot.unprotect(hot_iids)
         raise
-    store._remove_old(batch)  # remove, after the reader grace
+    store._remove_old(batch, background)  # remove, after the reader grace
     if store.warm.needs_seal():
         store.warm.seal()
     return len(batch)
 
 
-def _to_hot(store: TierStore, batch: list[Entry]) -> int:
+def _to_hot(store: TierStore, batch: list[Entry], background: Executor | None = None) -> int:
     """warm or cold -> hot."""
     vecs, metas = _load(store, batch)
     iids = [e.iid for e in batch]
@@ -146,11 +147,11 @@ def _to_hot(store: TierStore, batch: list[Entry]) -> int:
             store.catalog.unqueue_cold(txn, iids)
     finally:
         store.hot.unprotect(iids)
-    store._remove_old(batch)  # mask the old warm rows after the reader grace
+    store._remove_old(batch, background)  # mask the old warm rows after the reader grace
     return len(batch)
 
 
-def _to_cold(store: TierStore, batch: list[Entry]) -> int:
+def _to_cold(store: TierStore, batch: list[Entry], background: Executor | None = None) -> int:
     """hot or warm -> cold: one new segment. The vectors leave LMDB (and Redis / the warm
     segments, after the reader grace) only once the segment and its manifest are in S3."""
     if not batch:
@@ -178,8 +179,26 @@ def _to_cold(store: TierStore, batch: list[Entry]) -> int:
         except Exception as exc:  # the next open repairs the manifest
             log.warning("cold tier: abort of segment %d failed: %s", w.seg.sid, exc)
         raise
-    store._remove_old(batch)
+    store._remove_old(batch, background)
     return len(batch)
+
+
+class _Unlinker(ThreadPoolExecutor):
+    """One worker thread for the Redis removals of one execute(), overlapped with its next batch
+    (RediSearch deletes an HNSW node about as slowly as it inserts one)."""
+
+    def __init__(self) -> None:
+        super().__init__(max_workers=1, thread_name_prefix="tierstore-unlink")
+        self.futures: list[Future] = []
+
+    def submit(self, fn, /, *args, **kwargs) -> Future:  # type: ignore[override]
+        fut = super().submit(fn, *args, **kwargs)
+        self.futures.append(fut)
+        return fut
+
+    def drain(self) -> None:
+        while self.futures:
+            self.futures.pop(0).result()
 
 
 # Order of a plan: make room first, then fill. Hot is a hard limit and is never exceeded (its
@@ -208,8 +227,11 @@ def execute(store: TierStore, plan: dict[str, tuple[np.ndarray, np.ndarray]], *,
     journal = {"pid": os.getpid(), "started": time.time(), "planned": {d: len(v[0]) for d, v in plan.items()},
                "moved": moved}
     cat.set_meta(_JOURNAL, json.dumps(journal).encode())
+    unlinker = _Unlinker()
     try:
         for group in _ORDER:
+            if group[0].endswith("->hot"):
+                unlinker.drain()  # Redis holds no more than hot.capacity vectors: removals finish first
             srcs = {d: TIER_CODES[d.split("->")[0]] for d in group}
             dst = group[0].split("->")[1]
             work = [(d, int(i), int(v)) for d in group if d in plan for i, v in zip(*plan[d], strict=True)]
@@ -230,17 +252,19 @@ def execute(store: TierStore, plan: dict[str, tuple[np.ndarray, np.ndarray]], *,
                         continue
                     batch = [e for _, e in todo]
                     if dst == "hot":
-                        _to_hot(store, batch)
+                        _to_hot(store, batch, unlinker)
                     elif dst == "warm":
-                        _to_warm(store, batch)
+                        _to_warm(store, batch, unlinker)
                     else:
-                        _to_cold(store, batch)
+                        _to_cold(store, batch, unlinker)
                     for d, _ in todo:
                         moved[d] += 1
                     cat.set_meta(_JOURNAL, json.dumps(journal).encode())
                 if progress is not None:
                     progress(group[0], len(chunk))
+        unlinker.drain()
     finally:
+        unlinker.shutdown(wait=True)
         cat.delete_meta(_JOURNAL)
     return moved, skipped
 

@@ -77,16 +77,40 @@ class AccessStats:
             self._apply_locked()
 
     def _apply_locked(self) -> None:
+        # Drain everything queued at once: small lists (one per query) are concatenated and
+        # applied by one kernel call with per-access weights, so the cost per query is a list
+        # extend, not a kernel call; arrays (touch, large batches) go through as they are.
+        flat: list[int] = []
+        lens: list[int] = []
+        nows: list[float] = []
+        chunks: list[tuple[np.ndarray, np.ndarray | float]] = []
+        drained = 0
         while self._queue:
             slots, now = self._queue.popleft()
-            self._queued -= len(slots)
-            slots = np.asarray(slots, dtype=np.int64)
+            drained += len(slots)
+            if isinstance(slots, np.ndarray):
+                chunks.append((slots.astype(np.int64, copy=False), now))
+            else:
+                flat.extend(slots)
+                lens.append(len(slots))
+                nows.append(now)
+        self._queued -= drained
+        if flat:
+            chunks.append((np.asarray(flat, dtype=np.int64), np.repeat(np.asarray(nows), lens)))
+        for slots, now in chunks:
+            if not len(slots):
+                continue
             self._ensure(int(slots.max()) + 1)
-            exp = (now - self.t0) / self.half_life
-            if exp > _REBASE_EXP:
-                self._rebase(now)
-                exp = 0.0
-            kernels.access_add(self.counts, self.last, slots, 2.0**exp, np.float32(now - self.t0))
+            latest = float(np.max(now))
+            if (latest - self.t0) / self.half_life > _REBASE_EXP:
+                self._rebase(latest)
+            if isinstance(now, np.ndarray):
+                rel = now - self.t0
+                kernels.access_add_each(self.counts, self.last, slots, np.exp2(rel / self.half_life),
+                                        rel.astype(np.float32))
+            else:
+                kernels.access_add(self.counts, self.last, slots, 2.0 ** ((now - self.t0) / self.half_life),
+                                   np.float32(now - self.t0))
             self.total_accesses += len(slots)
 
     def _ensure(self, n: int) -> None:
@@ -130,7 +154,7 @@ class AccessStats:
             if len(slots):
                 self._ensure(int(slots.max()) + 1)
             young = self.placed[slots] > np.float32(now - self.t0 - grace)
-            return self.counts[slots].copy(), young
+            return self.counts[slots], young  # fancy indexing: already copies
 
     def scale(self, now: float) -> float:
         """Factor turning epoch-scaled counts into decayed counts at ``now``."""
@@ -182,7 +206,10 @@ def place(counts: np.ndarray, cur: np.ndarray, pin: np.ndarray, young: np.ndarra
     tier a row is pinned to; ``young``: rows in their grace period (never demoted). The hot
     budget goes to the highest counts, the warm budget to the next, the rest is cold; a row
     already at or above a tier competes with its count times ``1 + hysteresis``. A row with no
-    recorded access is never promoted. Pinned rows always target their pin.
+    recorded access is never promoted. Pinned rows target their pin -- except that hot's
+    capacity is hard: if more rows are pinned hot than fit, those already hot keep their places
+    first, the others stay where they are, and if hot itself is over capacity (it was lowered)
+    the excess goes to warm.
 
     >>> place(np.array([5., 1., 9., 0.]), np.array([1, 0, 2, 1], np.int8), np.full(4, -1, np.int8),
     ...       np.zeros(4, bool), cap_hot=1, cap_warm=2, hysteresis=0.2).tolist()
@@ -416,7 +443,7 @@ class PolicyEngine:
         hot_over = int((pin == HOT).sum()) - caps["hot"]
         if hot_over > 0:
             report.warnings.append(f"{hot_over} vectors pinned to hot (policy.pin_hot / pin) do not fit hot.capacity "
-                                   f"= {caps['hot']}; they stay where they are")
+                                   f"= {caps['hot']}; those not already hot stay where they are")
         plan: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         for d, rows in directions(cur, target).items():
             if not len(rows):

@@ -20,7 +20,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Iterator, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -424,19 +424,30 @@ class TierStore:
             self.warm.seal()
         return slots
 
-    def _remove_old(self, entries: list[Entry]) -> None:
+    def _remove_old(self, entries: list[Entry], background: Executor | None = None) -> Future | None:
         """Remove superseded copies once no query that could still want them is running. Hot
-        copies were protected from reconciliation by the caller before its catalog flip."""
+        copies were protected from reconciliation by the caller before its catalog flip.
+
+        With ``background``, the Redis removals run there (returns the future): RediSearch
+        deletes an HNSW node synchronously, about as slowly as it inserts one, so the policy's
+        executor overlaps them with its next batch. Their pending marks are durable already."""
         self.gate.wait()
         self.warm.kill([e for e in entries if e.tier == TIER_WARM])
         gone_hot = [e.iid for e in entries if e.tier == TIER_HOT]
-        if gone_hot:
-            try:
-                self.hot.sync(gone_hot)  # state-based: unlinks, clears the pending marks
-            except TierUnavailableError as exc:
-                log.warning("Redis removal of %d moved vectors deferred: %s", len(gone_hot), exc)
-            finally:
-                self.hot.unprotect(gone_hot)
+        if not gone_hot:
+            return None
+        if background is not None:
+            return background.submit(self._unlink_hot, gone_hot)
+        self._unlink_hot(gone_hot)
+        return None
+
+    def _unlink_hot(self, gone_hot: list[int]) -> None:
+        try:
+            self.hot.sync(gone_hot)  # state-based: unlinks, clears the pending marks
+        except TierUnavailableError as exc:
+            log.warning("Redis removal of %d moved vectors deferred: %s", len(gone_hot), exc)
+        finally:
+            self.hot.unprotect(gone_hot)
 
     def _target_tier(self, tier: str | None) -> str:
         target = tier or self.config.policy.ingest_tier

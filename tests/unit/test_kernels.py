@@ -235,3 +235,38 @@ def test_loads_uses_given_half_life():
     back = AccessStats.loads(st.dumps(), half_life=20.0)
     assert back.half_life == 20.0
     assert back.decayed(np.array([0]), now=20.0).tolist() == [0.5]
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_access_add_each_matches_numpy(seed):
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(1, 300))
+    counts = rng.random(n)
+    last = rng.random(n).astype(np.float32)
+    slots = rng.integers(-5, n + 5, size=int(rng.integers(0, 800)))
+    w = rng.random(len(slots)) * 3
+    t = np.sort(rng.random(len(slots)).astype(np.float32) * 100)  # in time order: the last one wins
+    want_counts, want_last = counts.copy(), last.copy()
+    ok = (slots >= 0) & (slots < n)
+    np.add.at(want_counts, slots[ok], w[ok])
+    for s, ti in zip(slots[ok], t[ok], strict=True):
+        want_last[s] = ti
+    kernels.access_add_each(counts, last, slots, w, t)
+    np.testing.assert_allclose(counts, want_counts, rtol=1e-12)
+    np.testing.assert_array_equal(last, want_last)
+
+
+def test_many_small_records_equal_one_reference():
+    """Per-query lists at their own times, drained in one apply, equal the exact decay sum."""
+    rng = np.random.default_rng(3)
+    st = AccessStats(half_life=50.0, t0=0.0)
+    want = np.zeros(40)
+    for i in range(500):
+        slots = rng.integers(0, 40, size=10).tolist()
+        now = i * 0.7
+        st.record(slots, now=now)
+        np.add.at(want, slots, 2.0 ** (-(400.0 - now) / 50.0))
+    st.record(np.array([1, 2]), now=400.0)
+    want[[1, 2]] += 1.0
+    st.apply()
+    np.testing.assert_allclose(st.decayed(np.arange(40), now=400.0), want, rtol=1e-9)
