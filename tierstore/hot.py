@@ -98,6 +98,9 @@ class HotTier:
         self._synced: list[int] = []
         self._run_id = ""  # Redis server run_id seen at the last verification
         self._protected: set[int] = set()  # being copied in by a move: not "extra" for reconcile
+        # _synced and _protected have their own lock: a mover must not wait for a long Redis
+        # sync (e.g. the policy's background unlinks) just to protect the ids of its next batch
+        self._ids_lock = threading.Lock()
         self.r = self._client()
         self.stats = {"verifies": 0, "rebuilds": 0, "reconciled_added": 0, "reconciled_removed": 0,
                       "restarts": 0, "index_recreated": 0}
@@ -267,10 +270,12 @@ class HotTier:
             in_catalog = {e.iid for e in self._iter_hot_entries()}
             pending = set(self.catalog.pending())
             missing = (in_catalog - in_redis) | (pending & in_catalog)
-            extra = ((in_redis - in_catalog) | (pending - in_catalog)) - self._protected
+            with self._ids_lock:  # after keys(): an id copied in since was protected before its write
+                protected = set(self._protected)
+            extra = ((in_redis - in_catalog) | (pending - in_catalog)) - protected
             self._sync_now(sorted(missing | extra))
             # a protected id's pending mark is its mover's: it clears it after the reader grace
-            self.catalog.clear_pending(sorted(pending - self._protected))
+            self.catalog.clear_pending(sorted(pending - protected))
             self.stats["reconciled_added"] += len(missing)
             self.stats["reconciled_removed"] += len(extra)
             return {"added": len(missing), "removed": len(extra)}
@@ -328,23 +333,23 @@ class HotTier:
         catalog cannot have changed for these ids). Their pending marks are cleared lazily
         (:meth:`take_synced`), in the next catalog write, which saves an fsync per batch."""
         n = self._call(lambda: self._write_now(iids, vectors, metas))
-        with self._lock:
+        with self._ids_lock:
             self._synced.extend(iids)
         return n
 
     def protect(self, iids: Sequence[int]) -> None:
         """Keys a move is copying in (before its catalog flip) or moving out (until the reader
         grace has passed): reconcile must not remove them."""
-        with self._lock:
+        with self._ids_lock:
             self._protected.update(iids)
 
     def unprotect(self, iids: Sequence[int]) -> None:
-        with self._lock:
+        with self._ids_lock:
             self._protected.difference_update(iids)
 
     def take_synced(self) -> list[int]:
         """Ids written to Redis whose pending marks the caller should now clear."""
-        with self._lock:
+        with self._ids_lock:
             out, self._synced = self._synced, []
         return out
 

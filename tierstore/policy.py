@@ -322,21 +322,23 @@ class HitWindow:
         self.top1 = np.full(size, -1, dtype=np.int8)
         self.i = 0
         self.n = 0
+        self._lock = threading.Lock()  # queries from many threads
 
     def add(self, hits_list: list) -> None:
-        codes = {"hot": 0, "warm": 1, "cold": 2}
         size = self.rows.shape[0]
-        for hits in hits_list:
-            row = self.rows[self.i]
-            row[:] = 0
-            for h in hits:
-                row[codes[h.tier]] += 1
-            self.top1[self.i] = codes[hits[0].tier] if hits else -1
-            self.i = (self.i + 1) % size
-            self.n = min(self.n + 1, size)
+        with self._lock:
+            for hits in hits_list:
+                row = self.rows[self.i]
+                row[:] = 0
+                for h in hits:
+                    row[TIER_CODES[h.tier]] += 1
+                self.top1[self.i] = TIER_CODES[hits[0].tier] if hits else -1
+                self.i = (self.i + 1) % size
+                self.n = min(self.n + 1, size)
 
     def ratios(self) -> dict[str, Any]:
-        rows, top1 = self.rows[: self.n], self.top1[: self.n]
+        with self._lock:
+            rows, top1 = self.rows[: self.n].copy(), self.top1[: self.n].copy()
         total, first = int(rows.sum()), int((top1 >= 0).sum())
         return {
             "queries": self.n,

@@ -284,3 +284,15 @@ def test_kill_9_at_random_points_of_migration_repeatedly(tmp_path, redis_server,
             if proc.returncode == -signal.SIGKILL:
                 assert st["policy"]["interrupted_at_open"] is not None, outs[-1]
     assert killed >= 2, outs  # (a step a cycle did not reach leaves that child alive)
+
+
+def test_capacity_bytes_lowers_the_hot_budget(open_store):
+    from tierstore.policy import bytes_per_vector
+
+    per = bytes_per_vector("hot", 16, 16)
+    store = open_store(dim=16, hot={"capacity": 1000, "capacity_bytes": 10 * per + per // 2},
+                       policy={"interval": 0})
+    assert store.capacity("hot") == 10
+    store.upsert(list(range(25)), vecs(25))
+    st = store.stats()["tiers"]
+    assert (st["hot"]["count"], st["hot"]["capacity"], st["warm"]["count"]) == (10, 10, 15)

@@ -589,3 +589,36 @@ def test_load_config_accepts_pathlike(tmp_path):
     f = write(tmp_path / "c.toml", "[store]\ndim = 4\n")
     assert load_config(os.fspath(f), env={}).store.dim == 4
     assert load_config(f, env={}).store.dim == 4
+
+
+# --- policy pins and byte budgets ------------------------------------------------------------------
+
+
+def test_pin_filters_are_validated_against_the_schema(tmp_path):
+    cfg = tmp_path / "t.toml"
+    cfg.write_text('[store]\ndim = 4\n[schema]\ntenant = "tag"\n[policy]\npin_hot = {tenant = "acme"}\n')
+    assert load_config(cfg, env={}).policy.pin_hot == {"tenant": "acme"}
+    cfg.write_text('[store]\ndim = 4\n[schema]\ntenant = "tag"\n[policy]\npin_hot = {tenat = "acme"}\n')
+    with pytest.raises(ConfigError, match=r"policy\.pin_hot: .*tenat.*not declared"):
+        load_config(cfg, env={})
+    with pytest.raises(ConfigError, match=r"policy\.pin_warm: .*non-empty filter table"):
+        load_config(store={"dim": 4}, policy={"pin_warm": 5}, env={})
+    with pytest.raises(ConfigError, match=r"policy\.pin_cold: .*cold tier is disabled"):
+        load_config(store={"dim": 4}, schema={"t": "tag"}, cold={"enabled": False}, policy={"pin_cold": {"t": "x"}}, env={})
+
+
+def test_pin_filter_from_environment_is_json():
+    env = {"TIERSTORE_POLICY_PIN_HOT": '{"tenant": {"$in": ["a", "b"]}}'}
+    c = load_config(store={"dim": 4}, schema={"tenant": "tag"}, env=env)
+    assert c.policy.pin_hot == {"tenant": {"$in": ["a", "b"]}}
+    with pytest.raises(ConfigError, match=r"policy\.pin_hot"):
+        load_config(store={"dim": 4}, schema={"tenant": "tag"}, env={"TIERSTORE_POLICY_PIN_HOT": "{tenant"})
+
+
+def test_policy_keys_and_byte_budgets():
+    c = load_config(store={"dim": 4}, hot={"capacity_bytes": "1GiB"}, warm={"capacity_bytes": "10GB"},
+                    policy={"batch_size": 100, "hit_window": 50, "grace_period": "2m"}, env={})
+    assert c.hot.capacity_bytes == 2**30 and c.warm.capacity_bytes == 10**10
+    assert (c.policy.batch_size, c.policy.hit_window, c.policy.grace_period) == (100, 50, 120.0)
+    with pytest.raises(ConfigError, match=r"policy\.batch_size"):
+        load_config(store={"dim": 4}, policy={"batch_size": 0}, env={})
