@@ -23,7 +23,7 @@ from .errors import (
     TierStoreError,
     TierUnavailableError,
 )
-from .results import Hit, Hits, MoveReport, Record, TierReport
+from .results import Hit, Hits, Move, MoveReport, PolicyReport, Record, TierReport
 from .store import TierStore, open
 
 __version__ = "0.1.0"
@@ -38,7 +38,9 @@ __all__ = [
     "Hits",
     "IntegrityError",
     "InvalidInputError",
+    "Move",
     "MoveReport",
+    "PolicyReport",
     "Record",
     "SchemaError",
     "StoreLockedError",

@@ -99,25 +99,32 @@ def _load(store: TierStore, batch: list[Entry]) -> tuple[np.ndarray, list[dict]]
 
 
 def _to_warm(store: TierStore, batch: list[Entry], background: Executor | None = None) -> int:
-    """hot or cold -> warm."""
+    """hot or cold -> warm. A vector whose dead warm row still holds it (it was warm before) is
+    revived in place; the others are inserted into the growing segment's graph."""
     vecs, metas = _load(store, batch)
     iids = [e.iid for e in batch]
     hot_iids = [e.iid for e in batch if e.tier == TIER_HOT]
-    labels = store.warm.reserve(len(batch))
-    store.warm.add(labels, iids, vecs, metas)  # copy
+    locs = store.warm.revive(iids, vecs)
+    fresh = [i for i, loc in enumerate(locs) if loc is None]
+    labels = store.warm.reserve(len(fresh))
+    if fresh:
+        store.warm.add(labels, [iids[i] for i in fresh], vecs[fresh], [metas[i] for i in fresh])  # copy
+    new_labels = iter(labels)
+    places = [loc if loc is not None else (GROWING, next(new_labels)) for loc in locs]
     store.hot.protect(hot_iids)  # reconciliation must not unlink them before the reader grace
     try:
         synced = store.hot.take_synced()  # consumed before new marks: a late clear must not hit them
         with store.catalog.write() as txn:  # flip (+ Redis removal becomes pending work)
             store.catalog.clear_pending(synced, txn)
-            for e, lab, v in zip(batch, labels, vecs, strict=True):
+            for e, (seg, pos), v in zip(batch, places, vecs, strict=True):
                 if e.tier == TIER_COLD:  # promoted from S3: durable in LMDB again
                     store.catalog.put_vector(txn, e.iid, v.tobytes())
-                store.catalog.put_entry(txn, e._replace(tier=TIER_WARM, seg=GROWING, pos=lab, version=e.version + 1))
+                store.catalog.put_entry(txn, e._replace(tier=TIER_WARM, seg=seg, pos=pos, version=e.version + 1))
             store.catalog.add_pending(txn, hot_iids)
             store.catalog.unqueue_cold(txn, iids)
     except BaseException:
         store.warm.discard(labels)
+        store.warm.unrevive(iids, locs)
         store.hot.unprotect(hot_iids)
         raise
     store._remove_old(batch, background)  # remove, after the reader grace

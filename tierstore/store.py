@@ -503,7 +503,7 @@ class TierStore:
             self._counters["deleted"] += len(gone)
             # A query that began before the delete may miss the vector or not: both are answers
             # of a moment around the delete, so no reader grace is needed here.
-            self.warm.kill([e for e in gone if e.tier == TIER_WARM])
+            self.warm.kill([e for e in gone if e.tier == TIER_WARM], reusable=False)
             try:
                 self.hot.sync([e.iid for e in gone if e.tier == TIER_HOT])
             except TierUnavailableError as exc:

@@ -197,7 +197,11 @@ class WarmTier:
         self._lock = threading.RLock()
         self.sealed: dict[int, _Sealed] = {}
         self.growing = _Growing(self.dim, metric, config)
-        self.stats = {"sealed": 0, "compacted": 0, "seal_seconds": 0.0}
+        # iid -> (seg, pos) of its last dead warm row: a vector that comes back to warm unchanged
+        # (the policy moving it hot -> warm after warm -> hot, or cold -> warm) is revived there
+        # instead of being inserted into an HNSW graph again (in RAM only: a cache, not state)
+        self._dead_rows: dict[int, tuple[int, int]] = {}
+        self.stats = {"sealed": 0, "compacted": 0, "seal_seconds": 0.0, "revived": 0}
         self._load()
 
     # --- opening ---------------------------------------------------------------------------------
@@ -264,14 +268,68 @@ class WarmTier:
             for lab in labels:
                 self.growing.kill(lab)
 
-    def kill(self, entries: Sequence[Entry]) -> None:
-        """Rows that no longer hold the current version: mask them (after the reader grace)."""
+    def kill(self, entries: Sequence[Entry], reusable: bool = True) -> None:
+        """Rows that no longer hold the current version: mask them (after the reader grace).
+        ``reusable``: remember them, so the same vector coming back can be revived in place."""
         with self._lock:
             for e in entries:
                 if e.seg == GROWING:
                     self.growing.kill(e.pos)
                 elif e.seg in self.sealed:
                     self.sealed[e.seg].alive[e.pos] = False
+                else:
+                    continue
+                if reusable:
+                    self._dead_rows[e.iid] = (e.seg, e.pos)
+                else:
+                    self._dead_rows.pop(e.iid, None)
+
+    def revive(self, iids: Sequence[int], vectors: np.ndarray) -> list[tuple[int, int] | None]:
+        """For each row: the (seg, pos) of a dead warm row of the same id that holds exactly this
+        vector, made alive again in place (its graph node never left the graph), or None (the
+        caller inserts it). Part of the copy step of a move: until the caller's catalog flip,
+        queries drop the row by the catalog check; on failure the caller calls :meth:`unrevive`."""
+        prepared = self.prepare(vectors)
+        out: list[tuple[int, int] | None] = [None] * len(iids)
+        with self._lock:
+            g = self.growing
+            for i, iid in enumerate(iids):
+                loc = self._dead_rows.get(iid)
+                if loc is None:
+                    continue
+                seg, pos = loc
+                if seg == GROWING:
+                    if pos not in g.dead or g.iids.get(pos) != iid:
+                        continue
+                    g.index.unmark_deleted(pos)  # (hnswlib does not read deleted rows back)
+                    if not np.array_equal(np.asarray(g.index.get_items([pos]), np.float32)[0], prepared[i]):
+                        g.index.mark_deleted(pos)
+                        continue
+                    g.dead.discard(pos)
+                else:
+                    sd = self.sealed.get(seg)
+                    if sd is None or sd.alive[pos] or int(sd.seg.iids[pos]) != iid:
+                        continue
+                    if not np.array_equal(np.asarray(sd.seg.vectors[pos]), prepared[i]):
+                        continue
+                    sd.alive[pos] = True
+                del self._dead_rows[iid]
+                out[i] = loc
+            self.stats["revived"] += sum(x is not None for x in out)
+        return out
+
+    def unrevive(self, iids: Sequence[int], locs: Sequence[tuple[int, int] | None]) -> None:
+        """Undo :meth:`revive` for a move that failed before its catalog flip."""
+        with self._lock:
+            for iid, loc in zip(iids, locs, strict=True):
+                if loc is None:
+                    continue
+                seg, pos = loc
+                if seg == GROWING:
+                    self.growing.kill(pos)
+                elif seg in self.sealed:
+                    self.sealed[seg].alive[pos] = False
+                self._dead_rows[iid] = loc
 
     def needs_seal(self) -> bool:
         return len(self.growing.iids) >= self.cfg.segment_size
@@ -315,6 +373,9 @@ class WarmTier:
             if self.growing is g:
                 self.growing = _Growing(self.dim, self.metric, self.cfg)
                 self.growing.next_label = g.next_label
+                row_of = {lab: row for row, lab in enumerate(labels)}  # dead rows moved with it
+                self._dead_rows = {iid: ((sid, row_of[pos]) if seg == GROWING and pos in row_of else (seg, pos))
+                                   for iid, (seg, pos) in self._dead_rows.items() if seg != GROWING or pos in row_of}
             self.stats["sealed"] += 1
             self.stats["seal_seconds"] += time.perf_counter() - t0
         return int(alive.sum())

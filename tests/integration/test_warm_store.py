@@ -288,3 +288,30 @@ def test_update_moving_between_tiers_stays_visible(open_store):
             errors.append(f"42 not exactly once on top: {ids}")
 
     assert not _run_concurrently(worker, reader)
+
+
+def test_vectors_coming_back_to_warm_are_revived_in_place(open_store):
+    """hot -> warm of a vector whose dead warm row still holds it (growing or sealed) unmasks
+    that row instead of inserting it into a graph again; a changed vector is inserted."""
+    store = open_store(dim=16, warm={"segment_size": 150}, cold={"enabled": False}, policy={"interval": 0})
+    v = vectors(400)
+    store.upsert(list(range(400)), v, tier="warm")  # one sealed segment + the growing one
+    ids = list(range(0, 400, 3))
+    before = {e.iid: (e.seg, e.pos) for e in store.catalog.iter_entries()}
+    for _ in range(2):
+        store.move(ids, "hot")
+        store.move(ids, "warm")
+    assert store.warm.stats["revived"] == 2 * len(ids)
+    after = {e.iid: (e.seg, e.pos) for e in store.catalog.iter_entries()}
+    assert after == before  # the very same rows
+    store.move([3], "hot")
+    store.upsert([3], vectors(1, seed=9), tier="hot")  # new content
+    store.move([3], "warm")
+    assert store.warm.stats["revived"] == 2 * len(ids)  # not revived: inserted
+    store.delete([6])
+    store.upsert([6], v[6:7], tier="hot")
+    store.move([6], "warm")  # a deleted row is never brought back
+    assert store.warm.stats["revived"] == 2 * len(ids)
+    for i in range(0, 400, 9):
+        assert store.query(v[i] if i != 3 else vectors(1, seed=9)[0], k=1, ef=200).ids() == [i]
+    assert store.verify()["ok"]
