@@ -681,8 +681,8 @@ def render(res: dict[str, Any]) -> str:
     m = res["machine"]
     u = res["updates"]
     out = [TITLE, "",
-           f"Command: `{res['command']}` ({res['date']}); {m['cpu_count']} CPUs ({m['cpu']}, a shared VM: another "
-           f"test suite ran at the same time), Python {m['python']}, numpy {m['numpy']}, numba {m['numba']}; "
+           f"Command: `{res['command']}` ({res['date']}); {m['cpu_count']} CPUs ({m['cpu']}, a shared VM)"
+           f", Python {m['python']}, numpy {m['numpy']}, numba {m['numba']}; "
            f"kernels.py {res['sources']['tierstore/kernels.py']}, policy.py {res['sources']['tierstore/policy.py']} "
            "(sha256 prefixes of the files measured). No servers.", "",
            f"### Access updates ({u['n'] / 1e6:.0f}M slots, batches of {u['batch'] / 1e6:g}M, one thread)", "",
@@ -705,7 +705,7 @@ def render(res: dict[str, Any]) -> str:
     q = u["dists"]["uniform"]["per_query_record"]
     out += [f"The store's own path (one `record()` per query with a 10-slot list, {q['calls']} calls, uniform): "
             f"queueing alone {q['queue_only_us_per_call']:.2f} us/call, draining {q['drain_us_per_entry']:.2f} us per "
-            f"queued entry (each entry is a separate `access_add` call). With the automatic drain every "
+            f"queued entry (the queued lists are concatenated and applied by one `access_add_each` call). With the automatic drain every "
             f"65,536 queued slots, a `record()` call takes {q['record_p50_us']:.1f} us at the median, but "
             f"{q['calls_over_1ms']} calls (the ones that drain) took {q['mean_ms_of_calls_over_1ms']:.1f} ms on average "
             f"(max {q['record_max_ms']:.1f} ms) -- paid by the query thread that happens to trigger it.", ""]
