@@ -191,7 +191,7 @@ def bench_updates(n: int, batch: int, reps: int, rng: np.random.Generator) -> di
             e2e.append(time.perf_counter() - t0)
         times["AccessStats record(1M array)+apply"] = e2e
         # the store's pattern: one record() per query with a list of its 10 result slots
-        # (TierStore.query); every _APPLY_AT queued slots the recording call itself drains the queue
+        # (TierStore.query); every _APPLY_AT_ENTRIES queued calls the recording call itself drains the queue
         lists = batches[0].reshape(-1, 10).tolist()
         t0 = time.perf_counter()
         for j, q in enumerate(lists):
@@ -205,8 +205,8 @@ def bench_updates(n: int, batch: int, reps: int, rng: np.random.Generator) -> di
             per_call[j] = time.perf_counter() - c0
         st.apply()
         # the same split in two: queueing only (auto-apply switched off in this process), then one drain
-        old = policy_mod._APPLY_AT
-        policy_mod._APPLY_AT = 1 << 62
+        old = policy_mod._APPLY_AT_ENTRIES
+        policy_mod._APPLY_AT_ENTRIES = 1 << 62
         try:
             t0 = time.perf_counter()
             for j, q in enumerate(lists):
@@ -215,7 +215,7 @@ def bench_updates(n: int, batch: int, reps: int, rng: np.random.Generator) -> di
             st.apply()
             t2 = time.perf_counter()
         finally:
-            policy_mod._APPLY_AT = old
+            policy_mod._APPLY_AT_ENTRIES = old
         slow = per_call > 1e-3
         per_query = {"calls": len(lists), "record_mean_us": float(per_call.mean() * 1e6),
                      "record_p50_us": float(np.median(per_call) * 1e6), "record_max_ms": float(per_call.max() * 1e3),
@@ -706,7 +706,7 @@ def render(res: dict[str, Any]) -> str:
     out += [f"The store's own path (one `record()` per query with a 10-slot list, {q['calls']} calls, uniform): "
             f"queueing alone {q['queue_only_us_per_call']:.2f} us/call, draining {q['drain_us_per_entry']:.2f} us per "
             f"queued entry (the queued lists are concatenated and applied by one `access_add_each` call). With the automatic drain every "
-            f"65,536 queued slots, a `record()` call takes {q['record_p50_us']:.1f} us at the median, but "
+            f"8,192 queued calls, a `record()` call takes {q['record_p50_us']:.1f} us at the median, but "
             f"{q['calls_over_1ms']} calls (the ones that drain) took {q['mean_ms_of_calls_over_1ms']:.1f} ms on average "
             f"(max {q['record_max_ms']:.1f} ms) -- paid by the query thread that happens to trigger it.", ""]
     p = res["placement"]

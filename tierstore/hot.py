@@ -273,7 +273,8 @@ class HotTier:
             with self._ids_lock:  # after keys(): an id copied in since was protected before its write
                 protected = set(self._protected)
             extra = ((in_redis - in_catalog) | (pending - in_catalog)) - protected
-            self._sync_now(sorted(missing | extra))
+            # a protected id belongs to a move in progress: its mover syncs it after the reader grace
+            self._sync_now(sorted((missing | extra) - protected))
             # a protected id's pending mark is its mover's: it clears it after the reader grace
             self.catalog.clear_pending(sorted(pending - protected))
             self.stats["reconciled_added"] += len(missing)

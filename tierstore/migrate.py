@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .catalog import TIER_CODES, TIER_COLD, TIER_HOT, TIER_WARM, Entry
+from .catalog import FLAG_PINNED, TIER_CODES, TIER_COLD, TIER_HOT, TIER_WARM, Entry
 from .errors import CapacityError, TierStoreError
 from .results import MoveReport
 from .warm import GROWING
@@ -104,11 +104,18 @@ def _to_warm(store: TierStore, batch: list[Entry], background: Executor | None =
     vecs, metas = _load(store, batch)
     iids = [e.iid for e in batch]
     hot_iids = [e.iid for e in batch if e.tier == TIER_HOT]
-    locs = store.warm.revive(iids, vecs)
-    fresh = [i for i, loc in enumerate(locs) if loc is None]
-    labels = store.warm.reserve(len(fresh))
-    if fresh:
-        store.warm.add(labels, [iids[i] for i in fresh], vecs[fresh], [metas[i] for i in fresh])  # copy
+    locs: list[tuple[int, int] | None] = [None] * len(batch)
+    labels: list[int] = []
+    try:
+        locs = store.warm.revive(iids, vecs, [e.meta for e in batch])
+        fresh = [i for i, loc in enumerate(locs) if loc is None]
+        labels = store.warm.reserve(len(fresh))
+        if fresh:  # copy
+            store.warm.add(labels, [iids[i] for i in fresh], vecs[fresh], [metas[i] for i in fresh])
+    except BaseException:
+        store.warm.discard(labels)
+        store.warm.unrevive(locs)
+        raise
     new_labels = iter(labels)
     places = [loc if loc is not None else (GROWING, next(new_labels)) for loc in locs]
     store.hot.protect(hot_iids)  # reconciliation must not unlink them before the reader grace
@@ -124,7 +131,7 @@ def _to_warm(store: TierStore, batch: list[Entry], background: Executor | None =
             store.catalog.unqueue_cold(txn, iids)
     except BaseException:
         store.warm.discard(labels)
-        store.warm.unrevive(iids, locs)
+        store.warm.unrevive(locs)
         store.hot.unprotect(hot_iids)
         raise
     store._remove_old(batch, background)  # remove, after the reader grace
@@ -137,6 +144,7 @@ def _to_hot(store: TierStore, batch: list[Entry], background: Executor | None = 
     """warm or cold -> hot."""
     vecs, metas = _load(store, batch)
     iids = [e.iid for e in batch]
+    store._await_unlinks(iids)  # a removal still queued for an older copy must not hit the new one
     store.hot.protect(iids)
     try:
         # Pending marks first: a crash between the copy and the flip leaves Redis keys the
@@ -250,8 +258,10 @@ def execute(store: TierStore, plan: dict[str, tuple[np.ndarray, np.ndarray]], *,
                 with store._op(), store._write_lock:
                     with cat.read() as txn:
                         entries = [(d, cat.entry(txn, iid), v) for d, iid, v in chunk]
+                        # what changed since planning (written, moved, deleted, pinned) is left alone
                         todo = [(d, e) for d, e, v in entries
-                                if e is not None and e.tier == srcs[d] and e.version == v]
+                                if e is not None and e.tier == srcs[d] and e.version == v
+                                and not e.flags & FLAG_PINNED]
                         room = store.capacity("hot") - cat.count(TIER_HOT, txn) if dst == "hot" else len(todo)
                     skipped += len(chunk) - min(len(todo), max(room, 0))
                     todo = todo[: max(room, 0)]

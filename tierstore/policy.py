@@ -37,7 +37,7 @@ from .results import Move, PolicyReport
 log = logging.getLogger("tierstore")
 
 _REBASE_EXP = 600.0  # rebase when weights reach 2**600 (float64 overflows near 2**1024)
-_APPLY_AT = 1 << 16  # queued slots that trigger an apply from the recording thread
+_APPLY_AT_ENTRIES = 8192  # queued record() calls that trigger an apply from the recording thread
 
 
 class AccessStats:
@@ -52,7 +52,6 @@ class AccessStats:
         # -inf = never): the grace period protects it from the policy for a while
         self.placed = np.full(self.counts.shape[0], -np.inf, dtype=np.float32)
         self._queue: deque[tuple[np.ndarray | list[int], float]] = deque()
-        self._queued = 0
         self._lock = threading.Lock()  # guards apply/resize/rebase, never held by record()
         self.total_accesses = 0
 
@@ -63,8 +62,8 @@ class AccessStats:
         if not len(slots):
             return
         self._queue.append((slots, time.time() if now is None else now))
-        self._queued += len(slots)
-        if self._queued >= _APPLY_AT and self._lock.acquire(blocking=False):
+        # (len() of a deque is atomic; a shared counter updated from many threads would drift)
+        if len(self._queue) >= _APPLY_AT_ENTRIES and self._lock.acquire(blocking=False):
             try:
                 self._apply_locked()
             finally:
@@ -84,17 +83,14 @@ class AccessStats:
         lens: list[int] = []
         nows: list[float] = []
         chunks: list[tuple[np.ndarray, np.ndarray | float]] = []
-        drained = 0
         while self._queue:
             slots, now = self._queue.popleft()
-            drained += len(slots)
             if isinstance(slots, np.ndarray):
                 chunks.append((slots.astype(np.int64, copy=False), now))
             else:
                 flat.extend(slots)
                 lens.append(len(slots))
                 nows.append(now)
-        self._queued -= drained
         if flat:
             chunks.append((np.asarray(flat, dtype=np.int64), np.repeat(np.asarray(nows), lens)))
         for slots, now in chunks:
@@ -376,15 +372,18 @@ class PolicyEngine:
             self._thread.start()
 
     def stop(self, timeout: float = 60.0) -> None:
+        """Stop the thread (a running cycle stops after its current batch)."""
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout)
-            self._thread = None
+            if not self._thread.is_alive():
+                self._thread = None
 
     def _loop(self) -> None:
         while not self._stop.wait(self.cfg.interval):
             try:
-                self.run()
+                with self.store._op():  # counted: close() waits for it to finish
+                    self.run()
             except Exception as exc:  # noqa: BLE001 -- the thread must survive a bad cycle
                 if self._stop.is_set():
                     return

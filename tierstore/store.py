@@ -111,6 +111,7 @@ class TierStore:
         self._ops = 0
         self._ops_cv = threading.Condition(threading.Lock())  # a plain Lock: cheaper than the default RLock
         self._latencies: deque[float] = deque(maxlen=_LATENCY_WINDOW)
+        self._unlinking: dict[int, Future] = {}  # iid -> its background Redis removal (policy runs)
         self._counters = {"queries": 0, "partial": 0, "upserted": 0, "deleted": 0, "touched": 0, "spilled": 0}
         self.catalog: Catalog | None = None
         self.hot: HotTier | None = None
@@ -274,6 +275,9 @@ class TierStore:
 
         The batch is validated first (dims, NaN/inf, duplicate ids -> error, metadata types);
         a rejected batch writes nothing. Once this returns, the batch is durable and searchable.
+        Without ``tier``, rows that do not fit the target tier's capacity spill to the next tier
+        (one commit per tier: if a later tier fails, e.g. S3 for the cold overflow, the rows
+        already committed to the earlier ones stay written -- retrying the batch is safe).
         If Redis fails after the durable commit, :class:`TierUnavailableError` is raised with
         ``durable=True``: the data is safe and is indexed when Redis is back (retrying is safe).
         """
@@ -359,6 +363,7 @@ class TierStore:
         labels = [0] * n
         leaving_hot = [e.iid for e in old if e is not None and e.tier == TIER_HOT] if target != "hot" else []
         arriving_hot = iids if target == "hot" else []
+        self._await_unlinks(arriving_hot)
         # Redis keeps the old copies until the reader grace, and new copies written before the
         # flip are not "extra" to a concurrent reconciliation.
         self.hot.protect(leaving_hot + arriving_hot)
@@ -437,9 +442,21 @@ class TierStore:
         if not gone_hot:
             return None
         if background is not None:
-            return background.submit(self._unlink_hot, gone_hot)
+            fut = background.submit(self._unlink_hot, gone_hot)
+            for iid in gone_hot:
+                self._unlinking[iid] = fut
+            fut.add_done_callback(lambda f, ids=gone_hot: [self._unlinking.pop(i, None) for i in ids
+                                                           if self._unlinking.get(i) is f])
+            return fut
         self._unlink_hot(gone_hot)
         return None
+
+    def _await_unlinks(self, iids: Sequence[int]) -> None:
+        """Wait for background Redis removals of any of ``iids`` (a vector coming back to hot
+        must not have its new key unlinked by a removal queued for its old one)."""
+        if self._unlinking:
+            for fut in {self._unlinking.get(i) for i in iids} - {None}:
+                fut.result()
 
     def _unlink_hot(self, gone_hot: list[int]) -> None:
         try:

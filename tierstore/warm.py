@@ -200,7 +200,7 @@ class WarmTier:
         # iid -> (seg, pos) of its last dead warm row: a vector that comes back to warm unchanged
         # (the policy moving it hot -> warm after warm -> hot, or cold -> warm) is revived there
         # instead of being inserted into an HNSW graph again (in RAM only: a cache, not state)
-        self._dead_rows: dict[int, tuple[int, int]] = {}
+        self._dead_rows: dict[int, tuple[int, int, bytes]] = {}  # iid -> (seg, pos, metadata JSON)
         self.stats = {"sealed": 0, "compacted": 0, "seal_seconds": 0.0, "revived": 0}
         self._load()
 
@@ -280,24 +280,26 @@ class WarmTier:
                 else:
                     continue
                 if reusable:
-                    self._dead_rows[e.iid] = (e.seg, e.pos)
+                    self._dead_rows[e.iid] = (e.seg, e.pos, e.meta)
                 else:
                     self._dead_rows.pop(e.iid, None)
 
-    def revive(self, iids: Sequence[int], vectors: np.ndarray) -> list[tuple[int, int] | None]:
+    def revive(self, iids: Sequence[int], vectors: np.ndarray, metas: Sequence[bytes]) -> list[tuple[int, int] | None]:
         """For each row: the (seg, pos) of a dead warm row of the same id that holds exactly this
-        vector, made alive again in place (its graph node never left the graph), or None (the
-        caller inserts it). Part of the copy step of a move: until the caller's catalog flip,
-        queries drop the row by the catalog check; on failure the caller calls :meth:`unrevive`."""
+        vector and metadata, made alive again in place (its graph node never left the graph), or
+        None (the caller inserts it). Part of the copy step of a move: until the caller's catalog
+        flip, queries drop the row by the catalog check; on failure the caller calls
+        :meth:`unrevive`. A sealed row is revived only while its segment has built no filter
+        columns (they were read from the catalog at build time, when this row was dead)."""
         prepared = self.prepare(vectors)
         out: list[tuple[int, int] | None] = [None] * len(iids)
         with self._lock:
             g = self.growing
             for i, iid in enumerate(iids):
-                loc = self._dead_rows.get(iid)
-                if loc is None:
+                dead = self._dead_rows.get(iid)
+                if dead is None or dead[2] != metas[i]:
                     continue
-                seg, pos = loc
+                seg, pos, _ = dead
                 if seg == GROWING:
                     if pos not in g.dead or g.iids.get(pos) != iid:
                         continue
@@ -310,18 +312,19 @@ class WarmTier:
                     sd = self.sealed.get(seg)
                     if sd is None or sd.alive[pos] or int(sd.seg.iids[pos]) != iid:
                         continue
-                    if not np.array_equal(np.asarray(sd.seg.vectors[pos]), prepared[i]):
+                    if (sd.columns is not None and self.schema) or not np.array_equal(
+                            np.asarray(sd.seg.vectors[pos]), prepared[i]):
                         continue
                     sd.alive[pos] = True
                 del self._dead_rows[iid]
-                out[i] = loc
+                out[i] = (seg, pos)
             self.stats["revived"] += sum(x is not None for x in out)
         return out
 
-    def unrevive(self, iids: Sequence[int], locs: Sequence[tuple[int, int] | None]) -> None:
+    def unrevive(self, locs: Sequence[tuple[int, int] | None]) -> None:
         """Undo :meth:`revive` for a move that failed before its catalog flip."""
         with self._lock:
-            for iid, loc in zip(iids, locs, strict=True):
+            for loc in locs:
                 if loc is None:
                     continue
                 seg, pos = loc
@@ -329,7 +332,6 @@ class WarmTier:
                     self.growing.kill(pos)
                 elif seg in self.sealed:
                     self.sealed[seg].alive[pos] = False
-                self._dead_rows[iid] = loc
 
     def needs_seal(self) -> bool:
         return len(self.growing.iids) >= self.cfg.segment_size
@@ -374,8 +376,9 @@ class WarmTier:
                 self.growing = _Growing(self.dim, self.metric, self.cfg)
                 self.growing.next_label = g.next_label
                 row_of = {lab: row for row, lab in enumerate(labels)}  # dead rows moved with it
-                self._dead_rows = {iid: ((sid, row_of[pos]) if seg == GROWING and pos in row_of else (seg, pos))
-                                   for iid, (seg, pos) in self._dead_rows.items() if seg != GROWING or pos in row_of}
+                self._dead_rows = {iid: ((sid, row_of[pos], meta) if seg == GROWING else (seg, pos, meta))
+                                   for iid, (seg, pos, meta) in self._dead_rows.items()
+                                   if (seg != GROWING or pos in row_of) and (seg == GROWING or seg in self.sealed)}
             self.stats["sealed"] += 1
             self.stats["seal_seconds"] += time.perf_counter() - t0
         return int(alive.sum())

@@ -159,11 +159,13 @@ def test_record_is_lazy_until_apply():
 
 def test_record_applies_itself_when_queue_is_long():
     st = AccessStats(half_life=10.0, t0=0.0)
-    big = np.arange(policy._APPLY_AT) % 100
-    st.record(big, now=0.0)
-    assert st.total_accesses == policy._APPLY_AT  # applied without an explicit apply()
-    assert st._queued == 0
-    np.testing.assert_allclose(st.decayed(np.arange(100), now=0.0), np.bincount(big, minlength=100))
+    calls = [[i % 100, (i + 1) % 100] for i in range(policy._APPLY_AT_ENTRIES)]
+    for c in calls:
+        st.record(c, now=0.0)
+    assert st.total_accesses == 2 * policy._APPLY_AT_ENTRIES  # applied without an explicit apply()
+    assert not st._queue
+    want = np.bincount(np.asarray(calls).ravel(), minlength=100)
+    np.testing.assert_allclose(st.decayed(np.arange(100), now=0.0), want)
 
 
 def test_arrays_grow_when_slots_exceed_size():
