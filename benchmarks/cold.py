@@ -31,10 +31,8 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import os
 import platform
-import shlex
 import sys
 import tempfile
 import time
@@ -47,15 +45,10 @@ import tierstore
 from tierstore import datasets
 from tierstore.services import RedisServer, S3Server
 
-from .warm import update_results
+from .common import REPO, command, log, publish
 
-REPO = Path(__file__).resolve().parents[1]
 K = 10
 NPROBES = (8, 16, 32, 40, 48, 64)
-
-
-def log(msg: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
 
 def pct(xs: list[float], q: float) -> float:
@@ -278,16 +271,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--data", help="wordnet-minilm directory")
     ap.add_argument("--results-md", default=str(REPO / "benchmarks/RESULTS.md"))
     args = ap.parse_args(argv)
-    exe = Path(sys.executable)
-    exe_s = os.path.relpath(exe, REPO) if exe.is_relative_to(REPO) else str(exe)
-    res = run(args, f"{exe_s} -m benchmarks.cold {shlex.join(argv)}".rstrip())
-    out = REPO / f"benchmarks/results/cold-{res['date']}-{res['params']['data']}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(res, indent=2) + "\n")
-    section = render(res)
-    print(section)
-    if args.results_md:
-        update_results(section, Path(args.results_md))
+    res = run(args, command("benchmarks.cold", argv))
+    publish(res, REPO / f"benchmarks/results/cold-{res['date']}-{res['params']['data']}.json", render(res),
+            args.results_md)
     return 0
 
 

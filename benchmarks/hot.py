@@ -38,11 +38,8 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import os
 import platform
-import re
-import shlex
 import shutil
 import sys
 import tempfile
@@ -57,11 +54,10 @@ import tierstore
 from tierstore import datasets
 from tierstore.services import RedisServer
 
-REPO = Path(__file__).resolve().parents[1]
+from .common import REPO, command, log, publish
+
 DEFAULT_DATA = datasets.find_wordnet() or REPO.parent / "shared/data/wordnet-minilm"
 SECTION = "## Hot tier (issue 2)"
-RESULTS_HEADER = ("# tierstore benchmark results\n\nEach section is written by a script in `benchmarks/`; "
-                  "re-running the script replaces its section (the command is in the section).\n")
 K = 10
 EFS = (32, 64, 128)
 INGEST_BATCH = 1000
@@ -71,10 +67,6 @@ BATCH_REPS = 3
 GOAL_INGEST = 0.80  # store/bare vectors per second, at least
 GOAL_QUERY = 1.15  # store/bare p50 latency, at most
 BARE_INDEX, BARE_PREFIX = "bare", "bare:"
-
-
-def log(msg: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
 
 # --- data --------------------------------------------------------------------------------------
@@ -363,18 +355,6 @@ def render_markdown(res: dict) -> str:
     return "\n".join(out)
 
 
-def update_results_md(path: Path, section: str) -> None:
-    """Replace this benchmark's section of RESULTS.md (create the file if missing), keep the rest."""
-    text = path.read_text() if path.exists() else RESULTS_HEADER
-    pattern = re.compile(rf"^{re.escape(SECTION)}\n.*?(?=^## |\Z)", re.M | re.S)
-    if pattern.search(text):
-        text = pattern.sub(lambda _: section.rstrip() + "\n\n", text, count=1)
-    else:
-        text = text.rstrip() + "\n\n" + section.rstrip() + "\n"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text.rstrip() + "\n")
-
-
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     ap = argparse.ArgumentParser(prog="python -m benchmarks.hot", description=__doc__.split("\n")[0])
@@ -385,20 +365,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--results-md", default=str(REPO / "benchmarks/RESULTS.md"),
                     help="markdown file whose hot-tier section is replaced ('' = don't)")
     args = ap.parse_args(argv)
-    exe = Path(sys.executable)
-    exe_s = os.path.relpath(exe, REPO) if exe.is_relative_to(REPO) else str(exe)
-    command = f"{exe_s} -m benchmarks.hot {shlex.join(argv)}".rstrip()  # run from the repo root
-    res = run(args, command)
+    res = run(args, command("benchmarks.hot", argv))
     out = args.out or REPO / f"benchmarks/results/hot-{res['date']}-n{res['params']['n']}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(res, indent=2) + "\n")
-    section = render_markdown(res)
-    print(section)
-    if args.results_md:
-        update_results_md(Path(args.results_md), section)
-        log(f"wrote {out} and the '{SECTION[3:]}' section of {args.results_md}")
-    else:
-        log(f"wrote {out}")
+    publish(res, out, render_markdown(res), args.results_md)
     return 0
 
 

@@ -87,7 +87,6 @@ import json
 import os
 import platform
 import re
-import shlex
 import sys
 import time
 from pathlib import Path
@@ -100,7 +99,8 @@ from tierstore import datasets, kernels
 from tierstore import policy as policy_mod
 from tierstore.policy import COLD, HOT, WARM, AccessStats, limit_moves, place
 
-REPO = Path(__file__).resolve().parents[1]
+from .common import REPO, command, log, publish
+
 TITLE = "## Policy (issue 5): kernels and trace simulation"
 GOAL_UPDATES = 20e6
 GOAL_RATIO = 0.90
@@ -113,10 +113,6 @@ BUDGETS = (0.01, 0.05, 0.10)
 KEYS = 100_000
 SWEEP_HALF_LIVES = (30.0, 60.0, 150.0, 300.0, 600.0, 1200.0, 3600.0)
 HYSTERESIS_SWEEP = (0.0, 0.2, 1.0)
-
-
-def log(msg: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
 
 def file_sha(rel: str) -> str:
@@ -836,18 +832,6 @@ def dumps(res: dict[str, Any]) -> str:
                   text)
 
 
-def update_results(section: str, path: Path) -> None:
-    """Replace this section in RESULTS.md (up to the next ``## `` heading), or append it."""
-    text = path.read_text() if path.exists() else "# tierstore benchmark results\n"
-    start = text.find(TITLE + "\n")
-    if start < 0:
-        text = text.rstrip() + "\n\n" + section.rstrip() + "\n"
-    else:
-        end = text.find("\n## ", start + len(TITLE))
-        text = text[:start] + section.rstrip() + "\n" + (text[end:] if end >= 0 else "")
-    path.write_text(text.rstrip() + "\n")
-
-
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     ap = argparse.ArgumentParser(prog="python -m benchmarks.policy", description=__doc__.split("\n")[0])
@@ -861,17 +845,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--data", help="wordnet-minilm directory")
     ap.add_argument("--results-md", default="", help="also add/replace the section in this markdown file")
     args = ap.parse_args(argv)
-    exe = Path(sys.executable)
-    exe_s = os.path.relpath(exe, REPO) if exe.is_relative_to(REPO) else str(exe)
-    res = run(args, f"{exe_s} -m benchmarks.policy {shlex.join(argv)}".rstrip())
-    out = REPO / f"benchmarks/results/policy-{res['date']}{'-quick' if args.quick else ''}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(dumps(res) + "\n")
-    log(f"wrote {out.relative_to(REPO)}")
-    section = render(res)
-    print(section)
-    if args.results_md:
-        update_results(section, Path(args.results_md))
+    res = run(args, command("benchmarks.policy", argv))
+    publish(res, REPO / f"benchmarks/results/policy-{res['date']}{'-quick' if args.quick else ''}.json", render(res),
+            args.results_md, text=dumps(res))
     return 0
 
 

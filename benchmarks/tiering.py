@@ -34,10 +34,8 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import os
 import platform
-import shlex
 import sys
 import tempfile
 import time
@@ -51,14 +49,9 @@ from tierstore import datasets, migrate
 from tierstore.catalog import TIER_CODES
 from tierstore.services import RedisServer, S3Server
 
-from .warm import update_results
+from .common import REPO, command, log, publish
 
-REPO = Path(__file__).resolve().parents[1]
 K = 10
-
-
-def log(msg: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
 
 def ms(xs: list[float], q: float) -> float:
@@ -317,16 +310,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--data", help="wordnet-minilm directory")
     ap.add_argument("--results-md", default=str(REPO / "benchmarks/RESULTS.md"))
     args = ap.parse_args(argv)
-    exe = Path(sys.executable)
-    exe_s = os.path.relpath(exe, REPO) if exe.is_relative_to(REPO) else str(exe)
-    res = run(args, f"{exe_s} -m benchmarks.tiering {shlex.join(argv)}".rstrip())
-    out = REPO / f"benchmarks/results/tiering-{res['date']}-{res['params']['data']}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(res, indent=2) + "\n")
-    section = render(res)
-    print(section)
-    if args.results_md:
-        update_results(section, Path(args.results_md))
+    res = run(args, command("benchmarks.tiering", argv))
+    publish(res, REPO / f"benchmarks/results/tiering-{res['date']}-{res['params']['data']}.json", render(res),
+            args.results_md)
     return 0
 
 

@@ -31,8 +31,6 @@ import datetime
 import json
 import os
 import platform
-import re
-import shlex
 import shutil
 import subprocess
 import sys
@@ -43,14 +41,11 @@ from typing import Any
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
+from .common import REPO, command, log, publish
+
 K = 10
 EFS = (16, 32, 64, 128)
 M, EFC = 16, 200
-
-
-def log(msg: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
 
 def rss() -> dict[str, int]:
@@ -266,15 +261,6 @@ def render(res: dict[str, Any]) -> str:
     return "\n".join(out)
 
 
-def update_results(section: str, path: Path) -> None:
-    title = section.splitlines()[0]
-    text = path.read_text() if path.exists() else "# tierstore benchmark results\n"
-    pattern = re.compile(rf"^{re.escape(title)}\n.*?(?=^## |\Z)", re.M | re.S)
-    text = pattern.sub(lambda _: section.rstrip() + "\n\n", text, count=1) if pattern.search(text) else (
-        text.rstrip() + "\n\n" + section.rstrip() + "\n")
-    path.write_text(text.rstrip() + "\n")
-
-
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     ap = argparse.ArgumentParser(prog="python -m benchmarks.warm", description=__doc__.split("\n")[0])
@@ -289,17 +275,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.child:
         print(json.dumps(child(args.child, Path(args.work), list(EFS))))
         return 0
-    exe = Path(sys.executable)
-    exe_s = os.path.relpath(exe, REPO) if exe.is_relative_to(REPO) else str(exe)
-    res = run(args, f"{exe_s} -m benchmarks.warm {shlex.join(argv)}".rstrip())
-    out = REPO / f"benchmarks/results/warm-{res['date']}-{res['params']['data']}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(res, indent=2) + "\n")
-    section = render(res)
-    print(section)
-    if args.results_md:
-        update_results(section, Path(args.results_md))
-    log(f"wrote {out}")
+    res = run(args, command("benchmarks.warm", argv))
+    publish(res, REPO / f"benchmarks/results/warm-{res['date']}-{res['params']['data']}.json", render(res),
+            args.results_md)
     return 0
 
 
