@@ -34,7 +34,6 @@ import datetime
 import os
 import platform
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -43,9 +42,9 @@ import numpy as np
 
 import tierstore
 from tierstore import datasets
-from tierstore.services import RedisServer, S3Server
+from tierstore.services import S3Server
 
-from .common import REPO, command, log, publish
+from .common import REPO, command, log, publish, servers
 
 K = 10
 NPROBES = (8, 16, 32, 40, 48, 64)
@@ -203,18 +202,9 @@ def run(args: argparse.Namespace, command: str) -> dict[str, Any]:
                    "sweep_queries": len(queries), "k": K, "nprobes": list(nprobes),
                    "default_nprobe": _default_nprobe()},
     }
-    with tempfile.TemporaryDirectory(prefix="tierstore-bench-cold-") as d:
-        tmp = Path(d)
-        redis_srv = RedisServer(tmp / "redis").start()
-        s3 = S3Server(tmp / "s3").start()
-        os.environ["AWS_ACCESS_KEY_ID"], os.environ["AWS_SECRET_ACCESS_KEY"] = s3.access_key, s3.secret_key
-        try:
-            res["all_cold"] = [all_cold(tmp, redis_srv.url, s3, ds, queries, gt, dt, nprobes)
-                               for dt in ("float32", "float16")]
-            res["split"] = split(tmp, redis_srv.url, s3, ds, args.stream, tuple(sorted({8, _default_nprobe(), 64})))
-        finally:
-            s3.stop()
-            redis_srv.stop()
+    with servers("cold") as (tmp, redis_url, s3):
+        res["all_cold"] = [all_cold(tmp, redis_url, s3, ds, queries, gt, dt, nprobes) for dt in ("float32", "float16")]
+        res["split"] = split(tmp, redis_url, s3, ds, args.stream, tuple(sorted({8, _default_nprobe(), 64})))
     return res
 
 

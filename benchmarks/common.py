@@ -8,12 +8,35 @@ import os
 import re
 import shlex
 import sys
+import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS_MD = REPO / "benchmarks/RESULTS.md"
+
+
+@contextmanager
+def servers(name: str) -> Iterator[tuple[Path, str, Any]]:
+    """A temp dir with a private redis-server (+RediSearch) and S3 server (weed mini) in it:
+    yields (dir, redis url, S3Server); the S3 credentials are exported for boto3."""
+    from tierstore.services import RedisServer, S3Server
+
+    with tempfile.TemporaryDirectory(prefix=f"tierstore-bench-{name}-") as d:
+        tmp = Path(d)
+        redis_srv = RedisServer(tmp / "redis").start()
+        try:
+            s3 = S3Server(tmp / "s3").start()
+            try:
+                os.environ["AWS_ACCESS_KEY_ID"], os.environ["AWS_SECRET_ACCESS_KEY"] = s3.access_key, s3.secret_key
+                yield tmp, redis_srv.url, s3
+            finally:
+                s3.stop()
+        finally:
+            redis_srv.stop()
 
 
 def log(msg: str) -> None:

@@ -37,7 +37,6 @@ import datetime
 import os
 import platform
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -47,9 +46,9 @@ import numpy as np
 import tierstore
 from tierstore import datasets, migrate
 from tierstore.catalog import TIER_CODES
-from tierstore.services import RedisServer, S3Server
+from tierstore.services import S3Server
 
-from .common import REPO, command, log, publish
+from .common import REPO, command, log, publish, servers
 
 K = 10
 
@@ -242,17 +241,9 @@ def run(args: argparse.Namespace, command: str) -> dict[str, Any]:
         "machine": {"cpu_count": os.cpu_count(), "python": platform.python_version()},
         "params": {"data": f"wordnet-minilm-{len(ds.base)}", "n": len(ds.base), "k": K},
     }
-    with tempfile.TemporaryDirectory(prefix="tierstore-bench-tiering-") as d:
-        tmp = Path(d)
-        redis_srv = RedisServer(tmp / "redis").start()
-        s3 = S3Server(tmp / "s3").start()
-        os.environ["AWS_ACCESS_KEY_ID"], os.environ["AWS_SECRET_ACCESS_KEY"] = s3.access_key, s3.secret_key
-        try:
-            res["throughput"] = throughput(tmp, redis_srv.url, s3, ds, min(args.moves, len(ds.base) // 5))
-            res["learning"] = learning(tmp, redis_srv.url, s3, ds, args)
-        finally:
-            s3.stop()
-            redis_srv.stop()
+    with servers("tiering") as (tmp, redis_url, s3):
+        res["throughput"] = throughput(tmp, redis_url, s3, ds, min(args.moves, len(ds.base) // 5))
+        res["learning"] = learning(tmp, redis_url, s3, ds, args)
     return res
 
 

@@ -422,9 +422,10 @@ class PolicyEngine:
         cur = snap["tier"]
         counts, young = st.access.columns(snap["slot"], now, self.cfg.grace_period)
         pin = np.full(n, -1, np.int8)
-        for code, node in reversed(self._pins):  # pin_hot wins over pin_warm over pin_cold
-            hit = np.fromiter((bool(m) and filters.matches(node, json.loads(m)) for m in snap["meta"]), bool, n)
-            pin[hit] = code
+        if self._pins:
+            metas = [json.loads(m) if m else {} for m in snap["meta"]]  # decoded once for every filter
+            for code, node in reversed(self._pins):  # pin_hot wins over pin_warm over pin_cold
+                pin[np.fromiter((filters.matches(node, md) for md in metas), bool, n)] = code
         flagged = (snap["flags"] & FLAG_PINNED) != 0  # store.pin(): stays in its current tier
         pin[flagged] = cur[flagged]
         cold = st.cold is not None
