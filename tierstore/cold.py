@@ -489,6 +489,7 @@ class ColdTier:
             else:
                 out[k] = blk
         self._count("cache_hits", len(out))
+        self._count("cache_misses", sum(len(parts) for _, parts in misses.values()))
         runs = [r for seg, parts in misses.values() for r in self._runs(seg, sorted(parts))]
         got_in: dict[tuple[int, int], int] = {}
         run_bytes: list[int] = []

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import ipaddress
 import json
 import math
 import os
@@ -153,6 +154,22 @@ def parse_str(value: Any, path: str, optional: bool = False) -> str | None:
     return value
 
 
+def parse_host(value: Any, path: str) -> str:
+    """An IP address or a host name to bind to ('127.0.0.1', '0.0.0.0', '::', 'localhost')."""
+    allowed = "must be an IP address or a host name, e.g. '127.0.0.1', '0.0.0.0' or 'localhost'"
+    if not isinstance(value, str):
+        raise _fail(path, value, allowed)
+    s = value.strip()
+    try:
+        ipaddress.ip_address(s)
+        return s
+    except ValueError:
+        pass
+    if re.fullmatch(r"(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*", s):
+        return s
+    raise _fail(path, value, allowed)
+
+
 def parse_filter_table(value: Any, path: str) -> dict[str, Any] | None:
     """A filter in the DESIGN filter language: a TOML table, or JSON text (environment
     variables). Its fields are checked against ``[schema]`` once the whole config is read."""
@@ -185,6 +202,8 @@ class StoreConfig:
     path: str = _spec("./tierstore-data", "str")
     dim: int = _spec(0, "int", lo=1, hi=65536)
     metric: str = _spec("cosine", "choice", choices=METRICS)
+    # How the store is labelled in metrics (label store="..."); absent = the store's path.
+    name: str | None = _spec(None, "optstr")
 
 
 @dataclass(frozen=True)
@@ -267,12 +286,23 @@ class PolicyConfig:
     pin_cold: dict | None = _spec(None, "filter")
 
 
+@dataclass(frozen=True)
+class MetricsConfig:
+    """``[metrics]``: the opt-in Prometheus HTTP exporter (the metrics themselves always exist:
+    ``store.metrics.registry``)."""
+
+    # Absent = no exporter. Set: serve /metrics on addr:port while the store is open (0 = any free port).
+    port: int | None = _spec(None, "optint", lo=0, hi=65535)
+    addr: str = _spec("127.0.0.1", "host")
+
+
 SECTIONS: dict[str, type] = {
     "store": StoreConfig,
     "hot": HotConfig,
     "warm": WarmConfig,
     "cold": ColdConfig,
     "policy": PolicyConfig,
+    "metrics": MetricsConfig,
 }
 
 
@@ -286,6 +316,7 @@ class Config:
     warm: WarmConfig
     cold: ColdConfig
     policy: PolicyConfig
+    metrics: MetricsConfig = MetricsConfig()
     source: str | None = None  # the TOML file it came from, if any
 
     def to_dict(self) -> dict[str, Any]:
@@ -325,6 +356,12 @@ def _parse_value(spec: dict[str, Any], value: Any, path: str) -> Any:
         return parse_str(value, path, optional=True)
     if kind == "filter":
         return parse_filter_table(value, path)
+    if kind == "optint":
+        if value is None or (isinstance(value, str) and value.strip() == ""):
+            return None
+        return parse_int(value, path, spec.get("lo"), spec.get("hi"))
+    if kind == "host":
+        return parse_host(value, path)
     raise AssertionError(kind)
 
 
@@ -480,6 +517,7 @@ __all__ = [
     "ColdConfig",
     "Config",
     "HotConfig",
+    "MetricsConfig",
     "PolicyConfig",
     "StoreConfig",
     "WarmConfig",

@@ -134,6 +134,7 @@ def _to_warm(store: TierStore, batch: list[Entry], background: Executor | None =
         store.warm.unrevive(locs)
         store.hot.unprotect(hot_iids)
         raise
+    store.metrics.moved(batch, "warm", "explicit" if background is None else "policy")
     store._remove_old(batch, background)  # remove, after the reader grace
     if store.warm.needs_seal():
         store.warm.seal()
@@ -162,6 +163,7 @@ def _to_hot(store: TierStore, batch: list[Entry], background: Executor | None = 
             store.catalog.unqueue_cold(txn, iids)
     finally:
         store.hot.unprotect(iids)
+    store.metrics.moved(batch, "hot", "explicit" if background is None else "policy")
     store._remove_old(batch, background)  # mask the old warm rows after the reader grace
     return len(batch)
 
@@ -194,6 +196,7 @@ def _to_cold(store: TierStore, batch: list[Entry], background: Executor | None =
         except Exception as exc:  # the next open repairs the manifest
             log.warning("cold tier: abort of segment %d failed: %s", w.seg.sid, exc)
         raise
+    store.metrics.moved(batch, "cold", "explicit" if background is None else "policy")
     store._remove_old(batch, background)
     return len(batch)
 

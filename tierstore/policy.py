@@ -395,6 +395,18 @@ class PolicyEngine:
     def run(self, dry_run: bool = False, examples: int = 20,
             progress: Callable[[str, int], None] | None = None) -> PolicyReport:
         """Plan (and unless ``dry_run``, carry out) one cycle; see TierStore.run_policy."""
+        t0 = time.perf_counter()
+        try:
+            report = self._run(dry_run, examples, progress)
+        except Exception as exc:
+            if not dry_run:
+                self.store.metrics.policy_cycle(time.perf_counter() - t0, exc)
+            raise
+        if not dry_run:
+            self.store.metrics.policy_cycle(report.seconds, None)
+        return report
+
+    def _run(self, dry_run: bool, examples: int, progress: Callable[[str, int], None] | None) -> PolicyReport:
         with self._run_lock:
             report, plan = self.plan(dry_run, examples)
             if not dry_run and report.total_planned:

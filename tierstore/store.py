@@ -14,6 +14,7 @@ indexes; reads search the tiers and keep only what the catalog confirms (see que
 from __future__ import annotations
 
 import fcntl
+import functools
 import logging
 import os
 import threading
@@ -50,6 +51,7 @@ from .errors import (
     TierUnavailableError,
 )
 from .hot import HotTier
+from .metrics import StoreMetrics
 from .policy import AccessStats
 from .results import Hits, MoveReport, PolicyReport, Record
 from .services import RedisServer
@@ -60,16 +62,36 @@ log = logging.getLogger("tierstore")
 _LATENCY_WINDOW = 4096  # recent query latencies kept for stats() percentiles
 
 
-def open(config: str | os.PathLike[str] | Mapping[str, Any] | Config | None = None, **overrides: Any) -> TierStore:
+def open(config: str | os.PathLike[str] | Mapping[str, Any] | Config | None = None, *,
+         registry: Any = None, **overrides: Any) -> TierStore:
     """Open (or create) a store.
 
     ``config`` is a TOML file, a TOML-shaped dict or a :class:`Config`; ``overrides`` are store
     keys (``path=``, ``dim=``, ``metric=``) or whole sections (``hot={"capacity": 10}``). Without a
     ``hot.redis_url`` the store starts and owns a private redis-server under ``<path>/redis``.
+    ``registry``: a ``prometheus_client.CollectorRegistry`` to export the store's metrics through
+    as well as ``store.metrics.registry`` (see tierstore.metrics).
     """
     if config is None and "TIERSTORE_CONFIG" in os.environ:
         config = os.environ["TIERSTORE_CONFIG"]
-    return TierStore(load_config(config, **overrides))
+    return TierStore(load_config(config, **overrides), registry=registry)
+
+
+def _counted(op: str) -> Any:
+    """Count the errors a public method raises in ``tierstore_errors_total{op, type}``."""
+
+    def wrap(fn: Any) -> Any:
+        @functools.wraps(fn)
+        def method(self: TierStore, *args: Any, **kwargs: Any) -> Any:
+            try:
+                return fn(self, *args, **kwargs)
+            except Exception as exc:
+                self.metrics.error(op, exc)
+                raise
+
+        return method
+
+    return wrap
 
 
 class _InFlight:
@@ -99,7 +121,7 @@ class _InFlight:
 class TierStore:
     """A tiered vector store. Thread-safe; use as a context manager or call :meth:`close`."""
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, registry: Any = None) -> None:
         self.config = cfg = config
         self.path = Path(cfg.store.path)
         self.dim, self.metric = cfg.store.dim, cfg.store.metric
@@ -117,6 +139,7 @@ class TierStore:
         self.hot: HotTier | None = None
         self.warm: WarmTier | None = None
         self.cold: ColdTier | None = None
+        self.metrics = StoreMetrics(self, cfg.store.name or str(self.path), registry)
         try:
             self._open()
         except BaseException:
@@ -171,6 +194,8 @@ class TierStore:
             log.warning("a policy run was interrupted (pid %s); its open batch was rolled back at open and the "
                         "next cycle re-plans the rest", self.policy.interrupted.get("pid"))
         self.policy.start()
+        if cfg.metrics.port is not None:
+            self.metrics.serve(cfg.metrics.port, cfg.metrics.addr)
 
     # --- lifecycle -------------------------------------------------------------------------------
 
@@ -208,6 +233,7 @@ class TierStore:
 
     def _shutdown(self) -> None:
         self._closed = True
+        self.metrics.stop()  # the exporter, and every registry the store joined
         if getattr(self, "policy", None) is not None:
             self.policy.stop()
         if getattr(self, "_executor", None) is not None:
@@ -225,6 +251,7 @@ class TierStore:
             os.close(self._lock_fd)  # releases the flock
             self._lock_fd = None
 
+    @_counted("flush")
     def flush(self) -> None:
         """Make everything durable and every index current: apply queued index work, persist
         access statistics, fsync the catalog."""
@@ -258,6 +285,7 @@ class TierStore:
 
     # --- writes ----------------------------------------------------------------------------------
 
+    @_counted("upsert")
     def upsert(
         self,
         ids: Sequence[str | int] | np.ndarray,
@@ -491,6 +519,7 @@ class TierStore:
                 "leave tier= unset: ingest then spills to the next tier)"
             )
 
+    @_counted("delete")
     def delete(self, ids: Sequence[str | int] | np.ndarray) -> int:
         """Delete vectors; returns how many existed. Unknown ids are ignored.
 
@@ -527,6 +556,7 @@ class TierStore:
                 log.warning("delete is durable; Redis removal deferred: %s", exc)
         return len(gone)
 
+    @_counted("move")
     def move(self, ids: Sequence[str | int] | np.ndarray, tier: str, *, defer: bool = False) -> MoveReport:
         """Move vectors to ``tier`` ("hot", "warm" or "cold"): copy, flip the catalog entry, remove
         the old copy. Queries running meanwhile see each vector exactly once. Ids already there or
@@ -574,6 +604,7 @@ class TierStore:
 
     # --- reads -----------------------------------------------------------------------------------
 
+    @_counted("get")
     def get(self, ids: Sequence[str | int] | np.ndarray) -> list[Record | None]:
         """The stored records of ``ids`` (``None`` for ids that do not exist), in order."""
         ids = normalize_ids(ids)
@@ -616,6 +647,7 @@ class TierStore:
                 out[i] = Record(e.uid, vecs[e.iid], e.metadata, "cold")
         return out
 
+    @_counted("query")
     def query(
         self,
         vector: Any,
@@ -636,6 +668,7 @@ class TierStore:
         q = inputs.query_vector(vector, dim=self.dim, metric=self.metric)
         return self._search(q.reshape(1, -1), k, filter, tiers, ef, nprobe, strict)[0]
 
+    @_counted("query")
     def query_batch(
         self,
         vectors: Any,
@@ -674,6 +707,7 @@ class TierStore:
             self._latencies.extend([dt] * len(out))
         self._counters["queries"] += len(out)
         self._counters["partial"] += sum(h.partial for h in out)
+        self.metrics.observe_queries(out, dt)
         self.policy.hits.add(out)
         if self.config.policy.access == "top1":
             flat = [s[0] for s in slots if s]
@@ -691,6 +725,7 @@ class TierStore:
                     out.append(e.slot)
         return np.asarray(out, dtype=np.int64)
 
+    @_counted("touch")
     def touch(self, ids: Sequence[str | int] | np.ndarray) -> int:
         """Record an access to each id without a query (e.g. the item a user clicked).
         Returns how many of the ids exist."""
@@ -729,6 +764,7 @@ class TierStore:
 
     # --- maintenance -----------------------------------------------------------------------------
 
+    @_counted("compact")
     def compact(self, threshold: float | None = None) -> dict[str, Any]:
         """Rewrite warm and cold segments whose dead fraction exceeds ``threshold`` (default
         ``warm.compact_threshold`` / ``cold.compact_threshold``; 0 rewrites every segment with any

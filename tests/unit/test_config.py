@@ -50,7 +50,7 @@ def test_defaults():
 def test_to_dict_shape():
     c = cfg(store=DIM4, schema={"cat": "tag"})
     d = c.to_dict()
-    assert set(d) == {"store", "hot", "warm", "cold", "policy", "schema"}
+    assert set(d) == {"store", "hot", "warm", "cold", "policy", "metrics", "schema"}
     assert d["store"]["dim"] == 4
     assert d["schema"] == {"cat": "tag"}
     assert d["hot"]["capacity"] == 100_000
@@ -174,7 +174,7 @@ def test_unknown_key_did_you_mean():
 
 
 def test_unknown_key_without_close_match_lists_known_keys():
-    with pytest.raises(ConfigError, match=r"^store\.zzzzzz: unknown key \(known keys: dim, metric, path\)$"):
+    with pytest.raises(ConfigError, match=r"^store\.zzzzzz: unknown key \(known keys: dim, metric, name, path\)$"):
         cfg(store={"dim": 4, "zzzzzz": 1})
 
 
