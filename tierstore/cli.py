@@ -12,6 +12,7 @@
     tierstore verify [--quick] [--json]
     tierstore export out.jsonl|out.npz [--tier cold]
     tierstore rebuild-hot
+    tierstore serve-metrics [--port 9464] [--addr 127.0.0.1]   Prometheus /metrics until Ctrl-C
 
 The config comes from ``--config FILE``, else ``$TIERSTORE_CONFIG``, else ``./tierstore.toml``.
 
@@ -72,14 +73,14 @@ class Progress:
         return secs
 
 
-def _open(args: argparse.Namespace) -> TierStore:
+def _open(args: argparse.Namespace, **overrides: Any) -> TierStore:
     config = args.config or os.environ.get("TIERSTORE_CONFIG")
     if config is None and Path("tierstore.toml").exists():
         config = "tierstore.toml"
     if config is None:
         raise _Usage("no config: pass --config FILE, set TIERSTORE_CONFIG, or run `tierstore init` here")
     # a command-line run never starts the background policy thread: it does one job and exits
-    return open_store(config, policy={"interval": 0})
+    return open_store(config, policy={"interval": 0}, **overrides)
 
 
 class _Usage(Exception):
@@ -222,6 +223,33 @@ def cmd_query(args: argparse.Namespace) -> int:
 def cmd_stats(args: argparse.Namespace) -> int:
     with _open(args) as store:
         _print(store.stats(), args.json)
+    return EXIT_OK
+
+
+def cmd_serve_metrics(args: argparse.Namespace) -> int:
+    """Open the store (no policy thread) and serve its Prometheus metrics until Ctrl-C / SIGTERM."""
+    import signal
+
+    def stop(*_: object) -> None:
+        raise KeyboardInterrupt
+
+    metrics: dict[str, Any] = {}
+    if args.port is not None:
+        metrics["port"] = args.port
+    if args.addr is not None:
+        metrics["addr"] = args.addr
+    with _open(args, metrics=metrics) as store:
+        if store.metrics.port is None:  # neither --port nor metrics.port: the default port
+            store.metrics.serve(9464, store.config.metrics.addr)
+        info = {"store": store.metrics.name, "url": store.metrics.url}
+        print(json.dumps(info) if args.json else f"serving metrics of {info['store']} on {info['url']} "
+              "(Ctrl-C to stop)", flush=True)
+        signal.signal(signal.SIGTERM, stop)
+        try:
+            while True:
+                time.sleep(3600)
+        except KeyboardInterrupt:
+            pass
     return EXIT_OK
 
 
@@ -506,6 +534,10 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("out")
     sp.add_argument("--tier", action="append", choices=("hot", "warm", "cold"), help="only these tiers")
     add("rebuild-hot", cmd_rebuild_hot, "rebuild the Redis index from the durable catalog")
+    sp = add("serve-metrics", cmd_serve_metrics, "open the store and serve its Prometheus metrics over HTTP "
+             "until Ctrl-C (no policy thread; the store stays locked meanwhile)")
+    sp.add_argument("--port", type=int, help="TCP port (default: metrics.port, else 9464; 0: any free port)")
+    sp.add_argument("--addr", help="address to bind (default: metrics.addr, 127.0.0.1)")
     return p
 
 
