@@ -320,7 +320,9 @@ class StoreMetrics:
         cold = st.cold
         if cold is None:
             return
-        cc = dict(cold.counters)
+        with cold._lock:  # its I/O threads count under this lock
+            cc = dict(cold.counters)
+            segs = list(cold.segs.values())
         cache = cold.cache
         f.counter("tierstore_s3_gets", "Ranged GETs of cold segment data (queries and cold reads)").add_metric(
             s, cc.get("gets", 0))
@@ -337,8 +339,6 @@ class StoreMetrics:
         f.gauge("tierstore_block_cache_bytes", "Bytes in the local block cache").add_metric(s, cache.bytes)
         f.gauge("tierstore_block_cache_capacity_bytes", "cold.cache_size").add_metric(s, cache.capacity)
         f.gauge("tierstore_block_cache_blocks", "Partitions in the local block cache").add_metric(s, len(cache))
-        with cold._lock:
-            segs = list(cold.segs.values())
         f.gauge("tierstore_cold_segments", "Live cold segments").add_metric(s, len(segs))
         f.gauge("tierstore_cold_stored_bytes", "Bytes of the live cold segments in S3").add_metric(
             s, sum(g.info["bytes"] for g in segs))
