@@ -38,6 +38,8 @@ from .errors import ConfigError, TierStoreError
 METRICS = ("cosine", "ip", "l2")
 TIERS = ("hot", "warm", "cold")
 FIELD_TYPES = ("tag", "numeric")
+HOT_BACKENDS = ("auto", "search", "vectorset")
+VSET_QUANTIZATIONS = ("q8", "noquant", "bin")
 _FIELD_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 
 
@@ -211,8 +213,15 @@ class HotConfig:
     """``[hot]``: the Redis HNSW tier. ``redis_url`` absent = an embedded redis-server."""
 
     redis_url: str | None = _spec(None, "optstr")
-    # Only RediSearch for now; Redis 8 vector sets ("vectorset") are planned as a second backend.
-    backend: str = _spec("search", "choice", choices=("search",))
+    # "search": RediSearch HNSW over hashes (FT.*); "vectorset": Redis 8 vector sets (VADD/VSIM,
+    # cosine only); "auto" (the default, so an unset key can be told from an explicit "search"):
+    # search when the server has the module, else vector sets. See hot.make_hot_tier.
+    backend: str = _spec("auto", "choice", choices=HOT_BACKENDS)
+    # Vector-set element encoding (ignored by "search", which stores FLOAT32): "q8" int8 (the
+    # Redis default: ~4x less memory than float32, recall barely changes; results are reranked
+    # on the exact float32 vectors anyway), "noquant" float32, "bin" 1 bit per dimension
+    # (fastest and smallest, lowest recall).
+    quantization: str = _spec("q8", "choice", choices=VSET_QUANTIZATIONS)
     # Hard limit: the hot tier never holds more (ingest beyond it spills to warm).
     capacity: int = _spec(100_000, "int", lo=0)
     # Optional second limit in Redis memory (0 = none): capacity becomes
@@ -495,6 +504,11 @@ def load_config(
         path = (base_dir or Path.cwd()) / path
     sections["store"] = dataclasses.replace(store, path=str(path.resolve()))
 
+    hot: HotConfig = sections["hot"]
+    if hot.backend == "vectorset" and sections["store"].metric != "cosine":
+        # Vector sets normalise every vector at insert: only cosine similarity is exact.
+        raise _fail("hot.backend", "vectorset", f"vector sets only support store.metric = 'cosine' "
+                    f"(this store is {sections['store'].metric!r}); use backend = 'search'")
     cold: ColdConfig = sections["cold"]
     if cold.url is not None and not re.fullmatch(r"s3://[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9](/.*)?", cold.url):
         raise _fail("cold.url", cold.url, "must look like 's3://bucket' or 's3://bucket/prefix'")

@@ -1,25 +1,34 @@
-"""Hot tier: a RediSearch HNSW index over Redis hashes -- an index and a cache, never the truth.
+"""Hot tier: a Redis HNSW index -- an index and a cache, never the truth.
 
 Every hot vector is durable in the catalog (LMDB) before Redis sees it, so Redis can be restarted,
 flushed or lost without losing data. The tier's write primitive is :meth:`HotTier.sync`: "make
-Redis agree with the catalog for these ids" (HSET when the catalog says hot, DEL otherwise). It is
-idempotent, so upserts, deletes, moves, crash repair and rebuild are all the same operation.
+Redis agree with the catalog for these ids" (write the vector when the catalog says hot, remove it
+otherwise). It is idempotent, so upserts, deletes, moves, crash repair and rebuild are all the
+same operation.
 
 Before serving, the tier *verifies* Redis against the catalog: on first use, after every new
-connection (a restart is a new connection), and whenever Redis answers "no such index". Verify
-recreates a missing index, waits until background indexing is complete (a half-indexed HNSW
-would silently return wrong neighbours), and reconciles keys with the catalog: missing ones are
-written from the durable records, extra ones removed. An operation that opened a new connection
-is verified and retried, so the first query after a restart is already correct.
+connection (a restart is a new connection), and whenever Redis shows it lost our data. Verify
+checks the index (recreating it when it is missing or built with other parameters) and
+reconciles the vectors with the catalog: missing ones are written from the durable records,
+extra ones removed. An operation that opened a new connection is verified and retried, so the
+first query after a restart is already correct.
+
+Two backends share that machinery (:class:`HotTier`) and differ only in their Redis commands:
+
+- :class:`SearchHotTier` (``hot.backend = "search"``, here): a RediSearch HNSW index over hashes;
+- :class:`~tierstore.hot_vectorset.VectorSetHotTier` (``"vectorset"``): one Redis 8 vector set.
+
+:func:`make_hot_tier` picks one (``"auto"``: search when the server has the module).
 
 Redis keys (``P`` = ``hot.prefix``, default ``ts:<8 hex of the store uuid>:``)::
 
-    P meta          hash: uuid of the owning store (detects FLUSHALL and foreign data)
-    P idx           the RediSearch index (FT.CREATE ... ON HASH PREFIX 1 P v:)
-    P v:<16 hex>    one hash per vector: __v = FLOAT32 bytes, plus the [schema] fields
+    P meta          hash: uuid of the owning store (detects FLUSHALL and foreign data), backend
+    P idx           search: the RediSearch index (FT.CREATE ... ON HASH PREFIX 1 P v:)
+    P v:<16 hex>    search: one hash per vector: __v = FLOAT32 bytes, plus the [schema] fields
+    P vset          vectorset: the vector set (elements named by 16 hex digits)
 
->>> hot = HotTier(redis_url, catalog=cat, config=cfg.hot, schema={}, metric="cosine")   # doctest: +SKIP
->>> hot.search(np.ones(384, np.float32), k=10, node=filters.TRUE)                      # doctest: +SKIP
+>>> hot = make_hot_tier(redis_url, catalog=cat, config=cfg.hot, schema={}, metric="cosine")  # doctest: +SKIP
+>>> hot.search(np.ones(384, np.float32), k=10, node=filters.TRUE)                          # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -37,12 +46,15 @@ from redis.retry import Retry
 from . import filters
 from .catalog import TIER_HOT, Catalog
 from .config import HotConfig
-from .errors import IntegrityError, TierUnavailableError
+from .errors import ConfigError, IntegrityError, TierUnavailableError
 from .services import RedisServer
 
 _METRIC = {"cosine": "COSINE", "ip": "IP", "l2": "L2"}
 _UNAVAILABLE = (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError, OSError)
 _CHUNK = 512  # commands per pipeline round trip
+
+# One search answer: (internal ids, distances ascending, incomplete)
+Answer = tuple[list[int], list[float], bool]
 
 
 class _Stale(Exception):
@@ -52,6 +64,10 @@ class _Stale(Exception):
 def _is_missing_index(exc: Exception) -> bool:
     msg = str(exc).lower()
     return "no such index" in msg or "unknown index name" in msg or "index not found" in msg
+
+
+def _is_unknown_command(exc: Exception) -> bool:
+    return "unknown command" in str(exc).lower()
 
 
 def _as_dict(reply: Any) -> dict:
@@ -66,9 +82,12 @@ def _s(v: Any) -> str:
 
 
 class HotTier:
-    """RediSearch-backed hot tier (``hot.backend = "search"``)."""
+    """The hot tier's backend-independent part: connection, verification, reconcile/rebuild,
+    the catalog-driven writes and the id bookkeeping of moves. A backend subclass supplies the
+    Redis commands (the methods that raise NotImplementedError here)."""
 
     name = "hot"
+    backend = ""  # the hot.backend value a subclass implements (also recorded in P meta)
 
     def __init__(
         self,
@@ -88,10 +107,7 @@ class HotTier:
         self.server = server
         self.url = url
         self.prefix = config.prefix or f"ts:{catalog.uuid[:8]}:"
-        self.index = f"{self.prefix}idx"
         self.meta_key = f"{self.prefix}meta"
-        self.key_prefix = f"{self.prefix}v:"
-        self._kp = self.key_prefix.encode()
         self._lock = threading.RLock()
         self._verified = False
         self._conn_gen = 0
@@ -135,6 +151,10 @@ class HotTier:
         where = "embedded redis-server" if self.server else self.url
         return TierUnavailableError(f"hot tier: Redis at {where} is unavailable: {exc}", tier="hot")
 
+    def _stale_error(self, exc: redis.ResponseError) -> bool:
+        """Does this error mean Redis lost what we verified (so re-verify and retry)?"""
+        return False
+
     def _call(self, fn, *, verify: bool = True):
         """Run ``fn`` against a verified Redis; retry once after reconnect/restart/re-verify."""
         last: Exception | None = None
@@ -154,7 +174,7 @@ class HotTier:
                 if not self._restart_embedded():
                     break
             except (redis.ResponseError, _Stale) as exc:
-                if isinstance(exc, redis.ResponseError) and not _is_missing_index(exc):
+                if isinstance(exc, redis.ResponseError) and not self._stale_error(exc):
                     # e.g. OOM under maxmemory: the tier cannot serve; say so in the typed error
                     raise TierUnavailableError(f"hot tier: Redis refused the command: {exc}", tier="hot") from exc
                 last = exc
@@ -162,7 +182,7 @@ class HotTier:
         raise self._unavailable(last) from last
 
     def _restart_embedded(self) -> bool:
-        """If we own the server and it died, start it again (its AOF brings the hashes back).
+        """If we own the server and it died, start it again (its AOF brings the data back).
         Returns whether retrying can help."""
         if self.server is None:
             return False
@@ -172,6 +192,220 @@ class HotTier:
                 self.server.start()
                 self.stats["restarts"] += 1
         return True
+
+    # --- verification and repair ---------------------------------------------------------------
+
+    def verify(self) -> None:
+        """Make Redis trustworthy: right owner, index present and right, vectors == catalog."""
+        with self._lock:
+            if self._verified:
+                return
+            self.stats["verifies"] += 1
+            self.catalog.clear_pending(self.take_synced())
+            owner, backend = self.r.hmget(self.meta_key, ["uuid", "backend"])
+            if owner is None:
+                # Empty server, FLUSHALL, or our keys were removed: rebuild everything.
+                self.rebuild()
+            elif _s(owner) != self.catalog.uuid:
+                raise IntegrityError(
+                    f"hot tier: Redis keys under prefix {self.prefix!r} belong to another store "
+                    f"(uuid {_s(owner)}, this store is {self.catalog.uuid}); set hot.prefix"
+                )
+            elif _s(backend or b"search") != self.backend:
+                # hot.backend changed (stores from before vector sets have no backend field):
+                # free what the other backend left in Redis, then index from the catalog.
+                self._purge()
+                self.rebuild()
+            else:
+                self._check_index()
+                # A server that restarted (new run_id; first contact included) may have lost its
+                # last second of AOF: writes AND removals, which equal counts would not reveal.
+                run_id = _s(self.r.info("server").get("run_id", ""))
+                restarted, self._run_id = run_id != self._run_id, run_id
+                if restarted or self.catalog.has_pending() or self.count() != self.catalog.count(TIER_HOT):
+                    self.reconcile()
+            self._verified = True
+
+    def reconcile(self) -> dict[str, int]:
+        """Diff the vectors in Redis against the catalog's hot set; write missing, remove extra."""
+        with self._lock:
+            in_redis = self.keys()
+            in_catalog = {e.iid for e in self._iter_hot_entries()}
+            pending = set(self.catalog.pending())
+            missing = (in_catalog - in_redis) | (pending & in_catalog)
+            with self._ids_lock:  # after keys(): an id copied in since was protected before its write
+                protected = set(self._protected)
+            extra = ((in_redis - in_catalog) | (pending - in_catalog)) - protected
+            # a protected id belongs to a move in progress: its mover syncs it after the reader grace
+            self._sync_now(sorted((missing | extra) - protected))
+            # a protected id's pending mark is its mover's: it clears it after the reader grace
+            self.catalog.clear_pending(sorted(pending - protected))
+            self.stats["reconciled_added"] += len(missing)
+            self.stats["reconciled_removed"] += len(extra)
+            return {"added": len(missing), "removed": len(extra)}
+
+    def _iter_hot_entries(self):
+        last = None
+        while True:
+            batch = self.catalog.iter_entries(tiers=[TIER_HOT], start_after=last, limit=10_000)
+            if not batch:
+                return
+            yield from batch
+            last = batch[-1].iid
+
+    def rebuild(self) -> int:
+        """Drop the index and every vector of this store, recreate, reload all hot records."""
+        with self._lock:
+            self._reset_index()
+            self.r.hset(self.meta_key, mapping={"uuid": self.catalog.uuid, "backend": self.backend,
+                                                "created": str(time.time())})
+            n = 0
+            batch: list[int] = []
+            for e in self._iter_hot_entries():
+                batch.append(e.iid)
+                if len(batch) >= 5000:
+                    n += self._sync_now(batch)
+                    batch = []
+            n += self._sync_now(batch)
+            self.catalog.clear_pending(self.catalog.pending())
+            self.stats["rebuilds"] += 1
+            self._verified = True
+            return n
+
+    def _purge(self) -> None:
+        """Remove every key of this store's prefix but its meta key, whichever backend wrote
+        them (and the RediSearch index, where the server has the module)."""
+        try:
+            self.r.execute_command("FT.DROPINDEX", f"{self.prefix}idx")
+        except redis.ResponseError as exc:
+            if not (_is_missing_index(exc) or _is_unknown_command(exc)):
+                raise
+        doomed = [k for k in self.r.scan_iter(match=self.prefix + "*", count=5000) if k != self.meta_key.encode()]
+        for start in range(0, len(doomed), 1000):
+            self.r.unlink(*doomed[start : start + 1000])
+
+    # --- writes --------------------------------------------------------------------------------
+
+    def sync(self, iids: Sequence[int]) -> int:
+        """Make Redis match the catalog for ``iids``; clear their pending marks. Returns #written."""
+        if not len(iids):
+            return 0
+        with self._lock:  # serialised with reconcile(), which also clears pending marks
+            n = self._call(lambda: self._sync_now(iids))
+            self.catalog.clear_pending(iids)
+        return n
+
+    def write(self, iids: Sequence[int], vectors: np.ndarray, metas: Sequence[dict[str, Any]]) -> int:
+        """The upsert fast path: write rows the caller has just committed to the catalog as hot,
+        from memory instead of re-reading LMDB (the caller holds the store's write lock, so the
+        catalog cannot have changed for these ids). Their pending marks are cleared lazily
+        (:meth:`take_synced`), in the next catalog write, which saves an fsync per batch."""
+        n = self._call(lambda: self._write_now(iids, vectors, metas))
+        with self._ids_lock:
+            self._synced.extend(iids)
+        return n
+
+    def protect(self, iids: Sequence[int]) -> None:
+        """Keys a move is copying in (before its catalog flip) or moving out (until the reader
+        grace has passed): reconcile must not remove them."""
+        with self._ids_lock:
+            self._protected.update(iids)
+
+    def unprotect(self, iids: Sequence[int]) -> None:
+        with self._ids_lock:
+            self._protected.difference_update(iids)
+
+    def take_synced(self) -> list[int]:
+        """Ids written to Redis whose pending marks the caller should now clear."""
+        with self._ids_lock:
+            out, self._synced = self._synced, []
+        return out
+
+    def _execute_checked(self, pipe: redis.client.Pipeline) -> list:
+        """Run a write pipeline that ends with a check that our meta key still exists."""
+        pipe.exists(self.meta_key)
+        results = pipe.execute()
+        if not results[-1]:
+            # The store's meta key vanished (FLUSHALL) while we wrote: force a rebuild.
+            self._verified = False
+            raise _Stale("hot tier: Redis was flushed during a write")
+        return results
+
+    def _write_now(self, iids: Sequence[int], vectors: np.ndarray, metas: Sequence[dict[str, Any]]) -> int:
+        for start in range(0, len(iids), _CHUNK):
+            pipe = self.r.pipeline(transaction=False)
+            for j in range(start, min(start + _CHUNK, len(iids))):
+                self._put(pipe, iids[j], vectors[j].tobytes(), metas[j] if self.schema else {})
+            self._execute_checked(pipe)
+        return len(iids)
+
+    def _sync_now(self, iids: Sequence[int]) -> int:
+        written = 0
+        for start in range(0, len(iids), _CHUNK):
+            chunk = iids[start : start + _CHUNK]
+            pipe = self.r.pipeline(transaction=False)
+            with self.catalog.read() as txn:
+                for iid in chunk:
+                    e = self.catalog.entry(txn, iid)
+                    vec = self.catalog.vector_raw(txn, iid) if e is not None and e.tier == TIER_HOT else None
+                    if vec is None:
+                        self._remove(pipe, iid)
+                        continue
+                    self._put(pipe, iid, vec, e.metadata if self.schema else {})
+                    written += 1
+            self._execute_checked(pipe)
+        return written
+
+    # --- what a backend supplies -----------------------------------------------------------------
+
+    def _check_index(self) -> None:
+        """Make the index exist with the configured parameters (recreate it if they changed)."""
+        raise NotImplementedError
+
+    def _reset_index(self) -> None:
+        """Drop the index and all of this backend's vectors; leave an empty, usable index."""
+        raise NotImplementedError
+
+    def _put(self, pipe: redis.client.Pipeline, iid: int, vec: bytes, meta: dict[str, Any]) -> None:
+        """Queue the commands that store (or replace) one vector and its [schema] fields."""
+        raise NotImplementedError
+
+    def _remove(self, pipe: redis.client.Pipeline, iid: int) -> None:
+        """Queue the command that removes one vector (a no-op when it is absent)."""
+        raise NotImplementedError
+
+    def search(self, q: np.ndarray, k: int, node: filters.Node, ef: int | None = None) -> Answer:
+        """KNN -> (internal ids, distances, incomplete). Candidates still need the catalog check
+        (the index may lag the catalog by a write in flight)."""
+        return self.search_many(q.reshape(1, -1), k, node, ef)[0]
+
+    def search_many(self, qs: np.ndarray, k: int, node: filters.Node, ef: int | None = None) -> list[Answer]:
+        raise NotImplementedError
+
+    def keys(self) -> set[int]:
+        """Internal ids of every vector Redis holds for this store."""
+        raise NotImplementedError
+
+    def count(self) -> int:
+        raise NotImplementedError
+
+    def info(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+
+class SearchHotTier(HotTier):
+    """RediSearch-backed hot tier (``hot.backend = "search"``): an HNSW index over hashes."""
+
+    backend = "search"
+
+    def __init__(self, url: str, **kw: Any) -> None:
+        super().__init__(url, **kw)
+        self.index = f"{self.prefix}idx"
+        self.key_prefix = f"{self.prefix}v:"
+        self._kp = self.key_prefix.encode()
+
+    def _stale_error(self, exc: redis.ResponseError) -> bool:
+        return _is_missing_index(exc)
 
     # --- index definition ----------------------------------------------------------------------
 
@@ -214,40 +448,15 @@ class HotTier:
         have = {name: _s(a.get(b"type")).lower() for name, a in attrs.items()}
         return have == self.schema
 
-    # --- verification and repair ---------------------------------------------------------------
-
-    def verify(self) -> None:
-        """Make Redis trustworthy: right owner, index present and complete, keys == catalog."""
-        with self._lock:
-            if self._verified:
-                return
-            self.stats["verifies"] += 1
-            self.catalog.clear_pending(self.take_synced())
-            owner = self.r.hget(self.meta_key, "uuid")
-            if owner is None:
-                # Empty server, FLUSHALL, or our keys were removed: rebuild everything.
-                self.rebuild()
-            elif _s(owner) != self.catalog.uuid:
-                raise IntegrityError(
-                    f"hot tier: Redis keys under prefix {self.prefix!r} belong to another store "
-                    f"(uuid {_s(owner)}, this store is {self.catalog.uuid}); set hot.prefix"
-                )
-            else:
-                info = self._index_info()
-                if info is not None and not self._index_matches(info):
-                    # m / ef_construction / schema changed in the config: re-index in place.
-                    self.r.execute_command("FT.DROPINDEX", self.index)
-                    info = None
-                if info is None:
-                    self._create_index()  # existing hashes are indexed in the background
-                self._wait_indexed()
-                # A server that restarted (new run_id; first contact included) may have lost its
-                # last second of AOF: writes AND removals, which equal counts would not reveal.
-                run_id = _s(self.r.info("server").get("run_id", ""))
-                restarted, self._run_id = run_id != self._run_id, run_id
-                if restarted or self.catalog.has_pending() or self.count() != self.catalog.count(TIER_HOT):
-                    self.reconcile()
-            self._verified = True
+    def _check_index(self) -> None:
+        info = self._index_info()
+        if info is not None and not self._index_matches(info):
+            # m / ef_construction / schema changed in the config: re-index in place.
+            self.r.execute_command("FT.DROPINDEX", self.index)
+            info = None
+        if info is None:
+            self._create_index()  # existing hashes are indexed in the background
+        self._wait_indexed()
 
     def _wait_indexed(self) -> None:
         deadline = time.monotonic() + self.cfg.index_wait
@@ -263,140 +472,32 @@ class HotTier:
                     "or raise hot.index_wait", tier="hot")
             time.sleep(0.05)
 
-    def reconcile(self) -> dict[str, int]:
-        """Diff Redis keys against the catalog's hot set; write missing, remove extra."""
-        with self._lock:
-            in_redis = self.keys()
-            in_catalog = {e.iid for e in self._iter_hot_entries()}
-            pending = set(self.catalog.pending())
-            missing = (in_catalog - in_redis) | (pending & in_catalog)
-            with self._ids_lock:  # after keys(): an id copied in since was protected before its write
-                protected = set(self._protected)
-            extra = ((in_redis - in_catalog) | (pending - in_catalog)) - protected
-            # a protected id belongs to a move in progress: its mover syncs it after the reader grace
-            self._sync_now(sorted((missing | extra) - protected))
-            # a protected id's pending mark is its mover's: it clears it after the reader grace
-            self.catalog.clear_pending(sorted(pending - protected))
-            self.stats["reconciled_added"] += len(missing)
-            self.stats["reconciled_removed"] += len(extra)
-            return {"added": len(missing), "removed": len(extra)}
-
-    def _iter_hot_entries(self):
-        last = None
-        while True:
-            batch = self.catalog.iter_entries(tiers=[TIER_HOT], start_after=last, limit=10_000)
-            if not batch:
-                return
-            yield from batch
-            last = batch[-1].iid
-
-    def rebuild(self) -> int:
-        """Drop the index and every key of this store, recreate, reload all hot records."""
-        with self._lock:
-            try:
-                self.r.execute_command("FT.DROPINDEX", self.index)
-            except redis.ResponseError as exc:
-                if not _is_missing_index(exc):
-                    raise
-            self._delete_keys(self.keys())
-            self._create_index()
-            # FT.CREATE scans the keyspace in the background; hashes written while that scan runs
-            # can be indexed twice (a duplicate HNSW node degrades recall), so wait for it first.
-            self._wait_indexed()
-            self.r.hset(self.meta_key, mapping={"uuid": self.catalog.uuid, "created": str(time.time())})
-            n = 0
-            batch: list[int] = []
-            for e in self._iter_hot_entries():
-                batch.append(e.iid)
-                if len(batch) >= 5000:
-                    n += self._sync_now(batch)
-                    batch = []
-            n += self._sync_now(batch)
-            self.catalog.clear_pending(self.catalog.pending())
-            self.stats["rebuilds"] += 1
-            self._verified = True
-            return n
+    def _reset_index(self) -> None:
+        try:
+            self.r.execute_command("FT.DROPINDEX", self.index)
+        except redis.ResponseError as exc:
+            if not _is_missing_index(exc):
+                raise
+        self._delete_keys(self.keys())
+        self._create_index()
+        # FT.CREATE scans the keyspace in the background; hashes written while that scan runs
+        # can be indexed twice (a duplicate HNSW node degrades recall), so wait for it first.
+        self._wait_indexed()
 
     # --- writes --------------------------------------------------------------------------------
-
-    def sync(self, iids: Sequence[int]) -> int:
-        """Make Redis match the catalog for ``iids``; clear their pending marks. Returns #written."""
-        if not len(iids):
-            return 0
-        with self._lock:  # serialised with reconcile(), which also clears pending marks
-            n = self._call(lambda: self._sync_now(iids))
-            self.catalog.clear_pending(iids)
-        return n
-
-    def write(self, iids: Sequence[int], vectors: np.ndarray, metas: Sequence[dict[str, Any]]) -> int:
-        """The upsert fast path: HSET rows the caller has just committed to the catalog as hot,
-        from memory instead of re-reading LMDB (the caller holds the store's write lock, so the
-        catalog cannot have changed for these ids). Their pending marks are cleared lazily
-        (:meth:`take_synced`), in the next catalog write, which saves an fsync per batch."""
-        n = self._call(lambda: self._write_now(iids, vectors, metas))
-        with self._ids_lock:
-            self._synced.extend(iids)
-        return n
-
-    def protect(self, iids: Sequence[int]) -> None:
-        """Keys a move is copying in (before its catalog flip) or moving out (until the reader
-        grace has passed): reconcile must not remove them."""
-        with self._ids_lock:
-            self._protected.update(iids)
-
-    def unprotect(self, iids: Sequence[int]) -> None:
-        with self._ids_lock:
-            self._protected.difference_update(iids)
-
-    def take_synced(self) -> list[int]:
-        """Ids written to Redis whose pending marks the caller should now clear."""
-        with self._ids_lock:
-            out, self._synced = self._synced, []
-        return out
-
-    def _write_now(self, iids: Sequence[int], vectors: np.ndarray, metas: Sequence[dict[str, Any]]) -> int:
-        for start in range(0, len(iids), _CHUNK):
-            pipe = self.r.pipeline(transaction=False)
-            for j in range(start, min(start + _CHUNK, len(iids))):
-                mapping, absent = self._hash_fields(vectors[j].tobytes(), metas[j] if self.schema else {})
-                k = self.key(iids[j])
-                pipe.hset(k, mapping=mapping)
-                if absent:
-                    pipe.hdel(k, *absent)
-            pipe.exists(self.meta_key)
-            if not pipe.execute()[-1]:
-                self._verified = False
-                raise _Stale("hot tier: Redis was flushed during a write")
-        return len(iids)
 
     def key(self, iid: int) -> str:
         return f"{self.key_prefix}{iid:016x}"
 
-    def _sync_now(self, iids: Sequence[int]) -> int:
-        written = 0
-        for start in range(0, len(iids), _CHUNK):
-            chunk = iids[start : start + _CHUNK]
-            pipe = self.r.pipeline(transaction=False)
-            with self.catalog.read() as txn:
-                for iid in chunk:
-                    k = self.key(iid)
-                    e = self.catalog.entry(txn, iid)
-                    vec = self.catalog.vector_raw(txn, iid) if e is not None and e.tier == TIER_HOT else None
-                    if vec is None:
-                        pipe.unlink(k)
-                        continue
-                    mapping, absent = self._hash_fields(vec, e.metadata if self.schema else {})
-                    pipe.hset(k, mapping=mapping)
-                    if absent:
-                        pipe.hdel(k, *absent)
-                    written += 1
-            pipe.exists(self.meta_key)
-            results = pipe.execute()
-            if not results[-1]:
-                # The store's meta key vanished (FLUSHALL) while we wrote: force a rebuild.
-                self._verified = False
-                raise _Stale("hot tier: Redis was flushed during a write")
-        return written
+    def _put(self, pipe: redis.client.Pipeline, iid: int, vec: bytes, meta: dict[str, Any]) -> None:
+        mapping, absent = self._hash_fields(vec, meta)
+        k = self.key(iid)
+        pipe.hset(k, mapping=mapping)
+        if absent:
+            pipe.hdel(k, *absent)
+
+    def _remove(self, pipe: redis.client.Pipeline, iid: int) -> None:
+        pipe.unlink(self.key(iid))
 
     def _hash_fields(self, vec: bytes, meta: dict[str, Any]) -> tuple[dict[str, bytes | str], list[str]]:
         mapping: dict[str, bytes | str] = {"__v": vec}
@@ -424,7 +525,7 @@ class HotTier:
         return ["FT.SEARCH", self.index, query, "PARAMS", "2", "q", q.tobytes(), "RETURN", "1", "__d",
                 "SORTBY", "__d", "LIMIT", "0", str(k), "DIALECT", "2"]
 
-    def _parse(self, reply: Any) -> tuple[list[int], list[float], bool]:
+    def _parse(self, reply: Any) -> Answer:
         reply = _as_dict(reply)
         n = len(self._kp)
         iids, dists = [], []
@@ -435,19 +536,13 @@ class HotTier:
         timed_out = bool(warnings) and any(b"timeout" in w.lower() for w in warnings if isinstance(w, bytes))
         return iids, dists, timed_out
 
-    def search(
-        self, q: np.ndarray, k: int, node: filters.Node, ef: int | None = None
-    ) -> tuple[list[int], list[float], bool]:
-        """KNN over the hot index -> (internal ids, distances, incomplete). Candidates still need
-        the catalog check (the index may lag the catalog by a write in flight)."""
+    def search(self, q: np.ndarray, k: int, node: filters.Node, ef: int | None = None) -> Answer:
         if node == filters.FALSE:
             return [], [], False
         args = self._search_args(q, k, node, ef)
         return self._parse(self._call(lambda: self.r.execute_command(*args)))
 
-    def search_many(
-        self, qs: np.ndarray, k: int, node: filters.Node, ef: int | None = None
-    ) -> list[tuple[list[int], list[float], bool]]:
+    def search_many(self, qs: np.ndarray, k: int, node: filters.Node, ef: int | None = None) -> list[Answer]:
         """Batch KNN in pipelined round trips."""
         if node == filters.FALSE:
             return [([], [], False) for _ in qs]
@@ -495,4 +590,67 @@ class HotTier:
         return self._call(run)
 
 
-__all__ = ["HotTier"]
+# --- choosing a backend ------------------------------------------------------------------------
+
+
+def server_has(url: str, config: HotConfig, feature: str) -> bool:
+    """Does the Redis at ``url`` have RediSearch (``feature="search"``) or vector sets
+    (``"vectorset"``)? Asked with a command of each (FT._LIST, VCARD): that needs no
+    MODULE LIST permission, and Redis 8 builds its vector sets in without listing a module."""
+    probe = ("FT._LIST",) if feature == "search" else ("VCARD", "tierstore:probe")
+    r = redis.Redis.from_url(url, protocol=3, socket_timeout=config.socket_timeout,
+                             socket_connect_timeout=min(config.socket_timeout, 5.0))
+    try:
+        r.execute_command(*probe)
+        return True
+    except redis.ResponseError as exc:
+        if _is_unknown_command(exc):
+            return False
+        raise TierUnavailableError(f"hot tier: Redis at {url} refused {probe[0]}: {exc}", tier="hot") from exc
+    except _UNAVAILABLE as exc:
+        raise TierUnavailableError(f"hot tier: Redis at {url} is unavailable: {exc}", tier="hot") from exc
+    finally:
+        r.close()
+
+
+def make_hot_tier(
+    url: str,
+    *,
+    catalog: Catalog,
+    config: HotConfig,
+    schema: dict[str, str],
+    metric: str,
+    server: RedisServer | None = None,
+) -> HotTier:
+    """The hot tier for ``hot.backend``: "search", "vectorset", or "auto" = search when the
+    server has the RediSearch module, vector sets otherwise. A backend the server cannot run
+    (or, for vector sets, a metric other than cosine) is a :class:`ConfigError` naming why."""
+    # imported here: hot_vectorset builds on this module's HotTier
+    from .hot_vectorset import VectorSetHotTier
+
+    where = "the embedded redis-server" if server is not None else url
+    backend = config.backend
+    if backend in ("auto", "search") and not server_has(url, config, "search"):
+        if backend == "search":
+            raise ConfigError(f"hot.backend: 'search' is not allowed: {where} has no RediSearch module "
+                              "(FT.* commands); load it, or use backend = 'vectorset' (Redis 8)")
+        backend = "vectorset"
+    elif backend == "auto":
+        backend = "search"
+    if backend == "vectorset":
+        if metric != "cosine":
+            # vector sets normalise every vector at insert: only cosine similarity is exact
+            reason = (f"{where} has no RediSearch module and vector sets (the other backend)"
+                      if config.backend == "auto" else "vector sets")
+            raise ConfigError(f"hot.backend: {config.backend!r} is not allowed: {reason} only support "
+                              f"store.metric = 'cosine' (this store is {metric!r})")
+        if not server_has(url, config, "vectorset"):
+            raise ConfigError(f"hot.backend: {config.backend!r} is not allowed: {where} has neither RediSearch "
+                              "nor vector sets (VADD/VSIM need Redis 8)")
+        cls: type[HotTier] = VectorSetHotTier
+    else:
+        cls = SearchHotTier
+    return cls(url, catalog=catalog, config=config, schema=schema, metric=metric, server=server)
+
+
+__all__ = ["HotTier", "SearchHotTier", "make_hot_tier", "server_has"]

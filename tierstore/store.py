@@ -50,11 +50,11 @@ from .errors import (
     StoreLockedError,
     TierUnavailableError,
 )
-from .hot import HotTier
+from .hot import HotTier, make_hot_tier
 from .metrics import StoreMetrics
 from .policy import AccessStats
 from .results import Hits, MoveReport, PolicyReport, Record
-from .services import RedisServer
+from .services import MissingBinaryError, RedisServer, redisearch_module
 from .warm import GROWING, WarmTier
 
 log = logging.getLogger("tierstore")
@@ -92,6 +92,19 @@ def _counted(op: str) -> Any:
         return method
 
     return wrap
+
+
+def _embedded_search(backend: str) -> bool:
+    """Whether the embedded redis-server loads RediSearch: not for vector sets (built into
+    Redis 8), and for "auto" only when the module is installed (else auto picks vector sets)."""
+    if backend == "vectorset":
+        return False
+    if backend == "auto":
+        try:
+            redisearch_module()
+        except MissingBinaryError:
+            return False
+    return True
 
 
 class _InFlight:
@@ -167,7 +180,7 @@ class TierStore:
                        else AccessStats(cfg.policy.half_life, size=self.catalog.slot_limit()))
         url = cfg.hot.redis_url
         if url is None:
-            self._server = RedisServer(self.path / "redis").start()
+            self._server = RedisServer(self.path / "redis", search=_embedded_search(cfg.hot.backend)).start()
             url = self._server.url
         self.gate = query.ReaderGate()
         if cfg.cold.enabled:
@@ -179,8 +192,8 @@ class TierStore:
         elif self.catalog.count(TIER_COLD):
             raise ConfigError(f"cold.enabled: false is not allowed: the store holds {self.catalog.count(TIER_COLD)} "
                               "cold vectors (move them to warm first)")
-        self.hot = HotTier(url, catalog=self.catalog, config=cfg.hot, schema=self.schema,
-                           metric=self.metric, server=self._server)
+        self.hot = make_hot_tier(url, catalog=self.catalog, config=cfg.hot, schema=self.schema,
+                                 metric=self.metric, server=self._server)
         self.hot.open()  # verify / rebuild now, so the first query is not the slow one
         self.warm = WarmTier(self.path / "warm", self.catalog, cfg.warm, self.schema, self.metric, self.gate.wait)
         self.tiers: dict[str, Any] = {"hot": self.hot, "warm": self.warm}

@@ -52,14 +52,32 @@ def cold_section() -> Callable[..., dict]:
     return _cold_section
 
 
+@pytest.fixture(scope="session")
+def hot_backend() -> str:
+    """The ``hot.backend`` that ``open_store`` uses. A test module runs its tests on both
+    backends by overriding it: ``@pytest.fixture(scope="module", params=["search", "vectorset"])``."""
+    return "search"
+
+
+@pytest.fixture(scope="session")
+def redis_server_nosearch(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """A redis-server 8 *without* RediSearch (vector sets are built in): what "auto" meets on
+    a plain Redis 8."""
+    server = RedisServer(tmp_path_factory.mktemp("redis-nosearch"), port=0, search=False).start()
+    yield server
+    server.stop()
+
+
 @pytest.fixture
-def open_store(tmp_path: Path, redis_server: RedisServer, s3_server: S3Server) -> Iterator[Callable[..., tierstore.TierStore]]:
+def open_store(tmp_path: Path, redis_server: RedisServer, s3_server: S3Server,
+               hot_backend: str) -> Iterator[Callable[..., tierstore.TierStore]]:
     """Factory: open a store on the session Redis and S3 (``embedded=True`` -> its own redis-server)."""
     opened: list[tierstore.TierStore] = []
 
     def make(*, path: Path | None = None, embedded: bool = False, **kw) -> tierstore.TierStore:
         kw.setdefault("dim", 8)
         hot = dict(kw.pop("hot", {}))
+        hot.setdefault("backend", hot_backend)
         if not embedded:
             hot.setdefault("redis_url", redis_server.url)
         if "cold" not in kw or kw["cold"].get("enabled", True):

@@ -1,4 +1,5 @@
-"""The store on the hot tier alone, against real redis-server + RediSearch."""
+"""The store on the hot tier alone, against a real redis-server: every test runs on both hot
+backends (RediSearch and Redis 8 vector sets)."""
 
 from __future__ import annotations
 
@@ -24,12 +25,17 @@ def rng_vectors(n: int, dim: int, seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).standard_normal((n, dim)).astype(np.float32)
 
 
+@pytest.fixture(scope="module", params=["search", "vectorset"])
+def hot_backend(request) -> str:
+    return request.param
+
+
 @pytest.fixture(scope="module")
-def wordnet_store(tmp_path_factory, redis_server, wordnet_20k):
+def wordnet_store(tmp_path_factory, redis_server, wordnet_20k, hot_backend):
     ds = wordnet_20k
     store = tierstore.open(path=str(tmp_path_factory.mktemp("wn")), dim=ds.base.shape[1], env={},
                            schema={"pos": "tag", "lexname": "tag", "nlemmas": "numeric"},
-                           hot={"redis_url": redis_server.url, "capacity": 50_000})
+                           hot={"redis_url": redis_server.url, "capacity": 50_000, "backend": hot_backend})
     for s in range(0, len(ds.base), 2000):
         store.upsert(list(range(s, s + 2000)), ds.base[s : s + 2000], ds.metadata[s : s + 2000])
     yield store
@@ -105,10 +111,14 @@ def test_tricky_tag_values_round_trip(open_store):
     assert len(store.query(vecs[0], k=50, filter={"n": {"$ne": 1}})) == len(values)
 
 
-def test_l2_and_ip_metrics(open_store):
+def test_l2_and_ip_metrics(open_store, hot_backend):
     base = rng_vectors(300, 16, seed=3)
     q = rng_vectors(1, 16, seed=4)[0]
     for metric, dist in (("l2", ((base - q) ** 2).sum(1)), ("ip", 1.0 - base @ q)):
+        if hot_backend == "vectorset":  # vector sets normalise at insert: cosine only, said at open
+            with pytest.raises(ConfigError, match=r"hot\.backend: 'vectorset' .*store\.metric = 'cosine'"):
+                open_store(dim=16, metric=metric)
+            continue
         store = open_store(dim=16, metric=metric)
         store.upsert(list(range(300)), base)
         hits = store.query(q, k=5, ef=300)

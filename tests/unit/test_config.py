@@ -36,7 +36,8 @@ def test_defaults():
     assert c.store.metric == "cosine"
     assert c.hot.capacity == 100_000
     assert c.hot.redis_url is None
-    assert c.hot.backend == "search"
+    assert c.hot.backend == "auto"  # search when the server has the module, else vector sets
+    assert c.hot.quantization == "q8"
     assert c.warm.code == "int8"
     assert c.cold.enabled is True
     assert c.cold.cache_size == 2 * 1024**3
@@ -227,6 +228,10 @@ def test_section_must_be_table():
         ("warm", "compact_threshold", "nan", r"warm\.compact_threshold: 'nan' is not allowed"),
         ("warm", "code", "int4", r"warm\.code: 'int4' is not allowed: must be one of 'int8'"),
         ("hot", "backend", 3, r"hot\.backend: 3 is not allowed: must be one of"),
+        ("hot", "backend", "vectorsets", r"hot\.backend: 'vectorsets' is not allowed: must be one of 'auto', "
+                                         r"'search', 'vectorset'"),
+        ("hot", "quantization", "int8", r"hot\.quantization: 'int8' is not allowed: must be one of 'q8', "
+                                        r"'noquant', 'bin'"),
         ("policy", "half_life", "soon", r"policy\.half_life: 'soon' is not allowed: must be a duration"),
         ("cold", "cache_size", "lots", r"cold\.cache_size: 'lots' is not allowed: must be a size"),
     ],
@@ -622,3 +627,12 @@ def test_policy_keys_and_byte_budgets():
     assert (c.policy.batch_size, c.policy.hit_window, c.policy.grace_period) == (100, 50, 120.0)
     with pytest.raises(ConfigError, match=r"policy\.batch_size"):
         load_config(store={"dim": 4}, policy={"batch_size": 0}, env={})
+
+
+@pytest.mark.parametrize("metric", ["ip", "l2"])
+def test_vectorset_backend_needs_cosine(metric):
+    with pytest.raises(ConfigError, match=r"^hot\.backend: 'vectorset' is not allowed: vector sets only support "
+                                          r"store\.metric = 'cosine'"):
+        cfg(store={**DIM4, "metric": metric}, hot={"backend": "vectorset"})
+    c = cfg(store={**DIM4, "metric": metric}, hot={"backend": "auto", "quantization": "NoQuant"})
+    assert (c.hot.backend, c.hot.quantization) == ("auto", "noquant")  # auto decides at open

@@ -8,7 +8,7 @@ import importlib
 import pytest
 
 MODULES = ["config", "filters", "catalog", "kernels", "policy", "inputs", "results", "errors", "segment", "datasets",
-           "coldseg"]
+           "coldseg", "hot_vectorset"]
 
 
 @pytest.mark.parametrize("name", MODULES)

@@ -1,0 +1,279 @@
+"""Hot tier on a Redis 8 vector set (``hot.backend = "vectorset"``): VADD / VSIM / VREM.
+
+Redis 8 has HNSW vector sets built in, so this backend needs no module. The store's hot vectors
+are the elements of one vector set, ``<prefix>vset``, each named by its internal id (16 hex
+digits); the connection, verification, reconcile/rebuild and move bookkeeping are shared with
+the RediSearch backend (:class:`tierstore.hot.HotTier`).
+
+What differs from RediSearch, and how this module deals with it:
+
+- **Cosine only.** Vector sets normalise every vector at insert, so only cosine similarity is
+  exact; :func:`tierstore.hot.make_hot_tier` refuses other metrics.
+- **Quantisation** (``hot.quantization``: q8 by default, noquant, bin) makes VSIM's scores
+  approximate. Every candidate is therefore re-scored on its exact float32 vector from the
+  catalog, so the hot tier's distances are exact (``1 - cos``) like RediSearch's and the other
+  tiers', and the merged query ranks across tiers correctly.
+- **Filters** are VSIM ``FILTER`` expressions over a JSON attribute per element
+  (:func:`attributes`, :func:`render_filter`). The expression language has quirks this module
+  designs around (Redis ``modules/vector-sets/expr.c``):
+
+  * a missing attribute makes the *whole* expression false (not just its term), so every
+    ``[schema]`` field is written for every element: a tag as a list (``[]`` when absent), a
+    numeric as a number plus a presence flag ``__<field>`` (1/0) that guards its comparisons;
+  * strings are tag values hex-encoded like the RediSearch backend's (``x`` + hex of UTF-8),
+    so no value ever needs escaping;
+  * number literals cannot carry an exponent sign (``1e-5``, ``1e+5`` are syntax errors):
+    :func:`number` writes every float exactly without one.
+
+- **Selective filters.** A filtered graph walk gives up after ``FILTER-EF`` visited nodes and
+  then returns fewer than k elements although more match. A short answer is asked again with
+  ``TRUTH`` (an exact linear scan with the same filter), so a filter matching few vectors
+  returns all of them, exactly, never a silently truncated list.
+- **No "no such index" error.** VSIM on a flushed server answers an empty list. The short-answer
+  path checks that our meta key and the vector set still exist, and otherwise re-verifies
+  (which rebuilds from the catalog) and retries, like the RediSearch backend on its error.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+from decimal import Decimal
+from typing import Any
+
+import numpy as np
+import redis
+
+from . import filters
+from .catalog import TIER_HOT
+from .hot import Answer, HotTier, _s, _Stale
+
+_QUANT = {"q8": ("Q8", "int8"), "noquant": ("NOQUANT", "f32"), "bin": ("BIN", "bin")}  # VADD option, VINFO name
+_CHUNK = 512  # commands per pipeline round trip
+_ALL = 2**40  # VRANDMEMBER count larger than any set: "return every element"
+
+
+# --- attributes and filter expressions -----------------------------------------------------------
+
+
+def attributes(meta: Mapping[str, Any], schema: Mapping[str, str]) -> str:
+    """The JSON attribute of one element: every ``[schema]`` field, present or not (see the
+    module docstring for why), in the form :func:`render_filter` expects.
+
+    >>> attributes({"kind": "a", "year": 2021}, {"kind": "tag", "year": "numeric", "n": "numeric"})
+    '{"kind":["x61"],"year":2021.0,"__year":1,"n":0,"__n":0}'
+    """
+    doc: dict[str, Any] = {}
+    for field, kind in schema.items():
+        value = meta.get(field)
+        if kind == "tag":
+            doc[field] = [] if value is None else [filters.encode_tag(v) for v in filters.tag_values(value, field)]
+        else:
+            doc[field] = 0 if value is None else float(value)
+            doc[f"__{field}"] = 0 if value is None else 1  # no schema field starts with "__"
+    return json.dumps(doc, separators=(",", ":"), allow_nan=False)
+
+
+def number(x: float) -> str:
+    """``x`` as a FILTER literal that parses back to exactly ``x``. The tokenizer reads digits,
+    '.', 'e' and a leading '-' (no exponent sign): ``1e+20`` -> ``1e20``, ``1e-05`` ->
+    ``0.00001``, and magnitudes too small for a short positional form become an exact product
+    ``(m * 2 ** e)`` (an integer below 2**53 times a power of two: both exact, and so is their
+    product, which is ``x``).
+
+    >>> number(3.5), number(-2.0), number(1e20), number(1e-5), number(5e-324)
+    ('3.5', '-2.0', '1e20', '0.00001', '(1 * 2 ** -1074)')
+    """
+    text = repr(float(x))
+    if "e" not in text:
+        return text
+    mantissa, exp = text.split("e")
+    if exp[0] == "+":
+        return f"{mantissa}e{exp[1:]}"
+    fixed = format(Decimal(text), "f")  # the exact value of the shortest repr
+    if len(fixed) < 200:  # number tokens are limited to 255 characters
+        return fixed
+    e = max(math.frexp(x)[1] - 53, -1074)
+    return f"({int(math.ldexp(x, -e))} * 2 ** {e})"
+
+
+def render_filter(node: filters.Node) -> str:
+    """The VSIM FILTER expression of a filter (same semantics as :func:`filters.matches` over
+    elements written with :func:`attributes`).
+
+    >>> f = filters.compile_filter({"kind": {"$ne": "a"}, "year": {"$gte": 2020}}, {"kind": "tag", "year": "numeric"})
+    >>> render_filter(f)
+    '(not ("x61" in .kind) and (.__year and .year >= 2020.0))'
+    """
+    if isinstance(node, filters.Const):
+        return "1" if node.value else "0"
+    if isinstance(node, filters.And | filters.Or):
+        joiner = " and " if isinstance(node, filters.And) else " or "
+        return "(" + joiner.join(render_filter(c) for c in node.children) + ")"
+    f = node.field
+    if node.kind == "tag":
+        # an element's tags are a list: "in" tests membership (on two strings it would test
+        # substrings, which is why absent tags are [] rather than "")
+        text = " or ".join(f'"{filters.encode_tag(v)}" in .{f}' for v in node.values)
+    else:
+        literals = [number(v) for v in node.values]
+        if node.op in ("$eq", "$ne"):
+            cond = f".{f} == {literals[0]}"
+        elif node.op == "$in":
+            if all(not lit.startswith("(") for lit in literals):
+                cond = f".{f} in [{', '.join(literals)}]"
+            else:  # a tuple holds plain literals only
+                cond = "(" + " or ".join(f".{f} == {lit}" for lit in literals) + ")"
+        else:
+            op = {"$gt": ">", "$gte": ">=", "$lt": "<", "$lte": "<="}[node.op]
+            cond = f".{f} {op} {literals[0]}"
+        text = f".__{f} and {cond}"  # an absent number is stored as 0: never compare it
+    return f"not ({text})" if node.op == "$ne" else f"({text})"
+
+
+# --- the backend ----------------------------------------------------------------------------------
+
+
+class VectorSetHotTier(HotTier):
+    """Vector-set-backed hot tier (``hot.backend = "vectorset"``)."""
+
+    backend = "vectorset"
+
+    def __init__(self, url: str, **kw: Any) -> None:
+        super().__init__(url, **kw)
+        if self.metric != "cosine":  # make_hot_tier says so first, with the config's words
+            raise ValueError("vector sets only support the cosine metric")
+        self.vset_key = f"{self.prefix}vset"
+        self.quant, self._quant_name = _QUANT[self.cfg.quantization]
+        self._vadd_opts = [self.quant, "EF", str(self.cfg.ef_construction), "M", str(self.cfg.m)]
+
+    @staticmethod
+    def element(iid: int) -> str:
+        return f"{iid:016x}"
+
+    # --- index -----------------------------------------------------------------------------------
+
+    def _check_index(self) -> None:
+        info = self.r.execute_command("VINFO", self.vset_key)
+        if info is None:  # no vector set (an empty one does not exist): VADD creates it
+            return
+        info = {_s(k): _s(v) for k, v in info.items()}
+        if (info.get("vector-dim") != str(self.dim) or info.get("quant-type") != self._quant_name
+                or info.get("hnsw-m") != str(self.cfg.m)):
+            # hot.m / hot.quantization changed (they are fixed when a set is created): drop the
+            # set; verify's count check then finds it empty and reconcile re-adds every vector.
+            self.r.unlink(self.vset_key)
+            self.stats["index_recreated"] += 1
+
+    def _reset_index(self) -> None:
+        self.r.unlink(self.vset_key)
+
+    # --- writes ----------------------------------------------------------------------------------
+
+    def _put(self, pipe: redis.client.Pipeline, iid: int, vec: bytes, meta: dict[str, Any]) -> None:
+        # VADD of an existing element replaces its vector; SETATTR always rewrites every field.
+        args = ["VADD", self.vset_key, "FP32", vec, self.element(iid), *self._vadd_opts]
+        if self.schema:
+            args += ["SETATTR", attributes(meta, self.schema)]
+        pipe.execute_command(*args)
+
+    def _remove(self, pipe: redis.client.Pipeline, iid: int) -> None:
+        pipe.execute_command("VREM", self.vset_key, self.element(iid))
+
+    # --- reads -----------------------------------------------------------------------------------
+
+    def _vsim(self, q: np.ndarray, k: int, ef: int, expr: str | None, truth: bool = False) -> list:
+        args = ["VSIM", self.vset_key, "FP32", q.tobytes(), "WITHSCORES", "COUNT", k, "EF", ef]
+        if expr is not None:
+            # FILTER-EF bounds the nodes a filtered walk visits (Redis default: 100 * COUNT); a
+            # walk that runs out of it answers short, and a short answer is redone with TRUTH.
+            args += ["FILTER", expr, "FILTER-EF", max(100 * k, 10 * ef)]
+        if truth:
+            args.append("TRUTH")
+        return args
+
+    def search_many(self, qs: np.ndarray, k: int, node: filters.Node, ef: int | None = None) -> list[Answer]:
+        """Batch KNN in pipelined round trips, re-scored on the exact vectors."""
+        if node == filters.FALSE:
+            return [([], [], False) for _ in qs]
+        expr = None if node == filters.TRUE else render_filter(node)
+        ef = ef or self.cfg.ef_runtime
+
+        def run() -> list[dict]:
+            replies = self._pipelined([self._vsim(q, k, ef, expr) for q in qs])
+            short = [i for i, rep in enumerate(replies) if len(rep) < k]
+            if short:
+                # The set holds fewer than k (matching) vectors, or a filtered walk gave up early,
+                # or Redis lost our data (VSIM answers [] then): check, and scan exactly.
+                again = self._pipelined([["EXISTS", self.meta_key], ["VCARD", self.vset_key],
+                                         *(self._vsim(qs[i], k, ef, expr, truth=True) for i in short)])
+                if not again[0] or (not again[1] and self.catalog.count(TIER_HOT)):
+                    self._verified = False
+                    raise _Stale("hot tier: the vector set or the store's meta key is gone")
+                for i, rep in zip(short, again[2:], strict=True):
+                    replies[i] = rep
+            return replies
+
+        return [self._rerank(q, rep) for q, rep in zip(qs, self._call(run), strict=True)]
+
+    def _pipelined(self, commands: list[list]) -> list:
+        if len(commands) == 1:  # the common single-query path: no pipeline object
+            return [self.r.execute_command(*commands[0])]
+        out = []
+        for start in range(0, len(commands), _CHUNK):
+            pipe = self.r.pipeline(transaction=False)
+            for args in commands[start : start + _CHUNK]:
+                pipe.execute_command(*args)
+            out.extend(pipe.execute())
+        return out
+
+    def _rerank(self, q: np.ndarray, reply: dict) -> Answer:
+        """(ids, exact cosine distances ascending) from a WITHSCORES reply {element: score}.
+        A vector the catalog no longer holds keeps VSIM's own estimate (score s = (1 + cos) / 2,
+        so 1 - cos = 2 - 2s): the query's catalog check drops it anyway, and must see it to ask
+        for a larger page."""
+        if not reply:
+            return [], [], False
+        iids = [int(e, 16) for e in reply]
+        dists = [2.0 - 2.0 * float(s) for s in reply.values()]
+        with self.catalog.read(buffers=True) as txn:
+            raws = [self.catalog.vector_raw(txn, iid) for iid in iids]
+            rows = [j for j, raw in enumerate(raws) if raw is not None]
+            if rows:
+                mat = np.frombuffer(b"".join(raws[j] for j in rows), dtype=np.float32).reshape(len(rows), self.dim)
+                sims = mat.astype(np.float64) @ q.astype(np.float64)
+                sims /= np.linalg.norm(mat, axis=1) * np.linalg.norm(q)
+                for j, sim in zip(rows, sims.tolist(), strict=True):
+                    dists[j] = 1.0 - sim
+        order = sorted(range(len(iids)), key=lambda j: (dists[j], iids[j]))
+        return [iids[j] for j in order], [dists[j] for j in order], False
+
+    # --- inspection ----------------------------------------------------------------------------
+
+    def keys(self) -> set[int]:
+        # VRANDMEMBER with a count above the set's size returns every element (8.2 has no VRANGE)
+        return {int(e, 16) for e in self.r.execute_command("VRANDMEMBER", self.vset_key, _ALL)}
+
+    def count(self) -> int:
+        return int(self.r.execute_command("VCARD", self.vset_key))
+
+    def info(self) -> dict[str, Any]:
+        def run() -> dict[str, Any]:
+            info = self.r.execute_command("VINFO", self.vset_key) or {}
+            mem = self.r.info("memory")
+            return {
+                "backend": "vectorset",
+                "key": self.vset_key,
+                "quantization": self.cfg.quantization,
+                "num_docs": int(info.get(b"size", 0)),
+                "vector_index_bytes": int(self.r.memory_usage(self.vset_key, samples=0) or 0),
+                "redis_used_memory": int(mem.get("used_memory", 0)),
+                "redis_used_memory_human": _s(mem.get("used_memory_human", "")),
+                **self.stats,
+            }
+
+        return self._call(run)
+
+
+__all__ = ["VectorSetHotTier", "attributes", "number", "render_filter"]
