@@ -49,7 +49,10 @@ from . import filters
 from .catalog import TIER_HOT
 from .hot import Answer, HotTier, _s, _Stale
 
-_QUANT = {"q8": ("Q8", "int8"), "noquant": ("NOQUANT", "f32"), "bin": ("BIN", "bin")}  # VADD option, VINFO name
+# hot.quantization -> (VADD option, VINFO quant-type, candidates fetched per result wanted): a
+# quantised walk ranks by approximate scores, so a true neighbour may come back just past k;
+# fetching more and keeping the best k after the exact rerank recovers it.
+_QUANT = {"q8": ("Q8", "int8", 2), "noquant": ("NOQUANT", "f32", 1), "bin": ("BIN", "bin", 4)}
 _CHUNK = 512  # commands per pipeline round trip
 _ALL = 2**40  # VRANDMEMBER count larger than any set: "return every element"
 
@@ -145,7 +148,7 @@ class VectorSetHotTier(HotTier):
         if self.metric != "cosine":  # make_hot_tier says so first, with the config's words
             raise ValueError("vector sets only support the cosine metric")
         self.vset_key = f"{self.prefix}vset"
-        self.quant, self._quant_name = _QUANT[self.cfg.quantization]
+        self.quant, self._quant_name, self._overfetch = _QUANT[self.cfg.quantization]
         self._vadd_opts = [self.quant, "EF", str(self.cfg.ef_construction), "M", str(self.cfg.m)]
 
     @staticmethod
@@ -199,15 +202,16 @@ class VectorSetHotTier(HotTier):
             return [([], [], False) for _ in qs]
         expr = None if node == filters.TRUE else render_filter(node)
         ef = ef or self.cfg.ef_runtime
+        fetch = self._overfetch * k
 
         def run() -> list[dict]:
-            replies = self._pipelined([self._vsim(q, k, ef, expr) for q in qs])
+            replies = self._pipelined([self._vsim(q, fetch, ef, expr) for q in qs])
             short = [i for i, rep in enumerate(replies) if len(rep) < k]
             if short:
                 # The set holds fewer than k (matching) vectors, or a filtered walk gave up early,
                 # or Redis lost our data (VSIM answers [] then): check, and scan exactly.
                 again = self._pipelined([["EXISTS", self.meta_key], ["VCARD", self.vset_key],
-                                         *(self._vsim(qs[i], k, ef, expr, truth=True) for i in short)])
+                                         *(self._vsim(qs[i], fetch, ef, expr, truth=True) for i in short)])
                 if not again[0] or (not again[1] and self.catalog.count(TIER_HOT)):
                     self._verified = False
                     raise _Stale("hot tier: the vector set or the store's meta key is gone")
@@ -215,7 +219,7 @@ class VectorSetHotTier(HotTier):
                     replies[i] = rep
             return replies
 
-        return [self._rerank(q, rep) for q, rep in zip(qs, self._call(run), strict=True)]
+        return [self._rerank(q, rep, k) for q, rep in zip(qs, self._call(run), strict=True)]
 
     def _pipelined(self, commands: list[list]) -> list:
         if len(commands) == 1:  # the common single-query path: no pipeline object
@@ -228,8 +232,9 @@ class VectorSetHotTier(HotTier):
             out.extend(pipe.execute())
         return out
 
-    def _rerank(self, q: np.ndarray, reply: dict) -> Answer:
-        """(ids, exact cosine distances ascending) from a WITHSCORES reply {element: score}.
+    def _rerank(self, q: np.ndarray, reply: dict, k: int) -> Answer:
+        """The best ``k`` (ids, exact cosine distances ascending) of a WITHSCORES reply
+        {element: score}.
         A vector the catalog no longer holds keeps VSIM's own estimate (score s = (1 + cos) / 2,
         so 1 - cos = 2 - 2s): the query's catalog check drops it anyway, and must see it to ask
         for a larger page."""
@@ -246,7 +251,7 @@ class VectorSetHotTier(HotTier):
                 sims /= np.linalg.norm(mat, axis=1) * np.linalg.norm(q)
                 for j, sim in zip(rows, sims.tolist(), strict=True):
                     dists[j] = 1.0 - sim
-        order = sorted(range(len(iids)), key=lambda j: (dists[j], iids[j]))
+        order = sorted(range(len(iids)), key=lambda j: (dists[j], iids[j]))[:k]
         return [iids[j] for j in order], [dists[j] for j in order], False
 
     # --- inspection ----------------------------------------------------------------------------

@@ -1,4 +1,5 @@
-"""Redis failures: killed, restarted, flushed, index dropped -- nothing lost, results unchanged."""
+"""Redis failures: killed, restarted, flushed, index dropped -- nothing lost, results unchanged.
+The tests that use a hot tier run on both hot backends (RediSearch and vector sets)."""
 
 from __future__ import annotations
 
@@ -22,6 +23,36 @@ def vectors(n: int, dim: int = 8, seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).standard_normal((n, dim)).astype(np.float32)
 
 
+@pytest.fixture(scope="module", params=["search", "vectorset"])
+def hot_backend(request) -> str:
+    return request.param
+
+
+def drop_index(store, client) -> None:
+    """What an operator's mistake does: the RediSearch index dropped, or the vector set deleted."""
+    if store.hot.backend == "search":
+        client.execute_command("FT.DROPINDEX", store.hot.index)
+    else:
+        client.delete(store.hot.vset_key)
+
+
+def remove_behind(store, client, iid: int) -> None:
+    """Remove one vector from Redis behind the store's back."""
+    if store.hot.backend == "search":
+        client.delete(store.hot.key(iid))
+    else:
+        client.execute_command("VREM", store.hot.vset_key, store.hot.element(iid))
+
+
+def plant(store, iid: int, vec: np.ndarray) -> None:
+    """A vector in Redis the catalog does not know (a lagging delete, a foreign write)."""
+    if store.hot.backend == "search":
+        store.hot.r.hset(store.hot.key(iid), mapping={"__v": vec.tobytes()})
+    else:
+        store.hot.r.execute_command("VADD", store.hot.vset_key, "FP32", vec.tobytes(), store.hot.element(iid),
+                                    *store.hot._vadd_opts)
+
+
 @pytest.fixture
 def own_redis(tmp_path):
     """A redis-server this test may kill and restart (same port, same data dir)."""
@@ -30,10 +61,10 @@ def own_redis(tmp_path):
     server.stop()
 
 
-def test_redis_killed_then_restarted_loses_nothing(tmp_path, own_redis):
+def test_redis_killed_then_restarted_loses_nothing(tmp_path, own_redis, hot_backend):
     v = vectors(300)
     store = tierstore.open(path=str(tmp_path / "s"), dim=8, env={}, schema={"g": "tag"},
-                           hot={"redis_url": own_redis.url, "socket_timeout": "2s"})
+                           hot={"redis_url": own_redis.url, "socket_timeout": "2s", "backend": hot_backend})
     try:
         store.upsert(list(range(200)), v[:200], [{"g": str(i % 3)} for i in range(200)])
         own_redis.kill()  # SIGKILL: no shutdown, no final AOF flush
@@ -78,7 +109,7 @@ def test_dropped_index_is_recreated(open_store, redis_server):
     v = vectors(200, seed=2)
     store.upsert(list(range(200)), v)
     before = store.query(v[5], k=5).ids()
-    redis_server.client().execute_command("FT.DROPINDEX", store.hot.index)
+    drop_index(store, redis_server.client())
     assert store.query(v[5], k=5).ids() == before
 
 
@@ -86,7 +117,7 @@ def test_keys_deleted_behind_the_store_are_restored_on_verify(open_store, redis_
     store = open_store(dim=8)
     v = vectors(50, seed=3)
     store.upsert(list(range(50)), v)
-    redis_server.client().delete(store.hot.key(store.catalog.iid(7)))
+    remove_behind(store, redis_server.client(), store.catalog.iid(7))
     store.hot._verified = False  # what a reconnect does; verify compares counts and reconciles
     assert store.query(v[7], k=1).ids() == [7]
 
@@ -140,15 +171,15 @@ def test_catalog_overrides_stale_redis_keys(open_store):
     store.upsert(list(range(100)), v)
     expect = store.query(v[0], k=10, ef=200).ids()
     for n in range(15):  # stale hashes right next to the query vector
-        store.hot.r.hset(store.hot.key(10**6 + n), mapping={"__v": (v[0] + 1e-4 * n).tobytes()})
+        plant(store, 10**6 + n, v[0] + 1e-4 * n)
     hits = store.query(v[0], k=10, ef=200)
     assert hits.ids() == expect
     assert hits.tiers["hot"].dropped > 0 and hits.tiers["hot"].returned == 10
 
 
-def test_empty_store_with_redis_down_answers_empty(tmp_path, own_redis):
+def test_empty_store_with_redis_down_answers_empty(tmp_path, own_redis, hot_backend):
     store = tierstore.open(path=str(tmp_path / "s"), dim=8, env={},
-                           hot={"redis_url": own_redis.url, "socket_timeout": "1s"})
+                           hot={"redis_url": own_redis.url, "socket_timeout": "1s", "backend": hot_backend})
     try:
         own_redis.kill()
         hits = store.query(vectors(1)[0], k=5)
