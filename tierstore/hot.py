@@ -43,7 +43,7 @@ import redis
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
-from . import filters
+from . import filters, policy
 from .catalog import TIER_HOT, Catalog
 from .config import HotConfig
 from .errors import ConfigError, IntegrityError, TierUnavailableError
@@ -385,6 +385,10 @@ class HotTier:
     def keys(self) -> set[int]:
         """Internal ids of every vector Redis holds for this store."""
         raise NotImplementedError
+
+    def bytes_per_vector(self) -> int:
+        """Estimated Redis memory per hot vector (what ``hot.capacity_bytes`` divides by)."""
+        return policy.bytes_per_vector("hot", self.dim, self.cfg.m)
 
     def count(self) -> int:
         raise NotImplementedError

@@ -383,13 +383,15 @@ class TierStore:
 
     def capacity(self, tier: str) -> int:
         """The vector budget of ``tier``: ``<tier>.capacity``, lowered by ``<tier>.capacity_bytes``
-        (estimated bytes per vector, see policy.bytes_per_vector) where that is set."""
+        (estimated bytes per vector, see policy.bytes_per_vector and the hot backend's
+        bytes_per_vector) where that is set."""
         cfg = getattr(self.config, tier)
         if tier == "cold":
             return 2**62
         cap = cfg.capacity
         if cfg.capacity_bytes:
-            cap = min(cap, cfg.capacity_bytes // policy.bytes_per_vector(tier, self.dim, cfg.m))
+            per = self.hot.bytes_per_vector() if tier == "hot" else policy.bytes_per_vector(tier, self.dim, cfg.m)
+            cap = min(cap, cfg.capacity_bytes // per)
         return cap
 
     def _write_batch(self, target: str, ids: list[str | int], iids: list[int], old: list[Entry | None],

@@ -88,6 +88,8 @@ def test_q8_and_noquant_recall_and_memory(tmp_path, redis_server, wordnet_5k):
             info = store.stats()["tiers"]["hot"]
             got[quant] = (recall, info["vector_index_bytes"] / len(ds.base))
             assert info["quantization"] == quant
+            # the estimate hot.capacity_bytes divides by is close to what Redis reports
+            assert 0.8 < store.hot.bytes_per_vector() / got[quant][1] < 1.25
     print("recall@10, bytes/vector:", got)
     assert got["q8"][0] >= 0.97 and got["noquant"][0] >= 0.97
     assert got["q8"][1] < 0.75 * got["noquant"][1]
@@ -194,3 +196,15 @@ def test_moves_between_hot_and_warm(tmp_path, redis_server):
         assert store.hot.count() == 300
         assert [h.ids() for h in store.query_batch(v[:20], k=10, ef=400)] == before
         assert store.verify()["ok"]
+
+
+def test_capacity_bytes_uses_the_vector_set_estimate(tmp_path, redis_server):
+    store = open_on(tmp_path, redis_server.url, dim=16, hot={"backend": "vectorset"})
+    per = store.hot.bytes_per_vector()
+    store.close()
+    assert per == 16 + 19 * 16 + 400  # q8 codes: a byte per dimension
+    with open_on(tmp_path, redis_server.url, dim=16,
+                 hot={"backend": "vectorset", "capacity": 1000, "capacity_bytes": 10 * per + per // 2}) as store:
+        assert store.capacity("hot") == 10
+        store.upsert(list(range(14)), rng_vectors(14, 16))
+        assert store.hot.count() == 10 and store.stats()["tiers"]["warm"]["count"] == 4
