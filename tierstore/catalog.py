@@ -256,6 +256,15 @@ class Catalog:
             yield txn
             gen = int(txn.get(b"gen", b"0", db=self.meta_db)) + 1
             txn.put(b"gen", str(gen).encode(), db=self.meta_db)
+            if txn.pop(b"lower_dirty", db=self.meta_db) is not None:
+                txn.put(b"lower_gen", str(gen).encode(), db=self.meta_db)
+
+    def lower_generation(self, txn: lmdb.Transaction) -> int:
+        """The generation of the last write that placed or changed an entry in warm or cold.
+        While it stands, those tiers can only have lost vectors (the query's repeat skip relies
+        on that; see query.RepeatCache)."""
+        raw = txn.get(b"lower_gen", db=self.meta_db)
+        return 0 if raw is None else int(bytes(raw))
 
     def generation(self) -> int:
         """Bumped by every committed write: lets readers notice the catalog changed."""
@@ -297,6 +306,8 @@ class Catalog:
             self._bump(txn, old[0], -1)
         if old is None or old[0] != e.tier:
             self._bump(txn, e.tier, +1)
+        if e.tier != TIER_HOT:
+            txn.put(b"lower_dirty", b"1", db=self.meta_db)  # -> lower_gen at commit
         uid = encode_uid(e.uid)
         raw = _ENTRY.pack(e.tier, e.flags, len(uid), e.slot, e.seg, e.pos, e.version) + uid + e.meta
         txn.put(key(e.iid), raw, db=self.entries_db)

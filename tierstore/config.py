@@ -206,6 +206,9 @@ class StoreConfig:
     metric: str = _spec("cosine", "choice", choices=METRICS)
     # How the store is labelled in metrics (label store="..."); absent = the store's path.
     name: str | None = _spec(None, "optstr")
+    # Queries remembered for the repeat skip (0 = off): a query asked again searches only Redis
+    # while warm and cold provably cannot change its answer (see query.RepeatCache).
+    repeat_cache: int = _spec(10_000, "int", lo=0, hi=10_000_000)
 
 
 @dataclass(frozen=True)
@@ -269,6 +272,10 @@ class ColdConfig:
     segment_size: int = _spec(100_000, "int", lo=1)
     dtype: str = _spec("float32", "choice", choices=("float32", "float16"))
     compact_threshold: float = _spec(0.3, "float", lo=0.0, hi=1.0)
+    # The policy's background cycle compacts cold (merges small segments: fewer, better-clustered
+    # partitions, so nprobe reaches further) once this many small ones (< segment_size / 4 rows,
+    # e.g. one per ingest batch or policy demotion) have piled up. 0 = only `compact()`.
+    auto_compact_segments: int = _spec(4, "int", lo=0)
     timeout: float = _spec(10.0, "duration")
     max_attempts: int = _spec(4, "int", lo=1, hi=20)
 

@@ -43,6 +43,65 @@ class SearchableTier(Protocol):
     def search_many(self, qs: np.ndarray, k: int, node: filters.Node, ef: int | None = None) -> list[TierAnswer]: ...
 
 
+class RepeatCache:
+    """Lets a query asked again skip the warm and cold tiers when they cannot change its answer.
+
+    After a full search, the cache keeps, per query (vector, k, filter, ef, nprobe, tiers), the
+    best distance any lower tier offered, the bound the cold tier was pruned with (a skipped
+    partition holds nothing at or below it), and the catalog's *lower generation*: the last
+    write that placed or changed anything in warm or cold (``Catalog.lower_generation``). While
+    that generation stands, the lower tiers can only have lost vectors, so they cannot offer
+    anything better. The hot tier is still searched every time; when its k-th confirmed distance
+    is below the best lower offer and not above the pruning bound, the lower tiers are skipped
+    and the answer is the one a full search would give (up to the lower tiers' own approximate
+    search). Otherwise the query simply goes on to the others.
+
+    Skewed workloads repeat their popular queries, and the policy puts their answers in Redis:
+    those are the queries this turns into one Redis round trip.
+
+    >>> c = RepeatCache(2)
+    >>> c.put(b"q1", 7, 0.4, 0.3); c.get(b"q1", 7), c.get(b"q1", 8)
+    ((0.4, 0.3), None)
+    >>> c.can_skip((0.4, 0.3), 0.3), c.can_skip((0.4, 0.3), 0.35)
+    (True, False)
+    """
+
+    def __init__(self, size: int) -> None:
+        from collections import OrderedDict
+
+        self.size = size
+        self._d: OrderedDict[bytes, tuple[int, float, float]] = OrderedDict()
+        self._lock = threading.Lock()
+        self.skips = 0  # queries answered from hot alone
+        self.misses = 0  # looked up but absent, outdated, or hot was not enough
+
+    def get(self, key: bytes, lower_gen: int) -> tuple[float, float] | None:
+        """(best lower-tier distance, cold pruning bound) remembered for ``key`` at ``lower_gen``."""
+        with self._lock:
+            hit = self._d.get(key)
+            if hit is None or hit[0] != lower_gen:
+                return None
+            self._d.move_to_end(key)
+            return hit[1], hit[2]
+
+    @staticmethod
+    def can_skip(remembered: tuple[float, float], kth_hot: float) -> bool:
+        # Strictly below the best lower offer (a tie could go to the lower vector by id), and
+        # not above the bound (pruned partitions hold only vectors strictly beyond it).
+        best, pruned = remembered
+        return kth_hot < best and kth_hot <= pruned
+
+    def put(self, key: bytes, lower_gen: int, best: float, pruned: float) -> None:
+        with self._lock:
+            self._d[key] = (lower_gen, best, pruned)
+            self._d.move_to_end(key)
+            while len(self._d) > self.size:
+                self._d.popitem(last=False)
+
+    def __len__(self) -> int:
+        return len(self._d)
+
+
 class ReaderGate:
     """Lets a writer wait until every query that began before a point in time has finished.
 
@@ -93,13 +152,17 @@ def run(
     nprobe: int | None = None,
     executor: Executor | None = None,
     strict: bool = False,
+    repeat: RepeatCache | None = None,
+    repeat_key: bytes | None = None,
 ) -> tuple[list[Hits], list[list[int]]]:
     """Search ``qs`` (m, dim) on ``tiers``; returns one Hits per query and, per query, the policy
     slots of its hits in rank order (for access statistics).
 
     Hot and warm are searched in parallel; the cold tier goes last, given each query's k-th best
     confirmed distance so far, so it can skip partitions (or all of S3) that cannot improve the
-    answer. ``strict``: a failing tier raises instead of flagging the answer ``partial``."""
+    answer. ``strict``: a failing tier raises instead of flagging the answer ``partial``.
+    ``repeat`` + ``repeat_key`` (single queries): skip warm and cold when they cannot change
+    the answer of a query seen before (see :class:`RepeatCache`)."""
     if node == filters.FALSE:
         return [Hits([], tiers={t.name: TierReport(t.name, searched=False) for t in tiers}) for _ in qs], [
             [] for _ in qs]
@@ -116,24 +179,48 @@ def run(
             live = [t for t in tiers if catalog.count(TIER_CODES[t.name], txn) > 0]  # skip empty tiers
         cold = next((t for t in live if t.name == "cold"), None)
         first = [t for t in live if t is not cold]
-        if len(first) > 1 and executor is not None:
-            outcomes = list(executor.map(lambda t: _call(t, qs, k, node, ef, {}), first))
-        else:
-            outcomes = [_call(t, qs, k, node, ef, {}) for t in first]
         reports = [{t.name: TierReport(t.name, searched=False) for t in tiers} for _ in range(m)]
         cands: list[list[tuple[float, int, int, Any]]] = [[] for _ in range(m)]
         incomplete = [False] * m
-        for out in outcomes:
+        outcomes = []
+        hot = next((t for t in live if t.name == "hot"), None)
+        lower_gen = -1
+        if repeat is not None and m == 1 and hot is not None and len(live) > 1:
+            lower_gen = catalog.lower_generation(txn)
+            remembered = repeat.get(repeat_key, lower_gen)
+            if remembered is not None:
+                out = _call(hot, qs, k, node, ef, {})
+                outcomes.append(out)
+                _confirm(catalog, txn, out, qs, k, node, ef, reports, cands, incomplete)
+                c = sorted(cands[0])
+                if not isinstance(out[1], Exception) and not incomplete[0] and len(c) >= k and repeat.can_skip(remembered, c[k - 1][0]):
+                    repeat.skips += 1
+                    for t in live:
+                        if t is not hot:
+                            reports[0][t.name].details["skipped"] = "repeat: cannot beat hot"
+                    return _merge(catalog, reports, cands, incomplete, False, k)
+                first = [t for t in first if t is not hot]  # hot's answer is kept; search the others
+            repeat.misses += 1
+        if len(first) > 1 and executor is not None:
+            outcomes += list(executor.map(lambda t: _call(t, qs, k, node, ef, {}), first))
+        else:
+            outcomes += [_call(t, qs, k, node, ef, {}) for t in first]
+        for out in outcomes[len(outcomes) - len(first):]:
             _confirm(catalog, txn, out, qs, k, node, ef, reports, cands, incomplete)
+        bounds = [math.inf] * m
         if cold is not None:
-            bounds = []
-            for c in cands:  # the k-th best confirmed distance so far (inf: fewer than k)
+            for i, c in enumerate(cands):  # the k-th best confirmed distance so far (inf: fewer than k)
                 c.sort()
-                bounds.append(c[k - 1][0] if len(c) >= k else math.inf)
+                bounds[i] = c[k - 1][0] if len(c) >= k else math.inf
             out = _call(cold, qs, k, node, ef, {"nprobe": nprobe, "bounds": bounds})
             outcomes.append(out)
             _confirm(catalog, txn, out, qs, k, node, ef, reports, cands, incomplete)
         errors = [out for _t, out, _s, _kw in outcomes if isinstance(out, Exception)]
+        if lower_gen >= 0 and not errors and not incomplete[0]:
+            # What the lower tiers can offer this query: their best confirmed candidate, and the
+            # bound cold was pruned with (a pruned partition holds nothing at or below it).
+            best = min((d for d, _iid, code, _raw in cands[0] if code != TIER_CODES["hot"]), default=math.inf)
+            repeat.put(repeat_key, lower_gen, best, bounds[0])
         if len(tiers) == 1 and errors and catalog.count(TIER_CODES[tiers[0].name], txn) == 0:
             errors, reports = [], [{tiers[0].name: TierReport(tiers[0].name, searched=False)} for _ in range(m)]
         if errors and (strict or len(errors) == len(outcomes)):
@@ -221,4 +308,4 @@ def _confirmed_page(
     raise AssertionError("unreachable")
 
 
-__all__ = ["ReaderGate", "SearchableTier", "TierAnswer", "run"]
+__all__ = ["ReaderGate", "RepeatCache", "SearchableTier", "TierAnswer", "run"]

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import xxhash
 
 from . import filters, inputs, migrate, policy, query
 from .catalog import (
@@ -200,6 +201,8 @@ class TierStore:
         if self.cold is not None:
             self.tiers["cold"] = self.cold
         self._all_tiers = list(self.tiers.values())
+        size = cfg.store.repeat_cache
+        self.repeat = query.RepeatCache(size) if size else None
         self._executor = ThreadPoolExecutor(max_workers=3, thread_name_prefix="tierstore-query")
         self.policy = policy.PolicyEngine(self)
         self.policy.interrupted = migrate.interrupted_run(self)
@@ -711,8 +714,13 @@ class TierStore:
         with self._op():
             epoch = self.gate.enter()
             try:
+                key = None
+                if self.repeat is not None and len(qs) == 1:
+                    key = xxhash.xxh3_128_digest(b"%r|%r|%r|%r|%r|" % (k, ef, nprobe, flt and sorted(flt.items()), [
+                        t.name for t in searched]) + qs.tobytes())
                 out, slots = query.run(self.catalog, searched, qs, k, node, ef=ef, nprobe=nprobe,
-                                       executor=self._executor, strict=strict)
+                                       executor=self._executor, strict=strict,
+                                       repeat=self.repeat if key else None, repeat_key=key)
             finally:
                 self.gate.exit(epoch)
         dt = (time.perf_counter() - t0) / len(out)
@@ -833,6 +841,8 @@ class TierStore:
                     "latency_ms": {p: float(np.percentile(lat, q)) if len(lat) else None
                                    for p, q in (("p50", 50), ("p95", 95), ("p99", 99))},
                 },
+                "repeat_cache": {"size": self.repeat.size, "entries": len(self.repeat), "skips": self.repeat.skips,
+                                 "misses": self.repeat.misses} if self.repeat else {"size": 0},
                 "access": {"recorded": self.access.total_accesses, "half_life_s": self.access.half_life},
                 "policy": self.policy.stats(),
             }

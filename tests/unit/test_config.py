@@ -175,7 +175,7 @@ def test_unknown_key_did_you_mean():
 
 
 def test_unknown_key_without_close_match_lists_known_keys():
-    with pytest.raises(ConfigError, match=r"^store\.zzzzzz: unknown key \(known keys: dim, metric, name, path\)$"):
+    with pytest.raises(ConfigError, match=r"^store\.zzzzzz: unknown key \(known keys: dim, metric, name, path, repeat_cache\)$"):
         cfg(store={"dim": 4, "zzzzzz": 1})
 
 
