@@ -208,7 +208,9 @@ class TierStore(Engine):
                   "ef": EF, "segment_size": max(10_000, n)},
             cold={"url": f"s3://{spec['bucket']}/store", "endpoint_url": spec["s3_endpoint"],
                   "segment_size": max(10_000, n)},
-            policy={"interval": spec["policy_interval"], "half_life": spec["policy_half_life"]})
+            # grace_period 0: the default (10 min) keeps freshly ingested vectors where ingest
+            # put them, and this run is shorter than that.
+            policy={"interval": spec["policy_interval"], "half_life": spec["policy_half_life"], "grace_period": 0})
         self.point = self.points[0]
 
     def ingest(self, base: np.ndarray, tags: list[str]) -> None:

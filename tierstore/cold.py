@@ -681,6 +681,11 @@ class ColdTier:
 
     # --- maintenance -------------------------------------------------------------------------------
 
+    def small_segments(self) -> int:
+        """Live segments under a quarter of ``segment_size`` rows (what compaction would merge)."""
+        with self._lock:
+            return sum(s.info["rows"] < self.cfg.segment_size // 4 for s in self.segs.values())
+
     def live_rows(self) -> Counter:
         """Live cold rows per segment (one pass over the catalog)."""
         live: Counter = Counter()

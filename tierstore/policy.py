@@ -352,6 +352,7 @@ class PolicyEngine:
         self.hits = HitWindow(self.cfg.hit_window)
         self.moves_total = dict.fromkeys(DIRECTIONS, 0)
         self.cycles = 0
+        self.compactions = 0  # cold compactions run by the cycle (see _maybe_compact)
         self.last: dict[str, Any] | None = None
         self.last_error: str | None = None
         self.interrupted: dict[str, Any] | None = None
@@ -415,6 +416,8 @@ class PolicyEngine:
                 for d, n in moved.items():
                     self.moves_total[d] += n
                 report.after = self.store.catalog.counts()
+            if not dry_run and not self._stop.is_set():
+                self._maybe_compact()
             report.seconds = time.time() - report.started
             if not dry_run:
                 self.cycles += 1
@@ -423,6 +426,19 @@ class PolicyEngine:
                 self.last_error = None
                 self.store._checkpoint()
             return report
+
+    def _maybe_compact(self) -> None:
+        """Merge cold's small segments once ``cold.auto_compact_segments`` have piled up: each
+        ingest batch spilled to cold and each cycle's demotions write one, and a query probes
+        ``nprobe`` partitions over all segments, so many small ones cost recall."""
+        st = self.store
+        limit = st.config.cold.auto_compact_segments
+        if not limit or st.cold is None or not st.cold.connected or st.cold.small_segments() < limit:
+            return
+        with st._write_lock:
+            out = migrate.compact_cold(st)
+        self.compactions += 1
+        log.info("policy: compacted cold: %s", out)
 
     def plan(self, dry_run: bool, examples: int = 20) -> tuple[PolicyReport, dict[str, tuple[np.ndarray, np.ndarray]]]:
         st = self.store
@@ -497,7 +513,7 @@ class PolicyEngine:
             "interval_s": self.cfg.interval, "running": self._thread is not None and self._thread.is_alive(),
             "cycles": self.cycles, "last_cycle": self.last, "last_error": self.last_error,
             "moves_total": dict(self.moves_total), "hit_ratio": self.hits.ratios(),
-            "interrupted_at_open": self.interrupted,
+            "interrupted_at_open": self.interrupted, "cold_compactions": self.compactions,
         }
 
 

@@ -327,3 +327,20 @@ def test_a_queued_background_unlink_never_removes_a_vector_moved_back(open_store
     assert store.query(v[0], k=1, tiers="hot").ids() == [1]
     rep = store.verify()
     assert rep["ok"], rep["problems"]
+
+
+def test_the_cycle_compacts_small_cold_segments(open_store):
+    v = vecs(400)
+    store = open_store(dim=16, hot={"capacity": 10}, cold={"segment_size": 1000, "auto_compact_segments": 3},
+                       policy={"interval": 0, "ingest_tier": "cold", "grace_period": 0})
+    for s in range(0, 400, 100):  # four ingest batches -> four small cold segments
+        store.upsert(list(range(s, s + 100)), v[s : s + 100])
+    assert store.stats()["tiers"]["cold"]["segments"] == 4
+    before = [store.query(v[i], k=5).ids() for i in range(0, 400, 40)]
+    store.run_policy()
+    st = store.stats()
+    assert st["policy"]["cold_compactions"] == 1 and st["tiers"]["cold"]["segments"] == 1
+    assert [store.query(v[i], k=5).ids() for i in range(0, 400, 40)] == before
+    assert store.verify()["ok"]
+    store.run_policy()  # one segment left: nothing to merge
+    assert store.stats()["policy"]["cold_compactions"] == 1
