@@ -258,7 +258,7 @@ class HotTier:
         with self._lock:
             self._reset_index()
             self.r.hset(self.meta_key, mapping={"uuid": self.catalog.uuid, "backend": self.backend,
-                                                "created": str(time.time())})
+                                                "created": str(time.time()), **self._meta_fields()})
             n = 0
             batch: list[int] = []
             for e in self._iter_hot_entries():
@@ -365,6 +365,10 @@ class HotTier:
     def _reset_index(self) -> None:
         """Drop the index and all of this backend's vectors; leave an empty, usable index."""
         raise NotImplementedError
+
+    def _meta_fields(self) -> dict[str, str]:
+        """What else a backend records in ``P meta`` when it (re)builds."""
+        return {}
 
     def _put(self, pipe: redis.client.Pipeline, iid: int, vec: bytes, meta: dict[str, Any]) -> None:
         """Queue the commands that store (or replace) one vector and its [schema] fields."""

@@ -157,17 +157,23 @@ class VectorSetHotTier(HotTier):
 
     # --- index -----------------------------------------------------------------------------------
 
+    def _meta_fields(self) -> dict[str, str]:
+        # the [schema] the attributes were written for: a field added later must be written into
+        # every element (an element without it fails every filter that names it)
+        return {"schema": json.dumps(self.schema, sort_keys=True)}
+
     def _check_index(self) -> None:
         info = self.r.execute_command("VINFO", self.vset_key)
-        if info is None:  # no vector set (an empty one does not exist): VADD creates it
-            return
-        info = {_s(k): _s(v) for k, v in info.items()}
-        if (info.get("vector-dim") != str(self.dim) or info.get("quant-type") != self._quant_name
-                or info.get("hnsw-m") != str(self.cfg.m)):
-            # hot.m / hot.quantization changed (they are fixed when a set is created): drop the
-            # set; verify's count check then finds it empty and reconcile re-adds every vector.
+        info = {_s(k): _s(v) for k, v in (info or {}).items()}
+        written_for = self.r.hget(self.meta_key, "schema")
+        if info and (info.get("vector-dim") != str(self.dim) or info.get("quant-type") != self._quant_name
+                     or info.get("hnsw-m") != str(self.cfg.m) or _s(written_for or b"") != self._meta_fields()["schema"]):
+            # hot.m / hot.quantization changed (they are fixed when a set is created), or the
+            # schema did: drop the set; verify's count check then finds it empty and reconcile
+            # re-adds every vector (with attributes for the current schema).
             self.r.unlink(self.vset_key)
             self.stats["index_recreated"] += 1
+        self.r.hset(self.meta_key, mapping=self._meta_fields())
 
     def _reset_index(self) -> None:
         self.r.unlink(self.vset_key)

@@ -265,6 +265,7 @@ def test_reopen_keeps_data_and_checks_identity(open_store, tmp_path, redis_serve
     assert again.stats()["access"]["recorded"] >= 3
     again.upsert([99], v[:1], [{"extra": 5}])  # the newly declared field is indexed
     assert again.query(v[0], k=5, filter={"extra": 5}).ids() == [99]
+    assert len(again.query(v[0], k=50, filter={"extra": {"$ne": 4}})) == 21  # old vectors lack it
 
 
 def test_second_open_is_locked_and_close_is_idempotent(open_store, tmp_path):
