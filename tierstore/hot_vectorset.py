@@ -208,7 +208,8 @@ class VectorSetHotTier(HotTier):
             return [([], [], False) for _ in qs]
         expr = None if node == filters.TRUE else render_filter(node)
         ef = ef or self.cfg.ef_runtime
-        fetch = self._overfetch * k
+        # filtered: at least 2k, so a filter with fewer than 2k matches always ends in the exact scan
+        fetch = (self._overfetch if expr is None else max(self._overfetch, 2)) * k
 
         def run() -> list[dict]:
             replies = self._pipelined([self._vsim(q, fetch, ef, expr) for q in qs])
