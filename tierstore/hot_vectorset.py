@@ -28,7 +28,8 @@ What differs from RediSearch, and how this module deals with it:
 - **Selective filters.** A filtered graph walk gives up after ``FILTER-EF`` visited nodes and
   then returns fewer than k elements although more match. A short answer is asked again with
   ``TRUTH`` (an exact linear scan with the same filter), so a filter matching few vectors
-  returns all of them, exactly, never a silently truncated list.
+  returns all of them, exactly, never a silently truncated list; that filter's next queries go
+  straight to the scan for a while (:data:`_SCAN_FIRST_QUERIES`).
 - **No "no such index" error.** VSIM on a flushed server answers an empty list. The short-answer
   path checks that our meta key and the vector set still exist, and otherwise re-verifies
   (which rebuilds from the catalog) and retries, like the RediSearch backend on its error.
@@ -38,6 +39,8 @@ from __future__ import annotations
 
 import json
 import math
+import threading
+from collections import OrderedDict
 from collections.abc import Mapping
 from decimal import Decimal
 from typing import Any
@@ -55,6 +58,11 @@ from .hot import Answer, HotTier, _s, _Stale
 _QUANT = {"q8": ("Q8", "int8", 2), "noquant": ("NOQUANT", "f32", 1), "bin": ("BIN", "bin", 4)}
 _CHUNK = 512  # commands per pipeline round trip
 _ALL = 2**40  # VRANDMEMBER count larger than any set: "return every element"
+# After a filter's graph walk fell short, its next queries go straight to the exact scan (the walk
+# would visit FILTER-EF nodes for nothing), for this many queries; then it walks again, in case
+# the hot set changed. Remembered for this many distinct filters.
+_SCAN_FIRST_QUERIES = 100
+_SCAN_FIRST_FILTERS = 1024
 
 
 # --- attributes and filter expressions -----------------------------------------------------------
@@ -150,6 +158,8 @@ class VectorSetHotTier(HotTier):
         self.vset_key = f"{self.prefix}vset"
         self.quant, self._quant_name, self._overfetch = _QUANT[self.cfg.quantization]
         self._vadd_opts = [self.quant, "EF", str(self.cfg.ef_construction), "M", str(self.cfg.m)]
+        self._scan_first: OrderedDict[str, int] = OrderedDict()  # FILTER expression -> scans left
+        self._scan_lock = threading.Lock()
 
     @staticmethod
     def element(iid: int) -> str:
@@ -212,7 +222,14 @@ class VectorSetHotTier(HotTier):
         fetch = (self._overfetch if expr is None else max(self._overfetch, 2)) * k
 
         def run() -> list[dict]:
-            replies = self._pipelined([self._vsim(q, fetch, ef, expr) for q in qs])
+            scan = expr is not None and self._scan_next(expr, len(qs))
+            # a scan answers short whenever the filter matches fewer than `fetch`: check Redis
+            # still holds our data in the same round trip (see below)
+            checks = [["EXISTS", self.meta_key], ["VCARD", self.vset_key]] if scan else []
+            replies = self._pipelined([*checks, *(self._vsim(q, fetch, ef, expr, truth=scan) for q in qs)])
+            if scan:
+                self._check_present(replies[0], replies[1])
+                return replies[2:]
             # Unfiltered, fewer than k means the set is that small (or Redis lost our data: VSIM
             # answers [] then). Filtered, fewer than asked may also mean the walk gave up before
             # finding them all: check, and scan exactly.
@@ -221,14 +238,35 @@ class VectorSetHotTier(HotTier):
             if short:
                 again = self._pipelined([["EXISTS", self.meta_key], ["VCARD", self.vset_key],
                                          *(self._vsim(qs[i], fetch, ef, expr, truth=True) for i in short)])
-                if not again[0] or (not again[1] and self.catalog.count(TIER_HOT)):
-                    self._verified = False
-                    raise _Stale("hot tier: the vector set or the store's meta key is gone")
+                self._check_present(again[0], again[1])
                 for i, rep in zip(short, again[2:], strict=True):
                     replies[i] = rep
+                if expr is not None:
+                    self._scan_first_from_now(expr)
             return replies
 
         return [self._rerank(q, rep, k) for q, rep in zip(qs, self._call(run), strict=True)]
+
+    def _check_present(self, meta_exists: int, vcard: int) -> None:
+        if not meta_exists or (not vcard and self.catalog.count(TIER_HOT)):
+            self._verified = False
+            raise _Stale("hot tier: the vector set or the store's meta key is gone")
+
+    def _scan_next(self, expr: str, n: int) -> bool:
+        """Should queries with this filter skip the graph walk (it fell short recently)?"""
+        with self._scan_lock:
+            left = self._scan_first.get(expr, 0)
+            if left <= 0:
+                return False
+            self._scan_first[expr] = left - n
+            return True
+
+    def _scan_first_from_now(self, expr: str) -> None:
+        with self._scan_lock:
+            self._scan_first[expr] = _SCAN_FIRST_QUERIES
+            self._scan_first.move_to_end(expr)
+            while len(self._scan_first) > _SCAN_FIRST_FILTERS:
+                self._scan_first.popitem(last=False)
 
     def _pipelined(self, commands: list[list]) -> list:
         if len(commands) == 1:  # the common single-query path: no pipeline object
