@@ -24,17 +24,30 @@ class BlockCache:
     decoded object is kept with the entry, so a cache hit costs no read, copy or hash -- the bytes
     stay in the page cache, not in the process's private memory."""
 
-    def __init__(self, root: Path, capacity: int) -> None:
+    def __init__(self, root: Path, capacity: int, shared: bool = False) -> None:
         self.root = root
         root.mkdir(parents=True, exist_ok=True)
         self.capacity = capacity
+        self.shared = shared
         self._lock = threading.Lock()
         self._lru: OrderedDict[str, int] = OrderedDict()
         self._objs: dict[str, Any] = {}
         self.bytes = 0
+        self._adopted: OrderedDict[str, Any] = OrderedDict()  # shared: blocks other processes wrote
+        if shared:
+            # a read-only process: the directory is the writer's. Files other processes wrote are
+            # used when found (get), never evicted by us: we evict only what we wrote ourselves.
+            return
         for p in root.glob("*.tmp"):
             p.unlink(missing_ok=True)
-        files = [(p.stat().st_mtime, p.name, p.stat().st_size) for p in root.iterdir() if p.suffix == ".blk"]
+        files = []
+        for p in root.iterdir():
+            if p.suffix == ".blk":
+                try:
+                    st = p.stat()
+                except FileNotFoundError:  # evicted by another process meanwhile
+                    continue
+                files.append((st.st_mtime, p.name, st.st_size))
         for _m, name, size in sorted(files):
             self._lru[name[:-4]] = size
             self.bytes += size
@@ -48,9 +61,38 @@ class BlockCache:
         raises IntegrityError for a corrupt file, which is then dropped (the caller refetches)."""
         with self._lock:
             if name not in self._lru:
+                obj = None
+                adopt = True
+            else:
+                adopt = False
+                self._lru.move_to_end(name)
+                obj = self._objs.get(name)
+        if adopt:  # written by another process sharing the directory?
+            with self._lock:
+                obj = self._adopted.get(name)
+                if obj is not None:
+                    self._adopted.move_to_end(name)
+                    return obj
+            path = self.root / f"{name}.blk"
+            if not path.exists():
                 return None
-            self._lru.move_to_end(name)
-            obj = self._objs.get(name)
+            try:
+                with open(path, "rb") as f:
+                    mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+                obj = load(memoryview(mm))
+            except (OSError, ValueError, IntegrityError):
+                return None  # being replaced or torn: the caller fetches it
+            with self._lock:
+                if not self.shared:  # the writer adopts it into its LRU (it manages the directory)
+                    if name not in self._lru:
+                        self._lru[name] = len(mm)
+                        self.bytes += len(mm)
+                        self._objs[name] = obj
+                else:  # mapped (page cache, not private memory): bounded by count only
+                    self._adopted[name] = obj
+                    while len(self._adopted) > 65536:
+                        self._adopted.popitem(last=False)
+            return obj
         if obj is not None:
             return obj
         try:
@@ -70,7 +112,7 @@ class BlockCache:
     def put(self, name: str, data: bytes) -> None:
         if len(data) > self.capacity:
             return
-        tmp = self.root / f"{name}.{threading.get_ident()}.tmp"
+        tmp = self.root / f"{name}.{os.getpid()}.{threading.get_ident()}.tmp"
         tmp.write_bytes(data)  # no fsync: a torn cache file fails its checksum and is refetched
         os.replace(tmp, self.root / f"{name}.blk")
         with self._lock:

@@ -13,6 +13,9 @@ It holds, in named sub-databases:
 ``journal``   open cold-tier operations (segment writes, compactions): see cold.py.
 ``cold``      live cold segments (S3 object key, footer location), mirroring the S3 manifest.
 ``coldq``     internal ids queued for demotion to the cold tier (flushed as one segment).
+``growing``   (label u32 BE + internal id u64 BE) of every row the catalog places in the warm
+              tier's growing segment: what a read-only process (another host process) builds its
+              view of the growing segment from, incrementally (see :meth:`Catalog.growing_rows`).
 
 Internal ids are 64-bit xxhash of the typed user id (``s:`` + UTF-8 for strings, ``i:`` + 8
 bytes for ints), so ``"5"`` and ``5`` are different ids. Every new id is checked against the
@@ -173,8 +176,18 @@ class Catalog:
             metasync=True,
             sync=True,
         )
-        names = ("meta", "entries", "records", "pending", "free", "journal", "segments", "cold", "coldq")
-        self._dbs = {n: self.env.open_db(n.encode(), create=not read_only) for n in names}
+        names = ("meta", "entries", "records", "pending", "free", "journal", "segments", "cold", "coldq", "growing")
+        self._dbs = {}
+        for n in names:
+            try:
+                self._dbs[n] = self.env.open_db(n.encode(), create=not read_only)
+            except lmdb.NotFoundError:  # read-only, and no writer of this version opened it yet
+                self._dbs[n] = None
+        if read_only and any(db is None for db in self._dbs.values()):
+            missing = [n for n, db in self._dbs.items() if db is None]
+            raise ConfigError(f"store.path: {self.path!r}: the catalog has no {missing} tables yet; open the "
+                              "store once for writing (with this tierstore version) before opening it read-only")
+        self.growing_db = self._dbs["growing"]
         self.meta_db, self.entries_db, self.records_db = (self._dbs[n] for n in names[:3])
         self.pending_db, self.free_db, self.journal_db, self.segments_db = (self._dbs[n] for n in names[3:7])
         self.cold_db, self.coldq_db = self._dbs["cold"], self._dbs["coldq"]
@@ -258,6 +271,10 @@ class Catalog:
             txn.put(b"gen", str(gen).encode(), db=self.meta_db)
             if txn.pop(b"lower_dirty", db=self.meta_db) is not None:
                 txn.put(b"lower_gen", str(gen).encode(), db=self.meta_db)
+            if txn.pop(b"move_dirty", db=self.meta_db) is not None:
+                txn.put(b"move_gen", str(gen).encode(), db=self.meta_db)
+            if txn.pop(b"growing_dirty", db=self.meta_db) is not None:
+                txn.put(b"growing_gen", str(gen).encode(), db=self.meta_db)
 
     def lower_generation(self, txn: lmdb.Transaction) -> int:
         """The generation of the last write that placed or changed an entry in warm or cold.
@@ -270,6 +287,29 @@ class Catalog:
         """Bumped by every committed write: lets readers notice the catalog changed."""
         with self.env.begin() as txn:
             return int(txn.get(b"gen", b"0", db=self.meta_db))
+
+    def move_generation(self, txn: lmdb.Transaction | None = None) -> int:
+        """The generation of the last write that moved, replaced or deleted an existing entry
+        (a new location or a tombstone: an old copy somewhere may now be removed). Writes that
+        only add new vectors or change flags leave it alone. Read-only processes compare it
+        before and after a query (see TierStore._search_shared)."""
+        if txn is None:
+            with self.env.begin() as t:
+                return self.move_generation(t)
+        raw = txn.get(b"move_gen", db=self.meta_db)
+        return 0 if raw is None else int(bytes(raw))
+
+    def view_state(self) -> tuple[int, int, int]:
+        """(generation, move generation, growing generation) in one read: what a read-only
+        process compares to decide whether its view of the tiers needs a refresh. The growing
+        generation changes when a row leaves the growing segment or one is added behind a
+        later one (anything but an append)."""
+        with self.env.begin(db=self.meta_db) as txn:
+            def get(k: bytes) -> int:
+                raw = txn.get(k)
+                return 0 if raw is None else int(bytes(raw))
+
+            return get(b"gen"), get(b"move_gen"), get(b"growing_gen")
 
     # --- entries ------------------------------------------------------------------------------
 
@@ -310,15 +350,74 @@ class Catalog:
             txn.put(b"lower_dirty", b"1", db=self.meta_db)  # -> lower_gen at commit
         uid = encode_uid(e.uid)
         raw = _ENTRY.pack(e.tier, e.flags, len(uid), e.slot, e.seg, e.pos, e.version) + uid + e.meta
+        if old is not None and (old[0] != e.tier or bytes(old[8:16]) != raw[8:16]):
+            txn.put(b"move_dirty", b"1", db=self.meta_db)  # -> move_gen at commit
+        self._track_growing(txn, e.iid, old, raw)
         txn.put(key(e.iid), raw, db=self.entries_db)
 
     def delete_entry(self, txn: lmdb.Transaction, iid: int) -> Entry | None:
-        e = self.entry(txn, iid)
+        old = txn.get(key(iid), db=self.entries_db)
+        e = None if old is None else self._decode_entry(iid, old)
         if e is not None:
+            self._track_growing(txn, iid, old, None)
             txn.delete(key(iid), db=self.entries_db)
             self._bump(txn, e.tier, -1)
             self.free_slot(txn, e.slot)
+            txn.put(b"move_dirty", b"1", db=self.meta_db)
         return e
+
+    @staticmethod
+    def _growing_label(raw: bytes | memoryview | None) -> int | None:
+        """The growing-segment label of a raw entry (warm, seg 0), else None."""
+        if raw is None or raw[0] != TIER_WARM or bytes(raw[8:12]) != b"\0\0\0\0":
+            return None
+        return int.from_bytes(raw[12:16], "little")
+
+    def _track_growing(self, txn: lmdb.Transaction, iid: int, old: bytes | None, new: bytes | None) -> None:
+        """Keep the ``growing`` table equal to the entries placed in the growing segment."""
+        was, now = self._growing_label(old), self._growing_label(new)
+        if was == now:
+            return
+        db = self.growing_db
+        if was is not None:
+            txn.delete(was.to_bytes(4, "big") + key(iid), db=db)
+            txn.put(b"growing_dirty", b"1", db=self.meta_db)
+        if now is not None:
+            k = now.to_bytes(4, "big") + key(iid)
+            cur = txn.cursor(db=db)
+            if cur.set_range(k):  # a later row exists: not an append
+                txn.put(b"growing_dirty", b"1", db=self.meta_db)
+            txn.put(k, b"", db=db)
+
+    def reset_growing(self) -> None:
+        """Rebuild the ``growing`` table from the entries (the writer, at open): it then lists
+        exactly what the warm tier's rebuilt growing segment holds."""
+        rows: list[bytes] = []
+        with self.env.begin(db=self.entries_db) as txn:
+            for k, raw in txn.cursor():
+                label = self._growing_label(raw)
+                if label is not None:
+                    rows.append(label.to_bytes(4, "big") + k)
+        with self.write() as txn:
+            txn.drop(self.growing_db, delete=False)
+            for k in rows:
+                txn.put(k, b"", db=self.growing_db)
+            txn.put(b"growing_dirty", b"1", db=self.meta_db)
+
+    GROWING_ROW = np.dtype([("label", ">u4"), ("iid", ">u8")])
+
+    def growing_rows(self, txn: lmdb.Transaction, after: int | None = None) -> np.ndarray:
+        """(label, iid) of the growing segment's rows in label order, those after label ``after``
+        only if given (a structured array of :attr:`GROWING_ROW`)."""
+        cur = txn.cursor(db=self.growing_db)
+        if after is None:
+            ok = cur.first()
+        else:
+            ok = cur.set_range((after + 1).to_bytes(4, "big")) if after + 1 < 2**32 else False
+        if not ok:
+            return np.zeros(0, self.GROWING_ROW)
+        raw = b"".join(bytes(k) for k in cur.iternext(values=False))
+        return np.frombuffer(raw, self.GROWING_ROW)
 
     def iter_entries(
         self, tiers: Iterable[int] | None = None, start_after: int | None = None, limit: int | None = None

@@ -21,6 +21,11 @@ locally), skip those whose lower bound cannot beat the k-th best answer the othe
 have, fetch the ``nprobe`` best with parallel ranged GETs through an LRU block cache on local disk,
 verify each block's checksum, and score exactly.
 
+A *read-only* ColdTier (another process querying the store its writer owns) never writes S3 or
+the catalog: it connects without recovery (to the writer's embedded S3 server through the
+endpoint file ``<path>/cold/s3.json`` the writer leaves), follows the catalog's segment list
+(:meth:`ColdTier.refresh`) and shares the block cache directory.
+
 >>> store.move(ids, "cold")                                   # doctest: +SKIP
 MoveReport(tier='cold', moved=1000, already=0, missing=0, seconds=0.9)
 >>> store.query(q, k=10, nprobe=16).tiers["cold"].details     # doctest: +SKIP
@@ -71,6 +76,13 @@ def parse_url(url: str) -> tuple[str, str]:
     return u.netloc, u.path.strip("/")
 
 
+def _write_atomic(path: Path, data: bytes) -> None:
+    """Write a small file so that another process never reads it half-written."""
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
 # --- the tier -----------------------------------------------------------------------------------------
 
 
@@ -107,8 +119,9 @@ class ColdTier:
     name = "cold"
 
     def __init__(self, root: str | Path, catalog: Catalog, config: ColdConfig, schema: dict[str, str],
-                 metric: str, wait_readers: Callable[[], None]) -> None:
+                 metric: str, wait_readers: Callable[[], None], read_only: bool = False) -> None:
         self.root = Path(root)
+        self.read_only = read_only
         self.root.mkdir(parents=True, exist_ok=True)
         self.catalog, self.cfg, self.schema, self.metric = catalog, config, dict(schema), metric
         self.dim = catalog.dim
@@ -127,11 +140,12 @@ class ColdTier:
         self._table: _Table | None = None
         self.manifest_seq = 0
         self.manifest: dict[int, dict[str, Any]] = {}
-        self.cache = BlockCache(self.root / "cache", config.cache_size)
+        self.cache = BlockCache(self.root / "cache", config.cache_size, shared=read_only)
         (self.root / "footers").mkdir(exist_ok=True)
-        (self.root / "tmp").mkdir(exist_ok=True)
-        for leftover in (self.root / "tmp").iterdir():  # a segment being built when we crashed
-            leftover.unlink(missing_ok=True)
+        if not read_only:
+            (self.root / "tmp").mkdir(exist_ok=True)
+            for leftover in (self.root / "tmp").iterdir():  # a segment being built when we crashed
+                leftover.unlink(missing_ok=True)
         self._io = ThreadPoolExecutor(max_workers=16, thread_name_prefix="tierstore-s3")
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tierstore-cache")
         self._pending_cache = 0
@@ -167,12 +181,25 @@ class ColdTier:
 
             kw: dict[str, Any] = {}
             endpoint = self.cfg.endpoint_url
-            if self.embedded:
+            if self.embedded and self.read_only:
+                # the writer's server: never start a second one on the same data directory
+                try:
+                    ep = json.loads((self.root / "s3.json").read_text())
+                except (OSError, ValueError):
+                    raise TierUnavailableError(
+                        "cold tier: the embedded S3 server is not running (the process that has the "
+                        "store open for writing starts it)", tier="cold") from None
+                endpoint = ep["endpoint_url"]
+                kw = {"aws_access_key_id": ep["access_key"], "aws_secret_access_key": ep["secret_key"]}
+            elif self.embedded:
                 from .services import S3Server
 
                 self._server = S3Server(self.root / "s3", buckets=(_EMBEDDED_BUCKET,)).start()
                 endpoint = self._server.endpoint_url
                 kw = {"aws_access_key_id": self._server.access_key, "aws_secret_access_key": self._server.secret_key}
+                _write_atomic(self.root / "s3.json", json.dumps(
+                    {"endpoint_url": endpoint, "pid": self._server.pid, **{
+                        k.replace("aws_", ""): v for k, v in kw.items()}}).encode())
             boto_cfg = BotoConfig(
                 region_name=self.cfg.region or "us-east-1",
                 connect_timeout=self.cfg.timeout, read_timeout=self.cfg.timeout,
@@ -184,7 +211,8 @@ class ColdTier:
             try:
                 self._check_bucket(client)
                 self._client = client  # _recover and _footer issue requests through it
-                self._recover()
+                if not self.read_only:
+                    self._recover()
                 segs = {sid: _Seg(sid, info, self._footer(sid, info))
                         for sid, info in sorted(self.catalog.cold_segments().items())}
                 with self._lock:
@@ -248,8 +276,28 @@ class ColdTier:
         self._writer.shutdown(wait=True)
         self._client = None
         if self._server is not None:
+            (self.root / "s3.json").unlink(missing_ok=True)
             self._server.stop()
             self._server = None
+
+    def refresh(self) -> None:
+        """Read-only: follow the catalog's live-segment list (new segments' footers are read,
+        through the shared footer files; segments no longer listed are dropped)."""
+        listed = self.catalog.cold_segments()
+        if not self.connected:
+            if listed:
+                self.connect()  # loads every listed footer
+            return
+        with self._lock:
+            have = set(self.segs)
+        new = {sid: _Seg(sid, info, self._footer(sid, info)) for sid, info in sorted(listed.items()) if sid not in have}
+        gone = have - set(listed)
+        if new or gone:
+            with self._lock:
+                for sid in gone:
+                    self.segs.pop(sid, None)
+                self.segs.update(new)
+                self._table = None
 
     # --- manifest ----------------------------------------------------------------------------------
 
@@ -340,7 +388,7 @@ class ColdTier:
                 return coldseg.parse_footer(raw, sumv, what)
         raw = self._get_range(info["key"], off, off + length)
         f = coldseg.parse_footer(raw, sumv, what)
-        path.write_bytes(raw)
+        _write_atomic(path, raw)  # other processes read these files too
         return f
 
     def _get_range(self, key: str, start: int, end: int) -> bytes:
@@ -419,7 +467,7 @@ class ColdTier:
             with open(tmp, "rb") as f:
                 f.seek(built.footer_offset)
                 raw = f.read(built.footer_length)
-            (self.root / "footers" / f"{sid}.ftr").write_bytes(raw)
+            _write_atomic(self.root / "footers" / f"{sid}.ftr", raw)
             seg = _Seg(sid, info, coldseg.parse_footer(raw, built.footer_checksum))
             self._publish({sid: info}, set())
         except BaseException:
@@ -575,6 +623,8 @@ class ColdTier:
         """Per query: (internal ids, distances, incomplete, locations, details), best first.
         ``bounds[i]``: the k-th best distance the other tiers found for query i (partitions that
         cannot beat it are skipped)."""
+        if not self.connected and self.read_only and self.catalog.cold_segments():
+            self.connect()  # TierUnavailableError: a partial answer, never a silently empty one
         tab = self._tab() if self.connected else None
         m = len(qs)
         if tab is None:

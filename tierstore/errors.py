@@ -54,7 +54,14 @@ class IntegrityError(TierStoreError):
 
 
 class StoreLockedError(TierStoreError):
-    """Another process holds this store open for writing."""
+    """Another process holds this store open for writing (open it with ``read_only=True`` to
+    query it alongside that writer)."""
+
+
+class ReadOnlyError(TierStoreError):
+    """A write (upsert, delete, move, pin, compact, run_policy, ...) on a store opened with
+    ``read_only=True``; nothing was written. Send writes to the process that holds the store
+    open for writing."""
 
 
 class ClosedError(TierStoreError):
@@ -68,6 +75,7 @@ __all__ = [
     "DimensionError",
     "IntegrityError",
     "InvalidInputError",
+    "ReadOnlyError",
     "SchemaError",
     "StoreLockedError",
     "TierStoreError",

@@ -88,6 +88,9 @@ class HotTier:
 
     name = "hot"
     backend = ""  # the hot.backend value a subclass implements (also recorded in P meta)
+    # A read-only process (another host process of a store whose writer owns Redis) searches
+    # only: verify checks ownership and backend and never rebuilds, reconciles or creates.
+    read_only = False
 
     def __init__(
         self,
@@ -201,6 +204,9 @@ class HotTier:
             if self._verified:
                 return
             self.stats["verifies"] += 1
+            if self.read_only:
+                self._verify_read_only()
+                return
             self.catalog.clear_pending(self.take_synced())
             owner, backend = self.r.hmget(self.meta_key, ["uuid", "backend"])
             if owner is None:
@@ -225,6 +231,16 @@ class HotTier:
                 if restarted or self.catalog.has_pending() or self.count() != self.catalog.count(TIER_HOT):
                     self.reconcile()
             self._verified = True
+
+    def _verify_read_only(self) -> None:
+        owner, backend = self.r.hmget(self.meta_key, ["uuid", "backend"])
+        if owner is None or _s(owner) != self.catalog.uuid or _s(backend or b"search") != self.backend:
+            found = "nothing" if owner is None else f"store {_s(owner)}, backend {_s(backend or b'search')}"
+            raise TierUnavailableError(
+                f"hot tier (read-only): Redis holds {found} under prefix {self.prefix!r}, not this store's "
+                f"{self.backend} index; the process that has the store open for writing (re)builds it",
+                tier="hot")
+        self._verified = True
 
     def reconcile(self) -> dict[str, int]:
         """Diff the vectors in Redis against the catalog's hot set; write missing, remove extra."""

@@ -448,6 +448,7 @@ class PolicyEngine:
         n = len(snap["iid"])
         report.vectors = n
         cur = snap["tier"]
+        st.drain_shared_accesses()  # what read-only processes recorded since the last cycle
         counts, young = st.access.columns(snap["slot"], now, self.cfg.grace_period)
         pin = np.full(n, -1, np.int8)
         if self._pins:

@@ -102,6 +102,11 @@ class RepeatCache:
         return len(self._d)
 
 
+class StaleView(Exception):  # noqa: N818 -- internal control flow, never leaves the store
+    """A read-only process's view of the tiers is older than the catalog snapshot a query just
+    took (a move, seal or compaction committed since the view was refreshed): refresh, retry."""
+
+
 class ReaderGate:
     """Lets a writer wait until every query that began before a point in time has finished.
 
@@ -154,6 +159,7 @@ def run(
     strict: bool = False,
     repeat: RepeatCache | None = None,
     repeat_key: bytes | None = None,
+    move_gen: int | None = None,
 ) -> tuple[list[Hits], list[list[int]]]:
     """Search ``qs`` (m, dim) on ``tiers``; returns one Hits per query and, per query, the policy
     slots of its hits in rank order (for access statistics).
@@ -162,7 +168,9 @@ def run(
     confirmed distance so far, so it can skip partitions (or all of S3) that cannot improve the
     answer. ``strict``: a failing tier raises instead of flagging the answer ``partial``.
     ``repeat`` + ``repeat_key`` (single queries): skip warm and cold when they cannot change
-    the answer of a query seen before (see :class:`RepeatCache`)."""
+    the answer of a query seen before (see :class:`RepeatCache`). ``move_gen`` (read-only
+    processes): the catalog's move generation the tiers' view was refreshed at; a snapshot with
+    another raises :class:`StaleView` before anything is searched."""
     if node == filters.FALSE:
         return [Hits([], tiers={t.name: TierReport(t.name, searched=False) for t in tiers}) for _ in qs], [
             [] for _ in qs]
@@ -173,6 +181,8 @@ def run(
     # Zero-copy reads: raw entries are used only inside this transaction.
     m = qs.shape[0]
     with catalog.read(buffers=True) as txn:
+        if move_gen is not None and catalog.move_generation(txn) != move_gen:
+            raise StaleView()
         if len(tiers) == 1:
             live = list(tiers)
         else:
@@ -308,4 +318,4 @@ def _confirmed_page(
     raise AssertionError("unreachable")
 
 
-__all__ = ["ReaderGate", "RepeatCache", "SearchableTier", "TierAnswer", "run"]
+__all__ = ["ReaderGate", "RepeatCache", "SearchableTier", "StaleView", "TierAnswer", "run"]

@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 import xxhash
 
-from . import filters, inputs, migrate, policy, query
+from . import filters, inputs, migrate, policy, query, shared
 from .catalog import (
     FLAG_PINNED,
     TIER_CODES,
@@ -48,7 +48,9 @@ from .errors import (
     ConfigError,
     IntegrityError,
     InvalidInputError,
+    ReadOnlyError,
     StoreLockedError,
+    TierStoreError,
     TierUnavailableError,
 )
 from .hot import HotTier, make_hot_tier
@@ -61,11 +63,17 @@ from .warm import GROWING, WarmTier
 log = logging.getLogger("tierstore")
 
 _LATENCY_WINDOW = 4096  # recent query latencies kept for stats() percentiles
+_SHARED_TRIES = 8  # a read-only query repeated while moves keep landing under it (then partial)
 
 
 def open(config: str | os.PathLike[str] | Mapping[str, Any] | Config | None = None, *,
-         registry: Any = None, **overrides: Any) -> TierStore:
+         registry: Any = None, read_only: bool = False, **overrides: Any) -> TierStore:
     """Open (or create) a store.
+
+    ``read_only=True`` opens a store another process has open for writing (or nobody has):
+    queries, ``get``, ``scan``, ``touch`` and ``stats`` work and follow the writer's changes
+    without reopening; every write raises :class:`ReadOnlyError`. Without it, a store another
+    process holds raises :class:`StoreLockedError` (see README, "Several processes, one store").
 
     ``config`` is a TOML file, a TOML-shaped dict or a :class:`Config`; ``overrides`` are store
     keys (``path=``, ``dim=``, ``metric=``) or whole sections (``hot={"capacity": 10}``). Without a
@@ -75,7 +83,7 @@ def open(config: str | os.PathLike[str] | Mapping[str, Any] | Config | None = No
     """
     if config is None and "TIERSTORE_CONFIG" in os.environ:
         config = os.environ["TIERSTORE_CONFIG"]
-    return TierStore(load_config(config, **overrides), registry=registry)
+    return TierStore(load_config(config, **overrides), registry=registry, read_only=read_only)
 
 
 def _counted(op: str) -> Any:
@@ -135,11 +143,16 @@ class _InFlight:
 class TierStore:
     """A tiered vector store. Thread-safe; use as a context manager or call :meth:`close`."""
 
-    def __init__(self, config: Config, registry: Any = None) -> None:
+    def __init__(self, config: Config, registry: Any = None, read_only: bool = False) -> None:
         self.config = cfg = config
         self.path = Path(cfg.store.path)
         self.dim, self.metric = cfg.store.dim, cfg.store.metric
         self.schema = dict(cfg.schema)
+        self.read_only = bool(read_only)
+        self._claim: str | None = None
+        self._view: tuple[int, int, int] | None = None  # read-only: catalog state the tiers were refreshed at
+        self._view_lock = threading.Lock()
+        self._drain: shared.AccessDrain | None = None
         self._closed = False
         self._server: RedisServer | None = None
         self._lock_fd: int | None = None
@@ -162,6 +175,9 @@ class TierStore:
 
     def _open(self) -> None:
         cfg = self.config
+        if self.read_only:
+            self._open_read_only()
+            return
         if cfg.policy.ingest_tier == "cold" and not cfg.cold.enabled:
             raise ConfigError("policy.ingest_tier: 'cold' is not allowed: the cold tier is disabled (cold.enabled = false)")
         self.path.mkdir(parents=True, exist_ok=True)
@@ -170,9 +186,12 @@ class TierStore:
             fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             raise StoreLockedError(
-                f"store at {str(self.path)!r} is open in another process (or another TierStore "
-                "in this one); close it first"
+                f"store at {str(self.path)!r} is open for writing in another process (or another TierStore "
+                "in this one); close it first, or open it with read_only=True to query it alongside "
+                "that writer (several processes, one store: see the README)"
             ) from None
+        self._claim = shared.claim(self.path)
+        self._drain = shared.AccessDrain(self.path / "access")
         os.ftruncate(self._lock_fd, 0)
         os.write(self._lock_fd, f"{os.getpid()}\n".encode())
         self.catalog = Catalog(self.path / "catalog", dim=self.dim, metric=self.metric, schema=self.schema)
@@ -213,6 +232,83 @@ class TierStore:
         if cfg.metrics.port is not None:
             self.metrics.serve(cfg.metrics.port, cfg.metrics.addr)
 
+    def _open_read_only(self) -> None:
+        """Open alongside the writer: the catalog read-only (LMDB's multi-process readers), the
+        writer's Redis and S3, the tiers in read-only mode; no policy thread, no repair, no
+        index creation, no LMDB write, no file deletion (but the shared block cache's own files)."""
+        cfg = self.config
+        if not (self.path / "catalog").is_dir():
+            raise ConfigError(f"store.path: {str(self.path)!r} holds no tierstore store (read_only=True "
+                              "opens an existing store; create it by opening it once for writing)")
+        self._claim = shared.claim(self.path)
+        self.catalog = Catalog(self.path / "catalog", dim=self.dim, metric=self.metric, schema=self.schema,
+                               read_only=True)
+        stored = dict(self.catalog.identity["schema"])
+        if stored != self.schema:
+            log.info("read-only store: using the store's [schema] %s (the config says %s)", stored, self.schema)
+            self.schema = stored
+        self.access = shared.AccessLog(self.path / "access")
+        url = cfg.hot.redis_url
+        if url is None:  # the writer's embedded server, never one of our own
+            url = RedisServer(self.path / "redis", search=_embedded_search(cfg.hot.backend)).url
+        self.gate = query.ReaderGate()
+        if cfg.cold.enabled:
+            self.cold = ColdTier(self.path / "cold", self.catalog, cfg.cold, self.schema, self.metric,
+                                 self.gate.wait, read_only=True)
+        self.hot = make_hot_tier(url, catalog=self.catalog, config=cfg.hot, schema=self.schema,
+                                 metric=self.metric, server=None)
+        self.hot.read_only = True
+        try:
+            self.hot.open()
+        except TierUnavailableError as exc:  # queries say partial=True until it is back
+            log.warning("read-only store: %s", exc)
+        self.warm = WarmTier(self.path / "warm", self.catalog, cfg.warm, self.schema, self.metric, self.gate.wait,
+                             read_only=True)
+        self.tiers = {"hot": self.hot, "warm": self.warm}
+        if self.cold is not None:
+            self.tiers["cold"] = self.cold
+        self._all_tiers = list(self.tiers.values())
+        self.repeat = None  # (the repeat cache is fed by this process's own writes)
+        self._executor = ThreadPoolExecutor(max_workers=3, thread_name_prefix="tierstore-query")
+        self.policy = policy.PolicyEngine(self)  # never started: its hit window feeds stats()
+        self._refresh_view()
+        if cfg.metrics.port is not None:
+            self.metrics.serve(cfg.metrics.port, cfg.metrics.addr)
+
+    def _writable(self, what: str) -> None:
+        if self.read_only:
+            raise ReadOnlyError(
+                f"{what}: the store at {str(self.path)!r} is open read-only in this process; writes go "
+                "through the process that has it open for writing")
+
+    def _refresh_view(self) -> int:
+        """Read-only: bring the tiers' view up to the catalog if it changed since the last
+        refresh (cheap when it did not: one LMDB read). Returns the move generation the view
+        is current for (compared by queries before and after they search)."""
+        state = self.catalog.view_state()
+        if state == self._view:
+            return state[1]
+        with self._view_lock:
+            if state == self._view:
+                return state[1]
+            moved = self._view is None or state[1] != self._view[1]
+            self.warm.refresh(sealed=moved)
+            if self.cold is not None:
+                try:
+                    self.cold.refresh()
+                except TierStoreError as exc:  # S3 down: cold queries report it (partial=True)
+                    log.warning("read-only store: cold tier refresh failed: %s", exc)
+                    return state[1]  # not recorded: the next query tries again
+            self._view = state
+        return state[1]
+
+    def drain_shared_accesses(self) -> int:
+        """Writer: apply the accesses read-only processes recorded (each policy cycle and
+        ``stats()`` call this). Returns how many were applied."""
+        if self._drain is None or self.catalog is None:
+            return 0
+        return self._drain.drain(self.access.record, self.catalog.slot_limit())
+
     # --- lifecycle -------------------------------------------------------------------------------
 
     def _op(self) -> _InFlight:
@@ -238,6 +334,13 @@ class TierStore:
                 return
             self._closed = True
             self._ops_cv.wait_for(lambda: self._ops == 0, timeout=60)
+        if self.read_only:
+            try:
+                if isinstance(getattr(self, "access", None), shared.AccessLog):
+                    self.access.close()
+            finally:
+                self._shutdown()
+            return
         try:
             with self._write_lock:
                 if self.warm is not None:
@@ -266,11 +369,17 @@ class TierStore:
         if self._lock_fd is not None:
             os.close(self._lock_fd)  # releases the flock
             self._lock_fd = None
+        shared.release(self._claim)
+        self._claim = None
 
     @_counted("flush")
     def flush(self) -> None:
         """Make everything durable and every index current: apply queued index work, persist
-        access statistics, fsync the catalog."""
+        access statistics, fsync the catalog. (Read-only: hand recorded accesses to the writer.)"""
+        if self.read_only:
+            with self._op():
+                self.access.flush()
+            return
         with self._op():
             with self._write_lock:
                 self.warm.seal()
@@ -325,6 +434,7 @@ class TierStore:
         If Redis fails after the durable commit, :class:`TierUnavailableError` is raised with
         ``durable=True``: the data is safe and is indexed when Redis is back (retrying is safe).
         """
+        self._writable("upsert")
         ids = normalize_ids(ids)
         n = len(ids)
         if n == 0:
@@ -543,6 +653,7 @@ class TierStore:
 
         The catalog tombstone is the delete (durable, immediately invisible to queries); removal
         from Redis follows, and is retried later if Redis is down -- never an error here."""
+        self._writable("delete")
         ids = normalize_ids(ids)
         if not ids:
             return 0
@@ -583,6 +694,7 @@ class TierStore:
         Moving to cold writes the vectors as new S3 segments before returning. ``defer=True``
         instead queues them durably (``MoveReport.queued``) and writes one segment when the queue
         reaches ``cold.segment_size`` or on :meth:`flush` -- fewer, larger segments."""
+        self._writable("move")
         ids = normalize_ids(ids)
         report = migrate.move(self, ids, tier, defer=defer)
         self.access.mark_placed(self._slots_of(ids))  # the policy leaves it there for the grace period
@@ -592,6 +704,7 @@ class TierStore:
         """Keep vectors where they are (or first :meth:`move` them to ``tier``): the policy never
         moves a pinned vector. Returns how many ids exist. Pins survive updates and restarts;
         config-level pins are ``policy.pin_hot`` / ``pin_warm`` / ``pin_cold`` filters."""
+        self._writable("pin")
         ids = normalize_ids(ids)
         if tier is not None:
             self.move(ids, tier)
@@ -602,6 +715,7 @@ class TierStore:
 
     def unpin(self, ids: Sequence[str | int] | np.ndarray) -> int:
         """Hand vectors back to the policy. Returns how many were pinned."""
+        self._writable("unpin")
         ids = normalize_ids(ids)
         with self._op(), self._write_lock:
             return self.catalog.set_flags([self.catalog.iid(u) for u in ids], 0, FLAG_PINNED)
@@ -617,6 +731,7 @@ class TierStore:
         >>> report.planned, report.thresholds                              # doctest: +SKIP
         ({'cold->hot': 120, 'hot->warm': 120}, {'hot': 3.2, 'warm': 0.4})
         """
+        self._writable("run_policy")
         with self._op():
             return self.policy.run(dry_run=dry_run, examples=examples)
 
@@ -657,6 +772,11 @@ class TierStore:
             except IntegrityError:
                 if locked:
                     raise
+                if self.read_only:  # retired under us: follow the catalog and read again
+                    self._view = None
+                    self._refresh_view()
+                    time.sleep(0.05)
+                    return self._records(entries, locked=True)
                 # a compaction may have retired the segment after our read: read again under the
                 # write lock, so that cannot repeat (a real corruption raises again)
                 with self._write_lock:
@@ -712,17 +832,20 @@ class TierStore:
         searched = self._all_tiers if tiers is None else [self.tiers[n] for n in inputs.check_tiers(tiers, list(self.tiers))]
         t0 = time.perf_counter()
         with self._op():
-            epoch = self.gate.enter()
-            try:
-                key = None
-                if self.repeat is not None and len(qs) == 1:
-                    key = xxhash.xxh3_128_digest(b"%r|%r|%r|%r|%r|" % (k, ef, nprobe, flt and sorted(flt.items()), [
-                        t.name for t in searched]) + qs.tobytes())
-                out, slots = query.run(self.catalog, searched, qs, k, node, ef=ef, nprobe=nprobe,
-                                       executor=self._executor, strict=strict,
-                                       repeat=self.repeat if key else None, repeat_key=key)
-            finally:
-                self.gate.exit(epoch)
+            key = None
+            if self.repeat is not None and len(qs) == 1:
+                key = xxhash.xxh3_128_digest(b"%r|%r|%r|%r|%r|" % (k, ef, nprobe, flt and sorted(flt.items()), [
+                    t.name for t in searched]) + qs.tobytes())
+            if self.read_only:
+                out, slots = self._search_shared(qs, k, node, ef, nprobe, strict, searched, key)
+            else:
+                epoch = self.gate.enter()
+                try:
+                    out, slots = query.run(self.catalog, searched, qs, k, node, ef=ef, nprobe=nprobe,
+                                           executor=self._executor, strict=strict,
+                                           repeat=self.repeat if key else None, repeat_key=key)
+                finally:
+                    self.gate.exit(epoch)
         dt = (time.perf_counter() - t0) / len(out)
         if len(out) == 1:
             self._latencies.append(dt)
@@ -738,6 +861,39 @@ class TierStore:
             flat = slots[0] if len(slots) == 1 else [x for s in slots for x in s]
         self.access.record(flat)
         return out
+
+    def _search_shared(self, qs: np.ndarray, k: int, node: Any, ef: Any, nprobe: Any, strict: bool,
+                       searched: list[Any], key: bytes | None) -> tuple[list[Hits], list[list[int]]]:
+        """A read-only process's query. The writer removes an old copy (a Redis key, a compacted
+        segment) once *its own* queries are done, not ours, so a query here is checked from
+        outside: the tiers' view is refreshed to the catalog's move generation, the catalog
+        snapshot must still be at that generation (query.StaleView otherwise) and so must the
+        catalog after the search -- a move that committed meanwhile may have removed a copy the
+        snapshot pointed at, so the query is repeated on a fresh view. Writes that only add
+        vectors do not count as moves: they never remove anything."""
+        out: Any = None
+        for _attempt in range(_SHARED_TRIES):
+            gen = self._refresh_view()
+            try:
+                out, slots = query.run(self.catalog, searched, qs, k, node, ef=ef, nprobe=nprobe,
+                                       executor=self._executor, strict=strict,
+                                       repeat=self.repeat if key else None, repeat_key=key, move_gen=gen)
+            except query.StaleView:
+                continue
+            except TierStoreError:
+                if self.catalog.move_generation() != gen:
+                    continue  # e.g. a cold object retired under us: not an error of the store
+                raise
+            if self.catalog.move_generation() == gen:
+                return out, slots
+        if out is None:  # every attempt was overtaken: one last, unchecked answer
+            out, slots = query.run(self.catalog, searched, qs, k, node, ef=ef, nprobe=nprobe,
+                                   executor=self._executor, strict=strict, move_gen=None)
+        log.warning("read-only query: moves kept committing under it (%d tries); answer flagged partial",
+                    _SHARED_TRIES)
+        for h in out:
+            h.partial = True
+        return out, slots
 
     def _slots_of(self, ids: list[str | int]) -> np.ndarray:
         out = []
@@ -792,6 +948,7 @@ class TierStore:
         """Rewrite warm and cold segments whose dead fraction exceeds ``threshold`` (default
         ``warm.compact_threshold`` / ``cold.compact_threshold``; 0 rewrites every segment with any
         dead row), merge small ones, and delete S3 objects no manifest lists (crash leftovers)."""
+        self._writable("compact")
         with self._op(), self._write_lock:
             out = {"warm": self.warm.compact(threshold)}
             if self.cold is not None and (self.cold.connected or self.cold.needs_connect_at_open()):
@@ -803,17 +960,23 @@ class TierStore:
         else is, every warm id's segment row holds it, every cold object's checksums (``deep``
         downloads every object) and the manifest. Returns a report; ``report["ok"]`` says if all
         is well, ``report["problems"]`` lists what is not."""
+        self._writable("verify (it repairs what it can; run it in the writer)")
         with self._op(), self._write_lock:
             return migrate.verify(self, deep)
 
     def rebuild_hot(self) -> int:
         """Drop and rebuild the Redis index from the catalog's durable records. Returns #vectors."""
+        self._writable("rebuild_hot")
         with self._op(), self._write_lock:
             return self.hot.rebuild()
 
     def stats(self) -> dict[str, Any]:
         """Counts, bytes and latencies per tier, plus query counters (a JSON-able dict)."""
         with self._op():
+            if self.read_only:
+                self._refresh_view()
+            else:
+                self.drain_shared_accesses()
             self.access.apply()
             counts = self.catalog.counts()
             lat = np.asarray(self._latencies, dtype=np.float64) * 1000.0
@@ -829,7 +992,7 @@ class TierStore:
             if self.cold is not None:
                 tiers["cold"] = {"count": counts["cold"], **self.cold.info()}
             return {
-                "store": {"path": str(self.path), "dim": self.dim, "metric": self.metric,
+                "store": {"path": str(self.path), "dim": self.dim, "metric": self.metric, "read_only": self.read_only,
                           "uuid": self.catalog.uuid, "vectors": sum(counts.values()),
                           "schema": dict(self.schema)},
                 "tiers": tiers,
@@ -843,7 +1006,8 @@ class TierStore:
                 },
                 "repeat_cache": {"size": self.repeat.size, "entries": len(self.repeat), "skips": self.repeat.skips,
                                  "misses": self.repeat.misses} if self.repeat else {"size": 0},
-                "access": {"recorded": self.access.total_accesses, "half_life_s": self.access.half_life},
+                "access": {"recorded": self.access.total_accesses, "half_life_s": self.access.half_life,
+                           "from_readers": self._drain.drained if self._drain is not None else 0},
                 "policy": self.policy.stats(),
             }
 

@@ -15,6 +15,13 @@ rewrites segments whose dead fraction passes ``warm.compact_threshold``.
 Search returns each candidate with its location (``seg | pos << 32``), which query.py compares
 with the catalog entry, so a vector whose newest version lives elsewhere is never returned twice.
 
+A *read-only* WarmTier (another process queries the store its writer owns) never writes or
+deletes: it maps the sealed segments the catalog lists (:meth:`WarmTier.refresh` picks up new
+ones and lets go of removed ones) and mirrors the growing segment -- which exists only in the
+writer's memory -- from the catalog's ``growing`` table and durable records: committed rows only,
+appended incrementally, searched exactly (:class:`_Mirror`). Its sealed rows all count as alive:
+which of them still hold their id's current version is decided by the catalog check alone.
+
 >>> warm = WarmTier(path, catalog, cfg.warm, schema, "cosine", gate)       # doctest: +SKIP
 """
 
@@ -32,6 +39,7 @@ import numpy as np
 from . import filters, segment
 from .catalog import TIER_WARM, Catalog, Entry
 from .config import WarmConfig
+from .errors import IntegrityError
 
 GROWING = 0  # entry.seg of rows in the growing segment; sealed segment ids start at 1
 _MASK_CACHE = 16  # filter masks kept per segment (a service asks a handful of distinct filters)
@@ -182,21 +190,148 @@ class _Growing:
         return [labels[i] for i in order], d[order].astype(np.float32).tolist()
 
 
+class _Mirror:
+    """A read-only process's copy of the writer's growing segment: the rows the catalog's
+    ``growing`` table lists, with their vectors from the durable records, searched exactly (a
+    flat scan: no graph to build per process). Rows only ever come from committed catalog
+    transactions, so a half-written row is never seen. Labels are the catalog ``pos``."""
+
+    def __init__(self, dim: int, metric: str) -> None:
+        self.dim, self.metric = dim, metric
+        self._lock = threading.Lock()
+        self._reset()
+
+    def _reset(self, cap: int = 256) -> None:
+        self.vecs = np.zeros((cap, self.dim), np.float32)
+        self.labels = np.zeros(cap, np.int64)
+        self.rowiids = np.zeros(cap, np.uint64)
+        self.live = np.zeros(cap, bool)
+        self.metas: list[dict] = []
+        self.n = 0
+        self.row_of: dict[int, int] = {}  # label -> row, alive rows only
+        self.masks: dict[filters.Node, np.ndarray] = {}
+        self.max_label = -1
+        self.gen = -1  # catalog growing generation of the last full listing
+
+    @property
+    def iids(self) -> dict[int, int]:
+        return self.row_of
+
+    @property
+    def alive(self) -> int:
+        return len(self.row_of)
+
+    def sync(self, catalog: Catalog, txn: Any, prepare: Callable[[np.ndarray], np.ndarray]) -> None:
+        """Catch up with the catalog in ``txn``: append new rows; after anything but appends
+        (rows sealed, moved out, deleted, the writer reopened) re-list every label."""
+        raw = txn.get(b"growing_gen", db=catalog.meta_db)
+        gen = 0 if raw is None else int(bytes(raw))
+        with self._lock:
+            if gen != self.gen:
+                rows = catalog.growing_rows(txn)
+                want = dict(zip(rows["label"].tolist(), rows["iid"].tolist(), strict=True))
+                for lab, r in list(self.row_of.items()):
+                    if want.get(lab) != int(self.rowiids[r]):
+                        self.live[r] = False
+                        del self.row_of[lab]
+                new = [(lab, iid) for lab, iid in want.items() if lab not in self.row_of]
+                self.gen = gen
+                self.max_label = max(want, default=-1)
+                dead = self.n - len(self.row_of)
+                if dead > max(1024, len(self.row_of)):  # mostly dead (after a seal): start over
+                    self._reset()
+                    self.gen, self.max_label = gen, max(want, default=-1)
+                    new = list(want.items())
+            else:
+                rows = catalog.growing_rows(txn, after=self.max_label)
+                new = list(zip(rows["label"].tolist(), rows["iid"].tolist(), strict=True))
+                if new:
+                    self.max_label = max(self.max_label, new[-1][0])
+            if not new:
+                return
+            vecs, metas, labels, iids = [], [], [], []
+            for lab, iid in new:
+                e = catalog.entry(txn, iid)
+                vec = catalog.vector(txn, iid)
+                if e is None or vec is None:  # cannot happen in one snapshot; be safe
+                    continue
+                vecs.append(vec)
+                metas.append(e.metadata)
+                labels.append(lab)
+                iids.append(iid)
+            if not vecs:
+                return
+            self._append(labels, iids, prepare(np.stack(vecs)), metas)
+
+    def _append(self, labels: list[int], iids: list[int], vecs: np.ndarray, metas: list[dict]) -> None:
+        n, m = self.n, len(labels)
+        if n + m > len(self.live):  # grow into new arrays: a search holding the old ones is fine
+            cap = max(n + m, 2 * len(self.live))
+            old = (self.vecs, self.labels, self.rowiids, self.live)
+            self.vecs = np.zeros((cap, self.dim), np.float32)
+            self.labels = np.zeros(cap, np.int64)
+            self.rowiids = np.zeros(cap, np.uint64)
+            self.live = np.zeros(cap, bool)
+            for new, o in zip((self.vecs, self.labels, self.rowiids, self.live), old, strict=True):
+                new[:n] = o[:n]
+        self.vecs[n : n + m] = vecs
+        self.labels[n : n + m] = labels
+        self.rowiids[n : n + m] = np.asarray(iids, np.uint64)
+        self.metas.extend(metas)
+        for i, lab in enumerate(labels):
+            self.row_of[lab] = n + i
+        self.live[n : n + m] = True  # rows complete before they are counted
+        self.n = n + m
+
+    def search(self, q: np.ndarray, k: int, ef: int, node: filters.Node) -> tuple[list[int], list[float], list[int]]:
+        with self._lock:
+            n, vecs, labels, rowiids, live, metas = self.n, self.vecs, self.labels, self.rowiids, self.live, self.metas
+            ok = live[:n].copy()
+            if node != filters.TRUE and n:
+                m = self.masks.get(node)
+                if m is None or len(m) < n:
+                    have = 0 if m is None else len(m)
+                    more = np.fromiter((filters.matches(node, md) for md in metas[have:n]), bool, n - have)
+                    m = more if m is None else np.concatenate([m, more])
+                    if len(self.masks) >= _MASK_CACHE:
+                        self.masks.pop(next(iter(self.masks)))
+                    self.masks[node] = m
+                ok &= m[:n]
+        rows = np.flatnonzero(ok)
+        if not len(rows):
+            return [], [], []
+        x = vecs[rows]
+        if self.metric == "l2":
+            diff = x - q
+            d = np.einsum("ij,ij->i", diff, diff)
+        else:
+            d = 1.0 - x @ q
+        if len(d) > k:
+            top = np.argpartition(d, k - 1)[:k]
+            rows, d = rows[top], d[top]
+        order = np.argsort(d, kind="stable")
+        rows, d = rows[order], d[order]
+        labs = labels[rows].tolist()
+        return rowiids[rows].tolist(), d.astype(np.float32).tolist(), [loc(GROWING, lab) for lab in labs]
+
+
 class WarmTier:
     """Sealed memory-mapped segments + a growing in-RAM segment, behind the tier interface."""
 
     name = "warm"
 
     def __init__(self, root: str | Path, catalog: Catalog, config: WarmConfig, schema: dict[str, str],
-                 metric: str, wait_readers: Callable[[], None]) -> None:
+                 metric: str, wait_readers: Callable[[], None], read_only: bool = False) -> None:
         self.root = Path(root)
-        self.root.mkdir(parents=True, exist_ok=True)
+        self.read_only = read_only
+        if not read_only:
+            self.root.mkdir(parents=True, exist_ok=True)
         self.catalog, self.cfg, self.schema, self.metric = catalog, config, dict(schema), metric
         self.dim = catalog.dim
         self._wait_readers = wait_readers  # blocks until queries that began earlier are done
         self._lock = threading.RLock()
         self.sealed: dict[int, _Sealed] = {}
-        self.growing = _Growing(self.dim, metric, config)
+        self.growing: Any = _Mirror(self.dim, metric) if read_only else _Growing(self.dim, metric, config)
         # iid -> (seg, pos) of its last dead warm row: a vector that comes back to warm unchanged
         # (the policy moving it hot -> warm after warm -> hot, or cold -> warm) is revived there
         # instead of being inserted into an HNSW graph again (in RAM only: a cache, not state)
@@ -207,6 +342,9 @@ class WarmTier:
     # --- opening ---------------------------------------------------------------------------------
 
     def _load(self) -> None:
+        if self.read_only:
+            self.refresh()
+            return
         listed = self.catalog.segments()
         for sid, info in sorted(listed.items()):
             seg = segment.Segment.open(self.root / info["dir"])
@@ -232,6 +370,31 @@ class WarmTier:
                         metas.append(e.metadata)
         if labels:
             self.growing.add(labels, iids, self.prepare(np.stack(vecs)), metas)
+        self.catalog.reset_growing()  # the table read-only processes mirror: exactly these rows
+
+    def refresh(self, sealed: bool = True) -> None:
+        """Read-only: follow the catalog -- map sealed segments it lists that are new, let go of
+        those it no longer lists (their files may be gone: a mapping stays readable on Linux),
+        and catch the growing mirror up. ``sealed=False``: only the growing segment (nothing can
+        have been sealed or compacted since the last refresh)."""
+        if sealed:
+            listed = self.catalog.segments()
+            with self._lock:
+                have = set(self.sealed)
+            for sid in sorted(set(listed) - have):
+                try:
+                    seg = segment.Segment.open(self.root / listed[sid]["dir"])
+                except (OSError, IntegrityError):
+                    # removed by a compaction since we listed it: the catalog no longer names its
+                    # rows, and the caller's move-generation check repeats the query
+                    continue
+                with self._lock:
+                    self.sealed[sid] = _Sealed(sid, seg, np.ones(seg.n, bool))
+            with self._lock:
+                for sid in have - set(listed):
+                    del self.sealed[sid]
+        with self.catalog.read() as txn:
+            self.growing.sync(self.catalog, txn, self.prepare)
 
     def _alive_rows(self, sid: int, seg: segment.Segment) -> np.ndarray:
         alive = np.zeros(seg.n, bool)
