@@ -122,6 +122,7 @@ def _to_warm(store: TierStore, batch: list[Entry], background: Executor | None =
     try:
         synced = store.hot.take_synced()  # consumed before new marks: a late clear must not hit them
         with store.catalog.write() as txn:  # flip (+ Redis removal becomes pending work)
+            change = store.catalog.lower_change(txn)
             store.catalog.clear_pending(synced, txn)
             for e, (seg, pos), v in zip(batch, places, vecs, strict=True):
                 if e.tier == TIER_COLD:  # promoted from S3: durable in LMDB again
@@ -134,6 +135,7 @@ def _to_warm(store: TierStore, batch: list[Entry], background: Executor | None =
         store.warm.unrevive(locs)
         store.hot.unprotect(hot_iids)
         raise
+    store._note_lower(change, vecs)
     store.metrics.moved(batch, "warm", "explicit" if background is None else "policy")
     store._remove_old(batch, background)  # remove, after the reader grace
     if store.warm.needs_seal():
@@ -182,6 +184,7 @@ def _to_cold(store: TierStore, batch: list[Entry], background: Executor | None =
     try:
         synced = store.hot.take_synced()
         with store.catalog.write() as txn:  # flip
+            change = store.catalog.lower_change(txn)
             store.catalog.clear_pending(synced, txn)
             for e, row in zip(batch, w.rows.tolist(), strict=True):
                 store.catalog.put_entry(txn, e._replace(tier=TIER_COLD, seg=w.seg.sid, pos=row, version=e.version + 1))
@@ -196,6 +199,7 @@ def _to_cold(store: TierStore, batch: list[Entry], background: Executor | None =
         except Exception as exc:  # the next open repairs the manifest
             log.warning("cold tier: abort of segment %d failed: %s", w.seg.sid, exc)
         raise
+    store._note_lower(change, vecs)
     store.metrics.moved(batch, "cold", "explicit" if background is None else "policy")
     store._remove_old(batch, background)
     return len(batch)

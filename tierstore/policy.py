@@ -416,8 +416,9 @@ class PolicyEngine:
                 for d, n in moved.items():
                     self.moves_total[d] += n
                 report.after = self.store.catalog.counts()
-            if not dry_run and not self._stop.is_set():
-                self._maybe_compact()
+            if not dry_run and not self._stop.is_set() and (self._maybe_compact()
+                                                             or sum(report.moved.values()) >= 1000):
+                self.store._release_memory()
             report.seconds = time.time() - report.started
             if not dry_run:
                 self.cycles += 1
@@ -427,18 +428,19 @@ class PolicyEngine:
                 self.store._checkpoint()
             return report
 
-    def _maybe_compact(self) -> None:
+    def _maybe_compact(self) -> bool:
         """Merge cold's small segments once ``cold.auto_compact_segments`` have piled up: each
         ingest batch spilled to cold and each cycle's demotions write one, and a query probes
         ``nprobe`` partitions over all segments, so many small ones cost recall."""
         st = self.store
         limit = st.config.cold.auto_compact_segments
         if not limit or st.cold is None or not st.cold.connected or st.cold.small_segments() < limit:
-            return
+            return False
         with st._write_lock:
             out = migrate.compact_cold(st)
         self.compactions += 1
         log.info("policy: compacted cold: %s", out)
+        return True
 
     def plan(self, dry_run: bool, examples: int = 20) -> tuple[PolicyReport, dict[str, tuple[np.ndarray, np.ndarray]]]:
         st = self.store

@@ -56,33 +56,93 @@ class RepeatCache:
     and the answer is the one a full search would give (up to the lower tiers' own approximate
     search). Otherwise the query simply goes on to the others.
 
+    Writes into warm or cold (the policy's demotions, every cycle) move the lower generation on.
+    The writers of this process say what they added (:meth:`note`: the generations before and
+    after, and the vectors), so an entry from an older generation is brought forward by its
+    distance to those vectors instead of being dropped -- as long as the chain of noted writes
+    reaches back to it. Anything not noted (a seal, a compaction, a write by another process)
+    breaks the chain and the entries older than it are simply searched in full again.
+
     Skewed workloads repeat their popular queries, and the policy puts their answers in Redis:
     those are the queries this turns into one Redis round trip.
 
-    >>> c = RepeatCache(2)
-    >>> c.put(b"q1", 7, 0.4, 0.3); c.get(b"q1", 7), c.get(b"q1", 8)
+    >>> c = RepeatCache(2, "cosine")
+    >>> q = np.array([1.0, 0.0], np.float32)
+    >>> c.put(b"q1", 7, 0.4, 0.3); c.get(b"q1", 7, q), c.get(b"q1", 8, q)
     ((0.4, 0.3), None)
+    >>> c.note(7, 9, np.array([[0.0, 1.0]], np.float32))  # one vector added to warm, at distance 1
+    >>> c.get(b"q1", 9, q)
+    (0.4, 0.3)
     >>> c.can_skip((0.4, 0.3), 0.3), c.can_skip((0.4, 0.3), 0.35)
     (True, False)
     """
 
-    def __init__(self, size: int) -> None:
+    LOG_BYTES = 16 << 20  # vectors kept for bringing entries forward
+
+    def __init__(self, size: int, metric: str = "cosine") -> None:
         from collections import OrderedDict
 
-        self.size = size
+        self.size, self.metric = size, metric
         self._d: OrderedDict[bytes, tuple[int, float, float]] = OrderedDict()
+        self._log: OrderedDict[int, tuple[int, np.ndarray]] = OrderedDict()  # new gen -> (previous gen, vectors)
+        self._log_bytes = 0
         self._lock = threading.Lock()
         self.skips = 0  # queries answered from hot alone
         self.misses = 0  # looked up but absent, outdated, or hot was not enough
+        self.carried = 0  # entries brought forward over noted writes
 
-    def get(self, key: bytes, lower_gen: int) -> tuple[float, float] | None:
-        """(best lower-tier distance, cold pruning bound) remembered for ``key`` at ``lower_gen``."""
+    def note(self, prev_gen: int, new_gen: int, vectors: np.ndarray) -> None:
+        """A write that moved the lower generation from ``prev_gen`` to ``new_gen`` added (at
+        most) ``vectors`` to warm/cold. Call after its commit."""
+        if new_gen == prev_gen or not len(vectors):
+            return
+        v = np.array(vectors, np.float32, copy=True)
+        with self._lock:
+            self._log[new_gen] = (prev_gen, v)
+            self._log_bytes += v.nbytes
+            while self._log_bytes > self.LOG_BYTES and self._log:
+                self._log_bytes -= self._log.popitem(last=False)[1][1].nbytes
+
+    def _added(self, since: int, now: int) -> list[np.ndarray] | None:
+        parts = []
+        g = now
+        while g != since:
+            link = self._log.get(g)
+            if link is None or g < since:
+                return None  # a write nobody noted (or one evicted): not provable
+            parts.append(link[1])
+            g = link[0]
+        return parts
+
+    def _distances(self, vs: np.ndarray, q: np.ndarray) -> np.ndarray:
+        # The tiers' own distances: cosine 1 - cos, ip 1 - dot, l2 squared.
+        if self.metric == "l2":
+            diff = vs - q
+            return np.einsum("ij,ij->i", diff, diff)
+        dot = vs @ q
+        if self.metric == "cosine":
+            return 1.0 - dot / (np.linalg.norm(vs, axis=1) * np.linalg.norm(q))
+        return 1.0 - dot
+
+    def get(self, key: bytes, lower_gen: int, q: np.ndarray) -> tuple[float, float] | None:
+        """(best lower-tier distance, cold pruning bound) for ``key`` as of ``lower_gen``."""
         with self._lock:
             hit = self._d.get(key)
-            if hit is None or hit[0] != lower_gen:
+            if hit is None:
                 return None
+            gen, best, pruned = hit
+            if gen != lower_gen:
+                parts = self._added(gen, lower_gen)
+                if parts is None:
+                    return None  # the full search that follows replaces the entry
+                d = float(min(self._distances(p, q).min() for p in parts))
+                # float32 distances differ by rounding between numpy, Redis and the kernels:
+                # count an added vector as a little closer than computed.
+                best = min(best, d - 1e-4 * (1.0 + abs(d)))
+                self._d[key] = (lower_gen, best, pruned)
+                self.carried += 1
             self._d.move_to_end(key)
-            return hit[1], hit[2]
+            return best, pruned
 
     @staticmethod
     def can_skip(remembered: tuple[float, float], kth_hot: float) -> bool:
@@ -197,7 +257,7 @@ def run(
         lower_gen = -1
         if repeat is not None and m == 1 and hot is not None and len(live) > 1:
             lower_gen = catalog.lower_generation(txn)
-            remembered = repeat.get(repeat_key, lower_gen)
+            remembered = repeat.get(repeat_key, lower_gen, qs[0])
             if remembered is not None:
                 out = _call(hot, qs, k, node, ef, {})
                 outcomes.append(out)

@@ -140,8 +140,33 @@ class _InFlight:
                 st._ops_cv.notify_all()
 
 
+def _release_memory() -> None:
+    """Give freed heap back to the OS (glibc's malloc_trim). Bulk work -- ingest into segments,
+    seals, compaction, policy moves -- allocates and frees large buffers on several threads, and
+    glibc keeps what each thread's arena freed: measured +250 MiB of RSS after a 100k ingest and a
+    policy run, all of it free memory. Called only after such work (it walks the heap: tens of ms)."""
+    if _LIBC is not None:
+        _LIBC.malloc_trim(0)
+
+
+def _load_libc() -> Any:
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        return libc if hasattr(libc, "malloc_trim") else None  # musl and macOS have none
+    except OSError:
+        return None
+
+
+_LIBC = _load_libc()
+
+
 class TierStore:
     """A tiered vector store. Thread-safe; use as a context manager or call :meth:`close`."""
+
+    _release_memory = staticmethod(_release_memory)  # for the policy cycle
 
     def __init__(self, config: Config, registry: Any = None, read_only: bool = False) -> None:
         self.config = cfg = config
@@ -221,7 +246,7 @@ class TierStore:
             self.tiers["cold"] = self.cold
         self._all_tiers = list(self.tiers.values())
         size = cfg.store.repeat_cache
-        self.repeat = query.RepeatCache(size) if size else None
+        self.repeat = query.RepeatCache(size, self.metric) if size else None
         self._executor = ThreadPoolExecutor(max_workers=3, thread_name_prefix="tierstore-query")
         self.policy = policy.PolicyEngine(self)
         self.policy.interrupted = migrate.interrupted_run(self)
@@ -387,6 +412,7 @@ class TierStore:
                     migrate.flush_cold_queue(self)
             self._sync_pending(raise_errors=True)
             self._checkpoint()
+        _release_memory()
 
     def _checkpoint(self) -> None:
         if self.catalog is not None:
@@ -544,6 +570,7 @@ class TierStore:
                     redis_error = exc  # still commit: durable now, indexed when Redis is back
             synced = self.hot.take_synced()  # never take hot's lock inside a catalog write
             with cat.write() as txn:
+                change = cat.lower_change(txn)
                 cat.clear_pending(synced, txn)
                 new_slots = iter(cat.alloc_slots(txn, sum(e is None for e in old)))
                 seg = {"warm": GROWING, "hot": 0}.get(target) if written is None else written.seg.sid
@@ -572,6 +599,8 @@ class TierStore:
                     log.warning("cold tier: abort of segment %d failed: %s", written.seg.sid, exc)
             raise
         self.hot.unprotect(arriving_hot)
+        if target != "hot":
+            self._note_lower(change, vecs)
         # Old versions that lived elsewhere (another tier, or another warm row) go after the
         # reader grace; a hot -> hot update overwrote its hash in place.
         displaced = [e for e in old if e is not None and (e.tier != TIER_HOT or target != "hot")]
@@ -584,6 +613,12 @@ class TierStore:
         if target == "warm" and self.warm.needs_seal():
             self.warm.seal()
         return slots
+
+    def _note_lower(self, change: tuple[int, int], vecs: np.ndarray) -> None:
+        """After a committed write that placed ``vecs`` in warm or cold: lets repeated queries
+        keep skipping those tiers when the new vectors are farther than their hot answer."""
+        if self.repeat is not None:
+            self.repeat.note(change[0], change[1], vecs)
 
     def _remove_old(self, entries: list[Entry], background: Executor | None = None) -> Future | None:
         """Remove superseded copies once no query that could still want them is running. Hot
@@ -953,7 +988,8 @@ class TierStore:
             out = {"warm": self.warm.compact(threshold)}
             if self.cold is not None and (self.cold.connected or self.cold.needs_connect_at_open()):
                 out["cold"] = migrate.compact_cold(self, threshold)
-            return out
+        _release_memory()
+        return out
 
     def verify(self, deep: bool = True) -> dict[str, Any]:
         """Check that the catalog, the tiers and S3 agree: every hot id is in Redis and nothing
@@ -1005,7 +1041,7 @@ class TierStore:
                                    for p, q in (("p50", 50), ("p95", 95), ("p99", 99))},
                 },
                 "repeat_cache": {"size": self.repeat.size, "entries": len(self.repeat), "skips": self.repeat.skips,
-                                 "misses": self.repeat.misses} if self.repeat else {"size": 0},
+                                 "misses": self.repeat.misses, "carried": self.repeat.carried} if self.repeat else {"size": 0},
                 "access": {"recorded": self.access.total_accesses, "half_life_s": self.access.half_life,
                            "from_readers": self._drain.drained if self._drain is not None else 0},
                 "policy": self.policy.stats(),

@@ -82,19 +82,30 @@ def test_no_skip_when_hot_is_not_enough(store):
     assert not skipped(again) and again.ids() == full(store, far, k=5).ids()
 
 
-def test_deletes_and_promotions_keep_the_skip_exact(store):
+def test_random_writes_moves_and_policy_keep_the_skip_exact(store):
     rng = np.random.default_rng(9)
-    ids = [h.id for h in store.query(store.q, k=40)]
-    for step in range(30):
-        op = step % 3
+    queries = [store.q] + [unit(store.q + 0.3 * rng.standard_normal(DIM)) for _ in range(3)]
+    ids = [h.id for h in store.query(store.q, k=60)]
+    skips = 0
+    for step in range(60):
+        op = step % 6
         if op == 0:
             store.delete([ids[rng.integers(len(ids))]])
         elif op == 1:
-            victim = ids[rng.integers(20, len(ids))]
-            if store.get([victim]):
-                store.move([victim], "hot")
-        hits = store.query(store.q, k=10)
-        assert hits.ids() == full(store, store.q, k=10).ids(), step
+            store.move([i for i in [ids[rng.integers(len(ids))]] if store.get([i])[0]], "hot")
+        elif op == 2:
+            store.move([i for i in [ids[rng.integers(len(ids))]] if store.get([i])[0]], "warm")
+        elif op == 3:  # new vectors, near and far, into the lower tiers
+            v = unit(queries[rng.integers(4)] + rng.uniform(0.05, 2.0) * rng.standard_normal(DIM))
+            store.upsert([f"n{step}"], v[None, :], tier=str(rng.choice(["warm", "cold"])))
+        elif op == 4:
+            store.run_policy()
+        for q in queries:
+            for _ in range(2):  # the second ask may skip
+                hits = store.query(q, k=10)
+                skips += skipped(hits)
+                assert hits.ids() == full(store, q, k=10).ids(), step
+    assert skips > 0
 
 
 def test_disabled(open_store):
@@ -105,3 +116,27 @@ def test_disabled(open_store):
     s.query(v[0], k=3)
     assert not skipped(s.query(v[0], k=3))
     assert s.stats()["repeat_cache"] == {"size": 0}
+
+
+def test_far_writes_to_lower_tiers_keep_the_skip(store):
+    first = store.query(store.q, k=10)
+    far = unit(-store.q[None, :] + 0.01)  # about the farthest a vector can be
+    store.upsert(["far-warm"], far, tier="warm")
+    store.upsert(["far-cold"], far, tier="cold")
+    again = store.query(store.q, k=10)
+    assert skipped(again) and again.ids() == first.ids() == full(store, store.q, k=10).ids()
+    assert store.stats()["repeat_cache"]["carried"] == 1
+    # a near one is not: the query searches the lower tiers again and finds it
+    near = unit(store.q[None, :] + 0.01)
+    store.upsert(["near-warm"], near, tier="warm")
+    hits = store.query(store.q, k=10)
+    assert not skipped(hits) and hits[0].id == "near-warm" and hits.ids() == full(store, store.q, k=10).ids()
+
+
+def test_a_seal_breaks_the_chain(store):
+    store.query(store.q, k=10)
+    store.upsert(["far"], unit(-store.q[None, :] + 0.01), tier="warm")
+    store.flush()  # seals the growing warm segment: rows move to a segment searched differently
+    hits = store.query(store.q, k=10)
+    assert not skipped(hits) and hits.ids() == full(store, store.q, k=10).ids()
+    assert skipped(store.query(store.q, k=10))
