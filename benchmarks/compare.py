@@ -144,6 +144,33 @@ def memory() -> dict[str, int]:
     return out
 
 
+def smaps(roots: list[str]) -> dict[str, int]:
+    """Resident bytes of this process by what is mapped: anonymous memory, each data directory
+    in ``roots`` (by file name: LMDB's data.mdb, segment files, cache files), shared libraries."""
+    out: dict[str, int] = {}
+    name = "?"
+    with open("/proc/self/smaps") as fh:
+        for line in fh:
+            head = line.split()
+            if not head:
+                continue
+            if not head[0].endswith(":") or len(head) > 3:  # a mapping header: addr perms off dev inode [path]
+                path = head[5] if len(head) > 5 else ""
+                root = next((r for r in roots if path.startswith(r)), None)
+                if root is not None:
+                    name = "data: " + (path.rsplit("/", 2)[-2] + "/*" if "/segments/" in path or "/cache/" in path
+                                       else path[len(root):].lstrip("/"))
+                elif path.endswith(".so") or ".so." in path:
+                    name = "shared libraries"
+                elif path.startswith("/"):
+                    name = "other files"
+                else:
+                    name = "anonymous (heap, numba, Python objects)"
+            elif head[0] == "Rss:":
+                out[name] = out.get(name, 0) + int(head[1]) * 1024
+    return dict(sorted(out.items(), key=lambda kv: -kv[1]))
+
+
 def s3_counters(url: str | None, bucket: str) -> dict[str, float]:
     """SeaweedFS's own per-bucket counters: requests by type, bytes sent and received."""
     out = {"requests": 0.0, "gets": 0.0, "puts": 0.0, "sent_bytes": 0.0, "received_bytes": 0.0}
@@ -309,6 +336,7 @@ def worker(spec_path: str) -> None:
         res["profile"] = profile_summary(prof, spec["profile"])
 
     res["memory"] = {**memory(), **eng.server_memory()}
+    res["memory_map"] = smaps([str(Path(spec["dir"]).resolve())])
     res["rss_baseline"], res["rss_open"] = rss0, rss_open
     res["disk_bytes"] = eng.disk_bytes()
     res["s3_bytes"] = s3_stored(spec) if spec.get("uses_s3") else 0
