@@ -464,9 +464,15 @@ def derive(res: dict[str, Any]) -> None:
         client = max(0, mem["VmRSS"] - b0["VmRSS"])
         fixed = max(0, b1["VmRSS"] - b0["VmRSS"])  # libraries + an empty engine: does not grow with n
         redis = mem.get("redis_used_memory", 0)
-        r["ram"] = {"client_rss": client, "client_anon": max(0, mem["RssAnon"] - b0["RssAnon"]),
-                    "client_file": max(0, mem["RssFile"] - b0["RssFile"]), "redis_used_memory": redis,
-                    "total": client + redis, "fixed": fixed}
+        anon = max(0, mem["RssAnon"] - b0["RssAnon"])
+        fixed_anon = max(0, b1["RssAnon"] - b0["RssAnon"])
+        # "total": everything resident (file-backed pages of memory-mapped files included);
+        # "required": what cannot be reclaimed -- the process's anonymous memory and Redis's --
+        # while mapped file pages are page cache the kernel drops under pressure (then re-read
+        # from local disk); "growing": required minus the libraries' fixed share.
+        r["ram"] = {"client_rss": client, "client_anon": anon, "client_file": max(0, mem["RssFile"] - b0["RssFile"]),
+                    "redis_used_memory": redis, "total": client + redis, "fixed": fixed, "required": anon + redis,
+                    "growing": max(0, anon - fixed_anon) + redis}
         ram_1m = fixed + (client + redis - fixed) * scale
         s3k = r["s3_per_1k_queries"]
         q_month = COST_QPS * SECONDS_PER_MONTH
@@ -480,9 +486,11 @@ def derive(res: dict[str, Any]) -> None:
     ts, rd, ls3 = e.get("tierstore", {}), e.get("redis", {}), e.get("lancedb-s3", {})
     goals = {}
     if "ram" in ts and "ram" in rd:
-        v = ts["ram"]["total"] / rd["ram"]["total"]
-        goals["ram"] = {"value": v, "goal": f"<= {GOALS['ram_vs_redis']:.0%} of all-in-Redis RAM",
-                        "met": v <= GOALS["ram_vs_redis"]}
+        for key, what in (("total", "all resident memory"), ("required", "anonymous + Redis (not reclaimable)"),
+                          ("growing", "what grows with the data (required minus fixed libraries)")):
+            v = ts["ram"][key] / rd["ram"][key]
+            goals[f"ram_{key}"] = {"value": v, "goal": f"RAM <= {GOALS['ram_vs_redis']:.0%} of all-in-Redis: {what}",
+                                   "met": v <= GOALS["ram_vs_redis"]}
     if "stream" in ts and "stream" in rd:
         v = ts["stream"]["p50_ms"] / rd["stream"]["p50_ms"]
         goals["p50"] = {"value": v, "goal": f"p50 <= {GOALS['p50_vs_redis']}x all-in-Redis", "met": v <= GOALS["p50_vs_redis"]}
@@ -533,10 +541,13 @@ def plots(res: dict[str, Any], stem: Path) -> dict[str, str]:
     out["recall_latency"] = _save(fig, stem, "recall-latency")
     fig, ax = plt.subplots(figsize=(7, 4))
     names = [k for k in ORDER if k in eng]
-    client = [eng[k]["ram"]["client_rss"] / 2**20 for k in names]
+    anon = [eng[k]["ram"]["client_anon"] / 2**20 for k in names]
     redis = [eng[k]["ram"]["redis_used_memory"] / 2**20 for k in names]
-    ax.barh(names, client, label="client process RSS (over a bare interpreter)")
-    ax.barh(names, redis, left=client, label="Redis used_memory")
+    files = [eng[k]["ram"]["client_file"] / 2**20 for k in names]
+    ax.barh(names, anon, label="process: anonymous (heap, libraries' data)")
+    ax.barh(names, redis, left=anon, label="Redis used_memory")
+    ax.barh(names, files, left=[a + r for a, r in zip(anon, redis, strict=True)], alpha=0.45,
+            label="process: mapped file pages (reclaimable page cache)")
     ax.set_xlabel("MiB")
     ax.set_title(f"RAM per engine, {res['dataset']}")
     ax.invert_yaxis()
@@ -586,7 +597,8 @@ def render(res: dict[str, Any], figs: dict[str, str]) -> str:
            "refine_factor 10.", ""]
     if res.get("goals"):
         out += ["### Goals", "", "| goal | measured | met |", "|---|---:|---|"]
-        fmt = {"ram": "{:.1%} of all-in-Redis", "p50": "{:.2f}x all-in-Redis", "recall": "{:.3f}",
+        fmt = {"ram_total": "{:.1%} of all-in-Redis", "ram_required": "{:.1%} of all-in-Redis",
+               "ram_growing": "{:.1%} of all-in-Redis", "p50": "{:.2f}x all-in-Redis", "recall": "{:.3f}",
                "vs_lance_s3": "{:.1f}x faster"}
         for key, g in res["goals"].items():
             how = f" ({g['how']})" if g.get("how") else ""
@@ -609,14 +621,14 @@ def render(res: dict[str, Any], figs: dict[str, str]) -> str:
         out += ["", f"tierstore after learning (last quarter of each half of the stream): p50 "
                 f"{ts['stream']['p50_learned_ms']:.2f} ms, p99 {ts['stream']['p99_learned_ms']:.1f} ms."]
     out += ["", "### Resources and cost", "",
-            "| engine | client RSS MiB (anon + file) | Redis used_memory MiB | RAM total MiB | local disk MiB | S3 stored MiB "
+            "| engine | client RSS MiB (anon + file) | Redis used_memory MiB | RAM total (required) MiB | local disk MiB | S3 stored MiB "
             "| S3 requests / 1k queries | S3 MiB read / 1k queries | $/month per 1M vectors (RAM + disk + S3 + requests) |",
             "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for k in ok:
         r = e[k]
         ram, c, s3k = r["ram"], r["cost_per_1m_month"], r["s3_per_1k_queries"]
         out.append(f"| {r['label']} | {mib(ram['client_rss'])} ({mib(ram['client_anon'])} + {mib(ram['client_file'])}) | "
-                   f"{mib(ram['redis_used_memory'])} | {mib(ram['total'])} | {mib(r['disk_bytes'])} | {mib(r['s3_bytes'])} | "
+                   f"{mib(ram['redis_used_memory'])} | {mib(ram['total'])} ({mib(ram['required'])}) | {mib(r['disk_bytes'])} | {mib(r['s3_bytes'])} | "
                    f"{s3k['requests']:,.0f} | {s3k['sent_bytes'] / 2**20:,.2f} | "
                    f"**{c['total']:,.2f}** ({c['ram']:.2f} + {c['disk']:.2f} + {c['s3_storage']:.2f} + {c['s3_requests']:.2f}) |")
     pr = res["prices"]
@@ -626,6 +638,16 @@ def render(res: dict[str, Any], figs: dict[str, str]) -> str:
             "S3 bytes are scaled linearly to 1M vectors, except the engine's fixed RAM (libraries and an empty "
             "engine, measured before ingest). Client RSS is over a bare interpreter with numpy; file-backed pages "
             "(memory-mapped segments) are reclaimable page cache."]
+    if "memory_map" in ts:
+        out += ["", "tierstore's resident memory by mapping (after the workload):", "",
+                "| mapping | MiB |", "|---|---:|"]
+        groups: dict[str, int] = {}
+        for name, b in ts["memory_map"].items():
+            key = name.split("/seg-")[0] + " segments" if "/seg-" in name else name
+            groups[key] = groups.get(key, 0) + b
+        for name, b in sorted(groups.items(), key=lambda kv: -kv[1]):
+            if b >= 2**20:
+                out.append(f"| {name} | {mib(b)} |")
     if "tier_ms" in ts:
         out += ["", "### tierstore: where a query's time goes", "",
                 "| tier | searched in % of queries | p50 ms | p95 ms |", "|---|---:|---:|---:|"]
