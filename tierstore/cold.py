@@ -282,7 +282,18 @@ class ColdTier:
 
     def refresh(self) -> None:
         """Read-only: follow the catalog's live-segment list (new segments' footers are read,
-        through the shared footer files; segments no longer listed are dropped)."""
+        through the shared footer files; segments no longer listed are dropped). Until a failed
+        refresh succeeds, searches raise (a partial answer, not one missing the new segments)."""
+        try:
+            self._refresh()
+            self._refresh_error: TierStoreError | None = None
+        except TierStoreError as exc:
+            self._refresh_error = exc
+            raise
+
+    _refresh_error = None
+
+    def _refresh(self) -> None:
         listed = self.catalog.cold_segments()
         if not self.connected:
             if listed:
@@ -623,8 +634,12 @@ class ColdTier:
         """Per query: (internal ids, distances, incomplete, locations, details), best first.
         ``bounds[i]``: the k-th best distance the other tiers found for query i (partitions that
         cannot beat it are skipped)."""
-        if not self.connected and self.read_only and self.catalog.cold_segments():
-            self.connect()  # TierUnavailableError: a partial answer, never a silently empty one
+        if self.read_only:
+            if self._refresh_error is not None:
+                raise TierUnavailableError(f"cold tier: could not follow the writer's segments: "
+                                           f"{self._refresh_error}", tier="cold")
+            if not self.connected and self.catalog.cold_segments():
+                self.connect()  # TierUnavailableError: a partial answer, never a silently empty one
         tab = self._tab() if self.connected else None
         m = len(qs)
         if tab is None:
