@@ -15,6 +15,7 @@ Writes its findings as JSON to ``args["out"]``.
 from __future__ import annotations
 
 import json
+import os
 import random
 import sys
 import time
@@ -63,7 +64,9 @@ def follow(store: tierstore.TierStore, args: dict, out: dict) -> None:
     rnd = random.Random(args["seed"])
     out.update(queries=0, partial=0, failures=[], tiers={}, final_checked=0)
     (d / f"ready-{args['seed']}").write_text("1")
-    while not (d / "stop").exists():
+    parent, deadline = os.getppid(), time.monotonic() + 300
+    # A test that failed (or was killed) never writes "stop": do not outlive it.
+    while not (d / "stop").exists() and os.getppid() == parent and time.monotonic() < deadline:
         deleted = set(ids_in(d / "deleted"))  # before the query: these are gone for good
         known = ids_in(d / "known")
         if rnd.random() < 0.2 and deleted:
