@@ -40,6 +40,7 @@ TIERS = ("hot", "warm", "cold")
 FIELD_TYPES = ("tag", "numeric")
 HOT_BACKENDS = ("auto", "search", "vectorset")
 VSET_QUANTIZATIONS = ("q8", "noquant", "bin")
+SEARCH_VECTOR_TYPES = ("float32", "float16")
 _FIELD_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 
 
@@ -216,6 +217,9 @@ class HotConfig:
     """``[hot]``: the Redis HNSW tier. ``redis_url`` absent = an embedded redis-server."""
 
     redis_url: str | None = _spec(None, "optstr")
+    # Redis Cluster (one RediSearch index per master, KNN fanned out and merged; see hot_cluster):
+    # absent or "auto" = when the node at redis_url says cluster_enabled:1; true = require it.
+    cluster: bool | None = _spec(None, "optbool")
     # "search": RediSearch HNSW over hashes (FT.*); "vectorset": Redis 8 vector sets (VADD/VSIM,
     # cosine only); "auto" (the default, so an unset key can be told from an explicit "search"):
     # search when the server has the module, else vector sets. See hot.make_hot_tier.
@@ -225,6 +229,10 @@ class HotConfig:
     # on the exact float32 vectors anyway), "noquant" float32, "bin" 1 bit per dimension
     # (fastest and smallest, lowest recall).
     quantization: str = _spec("q8", "choice", choices=VSET_QUANTIZATIONS)
+    # RediSearch vector type (ignored by "vectorset"): "float16" halves the vector bytes in Redis;
+    # its distances are approximate, so the tier fetches 2k and re-scores them on the exact
+    # float32 vectors from the catalog (answers keep exact distances).
+    vector_type: str = _spec("float32", "choice", choices=SEARCH_VECTOR_TYPES)
     # Hard limit: the hot tier never holds more (ingest beyond it spills to warm).
     capacity: int = _spec(100_000, "int", lo=0)
     # Optional second limit in Redis memory (0 = none): capacity becomes
@@ -372,6 +380,13 @@ def _parse_value(spec: dict[str, Any], value: Any, path: str) -> Any:
         return parse_str(value, path, optional=True)
     if kind == "filter":
         return parse_filter_table(value, path)
+    if kind == "optbool":  # None = auto
+        if value is None or (isinstance(value, str) and value.strip().lower() in ("", "auto")):
+            return None
+        if not isinstance(value, bool) and not (isinstance(value, str) and value.strip().lower() in
+                                                ("1", "true", "yes", "on", "0", "false", "no", "off")):
+            raise _fail(path, value, "must be true, false or \"auto\"")
+        return parse_bool(value, path)
     if kind == "optint":
         if value is None or (isinstance(value, str) and value.strip() == ""):
             return None

@@ -50,6 +50,8 @@ from .errors import ConfigError, IntegrityError, TierUnavailableError
 from .services import RedisServer
 
 _METRIC = {"cosine": "COSINE", "ip": "IP", "l2": "L2"}
+# hot.vector_type -> (RediSearch TYPE, numpy dtype of the stored and queried bytes)
+_VECTOR_TYPES = {"float32": ("FLOAT32", np.float32), "float16": ("FLOAT16", np.float16)}
 _UNAVAILABLE = (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError, OSError)
 _CHUNK = 512  # commands per pipeline round trip
 
@@ -228,7 +230,7 @@ class HotTier:
                 # last second of AOF: writes AND removals, which equal counts would not reveal.
                 run_id = _s(self.r.info("server").get("run_id", ""))
                 restarted, self._run_id = run_id != self._run_id, run_id
-                if restarted or self.catalog.has_pending() or self.count() != self.catalog.count(TIER_HOT):
+                if restarted or self.catalog.has_pending() or self.count() != self._catalog_hot_count():
                     self.reconcile()
             self._verified = True
 
@@ -247,7 +249,7 @@ class HotTier:
         with self._lock:
             in_redis = self.keys()
             in_catalog = {e.iid for e in self._iter_hot_entries()}
-            pending = set(self.catalog.pending())
+            pending = set(self._own_pending())
             missing = (in_catalog - in_redis) | (pending & in_catalog)
             with self._ids_lock:  # after keys(): an id copied in since was protected before its write
                 protected = set(self._protected)
@@ -266,8 +268,24 @@ class HotTier:
             batch = self.catalog.iter_entries(tiers=[TIER_HOT], start_after=last, limit=10_000)
             if not batch:
                 return
-            yield from batch
+            yield from (batch if not self.sharded else (e for e in batch if self._owns(e.iid)))
             last = batch[-1].iid
+
+    # A cluster shard (hot_cluster) holds only the vectors whose keys hash into its slots: these
+    # three say which part of the catalog this tier answers for (all of it, here).
+    sharded = False
+
+    def _owns(self, iid: int) -> bool:
+        return True
+
+    def _own_pending(self) -> list[int]:
+        pending = self.catalog.pending()
+        return pending if not self.sharded else [i for i in pending if self._owns(i)]
+
+    def _catalog_hot_count(self) -> int:
+        if not self.sharded:
+            return self.catalog.count(TIER_HOT)
+        return sum(1 for _e in self._iter_hot_entries())
 
     def rebuild(self) -> int:
         """Drop the index and every vector of this store, recreate, reload all hot records."""
@@ -283,7 +301,7 @@ class HotTier:
                     n += self._sync_now(batch)
                     batch = []
             n += self._sync_now(batch)
-            self.catalog.clear_pending(self.catalog.pending())
+            self.catalog.clear_pending(self._own_pending())
             self.stats["rebuilds"] += 1
             self._verified = True
             return n
@@ -427,6 +445,8 @@ class SearchHotTier(HotTier):
         self.index = f"{self.prefix}idx"
         self.key_prefix = f"{self.prefix}v:"
         self._kp = self.key_prefix.encode()
+        self._vtype, self._vdtype = _VECTOR_TYPES[self.cfg.vector_type]
+        self._f16 = self._vdtype is np.float16
 
     def _stale_error(self, exc: redis.ResponseError) -> bool:
         return _is_missing_index(exc)
@@ -434,7 +454,7 @@ class SearchHotTier(HotTier):
     # --- index definition ----------------------------------------------------------------------
 
     def _create_index(self) -> None:
-        vec = ["TYPE", "FLOAT32", "DIM", str(self.dim), "DISTANCE_METRIC", _METRIC[self.metric],
+        vec = ["TYPE", self._vtype, "DIM", str(self.dim), "DISTANCE_METRIC", _METRIC[self.metric],
                "M", str(self.cfg.m), "EF_CONSTRUCTION", str(self.cfg.ef_construction),
                "EF_RUNTIME", str(self.cfg.ef_runtime)]
         args = ["FT.CREATE", self.index, "ON", "HASH", "PREFIX", "1", self.key_prefix, "STOPWORDS", "0",
@@ -464,7 +484,7 @@ class SearchHotTier(HotTier):
         if v is None:
             return False
         want = {"dim": self.dim, "distance_metric": _METRIC[self.metric], "M": self.cfg.m,
-                "ef_construction": self.cfg.ef_construction}
+                "ef_construction": self.cfg.ef_construction, "data_type": self._vtype}
         for k, expected in want.items():
             got = v.get(k.encode())
             if got is None or _s(got).upper() != str(expected).upper():
@@ -475,6 +495,11 @@ class SearchHotTier(HotTier):
     def _check_index(self) -> None:
         info = self._index_info()
         if info is not None and not self._index_matches(info):
+            if self._vector_type_of(info) not in (None, self._vtype):
+                # hot.vector_type changed: the hashes hold the other type's bytes. Drop them with
+                # the index; verify's count check then re-adds every vector from the catalog.
+                self._reset_index()
+                return
             # m / ef_construction / schema changed in the config: re-index in place.
             self.r.execute_command("FT.DROPINDEX", self.index)
             info = None
@@ -496,6 +521,18 @@ class SearchHotTier(HotTier):
                     "or raise hot.index_wait", tier="hot")
             time.sleep(0.05)
 
+    @staticmethod
+    def _vector_type_of(info: dict) -> str | None:
+        for a in info.get(b"attributes", []):
+            a = _as_dict(a)
+            if _s(a.get(b"identifier")) == "__v":
+                return _s(a.get(b"data_type", b"")).upper() or None
+        return None
+
+    def bytes_per_vector(self) -> int:
+        full = policy.bytes_per_vector("hot", self.dim, self.cfg.m)
+        return full - 4 * self.dim if self._f16 else full  # the vector twice (hash + index) at 2 B
+
     def _reset_index(self) -> None:
         try:
             self.r.execute_command("FT.DROPINDEX", self.index)
@@ -514,6 +551,8 @@ class SearchHotTier(HotTier):
         return f"{self.key_prefix}{iid:016x}"
 
     def _put(self, pipe: redis.client.Pipeline, iid: int, vec: bytes, meta: dict[str, Any]) -> None:
+        if self._f16:
+            vec = np.frombuffer(vec, dtype=np.float32).astype(np.float16).tobytes()
         mapping, absent = self._hash_fields(vec, meta)
         k = self.key(iid)
         pipe.hset(k, mapping=mapping)
@@ -545,9 +584,35 @@ class SearchHotTier(HotTier):
 
     def _search_args(self, q: np.ndarray, k: int, node: filters.Node, ef: int | None) -> list:
         pre = filters.to_redis(node)
+        if self._f16:  # approximate distances: fetch more, re-score exactly (_exact)
+            k, q = 2 * k, q.astype(np.float16)
         query = f"({pre})=>[KNN {k} @__v $q EF_RUNTIME {ef or self.cfg.ef_runtime} AS __d]"
         return ["FT.SEARCH", self.index, query, "PARAMS", "2", "q", q.tobytes(), "RETURN", "1", "__d",
                 "SORTBY", "__d", "LIMIT", "0", str(k), "DIALECT", "2"]
+
+    def _exact(self, q: np.ndarray, answer: Answer, k: int) -> Answer:
+        """FLOAT16 answers: the best ``k`` by exact distance on the catalog's float32 vectors (a
+        vector the catalog no longer holds keeps Redis's estimate: the query's check drops it)."""
+        iids, dists, incomplete = answer
+        if not iids:
+            return answer
+        dists = list(dists)
+        with self.catalog.read(buffers=True) as txn:
+            raws = [self.catalog.vector_raw(txn, iid) for iid in iids]
+            rows = [j for j, raw in enumerate(raws) if raw is not None]
+            if rows:
+                mat = np.frombuffer(b"".join(raws[j] for j in rows), dtype=np.float32).reshape(len(rows), self.dim)
+                mat, qq = mat.astype(np.float64), q.astype(np.float64)
+                if self.metric == "l2":
+                    d = ((mat - qq) ** 2).sum(axis=1)
+                elif self.metric == "ip":
+                    d = 1.0 - mat @ qq
+                else:
+                    d = 1.0 - (mat @ qq) / (np.linalg.norm(mat, axis=1) * np.linalg.norm(qq))
+                for j, dj in zip(rows, d.tolist(), strict=True):
+                    dists[j] = dj
+        order = sorted(range(len(iids)), key=lambda j: (dists[j], iids[j]))[:k]
+        return [iids[j] for j in order], [dists[j] for j in order], incomplete
 
     def _parse(self, reply: Any) -> Answer:
         reply = _as_dict(reply)
@@ -564,7 +629,8 @@ class SearchHotTier(HotTier):
         if node == filters.FALSE:
             return [], [], False
         args = self._search_args(q, k, node, ef)
-        return self._parse(self._call(lambda: self.r.execute_command(*args)))
+        answer = self._parse(self._call(lambda: self.r.execute_command(*args)))
+        return self._exact(q, answer, k) if self._f16 else answer
 
     def search_many(self, qs: np.ndarray, k: int, node: filters.Node, ef: int | None = None) -> list[Answer]:
         """Batch KNN in pipelined round trips."""
@@ -582,7 +648,8 @@ class SearchHotTier(HotTier):
                 out.extend(pipe.execute())
             return out
 
-        return [self._parse(r) for r in self._call(run)]
+        answers = [self._parse(r) for r in self._call(run)]
+        return [self._exact(q, a, k) for q, a in zip(qs, answers, strict=True)] if self._f16 else answers
 
     # --- inspection ----------------------------------------------------------------------------
 
@@ -649,11 +716,38 @@ def make_hot_tier(
     """The hot tier for ``hot.backend``: "search", "vectorset", or "auto" = search when the
     server has the RediSearch module, vector sets otherwise. A backend the server cannot run
     (or, for vector sets, a metric other than cosine) is a :class:`ConfigError` naming why."""
-    # imported here: hot_vectorset builds on this module's HotTier
+    # imported here: hot_vectorset and hot_cluster build on this module's HotTier
+    from .hot_cluster import ClusterHotTier, cluster_enabled
     from .hot_vectorset import VectorSetHotTier
 
     where = "the embedded redis-server" if server is not None else url
     backend = config.backend
+    if config.cluster is not False and server is None:
+        probe = redis.Redis.from_url(url, protocol=3, socket_timeout=config.socket_timeout,
+                                     socket_connect_timeout=min(config.socket_timeout, 5.0))
+        try:
+            clustered = cluster_enabled(probe)
+        except _UNAVAILABLE as exc:
+            raise TierUnavailableError(f"hot tier: Redis at {url} is unavailable: {exc}", tier="hot") from exc
+        finally:
+            probe.close()
+        if config.cluster and not clustered:
+            raise ConfigError(f"hot.cluster: true is not allowed: {url} is not a Redis Cluster node "
+                              "(INFO cluster says cluster_enabled:0)")
+        if clustered:
+            if config.prefix and "{" in config.prefix:
+                raise ConfigError(f"hot.prefix: {config.prefix!r} is not allowed on a Redis Cluster: a hash tag "
+                                  "('{...}') would put every vector in one slot, on one master")
+            if backend == "vectorset":
+                raise ConfigError("hot.backend: 'vectorset' is not allowed on a Redis Cluster: a vector set is "
+                                  "one key on one node; use backend = 'search' (RediSearch on every master)")
+            if not server_has(url, config, "search"):
+                raise ConfigError(f"hot.backend: {backend!r} is not allowed: the Redis Cluster at {url} has no "
+                                  "RediSearch module (FT.*); the cluster hot tier needs it loaded on every master")
+            return ClusterHotTier(url, catalog=catalog, config=config, schema=schema, metric=metric)
+    elif config.cluster and server is not None:
+        raise ConfigError("hot.cluster: true is not allowed without hot.redis_url (the embedded redis-server "
+                          "is a single node)")
     if backend in ("auto", "search") and not server_has(url, config, "search"):
         if backend == "search":
             raise ConfigError(f"hot.backend: 'search' is not allowed: {where} has no RediSearch module "

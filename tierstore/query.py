@@ -298,6 +298,11 @@ def run(
             if isinstance(exc, TierStoreError):
                 raise exc
             raise TierUnavailableError(f"no tier could answer the query: {exc}") from exc
+        if strict:  # part of a tier failed (a Redis Cluster master): strict raises that too
+            failed = next((r for rs in reports for r in rs.values() if r.details.get("shard_errors")), None)
+            if failed is not None:
+                raise TierUnavailableError(f"{failed.tier} tier: part of it did not answer: "
+                                           f"{failed.details['shard_errors']}", tier=failed.tier)
         return _merge(catalog, reports, cands, incomplete, bool(errors), k)
 
 

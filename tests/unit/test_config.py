@@ -232,6 +232,10 @@ def test_section_must_be_table():
                                          r"'search', 'vectorset'"),
         ("hot", "quantization", "int8", r"hot\.quantization: 'int8' is not allowed: must be one of 'q8', "
                                         r"'noquant', 'bin'"),
+        ("hot", "cluster", "sometimes", r"hot\.cluster: 'sometimes' is not allowed: must be true, false or \"auto\""),
+        ("hot", "cluster", 2, r"hot\.cluster: 2 is not allowed"),
+        ("hot", "vector_type", "bfloat16", r"hot\.vector_type: 'bfloat16' is not allowed: must be one of 'float32', "
+                                           r"'float16'"),
         ("policy", "half_life", "soon", r"policy\.half_life: 'soon' is not allowed: must be a duration"),
         ("cold", "cache_size", "lots", r"cold\.cache_size: 'lots' is not allowed: must be a size"),
     ],
@@ -636,3 +640,12 @@ def test_vectorset_backend_needs_cosine(metric):
         cfg(store={**DIM4, "metric": metric}, hot={"backend": "vectorset"})
     c = cfg(store={**DIM4, "metric": metric}, hot={"backend": "auto", "quantization": "NoQuant"})
     assert (c.hot.backend, c.hot.quantization) == ("auto", "noquant")  # auto decides at open
+
+
+def test_hot_cluster_is_auto_true_or_false():
+    assert cfg(store=DIM4).hot.cluster is None  # detected at open
+    assert cfg(store=DIM4, hot={"cluster": "auto"}).hot.cluster is None
+    assert cfg(store=DIM4, hot={"cluster": True}).hot.cluster is True
+    assert cfg(store=DIM4, hot={"cluster": "false"}).hot.cluster is False
+    assert cfg(store=DIM4, hot={"vector_type": "float16"}).hot.vector_type == "float16"
+    assert cfg(store=DIM4).hot.vector_type == "float32"
