@@ -16,7 +16,7 @@ import pytest
 
 import tierstore
 from tierstore import datasets
-from tierstore.services import RedisServer, S3Server
+from tierstore.services import RedisCluster, RedisServer, S3Server
 
 
 @pytest.fixture(scope="session")
@@ -26,6 +26,29 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
     server = RedisServer(tmp_path_factory.mktemp("redis"), port=0).start()
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisCluster]:
+    """A local Redis Cluster of three masters (RediSearch on each), started on first use and
+    shared by the tests' stores (each under its own key prefix)."""
+    cluster = RedisCluster(tmp_path_factory.mktemp("cluster")).start()
+    yield cluster
+    cluster.stop()
+
+
+def _hot_target(request: pytest.FixtureRequest, hot_backend: str, redis_server: RedisServer) -> dict:
+    """``{"backend", "redis_url"}`` of a ``hot_backend`` value: "search", "vectorset", or
+    "search-cluster" (RediSearch on the session's 3-master cluster)."""
+    if hot_backend == "search-cluster":
+        return {"backend": "search", "redis_url": request.getfixturevalue("redis_cluster").url}
+    return {"backend": hot_backend, "redis_url": redis_server.url}
+
+
+@pytest.fixture(scope="session")
+def hot_target() -> Callable[[pytest.FixtureRequest, str, RedisServer], dict]:
+    """``hot_target(request, hot_backend, redis_server)``: the ``[hot]`` keys for a backend param."""
+    return _hot_target
 
 
 @pytest.fixture(scope="session")
@@ -55,7 +78,8 @@ def cold_section() -> Callable[..., dict]:
 @pytest.fixture(scope="session")
 def hot_backend() -> str:
     """The ``hot.backend`` that ``open_store`` uses. A test module runs its tests on both
-    backends by overriding it: ``@pytest.fixture(scope="module", params=["search", "vectorset"])``."""
+    backends by overriding it: ``@pytest.fixture(scope="module", params=["search", "vectorset"])``
+    (and on the Redis Cluster with "search-cluster")."""
     return "search"
 
 
@@ -69,17 +93,18 @@ def redis_server_nosearch(tmp_path_factory: pytest.TempPathFactory) -> Iterator[
 
 
 @pytest.fixture
-def open_store(tmp_path: Path, redis_server: RedisServer, s3_server: S3Server,
-               hot_backend: str) -> Iterator[Callable[..., tierstore.TierStore]]:
+def open_store(tmp_path: Path, redis_server: RedisServer, s3_server: S3Server, hot_backend: str,
+               request: pytest.FixtureRequest) -> Iterator[Callable[..., tierstore.TierStore]]:
     """Factory: open a store on the session Redis and S3 (``embedded=True`` -> its own redis-server)."""
     opened: list[tierstore.TierStore] = []
 
     def make(*, path: Path | None = None, embedded: bool = False, **kw) -> tierstore.TierStore:
         kw.setdefault("dim", 8)
         hot = dict(kw.pop("hot", {}))
-        hot.setdefault("backend", hot_backend)
+        target = _hot_target(request, hot_backend, redis_server)
+        hot.setdefault("backend", target["backend"])
         if not embedded:
-            hot.setdefault("redis_url", redis_server.url)
+            hot.setdefault("redis_url", target["redis_url"])
         if "cold" not in kw or kw["cold"].get("enabled", True):
             kw["cold"] = {**_cold_section(s3_server), **kw.get("cold", {})}
         store = tierstore.open(path=str(path or tmp_path / f"store{len(opened)}"), hot=hot, env={}, **kw)

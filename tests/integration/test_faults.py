@@ -1,5 +1,6 @@
 """Redis failures: killed, restarted, flushed, index dropped -- nothing lost, results unchanged.
-The tests that use a hot tier run on both hot backends (RediSearch and vector sets)."""
+The tests that use a hot tier run on both hot backends (RediSearch and vector sets), and those on
+the shared server also on a 3-master Redis Cluster (its node failures: test_hot_cluster.py)."""
 
 from __future__ import annotations
 
@@ -23,14 +24,35 @@ def vectors(n: int, dim: int = 8, seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).standard_normal((n, dim)).astype(np.float32)
 
 
-@pytest.fixture(scope="module", params=["search", "vectorset"])
+@pytest.fixture(scope="module", params=["search", "vectorset", "search-cluster"])
 def hot_backend(request) -> str:
     return request.param
 
 
+def standalone_only(hot_backend: str) -> None:
+    if hot_backend == "search-cluster":
+        pytest.skip("a standalone server of the test's own; cluster nodes: test_hot_cluster.py")
+
+
+def node_client(store, client, iid: int | None = None):
+    """The client to use for a key: on a cluster, the master that owns its slot (or the first
+    master's, for its index)."""
+    if not hasattr(store.hot, "shards"):
+        return client
+    return (store.hot.owner(iid) if iid is not None else store.hot.shards[0]).r
+
+
+def flushall(store, redis_server) -> None:
+    for r in (sh.r for sh in store.hot.shards) if hasattr(store.hot, "shards") else [redis_server.client()]:
+        r.flushall()
+
+
 def drop_index(store, client) -> None:
     """What an operator's mistake does: the RediSearch index dropped, or the vector set deleted."""
-    if store.hot.backend == "search":
+    if hasattr(store.hot, "shards"):
+        sh = store.hot.shards[0]
+        sh.r.execute_command("FT.DROPINDEX", sh.index)
+    elif store.hot.backend == "search":
         client.execute_command("FT.DROPINDEX", store.hot.index)
     else:
         client.delete(store.hot.vset_key)
@@ -39,7 +61,7 @@ def drop_index(store, client) -> None:
 def remove_behind(store, client, iid: int) -> None:
     """Remove one vector from Redis behind the store's back."""
     if store.hot.backend == "search":
-        client.delete(store.hot.key(iid))
+        node_client(store, client, iid).delete(store.hot.key(iid))
     else:
         client.execute_command("VREM", store.hot.vset_key, store.hot.element(iid))
 
@@ -47,7 +69,7 @@ def remove_behind(store, client, iid: int) -> None:
 def plant(store, iid: int, vec: np.ndarray) -> None:
     """A vector in Redis the catalog does not know (a lagging delete, a foreign write)."""
     if store.hot.backend == "search":
-        store.hot.r.hset(store.hot.key(iid), mapping={"__v": vec.tobytes()})
+        node_client(store, store.hot.r, iid).hset(store.hot.key(iid), mapping={"__v": vec.tobytes()})
     else:
         store.hot.r.execute_command("VADD", store.hot.vset_key, "FP32", vec.tobytes(), store.hot.element(iid),
                                     *store.hot._vadd_opts)
@@ -61,7 +83,9 @@ def own_redis(tmp_path):
     server.stop()
 
 
-def test_redis_killed_then_restarted_loses_nothing(tmp_path, own_redis, hot_backend):
+def test_redis_killed_then_restarted_loses_nothing(tmp_path, hot_backend, request):
+    standalone_only(hot_backend)
+    own_redis = request.getfixturevalue("own_redis")
     v = vectors(300)
     store = tierstore.open(path=str(tmp_path / "s"), dim=8, env={}, schema={"g": "tag"},
                            hot={"redis_url": own_redis.url, "socket_timeout": "2s", "backend": hot_backend})
@@ -94,12 +118,12 @@ def test_flushall_triggers_automatic_rebuild(open_store, redis_server):
     v = vectors(500, seed=1)
     store.upsert(list(range(500)), v, [{"g": str(i % 4)} for i in range(500)])
     before = [h.ids() for h in store.query_batch(v[:30], k=10, filter={"g": {"$ne": "1"}})]
-    redis_server.client().flushall()
+    flushall(store, redis_server)
     after = [h.ids() for h in store.query_batch(v[:30], k=10, filter={"g": {"$ne": "1"}})]
     assert after == before
     assert store.hot.stats["rebuilds"] >= 2
     # and writes right after a flush are not lost either
-    redis_server.client().flushall()
+    flushall(store, redis_server)
     store.upsert([1000], v[:1] + 0.01)
     assert store.hot.count() == 501
 
@@ -118,11 +142,13 @@ def test_keys_deleted_behind_the_store_are_restored_on_verify(open_store, redis_
     v = vectors(50, seed=3)
     store.upsert(list(range(50)), v)
     remove_behind(store, redis_server.client(), store.catalog.iid(7))
-    store.hot._verified = False  # what a reconnect does; verify compares counts and reconciles
+    for t in getattr(store.hot, "shards", [store.hot]):  # (on a cluster: each master's tier)
+        t._verified = False  # what a reconnect does; verify compares counts and reconciles
     assert store.query(v[7], k=1).ids() == [7]
 
 
-def test_embedded_redis_is_restarted_transparently(open_store):
+def test_embedded_redis_is_restarted_transparently(open_store, hot_backend):
+    standalone_only(hot_backend)
     store = open_store(dim=8, embedded=True)
     v = vectors(100, seed=4)
     store.upsert(list(range(100)), v)
@@ -177,7 +203,9 @@ def test_catalog_overrides_stale_redis_keys(open_store):
     assert hits.tiers["hot"].dropped > 0 and hits.tiers["hot"].returned == 10
 
 
-def test_empty_store_with_redis_down_answers_empty(tmp_path, own_redis, hot_backend):
+def test_empty_store_with_redis_down_answers_empty(tmp_path, hot_backend, request):
+    standalone_only(hot_backend)
+    own_redis = request.getfixturevalue("own_redis")
     store = tierstore.open(path=str(tmp_path / "s"), dim=8, env={},
                            hot={"redis_url": own_redis.url, "socket_timeout": "1s", "backend": hot_backend})
     try:

@@ -1,5 +1,5 @@
 """The store on the hot tier alone, against a real redis-server: every test runs on both hot
-backends (RediSearch and Redis 8 vector sets)."""
+backends (RediSearch and Redis 8 vector sets) and on RediSearch over a 3-master Redis Cluster."""
 
 from __future__ import annotations
 
@@ -25,17 +25,17 @@ def rng_vectors(n: int, dim: int, seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).standard_normal((n, dim)).astype(np.float32)
 
 
-@pytest.fixture(scope="module", params=["search", "vectorset"])
+@pytest.fixture(scope="module", params=["search", "vectorset", "search-cluster"])
 def hot_backend(request) -> str:
     return request.param
 
 
 @pytest.fixture(scope="module")
-def wordnet_store(tmp_path_factory, redis_server, wordnet_20k, hot_backend):
+def wordnet_store(tmp_path_factory, redis_server, wordnet_20k, hot_backend, hot_target, request):
     ds = wordnet_20k
     store = tierstore.open(path=str(tmp_path_factory.mktemp("wn")), dim=ds.base.shape[1], env={},
                            schema={"pos": "tag", "lexname": "tag", "nlemmas": "numeric"},
-                           hot={"redis_url": redis_server.url, "capacity": 50_000, "backend": hot_backend})
+                           hot={**hot_target(request, hot_backend, redis_server), "capacity": 50_000})
     for s in range(0, len(ds.base), 2000):
         store.upsert(list(range(s, s + 2000)), ds.base[s : s + 2000], ds.metadata[s : s + 2000])
     yield store
@@ -318,3 +318,25 @@ def test_stats_report_hot_tier(open_store):
     assert st["tiers"]["hot"]["count"] == 10 and st["tiers"]["hot"]["num_docs"] == 10
     assert st["tiers"]["hot"]["ok"] and st["queries"]["queries"] == 1
     assert st["queries"]["latency_ms"]["p50"] > 0 and st["store"]["vectors"] == 10
+
+
+def test_float16_vectors_keep_exact_distances(open_store, hot_backend, tmp_path):
+    """hot.vector_type = "float16" (RediSearch): half the vector bytes in Redis, answers re-scored
+    on the exact float32 vectors; switching the type back re-indexes from the catalog."""
+    if hot_backend == "vectorset":
+        pytest.skip("hot.vector_type is RediSearch's (vector sets have hot.quantization)")
+    base, qs = rng_vectors(1000, 32, seed=7), rng_vectors(10, 32, seed=8)
+    d = 1.0 - (qs @ base.T) / np.outer(np.linalg.norm(qs, axis=1), np.linalg.norm(base, axis=1))
+    path = tmp_path / "f16"
+    for vtype in ("float16", "float32"):
+        store = open_store(path=path, dim=32, hot={"vector_type": vtype})
+        if vtype == "float16":
+            store.upsert(list(range(1000)), base)
+        for t in getattr(store.hot, "shards", [store.hot]):
+            assert t._vector_type_of(t._index_info()) == vtype.upper()
+        assert store.hot.count() == 1000
+        for i, h in enumerate(store.query_batch(qs, k=10, ef=500)):
+            assert h.ids() == np.argsort(d[i])[:10].tolist()
+            np.testing.assert_allclose(h.distances(), np.sort(d[i])[:10], atol=1e-5)
+        assert store.query(qs[0], k=10, ef=500).ids() == np.argsort(d[0])[:10].tolist()
+        store.close()
