@@ -202,3 +202,36 @@ def test_configuration_errors(open_store, tmp_path, redis_server, redis_cluster)
     assert isinstance(store.hot, ClusterHotTier)
     with pytest.raises(ConfigError, match=r"hot\.cluster: 'sometimes'"):
         tierstore.open(path=str(tmp_path / "x"), dim=4, hot={"cluster": "sometimes"}, env={})
+
+
+def test_moves_between_the_cluster_and_warm(open_store):
+    """Moves (the policy's and explicit ones) go through the same cluster writes: copy, flip,
+    removal from whichever master holds the vector."""
+    store = open_store(dim=16, policy={"interval": 0})
+    v = vectors(600, seed=9)
+    store.upsert(list(range(600)), v)
+    expect = [h.ids() for h in store.query_batch(v[:10], k=10, ef=1000)]
+    report = store.move(list(range(0, 600, 2)), "warm")
+    assert report.moved == 300 and store.hot.count() == 300
+    assert [h.ids() for h in store.query_batch(v[:10], k=10, ef=1000)] == expect
+    store.move(list(range(0, 600, 4)), "hot")
+    assert store.hot.count() == 450 and store.verify()["ok"]
+    assert [h.ids() for h in store.query_batch(v[:10], k=10, ef=1000)] == expect
+
+
+def test_a_read_only_process_queries_the_cluster(open_store, tmp_path):
+    store = open_store(dim=16, path=tmp_path / "ro", policy={"interval": 0})
+    v = vectors(300, seed=10)
+    store.upsert(list(range(300)), v)
+    expect = store.query(v[3], k=5, ef=500).ids()
+    cfg = store.config
+    store.close()  # (one process cannot hold a store both ways; another process would keep it open)
+    ro = tierstore.open(path=str(tmp_path / "ro"), dim=16, env={}, read_only=True,
+                        hot={"redis_url": cfg.hot.redis_url},
+                        cold={"url": cfg.cold.url, "endpoint_url": cfg.cold.endpoint_url})
+    try:
+        assert isinstance(ro.hot, ClusterHotTier)
+        hits = ro.query(v[3], k=5, ef=500)
+        assert hits.ids() == expect and not hits.partial
+    finally:
+        ro.close()
