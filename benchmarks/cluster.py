@@ -161,8 +161,9 @@ def main(argv: list[str] | None = None) -> None:
         f"| {three['keyspace_overhead_bytes'] / 2**20:.1f} MiB |",
         f"| vectors per master | {len(ds.base):,} | {' / '.join(f'{n:,}' for n in three.get('docs_per_master', []))} |",
         "",
-        "Reading it: every master answers each query, so on one machine the fan-out costs a thread hand-off "
-        "and three round trips per query (p50 up, batch throughput down), while ingest gains from three "
+        "Reading it: every master answers each query, so on one machine the fan-out costs three searches "
+        "(sent together, read in turn) and the merge per query (p50 up, batch throughput down), while "
+        "ingest gains from three "
         "redis-server processes inserting into three smaller HNSW graphs in parallel; recall is higher "
         "because each master's graph holds a third of the vectors at the same ef. The extra memory per "
         "vector on three masters is Redis Cluster's keyspace: one hash table per slot (about 1.8 KiB for "

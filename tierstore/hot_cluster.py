@@ -581,7 +581,12 @@ class ClusterHotTier(HotTier):
                 answers[sh] = out
                 return out
 
-            errors = self._each(one, live) if live else {}
+            # fast path: every verified master gets its commands on one connection each, then
+            # the replies are read (one thread; the masters work in parallel). Masters it could
+            # not serve cleanly go through the per-master path, which verifies and retries.
+            rest, errors = self._send_then_read(live, qs, k, node, ef, answers)
+            if rest:
+                errors.update(self._each(one, rest))
             errors.update(skipped)
             if not answers:
                 first = next(iter(errors.values()), None) or self._unavailable("no master to ask")
@@ -605,6 +610,65 @@ class ClusterHotTier(HotTier):
             best = merged[:k]
             out.append(([iid for _d, iid in best], [d for d, _iid in best], incomplete, None, dict(details)))
         return out
+
+    _MAX_DIRECT = 64  # queries per master sent at once on the fast path (larger batches: pipelines)
+
+    def _send_then_read(self, shards: list[ShardTier], qs: np.ndarray, k: int, node: filters.Node,
+                        ef: int | None, answers: dict) -> tuple[list[ShardTier], dict[ShardTier, TierStoreError]]:
+        """Send each verified master its FT.SEARCH commands on one of its connections, then read
+        every reply: no thread hand-off per query. Fills ``answers``; returns the masters left
+        for the per-master path and those that failed to connect or answer (marked down)."""
+        if len(qs) > self._MAX_DIRECT:
+            return list(shards), {}
+        rest: list[ShardTier] = []
+        errors: dict[ShardTier, TierStoreError] = {}
+        sent: list[tuple[ShardTier, Any, int]] = []
+        for sh in shards:
+            if not sh._verified:
+                rest.append(sh)
+                continue
+            gen = sh._conn_gen
+            try:
+                conn = sh.r.connection_pool.get_connection()
+            except _UNAVAILABLE:
+                rest.append(sh)  # the per-master path retries, then reports it
+                continue
+            if sh._conn_gen != gen or not sh._verified:  # a new connection: verify first
+                sh.r.connection_pool.release(conn)
+                rest.append(sh)
+                continue
+            try:
+                for q in qs:
+                    conn.send_command(*sh._search_args(q, k, node, ef))
+            except _UNAVAILABLE:
+                conn.disconnect()
+                sh.r.connection_pool.release(conn)
+                rest.append(sh)
+                continue
+            sent.append((sh, conn, gen))
+        for sh, conn, _gen in sent:
+            try:
+                replies = [conn.read_response() for _ in qs]
+            except redis.TimeoutError as exc:  # unresponsive: asking again would wait as long
+                conn.disconnect()
+                errors[sh] = sh._unavailable(exc)
+                sh._verified = False
+            except (*_UNAVAILABLE, redis.ResponseError):
+                # a dropped connection (the per-master path reconnects, verifies and retries) or an
+                # error reply such as a missing index or MOVED (it repairs or re-plans)
+                conn.disconnect()  # (replies may still be queued on it)
+                rest.append(sh)
+            else:
+                out = [sh._parse(r) for r in replies]
+                answers[sh] = [sh._exact(q, a, k) for q, a in zip(qs, out, strict=True)] if sh._f16 else out
+                sh.succeeded()
+            finally:
+                sh.r.connection_pool.release(conn)
+        for sh, exc in errors.items():
+            sh.failed(exc)
+            self._topology_due = min(self._topology_due, time.monotonic() + 1.0)
+            self._verified = False
+        return rest, errors
 
     # --- inspection ----------------------------------------------------------------------------
 
