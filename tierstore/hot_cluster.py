@@ -331,6 +331,34 @@ class ClusterHotTier(HotTier):
                 last = exc
         raise self._unavailable(last)
 
+    def drop_orphaned_indexes(self) -> list[str]:
+        """Drop this store's indexes left on masters whose slot they are named after has moved
+        away (``info()["shards"][i]["orphaned_indexes"]``). Redis answers ``MOVED`` to a plain
+        ``FT.DROPINDEX`` of such a name, so each is dropped with the slot briefly marked
+        ``IMPORTING`` on its node and ``ASKING`` (then ``SETSLOT ... STABLE``): an operator
+        action for when no reshard is in progress (it would clear that slot's migration state).
+        Returns the dropped names."""
+        dropped: list[str] = []
+        with self._lock:
+            plan = self._plan
+            for sh in list(plan.shards if plan else []):
+                for name in list(getattr(sh, "orphans", [])):
+                    slot = key_slot(name.encode())
+                    i = int(plan.owner[slot])
+                    if i < 0 or plan.shards[i] is sh:
+                        continue
+                    sh.r.execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING", plan.shards[i].node_id)
+                    try:
+                        pipe = sh.r.pipeline(transaction=False)  # one connection: ASKING covers the next command
+                        pipe.execute_command("ASKING")
+                        pipe.execute_command("FT.DROPINDEX", name)
+                        pipe.execute()
+                    finally:
+                        sh.r.execute_command("CLUSTER", "SETSLOT", slot, "STABLE")
+                    sh.orphans.remove(name)
+                    dropped.append(name)
+        return dropped
+
     def refresh_topology(self) -> bool:
         """Read the slot map now and re-plan the shards if it changed. Returns whether it did."""
         with self._plan_lock:
