@@ -361,10 +361,11 @@ class RedisServer(ManagedProcess):
 
 
 class RedisCluster:
-    """A local Redis Cluster of ``masters`` redis-servers (RediSearch loaded on each, no
-    replicas), for tests and benchmarks. Formed without redis-cli: each node gets an equal slot
-    range (``CLUSTER ADDSLOTSRANGE``), meets the first (``CLUSTER MEET``), and :meth:`start`
-    returns once every node reports ``cluster_state:ok`` and knows every other.
+    """A local Redis Cluster of ``masters`` redis-servers (RediSearch loaded on each) and
+    ``replicas`` more (replica j follows master j mod masters; ``servers[masters:]``), for tests and
+    benchmarks. Formed without redis-cli: each master gets an equal slot range (``CLUSTER
+    ADDSLOTSRANGE``), every node meets the first (``CLUSTER MEET``), replicas ``CLUSTER REPLICATE``,
+    and :meth:`start` returns once every node reports ``cluster_state:ok`` and knows every other.
 
     The nodes serve their own slots while another is down (``cluster-require-full-coverage no``,
     ``cluster-allow-reads-when-down yes``): what a deployment that wants partial answers during a
@@ -375,12 +376,13 @@ class RedisCluster:
     ...     redis.Redis.from_url(cluster.url).execute_command("CLUSTER", "INFO")
     """
 
-    def __init__(self, data_dir: str | os.PathLike[str], *, masters: int = 3, search: bool = True,
+    def __init__(self, data_dir: str | os.PathLike[str], *, masters: int = 3, replicas: int = 0, search: bool = True,
                  appendonly: bool = False, node_timeout_ms: int = 2000) -> None:
         self.data_dir = Path(data_dir)
+        self.masters = masters
         self.servers: list[RedisServer] = []
         self.bus_ports: list[int] = []
-        for i in range(masters):
+        for i in range(masters + replicas):
             bus = free_port()
             self.bus_ports.append(bus)
             self.servers.append(RedisServer(
@@ -411,17 +413,33 @@ class RedisCluster:
         for s in self.servers:
             if not s.alive():
                 s.start()
-        n = len(self.servers)
+        n, m = len(self.servers), self.masters
         info = self._info(0)
         if int(info.get("cluster_known_nodes", 0)) < n or int(info.get("cluster_slots_assigned", 0)) < 16384:
             for i, s in enumerate(self.servers):
                 c = s.client()
                 try:
-                    lo, hi = round(i * 16384 / n), round((i + 1) * 16384 / n) - 1  # as redis-cli splits
-                    with contextlib.suppress(Exception):  # already assigned (a restart)
-                        c.execute_command("CLUSTER", "ADDSLOTSRANGE", lo, hi)
+                    if i < m:
+                        lo, hi = round(i * 16384 / m), round((i + 1) * 16384 / m) - 1  # as redis-cli splits
+                        with contextlib.suppress(Exception):  # already assigned (a restart)
+                            c.execute_command("CLUSTER", "ADDSLOTSRANGE", lo, hi)
                     if i:  # the bus port is not port + 10000 here: MEET must name it
                         c.execute_command("CLUSTER", "MEET", "127.0.0.1", self.servers[0].port, self.bus_ports[0])
+                finally:
+                    c.close()
+            deadline = time.monotonic() + timeout
+            for i in range(m, n):  # a replica can follow its master once gossip has told it the id
+                master_id = self.node_id(i % m)
+                c = self.client(i)
+                try:
+                    while True:
+                        try:
+                            c.execute_command("CLUSTER", "REPLICATE", master_id)
+                            break
+                        except Exception:
+                            if time.monotonic() > deadline:
+                                raise
+                            time.sleep(0.1)
                 finally:
                     c.close()
         self.wait_ok(timeout)

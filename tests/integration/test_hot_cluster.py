@@ -240,3 +240,27 @@ def test_a_read_only_process_queries_the_cluster(open_store, tmp_path):
         assert hits.ids() == expect and not hits.partial
     finally:
         ro.close()
+
+
+def test_a_failover_is_followed(open_store, tmp_path):
+    """A master with a replica dies; the cluster promotes the replica (which has RediSearch's
+    index and the vectors by replication) and the store re-plans onto it."""
+    cluster = RedisCluster(tmp_path / "fo", masters=3, replicas=1, node_timeout_ms=1000).start()  # 3 follows 0
+    try:
+        store = open_store(dim=16, hot={"redis_url": cluster.urls[1], "socket_timeout": "1s"})
+        v = vectors(600, seed=11)
+        store.upsert(list(range(600)), v)
+        expect = [h.ids() for h in store.query_batch(v[:10], k=10, ef=1000)]
+        assert {sh.port for sh in store.hot.shards} == {s.port for s in cluster.servers[:3]}
+        cluster.client(0).execute_command("WAIT", 1, 5000)  # the replica has every write
+        cluster.servers[0].kill()
+        assert store.query(v[0], k=10, ef=1000).partial  # until the failover
+        cluster.wait_ok(timeout=30, nodes=[1, 2, 3])  # the replica now serves node 0's slots
+        hits = wait_complete(store, v[0], 10, timeout=30)
+        assert not hits.partial and hits.ids() == expect[0]
+        assert {sh.port for sh in store.hot.shards} == {s.port for s in cluster.servers[1:]}
+        assert [h.ids() for h in store.query_batch(v[:10], k=10, ef=1000)] == expect
+        store.upsert([600], v[:1] * 2)
+        assert store.hot.count() == 601 and store.verify()["ok"]
+    finally:
+        cluster.stop()
