@@ -16,6 +16,7 @@ catalog.
 from __future__ import annotations
 
 import logging
+import contextlib
 import os
 import secrets
 import struct
@@ -105,10 +106,15 @@ class AccessLog:
             except OSError as exc:  # accesses are statistics: losing some is not an error
                 log.warning("could not record accesses for the writer's policy: %s", exc)
 
+    def _finish(self) -> None:
+        os.close(self._fd)
+        # the store directory went away (or the writer removed the file): nothing to hand over
+        with contextlib.suppress(FileNotFoundError):
+            os.replace(self._path, self._path.with_suffix(".done"))
+
     def _rotate(self) -> None:
         if self._fd is not None:
-            os.close(self._fd)
-            os.replace(self._path, self._path.with_suffix(".done"))
+            self._finish()
         self._path = self.root / f"r-{os.getpid()}-{secrets.token_hex(4)}.log"
         self._fd = os.open(self._path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         self._size = 0
@@ -117,8 +123,7 @@ class AccessLog:
         self.flush()
         with self._lock:
             if self._fd is not None:
-                os.close(self._fd)
-                os.replace(self._path, self._path.with_suffix(".done"))
+                self._finish()
                 self._fd = None
 
 
