@@ -15,8 +15,8 @@ catalog.
 
 from __future__ import annotations
 
-import logging
 import contextlib
+import logging
 import os
 import secrets
 import struct
