@@ -379,6 +379,10 @@ class PolicyEngine:
             self._thread.join(timeout)
             if not self._thread.is_alive():
                 self._thread = None
+        if self._thread is None:
+            # Only the thread's cycles were to stop: a later run_policy() (or start()) must run
+            # whole, not return before its first batch because the event is still set.
+            self._stop.clear()
 
     def _loop(self) -> None:
         while not self._stop.wait(self.cfg.interval):

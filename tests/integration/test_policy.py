@@ -344,3 +344,16 @@ def test_the_cycle_compacts_small_cold_segments(open_store):
     assert store.verify()["ok"]
     store.run_policy()  # one segment left: nothing to merge
     assert store.stats()["policy"]["cold_compactions"] == 1
+
+
+def test_run_policy_after_stopping_the_thread_runs_whole(open_store):
+    v = vecs(300)
+    store = open_store(dim=16, hot={"capacity": 20}, warm={"capacity": 100},
+                       policy={"interval": "1h", "ingest_tier": "cold", "grace_period": 0, "batch_size": 5})
+    store.upsert(list(range(300)), v)
+    store.touch(list(range(40)) * 3)
+    store.policy.stop()  # the thread never ran a cycle (interval 1h)
+    rep = store.run_policy()
+    assert rep.moved.get("cold->hot") == 20 and rep.moved.get("cold->warm") == 20  # several batches each
+    store.policy.start()
+    assert store.stats()["policy"]["running"]
