@@ -533,13 +533,17 @@ class SearchHotTier(HotTier):
         full = policy.bytes_per_vector("hot", self.dim, self.cfg.m)
         return full - 4 * self.dim if self._f16 else full  # the vector twice (hash + index) at 2 B
 
-    def _reset_index(self) -> None:
+    def _drop_index_and_keys(self) -> None:
+        """Drop this tier's index and delete the vector keys it holds."""
         try:
             self.r.execute_command("FT.DROPINDEX", self.index)
         except redis.ResponseError as exc:
             if not _is_missing_index(exc):
                 raise
         self._delete_keys(self.keys())
+
+    def _reset_index(self) -> None:
+        self._drop_index_and_keys()
         self._create_index()
         # FT.CREATE scans the keyspace in the background; hashes written while that scan runs
         # can be indexed twice (a duplicate HNSW node degrades recall), so wait for it first.

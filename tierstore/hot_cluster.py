@@ -206,13 +206,8 @@ class ShardTier(SearchHotTier):
                 pipe.unlink(k)
             pipe.execute()
 
-    def _purge(self) -> None:
-        try:
-            self.r.execute_command("FT.DROPINDEX", self.index)
-        except redis.ResponseError as exc:
-            if not _is_missing_index(exc):
-                raise
-        self._delete_keys(self.keys())
+    def _purge(self) -> None:  # only this shard's index and keys (a scan of the prefix would cross slots)
+        self._drop_index_and_keys()
 
     def search(self, q: np.ndarray, k: int, node: filters.Node, ef: int | None = None) -> Answer:
         if node == filters.FALSE:
