@@ -355,7 +355,9 @@ class RedisServer(ManagedProcess):
     def ready(self) -> bool:
         c = self.client(socket_timeout=1)
         try:
-            return bool(c.ping())
+            # Our process, not another server that took the port between free_port() and our
+            # bind (ours then exits with "Address already in use"; start() reports its log).
+            return int(c.info("server")["process_id"]) == self.pid
         finally:
             c.close()
 
