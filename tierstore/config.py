@@ -173,6 +173,83 @@ def parse_host(value: Any, path: str) -> str:
     raise _fail(path, value, allowed)
 
 
+def _redact(url: str) -> str:
+    """``url`` with its password (if any) replaced by ``***``, for error messages."""
+    head, sep, tail = url.partition("://")
+    userinfo, at, rest = tail.rpartition("@")
+    if not sep or not at or ":" not in userinfo:
+        return url
+    return f"{head}://{userinfo.split(':', 1)[0]}:***@{rest}"
+
+
+def _url_port(u: Any) -> str | None:
+    """Why the port of a parsed URL is wrong, or None when it is absent or fine."""
+    try:
+        port = u.port
+    except ValueError:
+        port = -1
+    if port is not None and not 1 <= port <= 65535:
+        raw = u.netloc.rpartition("@")[2].rpartition(":")[2]
+        return f"port {raw!r} is not a number in 1..65535"
+    return None
+
+
+def parse_redis_url(value: Any, path: str) -> str | None:
+    """A Redis URL redis-py accepts: ``redis://[user:password@]host[:port][/db]``, ``rediss://``
+    (TLS) or ``unix:///path/to/redis.sock[?db=N]``; absent/empty = None. Checked here so a typo
+    is a ConfigError naming the key, not redis-py's ValueError (or a silent default) at open."""
+    from urllib.parse import urlparse
+
+    url = parse_str(value, path, optional=True)
+    if url is None:
+        return None
+    form = "must look like 'redis://host:6379/0', 'rediss://host:6380/0' (TLS) or 'unix:///path/redis.sock'"
+    u = urlparse(url.strip())
+    why: str | None = None
+    if u.scheme not in ("redis", "rediss", "unix") or not url.strip().startswith(f"{u.scheme}://"):
+        why = "the scheme must be redis://, rediss:// or unix://"
+    elif u.scheme == "unix":
+        if not u.path:
+            why = "a unix:// URL needs the socket's path (unix:///path/redis.sock)"
+    elif not u.hostname:
+        why = "no host"
+    else:
+        why = _url_port(u)
+        if why is None and u.path.strip("/") and not u.path.strip("/").isdigit():
+            why = f"the path {u.path!r} must be a database number (/0)"
+    if why is None:
+        import redis.connection
+
+        try:
+            redis.connection.parse_url(url.strip())
+        except ValueError as exc:
+            why = str(exc).rstrip(".")
+    if why is not None:
+        raise _fail(path, _redact(url), f"{why}; {form}")
+    return url.strip()
+
+
+def parse_http_url(value: Any, path: str) -> str | None:
+    """An http(s) endpoint URL (``http://host[:port][/path]``); absent/empty = None."""
+    from urllib.parse import urlparse
+
+    url = parse_str(value, path, optional=True)
+    if url is None:
+        return None
+    form = "must look like 'http://host:port' or 'https://host'"
+    u = urlparse(url.strip())
+    why: str | None = None
+    if u.scheme not in ("http", "https") or not url.strip().startswith(f"{u.scheme}://"):
+        why = "the scheme must be http:// or https://"
+    elif not u.hostname or " " in url.strip():
+        why = "no host" if not u.hostname else "it holds a space"
+    else:
+        why = _url_port(u)
+    if why is not None:
+        raise _fail(path, _redact(url), f"{why}; {form}")
+    return url.strip()
+
+
 def parse_filter_table(value: Any, path: str) -> dict[str, Any] | None:
     """A filter in the DESIGN filter language: a TOML table, or JSON text (environment
     variables). Its fields are checked against ``[schema]`` once the whole config is read."""
@@ -216,7 +293,7 @@ class StoreConfig:
 class HotConfig:
     """``[hot]``: the Redis HNSW tier. ``redis_url`` absent = an embedded redis-server."""
 
-    redis_url: str | None = _spec(None, "optstr")
+    redis_url: str | None = _spec(None, "redis_url")
     # Redis Cluster (one RediSearch index per master, KNN fanned out and merged; see hot_cluster):
     # absent or "auto" = when the node at redis_url says cluster_enabled:1; true = require it.
     cluster: bool | None = _spec(None, "optbool")
@@ -273,7 +350,7 @@ class ColdConfig:
 
     url: str | None = _spec(None, "optstr")
     enabled: bool = _spec(True, "bool")
-    endpoint_url: str | None = _spec(None, "optstr")
+    endpoint_url: str | None = _spec(None, "http_url")
     region: str | None = _spec(None, "optstr")
     nprobe: int = _spec(40, "int", lo=1, hi=1_000_000)
     cache_size: int = _spec(2 * 1024**3, "size")
@@ -393,6 +470,10 @@ def _parse_value(spec: dict[str, Any], value: Any, path: str) -> Any:
         return parse_int(value, path, spec.get("lo"), spec.get("hi"))
     if kind == "host":
         return parse_host(value, path)
+    if kind == "redis_url":
+        return parse_redis_url(value, path)
+    if kind == "http_url":
+        return parse_http_url(value, path)
     raise AssertionError(kind)
 
 

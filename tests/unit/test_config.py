@@ -499,6 +499,65 @@ def test_cold_url_bad(url):
         cfg(store=DIM4, cold={"url": url})
 
 
+@pytest.mark.parametrize(
+    ("url", "why"),
+    [
+        ("redis//x", "the scheme must be redis://, rediss:// or unix://"),
+        ("http://x", "the scheme must be redis://, rediss:// or unix://"),
+        ("localhost:6379", "the scheme must be redis://, rediss:// or unix://"),
+        ("redis://host:notaport", "port 'notaport' is not a number in 1..65535"),
+        ("redis://host:99999", "port '99999' is not a number in 1..65535"),
+        ("redis://host:0", "port '0' is not a number in 1..65535"),
+        ("redis://", "no host"),
+        ("redis:///0", "no host"),
+        ("redis://host/abc", "the path '/abc' must be a database number"),
+        ("unix://", "a unix:// URL needs the socket's path"),
+        ("redis://host:6379/0?socket_timeout=abc", "Invalid value for 'socket_timeout'"),
+    ],
+)
+def test_redis_url_bad(url, why):
+    """A malformed hot.redis_url is a ConfigError naming the key (was redis-py's ValueError at open,
+    or for a bad db path a silent db 0)."""
+    with pytest.raises(ConfigError, match=r"^hot\.redis_url: .* is not allowed: " + re.escape(why)):
+        cfg(store=DIM4, hot={"redis_url": url})
+    with pytest.raises(ConfigError, match=r"^hot\.redis_url: "):
+        cfg(store=DIM4, env={"TIERSTORE_HOT_REDIS_URL": url})
+
+
+@pytest.mark.parametrize("url", ["redis://localhost:6379/0", "redis://127.0.0.1", "rediss://u:p@h.example:6380/2",
+                                 "redis://[::1]:6379", "unix:///tmp/redis.sock?db=0", "redis://h:6379/0?protocol=3"])
+def test_redis_url_ok(url):
+    assert cfg(store=DIM4, hot={"redis_url": url}).hot.redis_url == url
+    assert cfg(store=DIM4, hot={"redis_url": f"  {url} "}).hot.redis_url == url
+
+
+def test_redis_url_error_hides_the_password():
+    with pytest.raises(ConfigError) as err:
+        cfg(store=DIM4, hot={"redis_url": "redis://app:s3cret@host:port/0"})
+    assert "s3cret" not in str(err.value) and "redis://app:***@host:port/0" in str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("url", "why"),
+    [
+        ("localhost:8333", "the scheme must be http:// or https://"),
+        ("ftp://x", "the scheme must be http:// or https://"),
+        ("http://", "no host"),
+        ("http://x:notaport", "port 'notaport' is not a number in 1..65535"),
+        ("http://127.0.0.1:99999", "port '99999' is not a number in 1..65535"),
+        ("http://a b", "it holds a space"),
+    ],
+)
+def test_cold_endpoint_url_bad(url, why):
+    with pytest.raises(ConfigError, match=r"^cold\.endpoint_url: .* is not allowed: " + re.escape(why)):
+        cfg(store=DIM4, cold={"endpoint_url": url})
+
+
+@pytest.mark.parametrize("url", ["http://127.0.0.1:8333", "https://s3.eu-west-1.amazonaws.com", "http://minio/"])
+def test_cold_endpoint_url_ok(url):
+    assert cfg(store=DIM4, cold={"endpoint_url": url}).cold.endpoint_url == url
+
+
 def test_ingest_cold_requires_cold_enabled():
     with pytest.raises(
         ConfigError, match=r"^policy\.ingest_tier: 'cold' is not allowed: cold tier is disabled"
