@@ -15,6 +15,8 @@ hnswlib index into process memory. Format version 1 (rows are hnswlib's internal
     scales.npy     (dim,) float32
     vectors.npy    (n, dim) float32 exact vectors (unit length under cosine) for the rerank
     sqnorms.npy    (n,) float32   squared norms (l2)
+    checksums.txt  one line "<file> <bytes> <xxh3_64 hex>" per file above (meta.json included), then
+                   "self <xxh3_64 hex of the preceding lines>": any changed byte of any file is seen
 
 What a search touches: links0/levels/upper and codes (about (m0 * 4 + dim) bytes per visited
 row) stay hot in the page cache; ``vectors`` is read for the ``rerank`` best rows only.
@@ -22,6 +24,10 @@ row) stay hot in the page cache; ``vectors`` is read for the ``rerank`` best row
 Writes are crash-safe: everything goes to ``seg-<id>.tmp``, each file and the directory are
 fsynced, then the directory is renamed into place (and the parent fsynced); only then does the
 caller record the segment in the catalog. A ``.tmp`` directory left by a crash is deleted on open.
+``checksums.txt`` is written last, before the rename; :meth:`Segment.open` checks every file
+against it the first time a process maps the segment (:func:`check_files`), and
+:meth:`Segment.verify_files` re-reads them from disk (``verify --deep``). A segment written before
+checksums existed has no such file: it opens (``checksums`` is None) and reports "no checksums".
 
 >>> import numpy as np, tempfile, os
 >>> rng = np.random.default_rng(0); x = rng.standard_normal((500, 16)).astype(np.float32)
@@ -48,6 +54,7 @@ from typing import Any
 import hnswlib
 import numba
 import numpy as np
+import xxhash
 
 from . import kernels
 from .errors import IntegrityError
@@ -59,6 +66,9 @@ _ARRAYS = ("iids", "links0", "levels", "upper_off", "upper", "codes", "scales", 
 # size_data_per_element, label_offset, offsetData (size_t), maxlevel (int), enterpoint (uint32),
 # maxM, maxM0, M (size_t), mult (double), ef_construction (size_t)
 _HNSWLIB_HEADER = struct.Struct("<QQQQQQiIQQQdQ")
+CHECKSUMS = "checksums.txt"
+FILES = (*(f"{a}.npy" for a in _ARRAYS), "meta.json")  # what checksums.txt covers
+_CHUNK = 8 * 1024**2
 
 
 # --- building ---------------------------------------------------------------------------------------
@@ -168,6 +178,7 @@ def write_graph(path: str | os.PathLike[str], iids: np.ndarray, g: dict[str, Any
     for name, arr in arrays.items():
         _write_synced(tmp / f"{name}.npy", lambda fh, arr=arr: np.save(fh, arr, allow_pickle=False))
     _write_synced(tmp / "meta.json", lambda fh: fh.write(json.dumps(meta).encode()))
+    write_checksums(tmp)  # last: a directory with a valid checksums file is complete
     _fsync_dir(tmp)
     os.rename(tmp, path)
     _fsync_dir(path.parent)
@@ -189,6 +200,81 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+# --- checksums ------------------------------------------------------------------------------------
+
+
+def hash_file(path: Path) -> tuple[int, int]:
+    """(size, xxh3_64) of a file, read in 8 MiB chunks (no mapping: pages stay in the page
+    cache only, not in the process's resident set)."""
+    h = xxhash.xxh3_64()
+    size = 0
+    buf = bytearray(_CHUNK)
+    view = memoryview(buf)
+    with open(path, "rb", buffering=0) as fh:
+        while n := fh.readinto(buf):
+            h.update(view[:n])
+            size += n
+    return size, h.intdigest()
+
+
+def _checksums_text(sums: dict[str, tuple[int, int]]) -> bytes:
+    body = "".join(f"{name} {size} {digest:016x}\n" for name, (size, digest) in sorted(sums.items())).encode()
+    return body + f"self {xxhash.xxh3_64_intdigest(body):016x}\n".encode()
+
+
+def write_checksums(path: str | os.PathLike[str]) -> dict[str, tuple[int, int]]:
+    """Hash every segment file in directory ``path`` and durably write ``checksums.txt`` there
+    (through a temporary file and a rename, so an existing one is replaced atomically)."""
+    path = Path(path)
+    sums = {name: hash_file(path / name) for name in FILES}
+    tmp = path / (CHECKSUMS + ".tmp")
+    _write_synced(tmp, lambda fh: fh.write(_checksums_text(sums)))
+    os.replace(tmp, path / CHECKSUMS)
+    return sums
+
+
+def read_checksums(path: str | os.PathLike[str]) -> dict[str, tuple[int, int]] | None:
+    """The checksum table of segment directory ``path``; None when it has none (written before
+    checksums existed). IntegrityError when the table itself is damaged."""
+    try:
+        raw = (Path(path) / CHECKSUMS).read_bytes()
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise IntegrityError(f"{CHECKSUMS} unreadable ({exc})") from None
+    try:
+        lines = raw.decode("ascii").split("\n")
+        sums = {}
+        for line in lines[:-2]:
+            name, size, digest = line.split(" ")
+            sums[name] = (int(size), int(digest, 16))
+    except ValueError:
+        sums = None
+    # the file must be exactly what these values write: one changed byte anywhere fails here
+    if sums is None or _checksums_text(sums) != raw or set(sums) != set(FILES):
+        raise IntegrityError(f"{CHECKSUMS} is damaged (its own checksum does not match)")
+    return sums
+
+
+def check_files(path: str | os.PathLike[str], sums: dict[str, tuple[int, int]],
+                names: tuple[str, ...] = FILES) -> tuple[list[str], int]:
+    """Compare ``names`` in directory ``path`` with the checksum table -> (problems, bytes read)."""
+    problems, read = [], 0
+    for name in names:
+        size, digest = sums[name]
+        try:
+            got_size, got = hash_file(Path(path) / name)
+        except OSError as exc:
+            problems.append(f"{name}: unreadable ({exc.strerror or exc})")
+            continue
+        read += got_size
+        if got_size != size:
+            problems.append(f"{name}: {got_size} bytes, checksums.txt says {size}")
+        elif got != digest:
+            problems.append(f"{name}: checksum mismatch (xxh3_64 {got:016x}, expected {digest:016x})")
+    return problems, read
+
+
 # --- serving --------------------------------------------------------------------------------------
 
 
@@ -207,9 +293,21 @@ class Segment:
         self._local = threading.local()
         self._tag_lock = threading.Lock()
 
+    checksums: dict[str, tuple[int, int]] | None = None  # None: written before checksums existed
+
     @classmethod
-    def open(cls, path: str | os.PathLike[str]) -> Segment:
+    def open(cls, path: str | os.PathLike[str], check: bool = True) -> Segment:
+        """Map a segment. ``check``: first compare every file with ``checksums.txt`` (the first
+        map in a process; pass False for a segment this process has just written)."""
         path = Path(path)
+        try:
+            sums = read_checksums(path)
+        except IntegrityError as exc:
+            raise IntegrityError(f"warm segment {path}: {exc}") from None
+        if sums is not None and check:
+            problems, _ = check_files(path, sums)
+            if problems:
+                raise IntegrityError(f"warm segment {path}: {'; '.join(problems)}")
         try:
             meta = json.loads((path / "meta.json").read_text())
         except (OSError, ValueError) as exc:
@@ -222,10 +320,43 @@ class Segment:
                 arrays[name] = np.load(path / f"{name}.npy", mmap_mode="r", allow_pickle=False)
             except (OSError, ValueError) as exc:
                 raise IntegrityError(f"warm segment {path}: cannot map {name}.npy ({exc})") from None
-        n = int(meta["n"])
-        if arrays["links0"].shape[0] != n or arrays["vectors"].shape != (n, meta["dim"]):
+        try:
+            n, dim = int(meta["n"]), int(meta["dim"])
+            want = {"iids": (n,), "links0": (n, int(meta["m0"])), "levels": (n,), "upper_off": (n + 1,),
+                    "codes": (n, dim), "scales": (dim,), "vectors": (n, dim), "sqnorms": (n,)}
+            METRIC_CODE[meta["metric"]]
+        except (KeyError, TypeError, ValueError) as exc:
+            raise IntegrityError(f"warm segment {path}: meta.json incomplete ({exc!r})") from None
+        if any(arrays[a].shape != shape for a, shape in want.items()) or arrays["upper"].ndim != 1:
             raise IntegrityError(f"warm segment {path}: array shapes do not match meta.json")
-        return cls(path, meta, arrays)
+        seg = cls(path, meta, arrays)
+        seg.checksums = sums
+        return seg
+
+    def verify_files(self, full: bool = True) -> tuple[list[str], int]:
+        """Re-read the segment's files from disk and compare them with ``checksums.txt`` (itself
+        checked) -> (problems, bytes hashed). ``full=False``: the table, every file's size and
+        meta.json only. A segment without checksums returns no problems (see ``checksums``)."""
+        try:
+            sums = read_checksums(self.path)
+        except IntegrityError as exc:
+            return [str(exc)], 0
+        if sums is None:
+            return ([f"{CHECKSUMS} is missing"] if self.checksums is not None else []), 0
+        problems = [] if self.checksums in (None, sums) else [f"{CHECKSUMS} changed since it was mapped"]
+        if full:
+            more, read = check_files(self.path, sums)
+            return problems + more, read
+        for name in FILES:
+            try:
+                size = (self.path / name).stat().st_size
+            except OSError as exc:
+                problems.append(f"{name}: unreadable ({exc.strerror or exc})")
+                continue
+            if size != sums[name][0]:
+                problems.append(f"{name}: {size} bytes, checksums.txt says {sums[name][0]}")
+        more, read = check_files(self.path, sums, ("meta.json",))
+        return problems + more, read
 
     def _visited(self) -> tuple[np.ndarray, int]:
         st = self._local
@@ -286,5 +417,6 @@ class Segment:
         return int(sum(f.stat().st_size for f in self.path.iterdir()))
 
 
-__all__ = ["FORMAT", "Segment", "build_graph", "export_graph", "new_index", "parse_hnswlib", "quantize",
-           "write_graph", "write_segment"]
+__all__ = ["CHECKSUMS", "FILES", "FORMAT", "Segment", "build_graph", "check_files", "export_graph", "hash_file",
+           "new_index", "parse_hnswlib", "quantize", "read_checksums", "write_checksums", "write_graph",
+           "write_segment"]

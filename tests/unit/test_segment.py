@@ -131,6 +131,7 @@ def test_tiny_and_single_row_segments(tmp_path):
 def test_corrupt_or_foreign_segments_raise_integrity_error(tmp_path, data):
     x, _ = data
     p = segment.write_segment(tmp_path / "s", np.arange(100, dtype=np.uint64), x[:100], metric="cosine")
+    (p / segment.CHECKSUMS).unlink()  # a segment from before checksums: the parsing checks still apply
     meta = json.loads((p / "meta.json").read_text())
     (p / "meta.json").write_text(json.dumps({**meta, "format": 99}))
     with pytest.raises(IntegrityError, match="format 99"):
@@ -151,7 +152,39 @@ def test_write_is_atomic_and_replaces_a_stale_tmp(tmp_path, data):
     (stale / "junk").write_text("left by a crash")
     p = segment.write_segment(tmp_path / "seg-00000002", np.arange(50, dtype=np.uint64), x[:50], metric="cosine")
     assert not stale.exists() and sorted(f.name for f in p.iterdir()) == sorted(
-        [f"{a}.npy" for a in segment._ARRAYS] + ["meta.json"])
+        [f"{a}.npy" for a in segment._ARRAYS] + ["meta.json", "checksums.txt"])
+
+
+def test_checksums_catch_any_changed_byte_at_open_and_in_verify_files(tmp_path, data):
+    x, _ = data
+    p = segment.write_segment(tmp_path / "s", np.arange(300, dtype=np.uint64), x[:300], metric="cosine")
+    seg = segment.Segment.open(p)
+    assert seg.checksums is not None and set(seg.checksums) == set(segment.FILES)
+    assert seg.verify_files() == ([], sum(f.stat().st_size for f in p.iterdir() if f.name != "checksums.txt"))
+    rng = np.random.default_rng(1)
+    for name in [*segment.FILES, segment.CHECKSUMS]:
+        raw = bytearray((p / name).read_bytes())
+        for off in {0, len(raw) - 1, int(rng.integers(len(raw)))}:
+            good = raw[off]
+            raw[off] ^= int(rng.integers(1, 256))
+            (p / name).write_bytes(raw)
+            problems, _ = seg.verify_files()
+            assert problems and any(name in msg for msg in problems), (name, off, problems)
+            with pytest.raises(IntegrityError, match=name.replace(".", r"\.")):
+                segment.Segment.open(p)
+            raw[off] = good
+            (p / name).write_bytes(raw)
+    assert seg.verify_files()[0] == []
+    whole = (p / "vectors.npy").read_bytes()
+    (p / "vectors.npy").write_bytes(whole[:-4])  # truncated: the quick check (sizes) sees it
+    assert "vectors.npy: " in seg.verify_files(full=False)[0][0]
+    (p / "vectors.npy").write_bytes(whole)
+    (p / "meta.json").write_text(json.dumps({**json.loads((p / "meta.json").read_text()), "note": 1}))
+    segment.write_checksums(p)  # the table follows the files again
+    assert segment.Segment.open(p).verify_files()[0] == []
+    (p / segment.CHECKSUMS).unlink()
+    legacy = segment.Segment.open(p)  # no checksums: opens, nothing to compare
+    assert legacy.checksums is None and legacy.verify_files() == ([], 0)
 
 
 def test_batch_search_equals_single_queries(seg, data):
