@@ -9,7 +9,7 @@
     tierstore policy [--dry-run] [--examples 10]     one policy cycle: what moves and why
     tierstore migrate --tier cold (--filter '{"tenant": "acme"}' | --ids ids.txt) [--resume]
     tierstore compact [--threshold 0.3]
-    tierstore verify [--quick] [--json]
+    tierstore verify [--quick | --deep] [--repair] [--json]
     tierstore export out.jsonl|out.npz [--tier cold]
     tierstore rebuild-hot
     tierstore serve-metrics [--port 9464] [--addr 127.0.0.1]   Prometheus /metrics until Ctrl-C
@@ -357,7 +357,7 @@ def _read_ids(path: Path, int_ids: bool) -> list:
 def cmd_verify(args: argparse.Namespace) -> int:
     with _open(args) as store:
         t0 = time.perf_counter()
-        rep = store.verify(deep=not args.quick)
+        rep = store.verify(deep=not args.quick, repair=args.repair)
         rep["seconds"] = round(time.perf_counter() - t0, 2)
     if args.json:
         _print(rep, True)
@@ -527,9 +527,16 @@ def build_parser() -> argparse.ArgumentParser:
                     help="only vectors now in this tier (repeatable)")
     sp.add_argument("--batch-size", type=int, default=5000, help="vectors per batch (cold: per segment)")
     sp.add_argument("--resume", action="store_true", help="continue the interrupted migrate")
-    sp = add("verify", cmd_verify, "check catalog vs Redis vs warm segments vs S3 (checksums of every "
-             "cold object); exit 4 when something is wrong")
-    sp.add_argument("--quick", action="store_true", help="do not download cold objects (footers only)")
+    sp = add("verify", cmd_verify, "check catalog vs Redis vs warm segments vs S3 (checksums of every byte of "
+             "every warm segment file and cold object, and of the local cold caches); exit 4 when something "
+             "is wrong")
+    depth = sp.add_mutually_exclusive_group()
+    depth.add_argument("--quick", action="store_true", help="do not download cold objects (footers only) nor "
+                       "hash warm segment files (sizes and meta.json only)")
+    depth.add_argument("--deep", action="store_true", help="check every byte (the default; for scripts that "
+                       "want to say so)")
+    sp.add_argument("--repair", action="store_true", help="rebuild damaged warm segments (and those without "
+                    "checksums) from the catalog, drop damaged cache files; cold objects are only reported")
     sp = add("export", cmd_export, "write every record (cold ones fetched from S3) to .jsonl or .npz")
     sp.add_argument("out")
     sp.add_argument("--tier", action="append", choices=("hot", "warm", "cold"), help="only these tiers")

@@ -795,9 +795,13 @@ class ColdTier:
         return {"orphans_deleted": len(orphans), "orphan_bytes": sum(s for _, s in orphans),
                 "manifests_deleted": len(manifests)}
 
-    def verify(self, deep: bool = True) -> dict[str, Any]:
+    def verify(self, deep: bool = True, repair: bool = False) -> dict[str, Any]:
         """Check manifest == catalog segments, every object's footer and block checksums (``deep``:
-        downloads every object), and that each cold catalog entry names a row holding its id."""
+        downloads every object and checks every byte of it: header, blocks, records, footer,
+        trailer; and every local footer and block cache file), and that each cold catalog entry
+        names a row holding its id. A damaged cache file is dropped (or rewritten from S3): it is
+        a problem, or with ``repair`` listed under ``repaired``. S3 holds the only copy of a cold
+        segment: a damaged object is reported (``damaged``: segment -> partitions), not repaired."""
         self.connect()
         problems: list[str] = []
         seq, manifest = self._latest_manifest()
@@ -808,35 +812,42 @@ class ColdTier:
             problems.append(f"segment {s} is in manifest {seq} but not in the catalog")
         objects = dict(self._list("segments"))
         ids_of: dict[int, np.ndarray] = {}
+        damaged: dict[int, list[str]] = {}
         checked_bytes = 0
         for sid, info in sorted(registry.items()):
             key = info["key"]
+            what = f"cold segment {sid} ({key})"
             if key not in objects:
-                problems.append(f"segment {sid}: object {key} is missing")
+                problems.append(f"{what}: the object is missing")
+                damaged[sid] = ["missing"]
                 continue
             if objects[key] != info["bytes"]:
-                problems.append(f"segment {sid}: object {key} has {objects[key]} bytes, expected {info['bytes']}")
+                problems.append(f"{what}: the object has {objects[key]} bytes, expected {info['bytes']}")
+                damaged[sid] = ["size"]
                 continue
             try:
-                raw = self._s3(lambda c, key=key: c.get_object(Bucket=self.bucket, Key=key)["Body"].read()) if deep else None
-                if raw is None:
-                    f = self._footer(sid, info)
+                if not deep:
+                    self._footer(sid, info)
                     ids_of[sid] = np.zeros(0, np.uint64)
                     continue
-                checked_bytes += len(raw)
-                off, length, sumv = coldseg.parse_trailer(raw, key)
-                f = coldseg.parse_footer(raw[off : off + length], sumv, key)
-                ids = []
-                for p in range(f.parts):
-                    blk_raw = raw[int(f.offsets[p]) : int(f.offsets[p + 1])]
-                    coldseg.verify_block(blk_raw, f, p, key)
-                    ids.append(np.frombuffer(blk_raw, np.uint64, int(f.counts[p])))
-                r0, rl, rs = f.records
-                if coldseg.checksum(raw[r0 : r0 + rl]) != rs:
-                    raise IntegrityError(f"{key}: records block checksum mismatch")
-                ids_of[sid] = np.concatenate(ids) if ids else np.zeros(0, np.uint64)
+                raw = self._s3(lambda c, key=key: c.get_object(Bucket=self.bucket, Key=key)["Body"].read())
             except IntegrityError as exc:
-                problems.append(str(exc))
+                problems.append(f"{what}: {exc}")
+                damaged[sid] = ["footer"]
+                continue
+            checked_bytes += len(raw)
+            errs, f = coldseg.check_object(raw, info["footer"], what)
+            if errs:
+                problems += errs
+                damaged[sid] = [e.removeprefix(f"{what}: ") for e in errs]
+            if f is not None and not errs:
+                ids_of[sid] = np.concatenate([np.frombuffer(raw, np.uint64, int(f.counts[p]), int(f.offsets[p]))
+                                              for p in range(f.parts)]) if f.parts else np.zeros(0, np.uint64)
+        cache_fixed: list[str] = []
+        if deep:
+            cache_fixed = self._verify_local(registry)
+            if not repair:
+                problems += cache_fixed
         live = 0
         for batch in self.catalog.entry_batches(tiers=[TIER_COLD]):
             for e in batch:
@@ -848,8 +859,48 @@ class ColdTier:
                     problems.append(f"{e.uid!r}: row {e.pos} of cold segment {e.seg} does not hold it")
         listed = {i["key"] for i in manifest.values()}
         orphans = [k for k in objects if k not in listed]
-        return {"ok": not problems, "problems": problems[:100], "segments": len(registry), "live": live,
-                "manifest_seq": seq, "orphan_objects": len(orphans), "checked_bytes": checked_bytes}
+        out = {"ok": not problems, "problems": problems[:100], "segments": len(registry), "live": live,
+               "manifest_seq": seq, "orphan_objects": len(orphans), "checked_bytes": checked_bytes,
+               "damaged": {str(s): d for s, d in damaged.items()}}
+        if repair and cache_fixed:
+            out["repaired"] = cache_fixed
+        return out
+
+    def _verify_local(self, registry: dict[int, dict[str, Any]]) -> list[str]:
+        """Every local footer file and cached block of a live segment against its checksum; a
+        damaged one is dropped (a footer rewritten from S3). Returns what was fixed."""
+        fixed = []
+        for sid, info in sorted(registry.items()):
+            path = self.root / "footers" / f"{sid}.ftr"
+            try:
+                ok = coldseg.checksum(path.read_bytes()) == info["footer"][2]
+            except FileNotFoundError:
+                continue
+            if not ok:
+                path.unlink(missing_ok=True)
+                try:
+                    self._footer(sid, info)  # fetched again (checked) and written back
+                    what = "rewritten from S3"
+                except TierStoreError:
+                    what = "dropped"
+                fixed.append(f"cold segment {sid}: the local footer cache {path.name} was damaged ({what})")
+        with self._lock:
+            segs = dict(self.segs)
+        self.settle()  # queued cache writes first
+        for blk in sorted(self.cache.root.glob("*.blk")):
+            try:
+                sid, part = (int(x) for x in blk.stem.split("-"))
+                seg = segs.get(sid)
+                if seg is None or part >= seg.footer.parts:
+                    continue
+                coldseg.verify_block(blk.read_bytes(), seg.footer, part, "")
+            except (ValueError, OSError):
+                continue  # not a cache file of ours, or evicted meanwhile
+            except IntegrityError:
+                self.cache.drop(blk.stem)  # never served again: the next query fetches it from S3
+                fixed.append(f"cold segment {sid}: cached block of partition {part} ({blk.name}) was damaged "
+                             "on local disk (dropped; fetched again from S3 when needed)")
+        return fixed
 
     def drop_cache(self) -> None:
         """Empty the local block cache (benchmarks: measure cache-cold queries)."""

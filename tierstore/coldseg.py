@@ -336,9 +336,42 @@ def rank_and_bound(qs: np.ndarray, centroids: np.ndarray, csq: np.ndarray, radii
 
 
 def verify_block(raw: bytes, footer: Footer, part: int, what: str) -> None:
-    if checksum(raw) != int(footer.checksums[part]):
+    if len(raw) != int(footer.offsets[part + 1] - footer.offsets[part]) or checksum(raw) != int(footer.checksums[part]):
         raise IntegrityError(f"{what}: partition {part} checksum mismatch (object corrupted)")
 
 
-__all__ = ["FORMAT", "Block", "Built", "Footer", "build", "checksum", "default_parts", "kmeans", "parse_footer",
+def check_object(raw: bytes, footer_at: Sequence[int], what: str) -> tuple[list[str], Footer | None]:
+    """Every byte of a whole segment object, given the catalog's ``(footer offset, length,
+    checksum)`` -> (problems, the footer when it is intact). The header and the trailer must be
+    exactly what :func:`build` writes for that footer; the footer, each block and the records
+    must match their xxh3_64; and the footer's layout must cover the object without a gap."""
+    problems: list[str] = []
+    off, length, sumv = (int(x) for x in footer_at)
+    if bytes(raw[: HEADER.size]) != HEADER.pack(MAGIC, FORMAT, 0):
+        problems.append(f"{what}: header damaged")
+    if bytes(raw[-TRAILER.size :]) != TRAILER.pack(off, length, sumv, MAGIC):
+        problems.append(f"{what}: trailer damaged (it does not name the footer the catalog recorded)")
+    if off + length + TRAILER.size != len(raw):
+        problems.append(f"{what}: {len(raw)} bytes, expected {off + length + TRAILER.size}")
+        return problems, None
+    try:
+        f = parse_footer(bytes(raw[off : off + length]), sumv, what)
+    except IntegrityError as exc:
+        return [*problems, str(exc)], None
+    except (ValueError, KeyError, TypeError, struct.error) as exc:  # intact but not ours to read
+        return [*problems, f"{what}: footer unreadable ({exc!r})"], None
+    r0, rl, rs = (int(x) for x in f.records)
+    if int(f.offsets[0]) != HEADER.size or int(f.offsets[-1]) != r0 or r0 + rl != off:
+        return [*problems, f"{what}: the footer's layout does not cover the object"], f
+    view = memoryview(raw)
+    for p in range(f.parts):
+        if checksum(view[int(f.offsets[p]) : int(f.offsets[p + 1])]) != int(f.checksums[p]):
+            problems.append(f"{what}: partition {p} (rows {int(f.row_starts[p])}..{int(f.row_starts[p + 1]) - 1}) "
+                            "checksum mismatch")
+    if checksum(view[r0 : r0 + rl]) != rs:
+        problems.append(f"{what}: records checksum mismatch")
+    return problems, f
+
+
+__all__ = ["FORMAT", "Block", "Built", "Footer", "build", "check_object", "checksum", "default_parts", "kmeans", "parse_footer",
            "parse_trailer", "rank_and_bound", "verify_block"]

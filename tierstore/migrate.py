@@ -441,11 +441,18 @@ def compact_cold(store: TierStore, threshold: float | None = None) -> dict[str, 
     return out
 
 
-def verify(store: TierStore, deep: bool = True) -> dict[str, Any]:
+def verify(store: TierStore, deep: bool = True, repair: bool = False) -> dict[str, Any]:
     """Catalog vs tiers vs S3 (see TierStore.verify)."""
     cat = store.catalog
     problems: list[str] = []
     report: dict[str, Any] = {"counts": cat.counts()}
+    # warm files first (``deep``: every byte against its checksums; a failing segment stops being
+    # served), and ``repair`` rebuilds from the catalog, so the row checks below see the result
+    warm_rep = store.warm.verify(deep)
+    if repair and (warm_rep["damaged"] or warm_rep["no_checksums"]):
+        report["repaired"] = {"warm": store.warm.repair()}
+        warm_rep = store.warm.verify(deep)
+    problems += warm_rep.pop("problems")
     # hot: Redis holds exactly the hot ids (minus pending work not yet applied)
     pending = set(cat.pending(limit=10_000_000))
     hot_ids, warm_rows = set(), 0
@@ -478,12 +485,14 @@ def verify(store: TierStore, deep: bool = True) -> dict[str, Any]:
         report["hot"] = {"catalog": len(hot_ids), "redis": len(in_redis), "pending": len(pending)}
     except TierStoreError as exc:
         problems.append(f"hot tier not checked: {exc}")
-    report["warm"] = {"catalog": warm_rows}
+    report["warm"] = {"catalog": warm_rows, **warm_rep}
     if store.cold is not None and (store.cold.connected or store.cold.needs_connect_at_open()):
         try:
-            rep = store.cold.verify(deep)
+            rep = store.cold.verify(deep, repair)
             problems += rep.pop("problems")
             rep.pop("ok")
+            if "repaired" in rep:
+                report.setdefault("repaired", {})["cold"] = rep.pop("repaired")
             report["cold"] = rep
         except TierStoreError as exc:
             problems.append(f"cold tier not checked: {exc}")

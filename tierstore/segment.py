@@ -318,7 +318,7 @@ class Segment:
         for name in _ARRAYS:
             try:
                 arrays[name] = np.load(path / f"{name}.npy", mmap_mode="r", allow_pickle=False)
-            except (OSError, ValueError) as exc:
+            except Exception as exc:  # a damaged header: ValueError, SyntaxError, tokenize.TokenError, ...
                 raise IntegrityError(f"warm segment {path}: cannot map {name}.npy ({exc})") from None
         try:
             n, dim = int(meta["n"]), int(meta["dim"])
@@ -342,7 +342,9 @@ class Segment:
         except IntegrityError as exc:
             return [str(exc)], 0
         if sums is None:
-            return ([f"{CHECKSUMS} is missing"] if self.checksums is not None else []), 0
+            if self.checksums is not None:
+                return [f"{CHECKSUMS} is missing"], 0
+            return [f"{name}: missing" for name in FILES if not (self.path / name).is_file()], 0
         problems = [] if self.checksums in (None, sums) else [f"{CHECKSUMS} changed since it was mapped"]
         if full:
             more, read = check_files(self.path, sums)

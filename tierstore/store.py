@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 import xxhash
 
-from . import filters, inputs, migrate, policy, query, shared
+from . import filters, inputs, migrate, paths, policy, query, shared
 from .catalog import (
     FLAG_PINNED,
     TIER_CODES,
@@ -192,10 +192,15 @@ class TierStore:
         self.warm: WarmTier | None = None
         self.cold: ColdTier | None = None
         self.metrics = StoreMetrics(self, cfg.store.name or str(self.path), registry)
+        self._new_store: paths.NewStore | None = None  # set by _open when it creates the store
         try:
             self._open()
         except BaseException:
+            # a failed open that created the store removes what it created, once its servers are
+            # stopped -- only when it held the store's lock (else another opener owns the files)
+            created = self._new_store if self._claim is not None and not self.read_only else None
             self._shutdown()
+            paths.remove_created(created)
             raise
 
     def _open(self) -> None:
@@ -203,6 +208,7 @@ class TierStore:
         if self.read_only:
             self._open_read_only()
             return
+        self._new_store = paths.check_new_store_path(self.path, cfg.source)  # a file, a foreign dir: ConfigError
         if cfg.policy.ingest_tier == "cold" and not cfg.cold.enabled:
             raise ConfigError("policy.ingest_tier: 'cold' is not allowed: the cold tier is disabled (cold.enabled = false)")
         self.path.mkdir(parents=True, exist_ok=True)
@@ -991,14 +997,18 @@ class TierStore:
         _release_memory()
         return out
 
-    def verify(self, deep: bool = True) -> dict[str, Any]:
+    def verify(self, deep: bool = True, repair: bool = False) -> dict[str, Any]:
         """Check that the catalog, the tiers and S3 agree: every hot id is in Redis and nothing
         else is, every warm id's segment row holds it, every cold object's checksums (``deep``
-        downloads every object) and the manifest. Returns a report; ``report["ok"]`` says if all
-        is well, ``report["problems"]`` lists what is not."""
+        downloads every object) and the manifest. ``deep`` also hashes every byte of every warm
+        segment file and of the local cold caches (a damaged warm segment stops being served, a
+        damaged cache file is dropped). ``repair``: rebuild damaged warm segments (and those
+        written before checksums existed) from the catalog; ``report["repaired"]`` says which.
+        Returns a report; ``report["ok"]`` says if all is well (after any repair),
+        ``report["problems"]`` lists what is not."""
         self._writable("verify (it repairs what it can; run it in the writer)")
         with self._op(), self._write_lock:
-            return migrate.verify(self, deep)
+            return migrate.verify(self, deep, repair)
 
     def rebuild_hot(self) -> int:
         """Drop and rebuild the Redis index from the catalog's durable records. Returns #vectors."""

@@ -22,11 +22,19 @@ writer's memory -- from the catalog's ``growing`` table and durable records: com
 appended incrementally, searched exactly (:class:`_Mirror`). Its sealed rows all count as alive:
 which of them still hold their id's current version is decided by the catalog check alone.
 
+A sealed segment whose files fail their checksums (at its first map in a process, or in
+:meth:`WarmTier.verify`) or cannot be mapped at all is *damaged*: it is logged, listed in
+``info()["damaged"]`` and never searched again; a :class:`_StandIn` serves its rows instead --
+the rows the catalog places there, with their vectors from the catalog's durable records, by an
+exact scan -- until :meth:`WarmTier.repair` (``verify --repair``) or a compaction rewrites them
+into a new segment through the compaction path.
+
 >>> warm = WarmTier(path, catalog, cfg.warm, schema, "cosine", gate)       # doctest: +SKIP
 """
 
 from __future__ import annotations
 
+import logging
 import shutil
 import threading
 import time
@@ -37,10 +45,12 @@ from typing import Any
 
 import numpy as np
 
-from . import filters, segment
+from . import filters, kernels, segment
 from .catalog import TIER_WARM, Catalog, Entry
 from .config import WarmConfig
 from .errors import IntegrityError
+
+log = logging.getLogger("tierstore")
 
 GROWING = 0  # entry.seg of rows in the growing segment; sealed segment ids start at 1
 _MASK_CACHE = 16  # filter masks kept per segment (a service asks a handful of distinct filters)
@@ -78,6 +88,52 @@ class _Sealed:
                 self.masks.pop(next(iter(self.masks), None), None)
             self.masks[node] = m
         return m & self.alive
+
+
+class _StandIn:
+    """In place of a damaged sealed segment: the rows the catalog places in it, with their
+    vectors from the catalog's durable records (prepared like the segment's), searched by an exact
+    scan. Rows the catalog does not name (dead ones) are unknown here: id 0, never alive. Has the
+    attributes of :class:`segment.Segment` that the warm tier uses, so compaction rewrites it
+    like any segment (from these catalog vectors, never from the damaged files)."""
+
+    checksums = None
+
+    def __init__(self, path: Path, metric: str, iids: np.ndarray, vectors: np.ndarray) -> None:
+        self.path, self.metric = path, metric
+        self.metric_code = segment.METRIC_CODE[metric]
+        self.n = len(iids)
+        self.iids, self.vectors = iids, vectors
+        self.sqnorms = np.einsum("ij,ij->i", vectors, vectors).astype(np.float32)
+        self.meta = {"n": self.n, "metric": metric, "stand_in": True}
+
+    def search(self, q: np.ndarray, k: int, ef: int, rerank: int = 64,
+               ok: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        rows = np.flatnonzero(self.iids != 0 if ok is None else ok).astype(np.int64)
+        if not len(rows):
+            return np.empty(0, np.int64), np.empty(0, np.float32)
+        return kernels.exact_scan(np.ascontiguousarray(q, np.float32), self.vectors, rows, self.metric_code, k)
+
+    def search_batch(self, qs: np.ndarray, k: int, ef: int, rerank: int = 64,
+                     ok: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        out_r = np.full((len(qs), k), -1, np.int64)
+        out_d = np.full((len(qs), k), np.inf, np.float32)
+        for i, q in enumerate(qs):
+            r, d = self.search(q, k, ef, rerank, ok)
+            out_r[i, : len(r)], out_d[i, : len(r)] = r, d
+        return out_r, out_d
+
+    def resident_bytes(self) -> int:
+        return int(self.vectors.nbytes)
+
+    def disk_bytes(self) -> int:
+        try:
+            return int(sum(f.stat().st_size for f in self.path.iterdir()))
+        except OSError:
+            return 0
+
+    def verify_files(self, full: bool = True) -> tuple[list[str], int]:
+        return [], 0
 
 
 class _ResizeLock:
@@ -380,7 +436,8 @@ class WarmTier:
         # (the policy moving it hot -> warm after warm -> hot, or cold -> warm) is revived there
         # instead of being inserted into an HNSW graph again (in RAM only: a cache, not state)
         self._dead_rows: dict[int, tuple[int, int, bytes]] = {}  # iid -> (seg, pos, metadata JSON)
-        self.stats = {"sealed": 0, "compacted": 0, "seal_seconds": 0.0, "revived": 0}
+        self.stats = {"sealed": 0, "compacted": 0, "seal_seconds": 0.0, "revived": 0, "repaired": 0}
+        self.damaged: dict[int, str] = {}  # sealed segment id -> why it is not served (see _StandIn)
         self._load()
 
     # --- opening ---------------------------------------------------------------------------------
@@ -390,9 +447,16 @@ class WarmTier:
             self.refresh()
             return
         listed = self.catalog.segments()
+        bad: dict[int, str] = {}
         for sid, info in sorted(listed.items()):
-            seg = segment.Segment.open(self.root / info["dir"])
+            try:
+                seg = segment.Segment.open(self.root / info["dir"])
+            except IntegrityError as exc:  # a damaged segment must not make the store unusable
+                bad[sid] = str(exc).removeprefix(f"warm segment {self.root / info['dir']}: ")
+                continue
             self.sealed[sid] = _Sealed(sid, seg, self._alive_rows(sid, seg))
+        if bad:
+            self._damage(bad)
         keep = {info["dir"] for info in listed.values()}
         for d in self.root.iterdir():  # crash leftovers: half-written or never-recorded segments
             if d.is_dir() and d.name not in keep:
@@ -425,20 +489,107 @@ class WarmTier:
             listed = self.catalog.segments()
             with self._lock:
                 have = set(self.sealed)
+            bad: dict[int, str] = {}
             for sid in sorted(set(listed) - have):
                 try:
                     seg = segment.Segment.open(self.root / listed[sid]["dir"])
-                except (OSError, IntegrityError):
+                except (OSError, IntegrityError) as exc:
                     # removed by a compaction since we listed it: the catalog no longer names its
                     # rows, and the caller's move-generation check repeats the query
+                    if (self.root / listed[sid]["dir"]).is_dir():  # still there: damaged
+                        bad[sid] = str(exc).removeprefix(f"warm segment {self.root / listed[sid]['dir']}: ")
                     continue
                 with self._lock:
                     self.sealed[sid] = _Sealed(sid, seg, np.ones(seg.n, bool))
+            if bad:
+                self._damage(bad)
             with self._lock:
                 for sid in have - set(listed):
                     del self.sealed[sid]
+                    self.damaged.pop(sid, None)
         with self.catalog.read() as txn:
             self.growing.sync(self.catalog, txn, self.prepare)
+
+    def _stand_ins(self, sids: Sequence[int]) -> dict[int, _Sealed]:
+        """A :class:`_StandIn` per damaged segment, from the catalog (one pass over warm entries)."""
+        listed = self.catalog.segments()
+        rows: dict[int, list[tuple[int, int]]] = {sid: [] for sid in sids}
+        for batch in self.catalog.entry_batches(tiers=[TIER_WARM]):
+            for e in batch:
+                if e.seg in rows:
+                    rows[e.seg].append((e.pos, e.iid))
+        out = {}
+        for sid, pairs in rows.items():
+            n = max([int(listed.get(sid, {}).get("n", 0))] + [pos + 1 for pos, _ in pairs])
+            iids = np.zeros(n, np.uint64)
+            vecs = np.zeros((n, self.dim), np.float32)
+            with self.catalog.read() as txn:
+                for pos, iid in pairs:
+                    v = self.catalog.vector(txn, iid)
+                    if v is not None:  # (none: verify reports the missing durable vector)
+                        iids[pos], vecs[pos] = iid, v
+            known = iids != 0
+            vecs[known] = self.prepare(vecs[known])
+            name = listed.get(sid, {}).get("dir", f"seg-{sid:08d}")
+            out[sid] = _Sealed(sid, _StandIn(self.root / name, self.metric, iids, vecs), known)  # type: ignore[arg-type]
+        return out
+
+    def _damage(self, reasons: dict[int, str], quiet: bool = False) -> None:
+        """Stop serving these sealed segments: stand-ins from the catalog take their place."""
+        for sid, why in sorted(reasons.items()):
+            if not quiet:
+                log.warning("warm segment %d is damaged and no longer served (its rows are scanned from the "
+                            "catalog until `tierstore verify --repair` rebuilds it): %s", sid, why)
+        stand = self._stand_ins(sorted(reasons))
+        with self._lock:
+            self.damaged.update(reasons)
+            self.sealed.update(stand)
+
+    def verify(self, deep: bool = True) -> dict[str, Any]:
+        """Compare every sealed segment's files with its checksums (``deep``: every byte; else the
+        checksum table, sizes and meta.json). A segment that fails stops being served (see
+        :class:`_StandIn`). Returns counts and ``problems``."""
+        with self._lock:
+            sealed = dict(self.sealed)
+            damaged = dict(self.damaged)
+        found: dict[int, str] = {}
+        no_sums: list[int] = []
+        checked = 0
+        for sid, s in sorted(sealed.items()):
+            if sid in damaged:
+                continue
+            errs, read = s.seg.verify_files(full=deep)
+            checked += read
+            if errs:
+                found[sid] = "; ".join(errs)
+            elif s.seg.checksums is None:
+                no_sums.append(sid)
+        if found:
+            self._damage(found)
+            damaged.update(found)
+        problems = [f"warm segment {sid} ({sealed[sid].seg.path.name}): {why} -- not served; its rows are scanned "
+                    f"exactly from the catalog until `tierstore verify --repair` rebuilds it"
+                    for sid, why in sorted(damaged.items()) if sid in sealed]
+        return {"segments": len(sealed), "checked_bytes": checked, "no_checksums": no_sums,
+                "damaged": sorted(damaged), "problems": problems}
+
+    def repair(self) -> dict[str, Any]:
+        """Rebuild every damaged segment, and every segment written before checksums existed, from
+        the catalog (its rows' durable records) through the compaction path: the rows are copied
+        into the growing segment, flipped there in one catalog transaction that also drops the old
+        segment, the old directory goes after the reader grace, and the growing segment is sealed
+        (with checksums). A crash in between leaves rows the next open rebuilds from the catalog."""
+        with self._lock:
+            legacy = {sid: "no checksums" for sid, s in self.sealed.items()
+                      if sid not in self.damaged and s.seg.checksums is None}
+        if legacy:  # their files were never checked: rebuild from the catalog, not from them
+            self._damage(legacy, quiet=True)
+        with self._lock:
+            why = {sid: r for sid, r in self.damaged.items() if sid in self.sealed}
+            victims = [self.sealed[sid] for sid in sorted(why)]
+        kept, _ = self._rewrite(victims)
+        self.stats["repaired"] += len(victims)
+        return {"rebuilt": {str(sid): r for sid, r in why.items()}, "rows": kept}
 
     def _alive_rows(self, sid: int, seg: segment.Segment) -> np.ndarray:
         alive = np.zeros(seg.n, bool)
@@ -559,7 +710,8 @@ class WarmTier:
         with self.catalog.write() as txn:
             sid = self.catalog.next_segment_id(txn)
         name = f"seg-{sid:08d}"
-        seg = segment.Segment.open(segment.write_graph(self.root / name, iids, graph, metric=self.metric))
+        seg = segment.Segment.open(segment.write_graph(self.root / name, iids, graph, metric=self.metric),
+                                   check=False)  # just written and hashed by this process
         with self.catalog.read() as txn:  # rows that still hold their id's current version
             alive = np.array([_names(self.catalog.entry(txn, iid), GROWING, lab)
                               for lab, iid in zip(labels, iids.tolist(), strict=True)], bool)
@@ -635,6 +787,28 @@ class WarmTier:
             small = [s for s in self.sealed.values() if s not in victims and s.seg.n < self.cfg.segment_size // 4]
             if len(small) >= 2:
                 victims += small
+            # damaged segments (served by their stand-ins) are rewritten from the catalog too
+            victims += [s for sid, s in self.sealed.items() if sid in self.damaged and s not in victims]
+        kept, dropped = self._rewrite(victims)
+        if victims:
+            self.stats["compacted"] += len(victims)
+        return {"segments": len(victims), "rows_kept": kept, "rows_dropped": dropped}
+
+    def _rewrite(self, victims: Sequence[_Sealed]) -> tuple[int, int]:
+        """Copy the live rows of ``victims`` into the growing segment, flip them there, drop the
+        old segments after the reader grace, then seal. Returns (rows kept, rows dropped)."""
+        # never copy damaged bytes into a new segment: a victim that fails its checksums is
+        # rewritten from the catalog's records instead (hashing costs far less than the rebuild)
+        bad = {}
+        for s in victims:
+            if s.sid not in self.damaged and s.seg.checksums is not None:
+                errs, _ = s.seg.verify_files()
+                if errs:
+                    bad[s.sid] = "; ".join(errs)
+        if bad:
+            self._damage(bad)  # (reported by verify until this rewrite replaces them)
+            with self._lock:
+                victims = [self.sealed.get(s.sid, s) if s.sid in bad else s for s in victims]
         kept = dropped = 0
         for s in victims:  # the store's write lock is held: no concurrent writes, queries go on
             rows = np.flatnonzero(s.alive)
@@ -656,11 +830,11 @@ class WarmTier:
             self._wait_readers()  # nobody may still be reading the old rows
             with self._lock:
                 del self.sealed[s.sid]
+                self.damaged.pop(s.sid, None)
             shutil.rmtree(s.seg.path, ignore_errors=True)
         if victims:
             self.seal()
-            self.stats["compacted"] += len(victims)
-        return {"segments": len(victims), "rows_kept": kept, "rows_dropped": dropped}
+        return kept, dropped
 
     def info(self) -> dict[str, Any]:
         with self._lock:
@@ -675,6 +849,8 @@ class WarmTier:
                 "growing_rows": len(self.growing.iids),
                 "growing_live": self.growing.alive,
                 "disk_bytes": sum(s.seg.disk_bytes() for s in sealed),
+                "damaged": {str(sid): why for sid, why in sorted(self.damaged.items())},
+                "no_checksums": sum(s.seg.checksums is None and s.sid not in self.damaged for s in sealed),
                 "resident_estimate_bytes": sum(s.seg.resident_bytes() for s in sealed)
                 + len(self.growing.iids) * (self.dim * 4 + self.cfg.m * 2 * 4 + 64),
                 **self.stats,
