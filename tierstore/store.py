@@ -858,7 +858,11 @@ class TierStore:
         nprobe: int | None = None,
         strict: bool = False,
     ) -> list[Hits]:
-        """:meth:`query` for each row of ``vectors`` (n, dim), in pipelined round trips."""
+        """:meth:`query` for each row of ``vectors`` (n, dim), in pipelined round trips. No rows
+        (``[]``, an array of shape ``(0, dim)``): no queries, ``[]`` (like ``get([])``)."""
+        if (isinstance(vectors, list | tuple) and not vectors) or (isinstance(vectors, np.ndarray)
+                                                                    and vectors.shape == (0,)):
+            vectors = np.empty((0, self.dim), np.float32)
         qs = inputs.vectors_2d(vectors, dim=self.dim, metric=self.metric)
         return self._search(qs, k, filter, tiers, ef, nprobe, strict)
 
@@ -871,6 +875,9 @@ class TierStore:
             nprobe = inputs.check_positive(nprobe, "nprobe")
         node = filters.TRUE if flt is None else filters.compile_filter(flt, self.schema)
         searched = self._all_tiers if tiers is None else [self.tiers[n] for n in inputs.check_tiers(tiers, list(self.tiers))]
+        if not len(qs):  # query_batch of no rows: the arguments are checked, nothing is searched
+            with self._op():
+                return []
         t0 = time.perf_counter()
         with self._op():
             key = None
