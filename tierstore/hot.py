@@ -33,6 +33,8 @@ Redis keys (``P`` = ``hot.prefix``, default ``ts:<8 hex of the store uuid>:``)::
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import threading
 import time
 from collections.abc import Iterable, Sequence
@@ -47,16 +49,27 @@ from . import filters, policy
 from .catalog import TIER_HOT, Catalog
 from .config import HotConfig
 from .errors import ConfigError, IntegrityError, TierUnavailableError
+from .hot_standby import CatalogStandby
 from .services import RedisServer
+
+log = logging.getLogger("tierstore.hot")
 
 _METRIC = {"cosine": "COSINE", "ip": "IP", "l2": "L2"}
 # hot.vector_type -> (RediSearch TYPE, numpy dtype of the stored and queried bytes)
 _VECTOR_TYPES = {"float32": ("FLOAT32", np.float32), "float16": ("FLOAT16", np.float16)}
 _UNAVAILABLE = (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError, OSError)
 _CHUNK = 512  # commands per pipeline round trip
+# A store whose Redis holds none of its vectors rebuilds in the background (answering from the
+# catalog meanwhile) above this many hot vectors; below, open() rebuilds before it returns.
+_REBUILD_IN_BACKGROUND = 2000
+_PROBE_EVERY = 5.0  # read-only stand-in: seconds between checks whether Redis is back
 
 # One search answer: (internal ids, distances ascending, incomplete)
 Answer = tuple[list[int], list[float], bool]
+
+
+class _InStandby(TierUnavailableError):
+    """Redis cannot serve now and the tier answers from the catalog (hot_standby)."""
 
 
 class _Stale(Exception):
@@ -93,6 +106,9 @@ class HotTier:
     # A read-only process (another host process of a store whose writer owns Redis) searches
     # only: verify checks ownership and backend and never rebuilds, reconciles or creates.
     read_only = False
+    # Serve from the catalog (hot_standby) while Redis loads or is rebuilt. Not for a cluster:
+    # its masters fail one at a time and the answer names the missing one (partial).
+    standby_ok = True
 
     def __init__(
         self,
@@ -122,9 +138,19 @@ class HotTier:
         # _synced and _protected have their own lock: a mover must not wait for a long Redis
         # sync (e.g. the policy's background unlinks) just to protect the ids of its next batch
         self._ids_lock = threading.Lock()
+        # The catalog stand-in (see hot_standby) and what was written to it instead of Redis
+        # (synced from the catalog when Redis is back). _standby_lock orders the switch back
+        # against writers; the store's write lock (``exclusive``) keeps writes out of the switch.
+        self._standby: CatalogStandby | None = None
+        self._standby_lock = threading.Lock()
+        self._dirty: set[int] = set()
+        self._warmer: threading.Thread | None = None
+        self._closing = threading.Event()
+        self._next_probe = 0.0
+        self.exclusive: Any = threading.RLock()  # the store passes its write lock
         self.r = self._client()
         self.stats = {"verifies": 0, "rebuilds": 0, "reconciled_added": 0, "reconciled_removed": 0,
-                      "restarts": 0, "index_recreated": 0}
+                      "restarts": 0, "index_recreated": 0, "standby": 0, "version_mismatch": 0}
 
     # --- connection ----------------------------------------------------------------------------
 
@@ -146,11 +172,124 @@ class HotTier:
         )
 
     def open(self) -> None:
-        """Connect and verify now (rebuilding or reconciling if needed)."""
-        self._call(lambda: None)
+        """Connect and verify now (reconciling if needed). When that would take long -- Redis
+        is loading its data (an AOF replay rebuilds every HNSW graph), or holds none of this
+        store's vectors and must be refilled -- answer from the catalog (hot_standby) and
+        finish in the background instead, so the store opens in seconds at any size."""
+        if self.read_only:
+            try:
+                self._call(lambda: None)
+            except TierUnavailableError as exc:  # e.g. no writer running: nobody serves Redis
+                self._enter_standby(f"Redis not readable ({exc})")
+            return
+        reason = self._slow_start() if self.standby_ok else None
+        if reason is not None:
+            self._enter_standby(reason)
+            return
+        with contextlib.suppress(_InStandby):
+            self._call(lambda: None)
+
+    def _slow_start(self) -> str | None:
+        """Why verifying now would take long (or None)."""
+        try:
+            loading = int(self.r.info("persistence").get("loading", 0))
+        except redis.BusyLoadingError:
+            loading = 1
+        except _UNAVAILABLE as exc:
+            if self.server is None or not self._restart_embedded():
+                raise self._unavailable(exc) from exc
+            return "the embedded redis-server was not running: restarted, it reloads its data"
+        if loading:
+            return "Redis is loading its data"
+        if self.r.hget(self.meta_key, "uuid") is None and self._catalog_hot_count() > _REBUILD_IN_BACKGROUND:
+            return "Redis holds none of this store's vectors: refilling it from the catalog"
+        return None
 
     def close(self) -> None:
+        self._closing.set()
+        warmer = self._warmer
+        if warmer is not None and warmer is not threading.current_thread():
+            warmer.join(timeout=30)
         self.r.close()
+
+    # --- the catalog stand-in ------------------------------------------------------------------
+
+    @property
+    def standby_reason(self) -> str | None:
+        """Why queries are answered from the catalog now (None: Redis serves them)."""
+        sb = self._standby
+        return None if sb is None else sb.reason
+
+    def _enter_standby(self, reason: str) -> None:
+        with self._standby_lock:
+            if self._standby is None:
+                log.warning("hot tier: %s; answering hot queries from the catalog until Redis is verified", reason)
+                self._standby = CatalogStandby(self.catalog, self.metric, reason).load()
+                self._dirty = set()
+                self._verified = False
+                self.stats["standby"] += 1
+                log.info("hot tier: %d hot vectors loaded from the catalog in %.1fs", len(self._standby),
+                         self._standby.load_seconds)
+            if not self.read_only and (self._warmer is None or not self._warmer.is_alive()):
+                self._warmer = threading.Thread(target=self._warm_up, name="tierstore-hot-warmup", daemon=True)
+                self._warmer.start()
+
+    def _warm_up(self) -> None:
+        """Background: wait for Redis to load (never stopping it mid-load), verify it (rebuild,
+        reconcile, index), apply what was written meanwhile, then serve from Redis again."""
+        t0 = last_log = time.monotonic()
+        while not self._closing.is_set():
+            try:
+                info = self.r.info("persistence")
+                if int(info.get("loading", 0)):
+                    if time.monotonic() - last_log >= 10:
+                        last_log = time.monotonic()
+                        log.info("hot tier: Redis is loading its data (%s%% after %.0fs)",
+                                 info.get("loading_loaded_perc", "?"), last_log - t0)
+                    self._closing.wait(0.2)
+                    continue
+                with self._lock:
+                    self._verified = False
+                    self.verify()
+                with self.exclusive, self._standby_lock:
+                    # no write in flight now: what was written to the stand-in is committed
+                    with self._ids_lock:
+                        protected = set(self._protected)
+                    todo = sorted((self._dirty | set(self._own_pending())) - protected)
+                    self._sync_now(todo)
+                    self.catalog.clear_pending(todo)
+                    # a protected id's mover syncs it after its reader grace, to Redis from now on
+                    self._dirty.clear()
+                    self._standby = None
+                    self._verified = True
+                log.info("hot tier: Redis verified after %.1fs; serving from Redis again", time.monotonic() - t0)
+                return
+            except (TierUnavailableError, IntegrityError, redis.RedisError, OSError, _Stale) as exc:
+                if self._closing.is_set():
+                    return
+                if isinstance(exc, _UNAVAILABLE) and not isinstance(exc, redis.BusyLoadingError):
+                    self._restart_embedded()
+                if time.monotonic() - last_log >= 10:
+                    last_log = time.monotonic()
+                    log.warning("hot tier: Redis not ready yet (%s); still answering from the catalog", exc)
+                self._closing.wait(0.5)
+
+    def _probe_back(self, sb: CatalogStandby) -> CatalogStandby | None:
+        """Read-only processes: is the writer's Redis readable again (then stop standing in)?
+        Otherwise keep the stand-in current with the catalog."""
+        now = time.monotonic()
+        if now < self._next_probe:
+            return sb
+        self._next_probe = now + _PROBE_EVERY
+        try:
+            self._verify_read_only()
+            with self._standby_lock:
+                self._standby = None
+            return None
+        except (TierUnavailableError, *_UNAVAILABLE):
+            if self.catalog.generation() != sb.loaded_gen:
+                sb.load()
+            return sb
 
     def _unavailable(self, exc: Exception) -> TierUnavailableError:
         where = "embedded redis-server" if self.server else self.url
@@ -161,7 +300,11 @@ class HotTier:
         return False
 
     def _call(self, fn, *, verify: bool = True):
-        """Run ``fn`` against a verified Redis; retry once after reconnect/restart/re-verify."""
+        """Run ``fn`` against a verified Redis; retry once after reconnect/restart/re-verify.
+        Raises :class:`_InStandby` when Redis is loading or was restarted (the tier answers from
+        the catalog until it is verified in the background)."""
+        if self._standby is not None:
+            raise _InStandby(f"hot tier: answering from the catalog: {self._standby.reason}", tier="hot")
         last: Exception | None = None
         for _attempt in range(3):
             try:
@@ -176,8 +319,16 @@ class HotTier:
             except _UNAVAILABLE as exc:
                 last = exc
                 self._verified = False
-                if not self._restart_embedded():
+                restarts = self.stats["restarts"]
+                loading = isinstance(exc, redis.BusyLoadingError)
+                if not loading and not self._restart_embedded():
                     break
+                if self.standby_ok and not self.read_only and (loading or self.stats["restarts"] != restarts):
+                    why = "Redis is loading its data" if loading else "the embedded redis-server died and was restarted"
+                    self._enter_standby(why)
+                    raise _InStandby(f"hot tier: answering from the catalog: {why}", tier="hot") from exc
+                if loading:
+                    time.sleep(0.1)
             except (redis.ResponseError, _Stale) as exc:
                 if isinstance(exc, redis.ResponseError) and not self._stale_error(exc):
                     # e.g. OOM under maxmemory: the tier cannot serve; say so in the typed error
@@ -245,12 +396,17 @@ class HotTier:
         self._verified = True
 
     def reconcile(self) -> dict[str, int]:
-        """Diff the vectors in Redis against the catalog's hot set; write missing, remove extra."""
+        """Diff the vectors in Redis against the catalog's hot set: write missing ones and ones
+        held at another version than the catalog's (an update whose commit never came, or one
+        a replayed AOF lost), remove extra ones."""
         with self._lock:
             in_redis = self.keys()
-            in_catalog = {e.iid for e in self._iter_hot_entries()}
+            versions = {e.iid: e.version for e in self._iter_hot_entries()}
+            in_catalog = set(versions)
             pending = set(self._own_pending())
-            missing = (in_catalog - in_redis) | (pending & in_catalog)
+            stale = self.stale({i: v for i, v in versions.items() if i in in_redis})
+            self.stats["version_mismatch"] += len(stale)
+            missing = (in_catalog - in_redis) | (pending & in_catalog) | stale
             with self._ids_lock:  # after keys(): an id copied in since was protected before its write
                 protected = set(self._protected)
             extra = ((in_redis - in_catalog) | (pending - in_catalog)) - protected
@@ -324,17 +480,45 @@ class HotTier:
         """Make Redis match the catalog for ``iids``; clear their pending marks. Returns #written."""
         if not len(iids):
             return 0
+        if self._standby_sync(iids):
+            return 0
         with self._lock:  # serialised with reconcile(), which also clears pending marks
-            n = self._call(lambda: self._sync_now(iids))
+            try:
+                n = self._call(lambda: self._sync_now(iids))
+            except _InStandby:
+                n = 0
+            if self._standby_sync(iids):
+                return n
             self.catalog.clear_pending(iids)
         return n
 
-    def write(self, iids: Sequence[int], vectors: np.ndarray, metas: Sequence[dict[str, Any]]) -> int:
-        """The upsert fast path: write rows the caller has just committed to the catalog as hot,
-        from memory instead of re-reading LMDB (the caller holds the store's write lock, so the
-        catalog cannot have changed for these ids). Their pending marks are cleared lazily
-        (:meth:`take_synced`), in the next catalog write, which saves an fsync per batch."""
-        n = self._call(lambda: self._write_now(iids, vectors, metas))
+    def _standby_sync(self, iids: Sequence[int]) -> bool:
+        """While standing in: apply the catalog's state of ``iids`` to the stand-in and
+        remember them for Redis (their pending marks stay). Returns whether it did."""
+        with self._standby_lock:
+            if self._standby is None:
+                return False
+            self._standby.refresh(iids)
+            self._dirty.update(iids)
+            return True
+
+    def write(self, iids: Sequence[int], vectors: np.ndarray, metas: Sequence[dict[str, Any]],
+              versions: Sequence[int]) -> int:
+        """The upsert fast path: write rows the caller is about to commit to the catalog as hot
+        (at ``versions``), from memory instead of re-reading LMDB (the caller holds the store's
+        write lock, so the catalog cannot change for these ids). Their pending marks are
+        cleared lazily (:meth:`take_synced`), in the next catalog write, which saves an fsync per
+        batch. Each copy carries its catalog version, so a copy whose commit never came (a crash
+        between this write and the commit) is found and rewritten by the next reconcile."""
+        n = len(iids)
+        if self._standby is None:
+            with contextlib.suppress(_InStandby):
+                n = self._call(lambda: self._write_now(iids, vectors, metas, versions))
+        with self._standby_lock:
+            if self._standby is not None:  # (also when Redis went away during this write)
+                self._standby.put(iids, vectors, metas)
+                self._dirty.update(iids)
+                return n
         with self._ids_lock:
             self._synced.extend(iids)
         return n
@@ -365,11 +549,12 @@ class HotTier:
             raise _Stale("hot tier: Redis was flushed during a write")
         return results
 
-    def _write_now(self, iids: Sequence[int], vectors: np.ndarray, metas: Sequence[dict[str, Any]]) -> int:
+    def _write_now(self, iids: Sequence[int], vectors: np.ndarray, metas: Sequence[dict[str, Any]],
+                   versions: Sequence[int]) -> int:
         for start in range(0, len(iids), _CHUNK):
             pipe = self.r.pipeline(transaction=False)
             for j in range(start, min(start + _CHUNK, len(iids))):
-                self._put(pipe, iids[j], vectors[j].tobytes(), metas[j] if self.schema else {})
+                self._put(pipe, iids[j], vectors[j].tobytes(), metas[j] if self.schema else {}, versions[j])
             self._execute_checked(pipe)
         return len(iids)
 
@@ -385,7 +570,7 @@ class HotTier:
                     if vec is None:
                         self._remove(pipe, iid)
                         continue
-                    self._put(pipe, iid, vec, e.metadata if self.schema else {})
+                    self._put(pipe, iid, vec, e.metadata if self.schema else {}, e.version)
                     written += 1
             self._execute_checked(pipe)
         return written
@@ -404,20 +589,74 @@ class HotTier:
         """What else a backend records in ``P meta`` when it (re)builds."""
         return {}
 
-    def _put(self, pipe: redis.client.Pipeline, iid: int, vec: bytes, meta: dict[str, Any]) -> None:
-        """Queue the commands that store (or replace) one vector and its [schema] fields."""
+    def _put(self, pipe: redis.client.Pipeline, iid: int, vec: bytes, meta: dict[str, Any], version: int) -> None:
+        """Queue the commands that store (or replace) one vector, its [schema] fields and the
+        catalog version it was written from."""
         raise NotImplementedError
+
+    def _versions(self, iids: Sequence[int]) -> list[int | None]:
+        """The catalog version each copy in Redis was written from (None: absent or written
+        before versions were recorded)."""
+        raise NotImplementedError
+
+    def differs(self, iids: Sequence[int]) -> set[int]:
+        """Which of ``iids`` Redis holds with other vector bytes than the catalog's record
+        (verify --deep). A backend that stores an approximation compares within its error."""
+        out: set[int] = set()
+        for start in range(0, len(iids), 2000):
+            chunk = list(iids[start : start + 2000])
+            held = self._vectors(chunk)
+            with self.catalog.read() as txn:
+                for iid, got in zip(chunk, held, strict=True):
+                    raw = self.catalog.vector_raw(txn, iid)
+                    if raw is None:
+                        continue
+                    if got is None or not self._same(np.frombuffer(raw, np.float32), got):
+                        out.add(iid)
+        return out
+
+    def _vectors(self, iids: Sequence[int]) -> list[np.ndarray | None]:
+        raise NotImplementedError
+
+    def _same(self, want: np.ndarray, got: np.ndarray) -> bool:
+        return got.shape == want.shape and bool(np.array_equal(got.astype(np.float32), want))
+
+    def stale(self, versions: dict[int, int]) -> set[int]:
+        """Which of ``{iid: catalog version}`` Redis holds at another version (or not at all)."""
+        iids = list(versions)
+        out: set[int] = set()
+        for start in range(0, len(iids), 5000):
+            chunk = iids[start : start + 5000]
+            out.update(i for i, v in zip(chunk, self._versions(chunk), strict=True) if v != versions[i])
+        return out
 
     def _remove(self, pipe: redis.client.Pipeline, iid: int) -> None:
         """Queue the command that removes one vector (a no-op when it is absent)."""
         raise NotImplementedError
 
     def search(self, q: np.ndarray, k: int, node: filters.Node, ef: int | None = None) -> Answer:
-        """KNN -> (internal ids, distances, incomplete). Candidates still need the catalog check
-        (the index may lag the catalog by a write in flight)."""
+        """KNN -> (internal ids, distances, incomplete[, None, details]). Candidates still need
+        the catalog check (the index may lag the catalog by a write in flight)."""
         return self.search_many(q.reshape(1, -1), k, node, ef)[0]
 
     def search_many(self, qs: np.ndarray, k: int, node: filters.Node, ef: int | None = None) -> list[Answer]:
+        """Batch KNN from Redis, or from the catalog while Redis cannot serve (hot_standby)."""
+        sb = self._standby
+        if sb is None:
+            try:
+                return self._search_many(qs, k, node, ef)
+            except _InStandby:
+                sb = self._standby
+                if sb is None:  # verified meanwhile
+                    return self._search_many(qs, k, node, ef)
+        if self.read_only:
+            sb = self._probe_back(sb)
+            if sb is None:
+                return self._search_many(qs, k, node, ef)
+        return sb.search_many(qs, k, node, ef)
+
+    def _search_many(self, qs: np.ndarray, k: int, node: filters.Node, ef: int | None = None) -> list[Answer]:
+        """The backend's KNN in Redis."""
         raise NotImplementedError
 
     def keys(self) -> set[int]:
@@ -554,10 +793,11 @@ class SearchHotTier(HotTier):
     def key(self, iid: int) -> str:
         return f"{self.key_prefix}{iid:016x}"
 
-    def _put(self, pipe: redis.client.Pipeline, iid: int, vec: bytes, meta: dict[str, Any]) -> None:
+    def _put(self, pipe: redis.client.Pipeline, iid: int, vec: bytes, meta: dict[str, Any], version: int) -> None:
         if self._f16:
             vec = np.frombuffer(vec, dtype=np.float32).astype(np.float16).tobytes()
         mapping, absent = self._hash_fields(vec, meta)
+        mapping["__ver"] = str(version)
         k = self.key(iid)
         pipe.hset(k, mapping=mapping)
         if absent:
@@ -565,6 +805,23 @@ class SearchHotTier(HotTier):
 
     def _remove(self, pipe: redis.client.Pipeline, iid: int) -> None:
         pipe.unlink(self.key(iid))
+
+    def _vectors(self, iids: Sequence[int]) -> list[np.ndarray | None]:
+        pipe = self.r.pipeline(transaction=False)
+        for iid in iids:
+            pipe.hget(self.key(iid), "__v")
+        return [None if v is None else np.frombuffer(v, self._vdtype) for v in pipe.execute()]
+
+    def _same(self, want: np.ndarray, got: np.ndarray) -> bool:
+        if self._f16:
+            want = want.astype(np.float16)
+        return got.shape == want.shape and bool(np.array_equal(got, want))
+
+    def _versions(self, iids: Sequence[int]) -> list[int | None]:
+        pipe = self.r.pipeline(transaction=False)
+        for iid in iids:
+            pipe.hget(self.key(iid), "__ver")
+        return [None if v is None else int(v) for v in pipe.execute()]
 
     def _hash_fields(self, vec: bytes, meta: dict[str, Any]) -> tuple[dict[str, bytes | str], list[str]]:
         mapping: dict[str, bytes | str] = {"__v": vec}
@@ -629,19 +886,19 @@ class SearchHotTier(HotTier):
         timed_out = bool(warnings) and any(b"timeout" in w.lower() for w in warnings if isinstance(w, bytes))
         return iids, dists, timed_out
 
-    def search(self, q: np.ndarray, k: int, node: filters.Node, ef: int | None = None) -> Answer:
+    def _search_one(self, q: np.ndarray, k: int, node: filters.Node, ef: int | None = None) -> Answer:
         if node == filters.FALSE:
             return [], [], False
         args = self._search_args(q, k, node, ef)
         answer = self._parse(self._call(lambda: self.r.execute_command(*args)))
         return self._exact(q, answer, k) if self._f16 else answer
 
-    def search_many(self, qs: np.ndarray, k: int, node: filters.Node, ef: int | None = None) -> list[Answer]:
+    def _search_many(self, qs: np.ndarray, k: int, node: filters.Node, ef: int | None = None) -> list[Answer]:
         """Batch KNN in pipelined round trips."""
         if node == filters.FALSE:
             return [([], [], False) for _ in qs]
         if len(qs) == 1:  # one round trip without a pipeline: the common single-query path
-            return [self.search(qs[0], k, node, ef)]
+            return [self._search_one(qs[0], k, node, ef)]
 
         def run() -> list:
             out = []
@@ -716,17 +973,21 @@ def make_hot_tier(
     schema: dict[str, str],
     metric: str,
     server: RedisServer | None = None,
+    embedded: RedisServer | None = None,
 ) -> HotTier:
     """The hot tier for ``hot.backend``: "search", "vectorset", or "auto" = search when the
     server has the RediSearch module, vector sets otherwise. A backend the server cannot run
-    (or, for vector sets, a metric other than cosine) is a :class:`ConfigError` naming why."""
+    (or, for vector sets, a metric other than cosine) is a :class:`ConfigError` naming why.
+    ``server``: the embedded redis-server this tier owns (and restarts); ``embedded``: the one
+    another process (the writer) owns -- either way a single node whose modules we know."""
     # imported here: hot_vectorset and hot_cluster build on this module's HotTier
     from .hot_cluster import ClusterHotTier, cluster_enabled
     from .hot_vectorset import VectorSetHotTier
 
     where = "the embedded redis-server" if server is not None else url
     backend = config.backend
-    if config.cluster is not False and server is None:
+    known = server or embedded
+    if config.cluster is not False and known is None:
         probe = redis.Redis.from_url(url, protocol=3, socket_timeout=config.socket_timeout,
                                      socket_connect_timeout=min(config.socket_timeout, 5.0))
         try:
@@ -749,10 +1010,14 @@ def make_hot_tier(
                 raise ConfigError(f"hot.backend: {backend!r} is not allowed: the Redis Cluster at {url} has no "
                                   "RediSearch module (FT.*); the cluster hot tier needs it loaded on every master")
             return ClusterHotTier(url, catalog=catalog, config=config, schema=schema, metric=metric)
-    elif config.cluster and server is not None:
+    elif config.cluster and known is not None:
         raise ConfigError("hot.cluster: true is not allowed without hot.redis_url (the embedded redis-server "
                           "is a single node)")
-    if backend in ("auto", "search") and not server_has(url, config, "search"):
+    if known is not None:
+        # an embedded server: we know what it loaded, and asking it now could meet it loading its
+        # data (every command but a few answers LOADING until the AOF is replayed)
+        backend = "search" if known.search else "vectorset"
+    elif backend in ("auto", "search") and not server_has(url, config, "search"):
         if backend == "search":
             raise ConfigError(f"hot.backend: 'search' is not allowed: {where} has no RediSearch module "
                               "(FT.* commands); load it, or use backend = 'vectorset' (Redis 8)")
@@ -766,7 +1031,7 @@ def make_hot_tier(
                       if config.backend == "auto" else "vector sets")
             raise ConfigError(f"hot.backend: {config.backend!r} is not allowed: {reason} only support "
                               f"store.metric = 'cosine' (this store is {metric!r})")
-        if not server_has(url, config, "vectorset"):
+        if known is None and not server_has(url, config, "vectorset"):
             raise ConfigError(f"hot.backend: {config.backend!r} is not allowed: {where} has neither RediSearch "
                               "nor vector sets (VADD/VSIM need Redis 8)")
         cls: type[HotTier] = VectorSetHotTier

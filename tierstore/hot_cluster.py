@@ -107,6 +107,7 @@ class ShardTier(SearchHotTier):
     whose keys hash into its slots."""
 
     sharded = True
+    standby_ok = False
 
     def __init__(self, cluster: ClusterHotTier, node_id: str, host: str, port: int) -> None:
         self.cluster = cluster
@@ -209,7 +210,7 @@ class ShardTier(SearchHotTier):
     def _purge(self) -> None:  # only this shard's index and keys (a scan of the prefix would cross slots)
         self._drop_index_and_keys()
 
-    def search(self, q: np.ndarray, k: int, node: filters.Node, ef: int | None = None) -> Answer:
+    def _search_one(self, q: np.ndarray, k: int, node: filters.Node, ef: int | None = None) -> Answer:
         if node == filters.FALSE:
             return [], [], False
         # the arguments name the index, which a verification may rename: build them inside
@@ -260,6 +261,7 @@ class ClusterHotTier(HotTier):
     """The hot tier on a Redis Cluster (RediSearch on every master): see the module docstring."""
 
     backend = "search"
+    standby_ok = False
     sharded = False  # the cluster tier answers for the whole catalog; its shards for their slots
 
     def __init__(self, url: str, **kw: Any) -> None:
@@ -564,6 +566,25 @@ class ClusterHotTier(HotTier):
                                        "serves (cluster_state not ok?)", tier="hot")
         return len(iids)
 
+    def _per_shard(self, iids: Sequence[int], read) -> list:
+        """``read(shard, ids)`` on each master for the ids it owns, in ``iids``' order."""
+        groups, _orphan = self._by_shard(iids)
+        out: list = [None] * len(iids)
+        for sh, rows in groups.items():
+            got = sh._call(lambda sh=sh, rows=rows: read(sh, [iids[j] for j in rows]))
+            for j, v in zip(rows, got, strict=True):
+                out[j] = v
+        return out
+
+    def _versions(self, iids: Sequence[int]) -> list[int | None]:
+        return self._per_shard(iids, lambda sh, ids: sh._versions(ids))
+
+    def _vectors(self, iids: Sequence[int]) -> list[np.ndarray | None]:
+        return self._per_shard(iids, lambda sh, ids: sh._vectors(ids))
+
+    def _same(self, want: np.ndarray, got: np.ndarray) -> bool:
+        return SearchHotTier._same(self._plan.shards[0], want, got) if self._plan and self._plan.shards else False
+
     def _sync_now(self, iids: Sequence[int]) -> int:
         if not len(iids):
             return 0
@@ -575,18 +596,16 @@ class ClusterHotTier(HotTier):
         self._write_groups(iids, work)
         return written[0]
 
-    def _write_now(self, iids: Sequence[int], vectors: np.ndarray, metas: Sequence[dict[str, Any]]) -> int:
+    def _write_now(self, iids: Sequence[int], vectors: np.ndarray, metas: Sequence[dict[str, Any]],
+                   versions: Sequence[int]) -> int:
         def work(sh: ShardTier, rows: list[int]) -> None:
-            sh._write_now([iids[j] for j in rows], vectors[rows], [metas[j] for j in rows])
+            sh._write_now([iids[j] for j in rows], vectors[rows], [metas[j] for j in rows], [versions[j] for j in rows])
 
         return self._write_groups(iids, work)
 
     # --- reads ---------------------------------------------------------------------------------
 
-    def search(self, q: np.ndarray, k: int, node: filters.Node, ef: int | None = None) -> tuple:
-        return self.search_many(q.reshape(1, -1), k, node, ef)[0]
-
-    def search_many(self, qs: np.ndarray, k: int, node: filters.Node, ef: int | None = None) -> list[tuple]:
+    def _search_many(self, qs: np.ndarray, k: int, node: filters.Node, ef: int | None = None) -> list[tuple]:
         """KNN on every master in parallel, merged by distance. A master that fails (or is
         backing off after a failure) leaves its part out: the answer is flagged incomplete and
         ``details["shard_errors"]`` names it; only when every master fails does this raise."""

@@ -41,7 +41,7 @@ import json
 import math
 import threading
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from decimal import Decimal
 from typing import Any
 
@@ -190,12 +190,39 @@ class VectorSetHotTier(HotTier):
 
     # --- writes ----------------------------------------------------------------------------------
 
-    def _put(self, pipe: redis.client.Pipeline, iid: int, vec: bytes, meta: dict[str, Any]) -> None:
-        # VADD of an existing element replaces its vector; SETATTR always rewrites every field.
-        args = ["VADD", self.vset_key, "FP32", vec, self.element(iid), *self._vadd_opts]
-        if self.schema:
-            args += ["SETATTR", attributes(meta, self.schema)]
-        pipe.execute_command(*args)
+    def _put(self, pipe: redis.client.Pipeline, iid: int, vec: bytes, meta: dict[str, Any], version: int) -> None:
+        # VREM first: a VADD of an existing element changes it in memory, but Redis 8.2's AOF
+        # replays the old vector (seen on the bundled 8.2.3), so an update is remove + add.
+        # SETATTR always rewrites every field, and the catalog version the copy was written from.
+        name = self.element(iid)
+        pipe.execute_command("VREM", self.vset_key, name)
+        attrs = json.loads(attributes(meta, self.schema)) if self.schema else {}
+        attrs["__ver"] = version
+        pipe.execute_command("VADD", self.vset_key, "FP32", vec, name, *self._vadd_opts,
+                             "SETATTR", json.dumps(attrs, separators=(",", ":"), allow_nan=False))
+
+    def _vectors(self, iids: Sequence[int]) -> list[np.ndarray | None]:
+        replies = self._pipelined([["VEMB", self.vset_key, self.element(i)] for i in iids])
+        return [np.asarray([float(x) for x in r], np.float64) if r else None for r in replies]
+
+    def _same(self, want: np.ndarray, got: np.ndarray) -> bool:
+        # VEMB returns the set's own (normalised, quantised) copy: compare directions within
+        # the quantisation's error (1-bit codes keep only signs: not comparable)
+        if self.cfg.quantization == "bin" or got.shape != want.shape:
+            return got.shape == want.shape
+        w = want.astype(np.float64)
+        cos = float(w @ got) / (float(np.linalg.norm(w) * np.linalg.norm(got)) or 1.0)
+        return cos >= (0.999999 if self.cfg.quantization == "noquant" else 0.99)
+
+    def _versions(self, iids: Sequence[int]) -> list[int | None]:
+        replies = self._pipelined([["VGETATTR", self.vset_key, self.element(i)] for i in iids])
+        out: list[int | None] = []
+        for raw in replies:
+            try:
+                out.append(int(json.loads(raw)["__ver"]) if raw else None)
+            except (ValueError, KeyError, TypeError):
+                out.append(None)
+        return out
 
     def _remove(self, pipe: redis.client.Pipeline, iid: int) -> None:
         pipe.execute_command("VREM", self.vset_key, self.element(iid))
@@ -212,7 +239,7 @@ class VectorSetHotTier(HotTier):
             args.append("TRUTH")
         return args
 
-    def search_many(self, qs: np.ndarray, k: int, node: filters.Node, ef: int | None = None) -> list[Answer]:
+    def _search_many(self, qs: np.ndarray, k: int, node: filters.Node, ef: int | None = None) -> list[Answer]:
         """Batch KNN in pipelined round trips, re-scored on the exact vectors."""
         if node == filters.FALSE:
             return [([], [], False) for _ in qs]

@@ -339,6 +339,10 @@ class RedisServer(ManagedProcess):
             "--daemonize", "no",
             "--protected-mode", "yes",
             "--maxmemory-policy", "noeviction",
+            # Answer clients (INFO, with "loading:1") every 256 KiB of a replayed AOF instead of
+            # every 2 MiB: RediSearch inserts each vector into its HNSW graph while loading, so
+            # 2 MiB of 384-d vectors took seconds between answers and clients timed out.
+            "--loading-process-events-interval-bytes", "262144",
         ]
         if self.port is None:
             args += ["--unixsocket", self.socket_path, "--unixsocketperm", "700"]
@@ -353,7 +357,7 @@ class RedisServer(ManagedProcess):
         return redis.Redis.from_url(self.url, protocol=3, **kw)
 
     def ready(self) -> bool:
-        c = self.client(socket_timeout=1)
+        c = self.client(socket_timeout=5)  # (a server replaying a large AOF answers slowly)
         try:
             # Our process, not another server that took the port between free_port() and our
             # bind (ours then exits with "Address already in use"; start() reports its log).

@@ -245,7 +245,10 @@ class TierStore:
                               "cold vectors (move them to warm first)")
         self.hot = make_hot_tier(url, catalog=self.catalog, config=cfg.hot, schema=self.schema,
                                  metric=self.metric, server=self._server)
-        self.hot.open()  # verify / rebuild now, so the first query is not the slow one
+        self.hot.exclusive = self._write_lock  # no write in flight when it switches back from standby
+        # verify now, so the first query is not the slow one; a Redis that is loading its data or
+        # must be refilled is verified in the background while the catalog answers for it
+        self.hot.open()
         self.warm = WarmTier(self.path / "warm", self.catalog, cfg.warm, self.schema, self.metric, self.gate.wait)
         self.tiers: dict[str, Any] = {"hot": self.hot, "warm": self.warm}
         if self.cold is not None:
@@ -279,15 +282,16 @@ class TierStore:
             log.info("read-only store: using the store's [schema] %s (the config says %s)", stored, self.schema)
             self.schema = stored
         self.access = shared.AccessLog(self.path / "access")
-        url = cfg.hot.redis_url
+        url, embedded = cfg.hot.redis_url, None
         if url is None:  # the writer's embedded server, never one of our own
-            url = RedisServer(self.path / "redis", search=_embedded_search(cfg.hot.backend)).url
+            embedded = RedisServer(self.path / "redis", search=_embedded_search(cfg.hot.backend))
+            url = embedded.url
         self.gate = query.ReaderGate()
         if cfg.cold.enabled:
             self.cold = ColdTier(self.path / "cold", self.catalog, cfg.cold, self.schema, self.metric,
                                  self.gate.wait, read_only=True)
         self.hot = make_hot_tier(url, catalog=self.catalog, config=cfg.hot, schema=self.schema,
-                                 metric=self.metric, server=None)
+                                 metric=self.metric, server=None, embedded=embedded)
         self.hot.read_only = True
         try:
             self.hot.open()
@@ -571,7 +575,7 @@ class TierStore:
                 labels = written.rows.tolist()
             else:
                 try:
-                    self.hot.write(iids, vecs, clean)
+                    self.hot.write(iids, vecs, clean, [1 if e is None else e.version + 1 for e in old])
                 except TierUnavailableError as exc:
                     redis_error = exc  # still commit: durable now, indexed when Redis is back
             synced = self.hot.take_synced()  # never take hot's lock inside a catalog write
@@ -1035,11 +1039,14 @@ class TierStore:
             lat = np.asarray(self._latencies, dtype=np.float64) * 1000.0
             hot: dict[str, Any] = {"count": counts["hot"], "capacity": self.capacity("hot"),
                                    "embedded": self._server is not None}
-            try:
-                hot.update(self.hot.info())
-                hot["ok"] = True
-            except TierUnavailableError as exc:
-                hot.update(ok=False, error=str(exc))
+            if self.hot.standby_reason is not None:  # answered from the catalog until Redis is verified
+                hot.update(ok=True, standby=self.hot.standby_reason)
+            else:
+                try:
+                    hot.update(self.hot.info())
+                    hot["ok"] = True
+                except TierUnavailableError as exc:
+                    hot.update(ok=False, error=str(exc))
             tiers = {"hot": hot, "warm": {"count": counts["warm"], "capacity": self.capacity("warm"),
                                           **self.warm.info()}}
             if self.cold is not None:
