@@ -299,6 +299,7 @@ def place_numpy(counts: np.ndarray, cur: np.ndarray, pin: np.ndarray, young: np.
     target[over] = np.where(cur[over] == HOT, WARM, cur[over])
     if not cold_enabled:
         target[pinned & (target == COLD)] = WARM
+    target[young & (cur == WARM) & ~pinned & (target == COLD)] = WARM  # a young row keeps its floor
     return target
 
 
@@ -306,7 +307,7 @@ def kernel_inf_rule() -> bool:
     """Whether kernels.tier_priorities gives a class-2 incumbent priority +inf (the kernel is
     being changed in this respect; the reference follows whichever version is installed)."""
     cls, prio = np.empty(1, np.int8), np.empty(1)
-    kernels.tier_priorities(np.array([1.0]), np.array([0], np.int8), np.array([0], np.int8), np.zeros(1, np.bool_),
+    kernels.tier_priorities(np.array([1.0]), np.array([0], np.int8), np.array([0], np.int8), np.full(1, -1, np.int8),
                             HOT, 1.2, np.zeros(1, np.bool_), cls, prio)
     return bool(np.isinf(prio[0]))
 
@@ -380,7 +381,7 @@ def bench_placement(n: int, reps: int, rng: np.random.Generator, lexsort: bool) 
     taken, outm = np.zeros(n, np.bool_), np.zeros(n, np.bool_)
     bonus = 1.0 + HYSTERESIS
     times["  tier_priorities (hot pass; place runs two passes)"], _ = best_of(lambda: kernels.tier_priorities(
-        counts, cur, ins["pin"], ins["young"], HOT, bonus, taken, cls, prio), reps)
+        counts, cur, ins["pin"], np.where(ins["young"], cur, -1).astype(np.int8), HOT, bonus, taken, cls, prio), reps)
     times["  select_top (hot pass; place runs two passes)"], _ = best_of(lambda: kernels.select_top(cls, prio, n // 10, outm), reps)
     res["times"] = {k: {"best_s": min(v), "median_s": float(np.median(v)), "runs": len(v)} for k, v in times.items()}
     log("  placement: " + ", ".join(f"{k.strip()} {min(v):.3f}s" for k, v in times.items()) + f"; agree {res['agree']}")

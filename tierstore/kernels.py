@@ -58,19 +58,21 @@ def scale_inplace(counts: np.ndarray, factor: float) -> None:
 #
 # A policy cycle works on compacted per-vector columns (one row per live vector): its epoch-scaled
 # count, current tier (0 hot, 1 warm, 2 cold), pin (-1 none, else the tier it is pinned to) and
-# whether it is inside its ingest grace period. For one tier it derives a *class* per row
+# its grace-period floor (-1, or the tier ingest / an explicit move placed it in). For one tier it derives a *class* per row
 # (2 = must be in the tier, 1 = may be, 0 = may not) and a *priority* (the count, times
 # 1 + hysteresis for rows already at or above the tier: an incumbent keeps its place until a
 # challenger is clearly more popular), then selects the budget's best rows.
 
 
 @nb.njit(cache=True, nogil=True)
-def tier_priorities(counts: np.ndarray, cur: np.ndarray, pin: np.ndarray, young: np.ndarray, tier: int,
+def tier_priorities(counts: np.ndarray, cur: np.ndarray, pin: np.ndarray, floor: np.ndarray, tier: int,
                     bonus: float, taken: np.ndarray, cls: np.ndarray, prio: np.ndarray) -> None:
     """Class and priority of every row for membership of ``tier`` (0 hot, 1 warm).
 
-    Rows already ``taken`` by a higher tier get class 0. A row pinned to ``tier`` -- or young
-    (in its grace period) and already at ``tier`` -- must stay (class 2); a row pinned elsewhere
+    ``floor`` (int8): -1, or the tier a young row (in its grace period) was *placed* in by
+    ingest or an explicit move -- it may not go below it. Rows already ``taken`` by a higher tier
+    get class 0. A row pinned to ``tier`` -- or whose floor is ``tier`` while it is at or above
+    ``tier`` -- must be in it (class 2); a row pinned elsewhere
     may not enter (0); a row never accessed does not move up for nothing (0 unless it is at or
     above ``tier`` already). A class-2 row already in ``tier`` gets priority +inf: if more rows
     are pinned to a tier than fit, those already there keep their places (no churn)."""
@@ -80,7 +82,7 @@ def tier_priorities(counts: np.ndarray, cur: np.ndarray, pin: np.ndarray, young:
         p = pin[i]
         if taken[i]:
             cls[i] = 0
-        elif p == tier or (young[i] and t == tier):
+        elif p == tier or (floor[i] == tier and t <= tier):
             cls[i] = 2
         elif p >= 0:
             cls[i] = 0

@@ -49,8 +49,11 @@ class AccessStats:
         self.counts = np.zeros(max(size, 1024), dtype=np.float64)
         self.last = np.zeros(self.counts.shape[0], dtype=np.float32)  # seconds since t0
         # when each vector was last placed by ingest or an explicit move (seconds since t0;
-        # -inf = never): the grace period protects it from the policy for a while
+        # -inf = never), and where: the grace period protects that placement for a while
         self.placed = np.full(self.counts.shape[0], -np.inf, dtype=np.float32)
+        # -1: none; 0..2: the tier ingest put it in (a floor); 3..5: the tier an explicit
+        # move() put it in, + 3 (held there, up or down)
+        self.placed_tier = np.full(self.counts.shape[0], -1, dtype=np.int8)
         self._queue: deque[tuple[np.ndarray | list[int], float]] = deque()
         self._lock = threading.Lock()  # guards apply/resize/rebase, never held by record()
         self.total_accesses = 0
@@ -115,6 +118,8 @@ class AccessStats:
             self.counts = np.concatenate([self.counts, np.zeros(size - self.counts.shape[0])])
             self.last = np.concatenate([self.last, np.zeros(size - self.last.shape[0], np.float32)])
             self.placed = np.concatenate([self.placed, np.full(size - self.placed.shape[0], -np.inf, np.float32)])
+            self.placed_tier = np.concatenate([self.placed_tier,
+                                               np.full(size - self.placed_tier.shape[0], -1, np.int8)])
 
     def _rebase(self, now: float) -> None:
         shift = now - self.t0
@@ -131,15 +136,33 @@ class AccessStats:
             self.counts[slots] = 0.0
             self.last[slots] = 0.0
             self.placed[slots] = -np.inf
+            self.placed_tier[slots] = -1
 
-    def mark_placed(self, slots: np.ndarray, now: float | None = None) -> None:
-        """Start the grace period of ``slots`` (just ingested, or moved by the user)."""
+    def mark_placed(self, slots: np.ndarray, tier: int | np.ndarray, explicit: bool = False,
+                    now: float | None = None) -> None:
+        """Start the grace period of ``slots``, placed in ``tier`` (0 hot, 1 warm, 2 cold) by
+        ingest (``explicit=False``: the policy may promote them, but not demote them below
+        ``tier``) or by the user's ``move()`` (``explicit=True``: the policy leaves them there)."""
         if not len(slots):
             return
         now = time.time() if now is None else now
         with self._lock:
             self._ensure(int(slots.max()) + 1)
             self.placed[slots] = np.float32(now - self.t0)
+            self.placed_tier[slots] = np.asarray(tier, np.int8) + (3 if explicit else 0)
+
+    def grace(self, slots: np.ndarray, now: float, grace: float) -> tuple[np.ndarray, np.ndarray]:
+        """(floor, hold) of ``slots`` (int8, -1 = none): for a row in its grace period, the
+        tier ingest placed it in (it may rise, not fall below it) or the tier an explicit move
+        placed it in (it stays there)."""
+        with self._lock:
+            if len(slots):
+                self._ensure(int(slots.max()) + 1)
+            young = self.placed[slots] > np.float32(now - self.t0 - grace)
+            pt = self.placed_tier[slots]
+            floor = np.where(young & (pt >= 0) & (pt < 3), pt, -1).astype(np.int8)
+            hold = np.where(young & (pt >= 3), pt - 3, -1).astype(np.int8)
+            return floor, hold
 
     def columns(self, slots: np.ndarray, now: float, grace: float) -> tuple[np.ndarray, np.ndarray]:
         """(epoch-scaled counts, in-grace flags) of ``slots``, after applying queued accesses.
@@ -172,8 +195,8 @@ class AccessStats:
         with self._lock:
             self._apply_locked()
             buf = io.BytesIO()
-            np.savez(buf, counts=self.counts, last=self.last, placed=self.placed, t0=np.float64(self.t0),
-                     total=np.int64(self.total_accesses))
+            np.savez(buf, counts=self.counts, last=self.last, placed=self.placed, placed_tier=self.placed_tier,
+                     t0=np.float64(self.t0), total=np.int64(self.total_accesses))
             return buf.getvalue()
 
     @classmethod
@@ -183,6 +206,9 @@ class AccessStats:
             st.counts, st.last = z["counts"].copy(), z["last"].copy()
             st.placed = (z["placed"].copy() if "placed" in z.files
                          else np.full(st.counts.shape[0], -np.inf, dtype=np.float32))
+            # (stats from before placement tiers were kept: no grace, the policy decides)
+            st.placed_tier = (z["placed_tier"].copy() if "placed_tier" in z.files
+                              else np.full(st.counts.shape[0], -1, dtype=np.int8))
             st.total_accesses = int(z["total"])
         return st
 
@@ -199,7 +225,9 @@ def place(counts: np.ndarray, cur: np.ndarray, pin: np.ndarray, young: np.ndarra
     """The tier every vector should live in (int8 per row), before any per-cycle move limit.
 
     ``counts``: access counts (any common scale); ``cur``: current tier; ``pin``: -1 or the
-    tier a row is pinned to; ``young``: rows in their grace period (never demoted). The hot
+    tier a row is pinned to; ``young``: the grace floor per row (int8: -1, or the tier the row
+    was placed in and may not fall below; see :meth:`AccessStats.grace`), or a bool array of
+    rows that may not be demoted from where they are now. The hot
     budget goes to the highest counts, the warm budget to the next, the rest is cold; a row
     already at or above a tier competes with its count times ``1 + hysteresis``. A row with no
     recorded access is never promoted. Pinned rows target their pin -- except that hot's
@@ -214,18 +242,20 @@ def place(counts: np.ndarray, cur: np.ndarray, pin: np.ndarray, young: np.ndarra
     n = counts.shape[0]
     cur = cur.astype(np.int8, copy=False)
     pin = pin.astype(np.int8, copy=False)
+    floor = (np.where(young, cur, -1).astype(np.int8) if young.dtype == np.bool_
+             else young.astype(np.int8, copy=False))
     bonus = 1.0 + hysteresis
     cls = np.empty(n, np.int8)
     prio = np.empty(n, np.float64)
     taken = np.zeros(n, np.bool_)
     in_hot = np.zeros(n, np.bool_)
-    kernels.tier_priorities(counts, cur, pin, young, HOT, bonus, taken, cls, prio)
+    kernels.tier_priorities(counts, cur, pin, floor, HOT, bonus, taken, cls, prio)
     kernels.select_top(cls, prio, cap_hot, in_hot)
     target = np.full(n, COLD if cold_enabled else WARM, np.int8)
     target[in_hot] = HOT
     if cold_enabled:
         in_warm = np.zeros(n, np.bool_)
-        kernels.tier_priorities(counts, cur, pin, young, WARM, bonus, in_hot, cls, prio)
+        kernels.tier_priorities(counts, cur, pin, floor, WARM, bonus, in_hot, cls, prio)
         kernels.select_top(cls, prio, cap_warm, in_warm)
         target[in_warm] = WARM
     # a pin is kept even past a budget: hot-pinned rows that did not fit stay where they are
@@ -235,6 +265,9 @@ def place(counts: np.ndarray, cur: np.ndarray, pin: np.ndarray, young: np.ndarra
     target[over] = np.where(cur[over] == HOT, WARM, cur[over])
     if not cold_enabled:
         target[pinned & (target == COLD)] = WARM
+    # a young row never falls below its floor, even past warm's budget (hot's stays hard)
+    keep = (floor == WARM) & ~pinned & (target == COLD)
+    target[keep] = WARM
     return target
 
 
@@ -455,7 +488,10 @@ class PolicyEngine:
         report.vectors = n
         cur = snap["tier"]
         st.drain_shared_accesses()  # what read-only processes recorded since the last cycle
-        counts, young = st.access.columns(snap["slot"], now, self.cfg.grace_period)
+        counts, _ = st.access.columns(snap["slot"], now, self.cfg.grace_period)
+        # grace protects placement, not the policy's own promotions: an ingested row may not
+        # fall below the tier ingest put it in, a row the user moved stays where it was put
+        floor, hold = st.access.grace(snap["slot"], now, self.cfg.grace_period)
         pin = np.full(n, -1, np.int8)
         if self._pins:
             metas = [json.loads(m) if m else {} for m in snap["meta"]]  # decoded once for every filter
@@ -463,17 +499,19 @@ class PolicyEngine:
                 pin[np.fromiter((filters.matches(node, md) for md in metas), bool, n)] = code
         flagged = (snap["flags"] & FLAG_PINNED) != 0  # store.pin(): stays in its current tier
         pin[flagged] = cur[flagged]
+        held = (hold >= 0) & (pin < 0)
+        pin[held] = hold[held]
         cold = st.cold is not None
         caps = {"hot": st.capacity("hot"), "warm": st.capacity("warm") if cold else n}
         report.budgets = dict(caps)
         report.before = {t: int((cur == c).sum()) for c, t in enumerate(TIER_NAMES) if t in st.tiers}
-        report.pinned, report.in_grace = int((pin >= 0).sum()), int(young.sum())
-        full = place(counts, cur, pin, young, caps["hot"], caps["warm"], self.cfg.hysteresis, cold)
+        report.pinned, report.in_grace = int((pin >= 0).sum() - held.sum()), int(((floor >= 0) | held).sum())
+        full = place(counts, cur, pin, floor, caps["hot"], caps["warm"], self.cfg.hysteresis, cold)
         target = limit_moves(full, cur, counts, caps["hot"], caps["warm"], self.cfg.max_moves_per_cycle, cold)
         report.deferred = int((full != cur).sum() - (target != cur).sum())
         scale = st.access.scale(now)
         for c, t in ((HOT, "hot"), (WARM, "warm")):
-            free = (full == c) & (pin < 0) & ~(young & (cur == c))
+            free = (full == c) & (pin < 0) & (floor != c)
             if free.any():
                 report.thresholds[t] = float(counts[free].min() * scale)
         report.after = {t: int((target == c).sum()) for c, t in enumerate(TIER_NAMES) if t in st.tiers}

@@ -497,17 +497,18 @@ class TierStore:
                 self._counters["spilled"] += n - len(groups.get(target, []))
                 log.info("upsert: %s tier full; %s", target,
                          ", ".join(f"{len(v)} to {t}" for t, v in groups.items()))
-            slots: list[int] = []
             error: TierUnavailableError | None = None
             for t, rows in groups.items():
                 try:
-                    slots += self._write_batch(t, [ids[i] for i in rows], [iids[i] for i in rows],
-                                               [old[i] for i in rows], vecs[rows], [metas[i] for i in rows])
+                    slots = self._write_batch(t, [ids[i] for i in rows], [iids[i] for i in rows],
+                                              [old[i] for i in rows], vecs[rows], [metas[i] for i in rows])
                 except TierUnavailableError as exc:
                     if not exc.durable:
                         raise
                     error = exc  # durable: keep writing the other groups, then report it
-            self.access.mark_placed(np.asarray(slots, dtype=np.int64))
+                    continue
+                # grace: the policy may promote them, not demote them below ``t`` for a while
+                self.access.mark_placed(np.asarray(slots, dtype=np.int64), TIER_CODES[t])
             self._counters["upserted"] += n
             if error is not None:
                 raise error
@@ -742,7 +743,8 @@ class TierStore:
         self._writable("move")
         ids = normalize_ids(ids)
         report = migrate.move(self, ids, tier, defer=defer)
-        self.access.mark_placed(self._slots_of(ids))  # the policy leaves it there for the grace period
+        # the policy leaves them there (up or down) for the grace period
+        self.access.mark_placed(self._slots_of(ids), TIER_CODES[report.tier], explicit=True)
         return report
 
     def pin(self, ids: Sequence[str | int] | np.ndarray, tier: str | None = None) -> int:

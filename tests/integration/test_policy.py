@@ -157,6 +157,46 @@ def test_grace_period_protects_new_vectors(open_store):
     assert store.run_policy(dry_run=True).in_grace == 20
 
 
+def test_grace_does_not_freeze_the_policys_own_promotions(open_store):
+    """Issue 18: everything young (default grace 10 min). What the policy promoted into hot it
+    may take back when others get hotter -- down to the tier ingest put it in, never below."""
+    v = vecs(80)
+    store = open_store(dim=16, hot={"capacity": 10}, warm={"capacity": 60},
+                       policy={"interval": 0, "ingest_tier": "warm"})
+    store.upsert(list(range(80)), v)
+    first, second = list(range(10)), list(range(10, 20))
+    store.touch(first * 3)
+    assert store.run_policy().moved == {"warm->hot": 10}
+    store.touch(second * 30)
+    rep = store.run_policy()
+    assert rep.moved == {"hot->warm": 10, "warm->hot": 10} and rep.in_grace == 80
+    assert set(tiers_of(store, second)) == {"hot"} and set(tiers_of(store, first)) == {"warm"}
+    # warm is over its budget (80 > 60), but young rows are not demoted below warm
+    assert "warm->cold" not in store.run_policy(dry_run=True).planned
+
+
+def test_an_explicit_move_is_respected_for_the_grace_period(open_store):
+    """Issue 18: run_policy() moved vectors the user had just moved to warm/cold back to hot."""
+    v = vecs(40)
+    store = open_store(dim=16, hot={"capacity": 20}, policy={"interval": 0, "grace_period": "1.5s"})
+    store.upsert(list(range(40)), v[:40], tier="warm")
+    store.touch(list(range(10)) * 5)
+    store.move([0, 1, 2], "cold")
+    store.move([3, 4], "warm")
+    store.move([30, 31], "hot")  # never accessed: stays hot all the same
+    rep = store.run_policy()
+    assert tiers_of(store, [0, 1, 2, 3, 4, 30, 31]) == ["cold"] * 3 + ["warm"] * 2 + ["hot"] * 2
+    assert rep.moved == {"warm->hot": 5}  # 5..9
+    time.sleep(1.6)  # grace over: the policy decides again
+    store.run_policy()
+    assert tiers_of(store, [0, 1, 2, 3, 4]) == ["hot"] * 5
+    store.pin([5], "cold")  # pin: forever
+    time.sleep(1.6)
+    store.touch([5] * 50)
+    store.run_policy()
+    assert tiers_of(store, [5]) == ["cold"]
+
+
 def test_access_counts_survive_reopen(open_store, tmp_path):
     v = vecs(100)
     path = tmp_path / "persist"

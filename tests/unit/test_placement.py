@@ -13,11 +13,17 @@ from tierstore.policy import COLD, HOT, WARM, AccessStats, directions, limit_mov
 # --- numpy references -----------------------------------------------------------------------------
 
 
+def as_floor(young, cur):
+    """A bool ``young`` (may not be demoted from where it is) as grace floors (int8)."""
+    return np.where(young, cur, -1).astype(np.int8) if young.dtype == bool else young
+
+
 def ref_priorities(counts, cur, pin, young, tier, bonus, taken):
+    floor = as_floor(young, cur)
     cls = np.where(counts > 0, 1, 0).astype(np.int8)
     cls[cur <= tier] = 1
     cls[pin >= 0] = 0
-    cls[(pin == tier) | (young & (cur == tier))] = 2
+    cls[(pin == tier) | ((floor == tier) & (cur <= tier))] = 2
     cls[taken] = 0
     prio = np.where(cur <= tier, counts * bonus, counts)
     prio[(cls == 2) & (cur == tier)] = np.inf
@@ -48,6 +54,7 @@ def ref_place(counts, cur, pin, young, cap_hot, cap_warm, h, cold_enabled=True):
     target[over] = np.where(cur[over] == HOT, WARM, cur[over])
     if not cold_enabled:
         target[target == COLD] = WARM
+    target[(as_floor(young, cur) == WARM) & ~p & (target == COLD)] = WARM
     return target
 
 
@@ -70,6 +77,7 @@ def test_tier_priorities_matches_numpy(seed, tier):
     rng = np.random.default_rng(seed)
     n = int(rng.integers(1, 500))
     counts, cur, pin, young = random_case(rng, n)
+    young = np.where(young, rng.integers(0, 3, n), -1).astype(np.int8)  # grace floors, any tier
     taken = rng.random(n) < 0.1
     cls, prio = np.empty(n, np.int8), np.empty(n)
     kernels.tier_priorities(counts, cur, pin, young, tier, 1.2, taken, cls, prio)
@@ -221,3 +229,34 @@ def test_directions_groups_moves():
     assert d["warm->hot"].tolist() == [1]
     assert d["cold->hot"].tolist() == [2]
     assert sum(len(v) for v in d.values()) == 3
+
+
+# --- grace protects placement, not the policy's own promotions (issue 18) -----------------------
+
+
+def test_grace_floor_lets_the_policy_take_back_its_own_promotions():
+    """Rows ingested to warm, promoted to hot by the policy, still young: they may go back to
+    warm when others get hotter (the floor is warm), never below it to cold."""
+    counts = np.array([1.0, 1.0, 50.0, 40.0, 0.0, 0.0])
+    cur = np.array([HOT, HOT, WARM, WARM, WARM, WARM], np.int8)
+    floor = np.array([WARM, WARM, WARM, WARM, WARM, -1], np.int8)
+    pin = np.full(6, -1, np.int8)
+    target = place(counts, cur, pin, floor, cap_hot=2, cap_warm=1, hysteresis=0.2)
+    assert target.tolist() == [WARM, WARM, HOT, HOT, WARM, COLD]  # young: not below warm
+    # the old rule (young = never demoted from where it is) froze hot on its first picks
+    frozen = place(counts, cur, pin, floor >= 0, cap_hot=2, cap_warm=1, hysteresis=0.2)
+    assert frozen[:2].tolist() == [HOT, HOT]
+
+
+def test_access_stats_grace_floor_and_hold():
+    st = AccessStats(half_life=10.0, t0=0.0)
+    st.mark_placed(np.array([0, 1]), WARM, now=100.0)  # ingest to warm
+    st.mark_placed(np.array([2]), COLD, explicit=True, now=100.0)  # the user moved it to cold
+    st.mark_placed(np.array([3]), HOT, now=0.0)  # ingested long ago
+    floor, hold = st.grace(np.array([0, 1, 2, 3, 4]), now=150.0, grace=60.0)
+    assert floor.tolist() == [WARM, WARM, -1, -1, -1]
+    assert hold.tolist() == [-1, -1, COLD, -1, -1]
+    floor, hold = st.grace(np.array([0, 2]), now=200.0, grace=60.0)  # grace over
+    assert floor.tolist() == [-1, -1] and hold.tolist() == [-1, -1]
+    back = AccessStats.loads(st.dumps(), half_life=10.0)
+    assert back.grace(np.array([0, 2]), now=150.0, grace=60.0)[1].tolist() == [-1, COLD]
