@@ -22,8 +22,8 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import platform
+import signal
 import sys
 import tempfile
 import time
@@ -41,9 +41,9 @@ SECTION = "## Crash campaign (issue 14): kill -9 of the writer and its servers, 
 CONFIGS = ("search-embedded", "search-external", "vectorset-embedded", "vectorset-external")
 
 
-def run_config(name: str, trials: int, seed: int, size: int, workdir: Path) -> dict[str, Any]:
+def run_config(name: str, trials: int, seed: int, size: int, workdir: Path, src: str | None = None) -> dict[str, Any]:
     backend, redis = name.split("-")
-    camp = Campaign(workdir / name, backend=backend, redis=redis, seed=seed, size=size, verbose=True)
+    camp = Campaign(workdir / name, backend=backend, redis=redis, seed=seed, size=size, verbose=True, src=src)
     t0 = time.time()
     try:
         for _ in range(trials):
@@ -111,9 +111,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--size", type=int, default=400, help="live vectors per store (kept near it)")
     ap.add_argument("--configs", default=",".join(CONFIGS), help=f"comma-separated subset of {CONFIGS}")
     ap.add_argument("--workdir", default=None, help="stores, servers and worker logs (default: a new temp dir)")
+    ap.add_argument("--src", default=None, help="run the workers on the tierstore package in this directory "
+                    "(e.g. an older commit: git archive <commit> tierstore | tar -x -C DIR); default: this checkout")
     ap.add_argument("--out", default=None)
     ap.add_argument("--results-md", default=str(REPO / "benchmarks/RESULTS.md"))
     a = ap.parse_args(argv)
+    # SIGTERM (and SIGINT where a background shell ignores it) unwinds: workers and servers stopped
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     configs = [c.strip() for c in a.configs.split(",") if c.strip()]
     for c in configs:
         if c not in CONFIGS:
@@ -122,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     per = -(-a.trials // len(configs))
     log(f"chaos: {per} trials x {configs}, seed {a.seed}, size {a.size}, workdir {workdir}")
     t0 = time.time()
-    results = [run_config(c, per, a.seed, a.size, workdir) for c in configs]
+    results = [run_config(c, per, a.seed, a.size, workdir, a.src) for c in configs]
     total: dict[str, Any] = {"trials": 0, "kills": 0, "checks": 0, "violations": 0, "checks_with_violations": 0}
     kinds, kp, sk = Counter(), Counter(), Counter()
     for s in results:
@@ -135,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
     date = datetime.date.today().isoformat()
     res = {"benchmark": "chaos", "date": date, "command": command("benchmarks.chaos", sys.argv[1:] if argv is None else argv),
            "machine": {"platform": platform.platform(), "python": platform.python_version()},
-           "seed": a.seed, "size": a.size, "seconds": round(time.time() - t0, 1), "total": total, "configs": results}
+           "seed": a.seed, "size": a.size, "src": a.src, "seconds": round(time.time() - t0, 1), "total": total, "configs": results}
     tab = table(res)
     viol = violations_md(res)
     section = "\n".join([
@@ -150,9 +154,10 @@ def main(argv: list[str] | None = None) -> int:
         "before. A check: get() of every id ever written returns exactly its last acknowledged vector "
         "(float32 equality) and metadata (or one of the candidates of a call the worker died in), deleted "
         "ids are absent, scan() has no duplicate or unknown id and agrees with len(), every live id's own "
-        "vector queried with tiers=[its tier] (k 1-3) and over all tiers returns it first at distance ~0, "
-        "Redis's copy of every hot vector is the acknowledged one, verify() is ok; open() and the check "
-        "must not raise.", "",
+        "vector queried with tiers=[its tier] (k 1-3) returns it first at distance ~0, and so does a query "
+        "over all tiers (100 live ids per check), Redis's copy of every hot vector is the acknowledged one "
+        "(RediSearch: the hash's bytes; vector sets: VEMB by cosine), verify() is ok (deep, downloading "
+        "every cold object, every 4th check and the last); open() and the check must not raise.", "",
         tab, "",
         *(["Violations (the kills since the previous check, and the first items):", "", viol, ""] if viol else []),
     ])

@@ -50,6 +50,14 @@ REPO = Path(__file__).resolve().parents[2]
 OP_KINDS = ("upsert_new", "upsert_existing", "delete", "move", "policy", "compact", "flush")
 
 
+def _die_with_parent() -> None:
+    """In the worker, before exec: SIGKILL when the campaign process dies (never an orphan that
+    goes on writing)."""
+    import ctypes
+
+    ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
 def op_kind(op: dict[str, Any]) -> str:
     if op["op"] == "upsert":
         return "upsert_new" if op.get("new") else "upsert_existing"
@@ -58,13 +66,20 @@ def op_kind(op: dict[str, Any]) -> str:
 
 class Campaign:
     def __init__(self, root: Path, *, backend: str, redis: str = "embedded", seed: int = 0, size: int = 300,
-                 verbose: bool = False) -> None:
+                 verbose: bool = False, src: str | os.PathLike[str] | None = None) -> None:
+        """``src``: a directory holding the ``tierstore`` package the workers run (e.g. an older
+        commit: ``git archive <commit> tierstore | tar -x -C DIR``); default: this checkout
+        (or ``$TIERSTORE_CHAOS_SRC``). The campaign's own servers always come from this checkout."""
         assert backend in ("search", "vectorset") and redis in ("embedded", "external")
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
         (self.root / "logs").mkdir(exist_ok=True)
         self.backend, self.redis_mode, self.seed, self.size = backend, redis, seed, size
         self.verbose = verbose
+        src = src or os.environ.get("TIERSTORE_CHAOS_SRC") or REPO
+        self.src = Path(src).resolve()
+        if not (self.src / "tierstore" / "__init__.py").is_file():
+            raise ValueError(f"src: {str(self.src)!r} holds no tierstore package")
         self.rng = random.Random(f"{seed}-{backend}-{redis}")
         self.store_path = self.root / "store"
         self.model = cm.new_model()
@@ -164,16 +179,19 @@ class Campaign:
                 "cold_url": self.cold_url, "endpoint_url": self.s3.endpoint_url, "size": self.size,
                 "model": str(self.model_path), "model_out": str(self.root / "model-out.json"),
                 "log": str(log_path), "seed": wseed, "check": True,
+                # verify(deep=True) downloads every cold object: every 4th trial and the last check
+                "deep_verify": check_only or t % 4 == 0,
                 "max_ops": 0 if check_only else (8 if plan["phase"] == "none" else 10_000)}
         cm.save_model(self.model, self.model_path)
         with contextlib.suppress(FileNotFoundError):
             (self.root / "model-out.json").unlink()
         (self.root / f"args-{t:04d}.json").write_text(json.dumps(args))
         env = {**os.environ, "AWS_ACCESS_KEY_ID": self.s3.access_key, "AWS_SECRET_ACCESS_KEY": self.s3.secret_key,
-               "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+               "PYTHONPATH": os.pathsep.join([str(self.src), str(REPO), os.environ.get("PYTHONPATH", "")])}
         out = open(self.root / "logs" / f"t{t:04d}.out", "wb")  # noqa: SIM115
         proc = subprocess.Popen([sys.executable, str(WORKER), str(self.root / f"args-{t:04d}.json")],
-                                stdout=out, stderr=subprocess.STDOUT, env=env, cwd=str(REPO))
+                                stdout=out, stderr=subprocess.STDOUT, env=env, cwd=str(REPO),
+                                preexec_fn=_die_with_parent)
         out.close()
         rec: dict[str, Any] = {"trial": t, "seed": wseed, "plan": plan, "killed": False, "killed_servers": []}
         try:

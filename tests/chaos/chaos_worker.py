@@ -149,7 +149,8 @@ def main() -> int:
     log("opened", dt=time.time() - t0)
     if args.get("check", True):
         try:
-            viol, model, stats = cm.check_store(store, model, rng=np.random.default_rng(args["seed"]))
+            viol, model, stats = cm.check_store(store, model, rng=np.random.default_rng(args["seed"]),
+                                                 deep_verify=bool(args.get("deep_verify", True)))
         except Exception as exc:  # noqa: BLE001 - a check that cannot run is a finding
             log("check_error", type=type(exc).__name__, msg=str(exc)[:2000], tb=traceback.format_exc()[-3000:])
             return 4
