@@ -806,7 +806,7 @@ class WarmTier:
                 if errs:
                     bad[s.sid] = "; ".join(errs)
         if bad:
-            self._damage(bad)  # (reported by verify until this rewrite replaces them)
+            self._damage(bad)  # logged; their stand-ins (catalog rows) are what gets copied below
             with self._lock:
                 victims = [self.sealed.get(s.sid, s) if s.sid in bad else s for s in victims]
         kept = dropped = 0
