@@ -191,6 +191,8 @@ class HotTier:
 
     def _slow_start(self) -> str | None:
         """Why verifying now would take long (or None)."""
+        if self.server is not None and self.server.loading_at_start and self.server.alive():
+            return "Redis is loading its data"
         try:
             loading = int(self.r.info("persistence").get("loading", 0))
         except redis.BusyLoadingError:

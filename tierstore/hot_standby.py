@@ -23,6 +23,7 @@ the same stand-in, reloaded when the catalog changes.
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Sequence
@@ -35,6 +36,10 @@ from .catalog import TIER_HOT, Catalog
 
 _OVERFETCH = 2  # candidates re-scored on the catalog's records, per result asked
 _MASKS = 64  # filters whose row masks are remembered
+
+
+def _meta(m: dict[str, Any] | bytes) -> dict[str, Any]:
+    return m if isinstance(m, dict) else (json.loads(m) if m else {})
 
 
 class CatalogStandby:
@@ -53,7 +58,7 @@ class CatalogStandby:
         self._mat = np.zeros((0, self.dim), np.float32)  # cosine: unit rows
         self._sq = np.zeros(0, np.float32)  # l2: squared norms
         self._live = np.zeros(0, bool)
-        self._metas: list[dict[str, Any]] = []
+        self._metas: list[dict[str, Any] | bytes] = []  # a row's metadata (bytes: JSON as loaded)
         self._masks: dict[str, np.ndarray] = {}
         self.loaded_gen = -1
         self.load_seconds = 0.0
@@ -70,14 +75,23 @@ class CatalogStandby:
             self._masks.clear()
             self._grow(max(16, self.catalog.count(TIER_HOT)))
             self.loaded_gen = self.catalog.generation()
-            for batch in self.catalog.entry_batches(tiers=[TIER_HOT], size=20_000):
-                with self.catalog.read() as txn:
-                    for e in batch:
-                        if self._owns is not None and not self._owns(e.iid):
-                            continue
-                        raw = self.catalog.vector_raw(txn, e.iid)
-                        if raw is not None:
-                            self._set(e.iid, np.frombuffer(raw, np.float32), e.metadata)
+            for iid, vec, meta in self.catalog.tier_records(TIER_HOT):
+                if self._owns is not None and not self._owns(iid):
+                    continue
+                self._grow(self._n + 1)
+                row = self._n
+                self._row[iid] = row
+                self._iids[row] = iid
+                self._mat[row] = np.frombuffer(vec, np.float32)
+                self._metas.append(meta)  # JSON bytes, parsed when a filter needs them
+                self._n += 1
+            n = self._n
+            self._live[:n] = True
+            if self.metric == "cosine":
+                norms = np.linalg.norm(self._mat[:n], axis=1, keepdims=True)
+                self._mat[:n] /= np.where(norms > 0, norms, 1.0)
+            else:
+                self._sq[:n] = np.einsum("ij,ij->i", self._mat[:n], self._mat[:n])
         self.load_seconds = time.perf_counter() - t0
         return self
 
@@ -147,7 +161,7 @@ class CatalogStandby:
         key = repr(node)
         mask = self._masks.get(key)
         if mask is None:
-            mask = np.fromiter((filters.matches(node, m) for m in self._metas), bool, self._n)
+            mask = np.fromiter((filters.matches(node, _meta(m)) for m in self._metas), bool, self._n)
             if len(self._masks) >= _MASKS:
                 self._masks.pop(next(iter(self._masks)))
             self._masks[key] = mask

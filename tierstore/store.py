@@ -179,6 +179,7 @@ class TierStore:
         self._view_lock = threading.Lock()
         self._drain: shared.AccessDrain | None = None
         self._closed = False
+        self._closed_cleanly = False
         self._server: RedisServer | None = None
         self._lock_fd: int | None = None
         self._write_lock = threading.RLock()
@@ -382,6 +383,7 @@ class TierStore:
                     self.warm.seal()  # a clean close leaves nothing to rebuild at the next open
             self._checkpoint()
             self._sync_pending(raise_errors=False)
+            self._closed_cleanly = True
         finally:
             self._shutdown()
 
@@ -397,6 +399,8 @@ class TierStore:
         if self.cold is not None:
             self.cold.close()
         if self._server is not None:
+            if self._closed_cleanly and self.hot is not None and self.hot.standby_reason is None:
+                self._server.rewrite_aof()  # so the next open loads an RDB base, not one command per vector
             self._server.stop()
         if self.catalog is not None:
             self.catalog.close()
