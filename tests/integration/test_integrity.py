@@ -49,9 +49,9 @@ def assert_warm_finds_itself(store, x: np.ndarray, ids) -> None:
 
 
 def test_any_flipped_byte_of_a_warm_segment_is_found_and_repaired(open_store):
-    store = open_store(dim=16, warm={"segment_size": 1200}, cold={"enabled": False})
-    x = vectors(1200, seed=1)
-    store.upsert(list(range(1200)), x, tier="warm")
+    store = open_store(dim=16, warm={"segment_size": 800}, cold={"enabled": False})
+    x = vectors(800, seed=1)
+    store.upsert(list(range(800)), x, tier="warm")
     store.flush()
     rng = np.random.default_rng(0)
 
@@ -67,14 +67,14 @@ def test_any_flipped_byte_of_a_warm_segment_is_found_and_repaired(open_store):
         assert not rep["ok"] and rep["warm"]["damaged"] == [sid]
         assert any(d.name in p and name in p for p in rep["problems"]), rep["problems"]
         # not served any more: its rows come from the catalog, exactly
-        assert_warm_finds_itself(store, x, rng.choice(1200, 20, replace=False).tolist())
+        assert_warm_finds_itself(store, x, rng.choice(800, 20, replace=False).tolist())
         rep = store.verify(deep=True, repair=True)
         assert rep["ok"], rep["problems"]
-        assert list(rep["repaired"]["warm"]["rebuilt"]) == [str(sid)] and rep["repaired"]["warm"]["rows"] == 1200
+        assert list(rep["repaired"]["warm"]["rebuilt"]) == [str(sid)] and rep["repaired"]["warm"]["rows"] == 800
         assert not d.exists() and store.warm.damaged == {}
 
     one()
-    assert_warm_finds_itself(store, x, list(range(1200)))
+    assert_warm_finds_itself(store, x, list(range(800)))
 
 
 def _config(tmp_path, store_path, redis_url) -> str:
