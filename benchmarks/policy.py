@@ -551,6 +551,62 @@ def policy_hits(tr: Trace, caps: list[int], half_life: float, sec_per_access: fl
     return out
 
 
+def store_path_hits(acc: np.ndarray, keys: int, cap: int, cycle: int, record_batch: int,
+                    half_life: float | str = "auto", hysteresis: float = HYSTERESIS,
+                    promote: bool = True, sec_per_access: float = 1e-3) -> dict[str, Any]:
+    """The store's own path with its defaults (issue 18): every access recorded through
+    ``AccessStats`` (``half_life = "auto"``: logical time, shadow half-lives tuned at each cycle),
+    promote-on-access after every record batch (``policy.admit`` against the last cycle's hot
+    threshold, within the cycle's move budget), and at each cycle ``tune`` + ``place`` +
+    ``limit_moves`` exactly as ``PolicyEngine.plan`` calls them (everything starts warm, ingest
+    grace floor = warm, so it never binds). Hits per cycle interval."""
+    st = AccessStats(half_life=half_life, t0=0.0, size=keys)
+    slots = np.arange(keys, dtype=np.int64)
+    pin = np.full(keys, -1, np.int8)
+    floor = np.full(keys, -1, np.int8)
+    cur = np.full(keys, WARM, np.int8)
+    hits, promotions, on_access = [], 0, 0
+    evictable, room, budget = np.zeros(0, np.int64), cap, 0
+    chosen = []
+    for lo in range(0, len(acc), cycle):
+        hi = min(lo + cycle, len(acc))
+        h = 0
+        for s in range(lo, hi, record_batch):
+            e = min(s + record_batch, hi)
+            h += int((cur[acc[s:e]] == HOT).sum())
+            st.record(acc[s:e], now=e * sec_per_access)
+            if promote and budget > 0:
+                cand = st.take_candidates()
+                if len(cand):
+                    up, down = policy_mod.admit(st.counts, cand, evictable, room, budget, hysteresis)
+                    cur[up], cur[down] = HOT, WARM
+                    st.hot[up], st.hot[down] = True, False
+                    fill = min(max(room, 0), len(up))
+                    room -= fill
+                    budget -= len(up)
+                    evictable = np.concatenate([np.setdiff1d(evictable, down), up])
+                    promotions += len(up)
+                    on_access += len(up)
+        hits.append(h)
+        info = st.tune(slots, cap)
+        if info is not None:
+            chosen.append(info["half_life"])
+        counts, _ = st.columns(slots, hi * sec_per_access, 0.0)
+        target = place(counts, cur, pin, floor, cap, keys, hysteresis, cold_enabled=False)
+        target = limit_moves(target, cur, counts, cap, keys, MAX_MOVES, cold_enabled=False)
+        promotions += int(((target == HOT) & (cur != HOT)).sum())
+        cur = target
+        hot_rows = cur == HOT
+        evictable = slots[hot_rows]
+        room = cap - int(hot_rows.sum())
+        thr = 0.0 if room > 0 else (float(counts[hot_rows].min()) * (1 + hysteresis) if hot_rows.any() else np.inf)
+        budget = policy_mod.admit_budget(hi - lo, MAX_MOVES)
+        if promote:
+            st.watch(slots[hot_rows], thr)
+    return {"hits": np.asarray(hits), "promotions": promotions, "promoted_on_access": on_access,
+            "half_lives": chosen}
+
+
 def simulate(tr: Trace, half_lives: list[float], budgets: tuple[float, ...], cycle_seconds: float = CYCLE_SECONDS,
              hysteresis: float = HYSTERESIS) -> dict[str, Any]:
     n = len(tr.accesses)

@@ -10,7 +10,7 @@ directory, so a service finds its data whatever its working directory.
 
 >>> cfg = load_config(store={"dim": 4}, hot={"capacity": 1000, "ef_runtime": "32"}, env={})
 >>> cfg.store.dim, cfg.hot.capacity, cfg.hot.ef_runtime, cfg.policy.half_life
-(4, 1000, 32, 3600.0)
+(4, 1000, 32, 'auto')
 >>> load_config(store={"dim": 4}, hot={"capasity": 1}, env={})
 Traceback (most recent call last):
 ...
@@ -369,8 +369,12 @@ class ColdConfig:
 class PolicyConfig:
     """``[policy]``: access-frequency placement."""
 
-    half_life: float = _spec(3600.0, "duration")
+    # "auto": chosen by the policy among shadow half-lives measured in accesses (issue 18);
+    # a duration: a fixed half-life in wall time
+    half_life: float | str = _spec("auto", "halflife")
     interval: float = _spec(30.0, "duration")
+    # promote on access between cycles (checked this often; 0 = only at cycles)
+    promote_interval: float = _spec(1.0, "duration")
     ingest_tier: str = _spec("hot", "choice", choices=TIERS)
     hysteresis: float = _spec(0.2, "float", lo=0.0, hi=10.0)
     max_moves_per_cycle: int = _spec(50_000, "int", lo=0)
@@ -447,6 +451,8 @@ def _parse_value(spec: dict[str, Any], value: Any, path: str) -> Any:
         return parse_bool(value, path)
     if kind == "duration":
         return parse_duration(value, path)
+    if kind == "halflife":
+        return "auto" if value == "auto" else parse_duration(value, path)
     if kind == "size":
         return parse_size(value, path)
     if kind == "choice":

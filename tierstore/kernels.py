@@ -48,6 +48,55 @@ def access_add_each(counts: np.ndarray, last: np.ndarray, slots: np.ndarray, w: 
 
 
 @nb.njit(cache=True, nogil=True)
+def access_logical(counts: np.ndarray, last: np.ndarray, slots: np.ndarray, x0: float, inv_h: float,
+                   t: np.float32, shadow: np.ndarray, inv_hs: np.ndarray, rate: int, block: int,
+                   hot: np.ndarray, thr: float, cand: np.ndarray) -> None:
+    """Accesses in *logical* time (``half_life = "auto"``): access ``i`` of the batch happens at
+    ``x = x0 + i`` accesses since the epoch and adds ``2 ** (x * inv_h)`` to ``counts[s]``
+    (weights recomputed every ``block`` accesses, a small fraction of the shortest half-life).
+
+    Shadow scores (a miniature simulation on the sampled slots ``s % rate == 0``, row
+    ``s // rate`` of ``shadow``): column j adds ``2 ** (x * inv_hs[j])``, the last column counts
+    the accesses since the last cycle. Promote-on-access: a slot not ``hot`` whose count passes
+    ``thr`` is flagged in ``cand``."""
+    n = counts.shape[0]
+    m = shadow.shape[0]
+    k = inv_hs.shape[0]
+    ws = np.empty(k)
+    w = 0.0
+    for i in range(slots.shape[0]):
+        if i % block == 0:
+            x = x0 + i
+            w = 2.0 ** (x * inv_h)
+            for j in range(k):
+                ws[j] = 2.0 ** (x * inv_hs[j])
+        s = slots[i]
+        if 0 <= s < n:
+            c = counts[s] + w
+            counts[s] = c
+            last[s] = t
+            if c > thr and not hot[s]:
+                cand[s] = True
+            if s % rate == 0:
+                r = s // rate
+                if r < m:
+                    for j in range(k):
+                        shadow[r, j] += ws[j]
+                    shadow[r, k] += 1.0
+
+
+@nb.njit(cache=True, nogil=True)
+def flag_candidates(counts: np.ndarray, slots: np.ndarray, hot: np.ndarray, thr: float, cand: np.ndarray) -> None:
+    """Promote-on-access for a fixed (wall-time) half-life: flag accessed slots not ``hot``
+    whose count passes ``thr``."""
+    n = counts.shape[0]
+    for i in range(slots.shape[0]):
+        s = slots[i]
+        if 0 <= s < n and counts[s] > thr and not hot[s]:
+            cand[s] = True
+
+
+@nb.njit(cache=True, nogil=True)
 def scale_inplace(counts: np.ndarray, factor: float) -> None:
     """Rebase epoch-scaled counts: counts *= factor."""
     for i in range(counts.shape[0]):

@@ -40,20 +40,49 @@ _REBASE_EXP = 600.0  # rebase when weights reach 2**600 (float64 overflows near 
 _APPLY_AT_ENTRIES = 8192  # queued record() calls that trigger an apply from the recording thread
 
 
-class AccessStats:
-    """Decayed access counts and last-access times for every slot."""
+# shadow half-lives of half_life = "auto", as multiples of the accesses per cycle (issue 18)
+SHADOW_MULTS = (0.25, 1.0, 4.0, 16.0, 64.0)
+_START = 2  # the half-life used until the shadows have been measured (4x a cycle's traffic)
+_SWITCH_MARGIN = 0.005  # hit ratio a shadow must lead the current one by to be chosen
+_SMOOTH = 0.5  # weight of the newest cycle in each shadow's smoothed hit ratio
+_SAMPLE_ROWS = 16384  # shadows run on about this many sampled slots (a miniature simulation)
 
-    def __init__(self, half_life: float, t0: float | None = None, size: int = 0) -> None:
-        self.half_life = float(half_life)
-        self.t0 = time.time() if t0 is None else float(t0)
+
+class AccessStats:
+    """Decayed access counts and last-access times for every slot.
+
+    ``half_life``: seconds (wall time), or ``"auto"``: decay in *logical* time (accesses), the
+    half-life chosen each cycle among shadow half-lives (see :meth:`tune`)."""
+
+    def __init__(self, half_life: float | str, t0: float | None = None, size: int = 0) -> None:
+        self.auto = half_life == "auto"
+        # auto: logical time; the half-life is in accesses and effectively infinite until the first cycle
+        self.half_life = 1e12 if self.auto else float(half_life)
+        self.wall0 = time.time() if t0 is None else float(t0)  # placement times are relative to it
+        self.t0 = 0.0 if self.auto else self.wall0
+        self.clock = 0.0  # auto: accesses applied (logical time)
         self.counts = np.zeros(max(size, 1024), dtype=np.float64)
-        self.last = np.zeros(self.counts.shape[0], dtype=np.float32)  # seconds since t0
-        # when each vector was last placed by ingest or an explicit move (seconds since t0;
+        self.last = np.zeros(self.counts.shape[0], dtype=np.float32)  # seconds since t0 (auto: since wall0)
+        # when each vector was last placed by ingest or an explicit move (seconds since wall0;
         # -inf = never), and where: the grace period protects that placement for a while
         self.placed = np.full(self.counts.shape[0], -np.inf, dtype=np.float32)
         # -1: none; 0..2: the tier ingest put it in (a floor); 3..5: the tier an explicit
         # move() put it in, + 3 (held there, up or down)
         self.placed_tier = np.full(self.counts.shape[0], -1, dtype=np.int8)
+        # promote-on-access: slots known hot, the hot threshold of the last cycle (epoch-scaled),
+        # and the slots that passed it since the last look
+        self.hot = np.zeros(self.counts.shape[0], dtype=np.bool_)
+        self.cand = np.zeros(self.counts.shape[0], dtype=np.bool_)
+        self.admit_thr = np.inf
+        # auto: shadow scores (see tune); none until the first cycle has measured the traffic
+        self.grid: np.ndarray | None = None  # shadow half-lives in accesses
+        self.rate = 1
+        self.shadow = np.zeros((0, len(SHADOW_MULTS) + 1))
+        self.chosen = _START
+        self.smoothed: np.ndarray | None = None
+        self._sets: list[np.ndarray] | None = None
+        self._cycle_clock = 0.0
+        self.tuning: list[dict[str, Any]] = []  # the last cycles' choices (stats()["policy"])
         self._queue: deque[tuple[np.ndarray | list[int], float]] = deque()
         self._lock = threading.Lock()  # guards apply/resize/rebase, never held by record()
         self.total_accesses = 0
@@ -101,6 +130,9 @@ class AccessStats:
                 continue
             self._ensure(int(slots.max()) + 1)
             latest = float(np.max(now))
+            if self.auto:
+                self._apply_logical(slots, latest)
+                continue
             if (latest - self.t0) / self.half_life > _REBASE_EXP:
                 self._rebase(latest)
             if isinstance(now, np.ndarray):
@@ -110,23 +142,53 @@ class AccessStats:
             else:
                 kernels.access_add(self.counts, self.last, slots, 2.0 ** ((now - self.t0) / self.half_life),
                                    np.float32(now - self.t0))
+            if self.admit_thr < np.inf:
+                kernels.flag_candidates(self.counts, slots, self.hot, self.admit_thr, self.cand)
             self.total_accesses += len(slots)
+
+    def _apply_logical(self, slots: np.ndarray, now: float) -> None:
+        h_min = self.half_life if self.grid is None else min(self.half_life, float(self.grid[0]))
+        if (self.clock + len(slots) - self.t0) / h_min > _REBASE_EXP:
+            self._rebase(self.clock)
+        inv_hs = (1.0 / self.grid) if self.grid is not None else np.zeros(0)
+        block = int(max(1, min(4096, h_min // 64)))
+        kernels.access_logical(self.counts, self.last, slots, self.clock - self.t0, 1.0 / self.half_life,
+                               np.float32(now - self.wall0), self.shadow, inv_hs, self.rate, block,
+                               self.hot, self.admit_thr, self.cand)
+        self.clock += len(slots)
+        self.total_accesses += len(slots)
 
     def _ensure(self, n: int) -> None:
         if n > self.counts.shape[0]:
             size = max(n, 2 * self.counts.shape[0])
-            self.counts = np.concatenate([self.counts, np.zeros(size - self.counts.shape[0])])
-            self.last = np.concatenate([self.last, np.zeros(size - self.last.shape[0], np.float32)])
-            self.placed = np.concatenate([self.placed, np.full(size - self.placed.shape[0], -np.inf, np.float32)])
-            self.placed_tier = np.concatenate([self.placed_tier,
-                                               np.full(size - self.placed_tier.shape[0], -1, np.int8)])
+            grow = size - self.counts.shape[0]
+            self.counts = np.concatenate([self.counts, np.zeros(grow)])
+            self.last = np.concatenate([self.last, np.zeros(grow, np.float32)])
+            self.placed = np.concatenate([self.placed, np.full(grow, -np.inf, np.float32)])
+            self.placed_tier = np.concatenate([self.placed_tier, np.full(grow, -1, np.int8)])
+            self.hot = np.concatenate([self.hot, np.zeros(grow, np.bool_)])
+            self.cand = np.concatenate([self.cand, np.zeros(grow, np.bool_)])
 
     def _rebase(self, now: float) -> None:
+        """Move the epoch to ``now`` (wall seconds, or accesses when auto): every score scaled down."""
         shift = now - self.t0
         kernels.scale_inplace(self.counts, 2.0 ** (-shift / self.half_life))
-        self.last -= np.float32(shift)
-        self.placed -= np.float32(shift)
+        if self.admit_thr < np.inf:
+            self.admit_thr *= 2.0 ** (-shift / self.half_life)
+        if self.grid is not None and len(self.shadow):
+            self.shadow[:, :-1] *= np.exp2(-shift / self.grid)
+        if not self.auto:
+            self.last -= np.float32(shift)
+            self.placed -= np.float32(now - self.wall0)
+            self.wall0 = now
         self.t0 = now
+
+    def set_half_life(self, half_life: float) -> None:
+        """Auto: continue with another half-life (the decayed counts carry over)."""
+        with self._lock:
+            self._apply_locked()
+            self._rebase(self.clock)
+            self.half_life = float(half_life)
 
     def forget(self, slots: np.ndarray) -> None:
         """Reset slots that were freed (deleted vectors), so a reused slot starts cold."""
@@ -137,6 +199,10 @@ class AccessStats:
             self.last[slots] = 0.0
             self.placed[slots] = -np.inf
             self.placed_tier[slots] = -1
+            self.cand[slots] = False
+            rows = slots[slots % self.rate == 0] // self.rate
+            rows = rows[rows < len(self.shadow)]
+            self.shadow[rows] = 0.0
 
     def mark_placed(self, slots: np.ndarray, tier: int | np.ndarray, explicit: bool = False,
                     now: float | None = None) -> None:
@@ -148,8 +214,9 @@ class AccessStats:
         now = time.time() if now is None else now
         with self._lock:
             self._ensure(int(slots.max()) + 1)
-            self.placed[slots] = np.float32(now - self.t0)
+            self.placed[slots] = np.float32(now - self.wall0)
             self.placed_tier[slots] = np.asarray(tier, np.int8) + (3 if explicit else 0)
+            self.hot[slots] = np.asarray(tier) == 0
 
     def grace(self, slots: np.ndarray, now: float, grace: float) -> tuple[np.ndarray, np.ndarray]:
         """(floor, hold) of ``slots`` (int8, -1 = none): for a row in its grace period, the
@@ -158,7 +225,7 @@ class AccessStats:
         with self._lock:
             if len(slots):
                 self._ensure(int(slots.max()) + 1)
-            young = self.placed[slots] > np.float32(now - self.t0 - grace)
+            young = self.placed[slots] > np.float32(now - self.wall0 - grace)
             pt = self.placed_tier[slots]
             floor = np.where(young & (pt >= 0) & (pt < 3), pt, -1).astype(np.int8)
             hold = np.where(young & (pt >= 3), pt - 3, -1).astype(np.int8)
@@ -172,12 +239,97 @@ class AccessStats:
             self._apply_locked()
             if len(slots):
                 self._ensure(int(slots.max()) + 1)
-            young = self.placed[slots] > np.float32(now - self.t0 - grace)
+            young = self.placed[slots] > np.float32(now - self.wall0 - grace)
             return self.counts[slots], young  # fancy indexing: already copies
 
     def scale(self, now: float) -> float:
-        """Factor turning epoch-scaled counts into decayed counts at ``now``."""
-        return 2.0 ** (-(now - self.t0) / self.half_life)
+        """Factor turning epoch-scaled counts into decayed counts at ``now`` (auto: at the
+        current logical time)."""
+        return 2.0 ** (-((self.clock if self.auto else now) - self.t0) / self.half_life)
+
+    # --- promote on access ------------------------------------------------------------------------
+
+    def watch(self, hot_slots: np.ndarray, thr: float) -> None:
+        """After a cycle: which slots are hot, and the (epoch-scaled) count an access must lift
+        a slot past to become a candidate for promotion before the next cycle."""
+        with self._lock:
+            self._apply_locked()
+            if len(hot_slots):
+                self._ensure(int(hot_slots.max()) + 1)
+            self.hot[:] = False
+            self.hot[hot_slots] = True
+            self.cand[:] = False
+            self.admit_thr = float(thr)
+
+    def take_candidates(self) -> np.ndarray:
+        """Slots flagged since the last call (cleared)."""
+        with self._lock:
+            self._apply_locked()
+            out = np.flatnonzero(self.cand)
+            self.cand[out] = False
+            out = out[~self.hot[out]]
+            return out
+
+    # --- auto half-life ---------------------------------------------------------------------------
+
+    def tune(self, slots: np.ndarray, cap_hot: int) -> dict[str, Any] | None:
+        """Auto: score what each shadow half-life would have held hot (its top ``cap_hot`` at
+        the last cycle, on the sampled slots) against the accesses since, move the policy's
+        half-life to the best (smoothed over cycles, by a margin: no flapping), and take each
+        shadow's hot set for the next cycle. ``slots``: the live vectors'. Returns the report."""
+        if not self.auto:
+            return None
+        with self._lock:
+            self._apply_locked()
+            traffic = self.clock - self._cycle_clock
+            self._cycle_clock = self.clock
+            if self.grid is None:
+                if traffic < 1:
+                    return None
+                # the first cycle sets the grid: multiples of one cycle's traffic
+                self.grid = np.asarray(SHADOW_MULTS) * max(traffic, 64.0)
+                n = max(int(self.counts.shape[0]), int(slots.max()) + 1 if len(slots) else 1)
+                self.rate = max(1, n // _SAMPLE_ROWS)
+                self.shadow = np.zeros((n // self.rate + 1, len(SHADOW_MULTS) + 1))
+                self.t0 = self.clock  # shadows start at this epoch
+                self._rebase_counts_to(self.clock, float(self.grid[self.chosen]))
+                info = {"half_life": float(self.half_life), "traffic": traffic, "shadows": None}
+                self._sets = None
+            else:
+                samp = slots[slots % self.rate == 0] // self.rate
+                samp = samp[samp < len(self.shadow)]
+                k = len(SHADOW_MULTS)
+                win = self.shadow[:, k]
+                total = float(win.sum())
+                info = {"traffic": traffic, "sampled_accesses": total, "shadows": None}
+                if self._sets is not None and total > 0:
+                    ratios = np.array([win[s].sum() / total for s in self._sets])
+                    self.smoothed = ratios if self.smoothed is None else (
+                        _SMOOTH * ratios + (1 - _SMOOTH) * self.smoothed)
+                    best = int(np.argmax(self.smoothed))
+                    if self.smoothed[best] > self.smoothed[self.chosen] + _SWITCH_MARGIN:
+                        self.chosen = best
+                    info["shadows"] = {f"{h:g}": round(float(r), 4) for h, r in zip(self.grid, ratios, strict=True)}
+                    info["smoothed"] = {f"{h:g}": round(float(r), 4) for h, r in zip(self.grid, self.smoothed, strict=True)}
+                win[:] = 0.0
+                b = int(round(cap_hot * len(samp) / max(len(slots), 1)))
+                sets = []
+                for j in range(k):
+                    vals = self.shadow[samp, j]
+                    top = samp[np.argpartition(-vals, b - 1)[:b]] if 0 < b < len(samp) else samp
+                    sets.append(top[self.shadow[top, j] > 0])
+                self._sets = sets
+                if float(self.grid[self.chosen]) != self.half_life:
+                    self._rebase_counts_to(self.clock, float(self.grid[self.chosen]))
+                info["half_life"] = float(self.half_life)
+            info["clock"] = self.clock
+            self.tuning = (self.tuning + [info])[-20:]
+            return info
+
+    def _rebase_counts_to(self, now: float, half_life: float) -> None:
+        """(lock held) Decay the primary counts to ``now``, then continue with ``half_life``."""
+        self._rebase(now)  # shadows and counts at the epoch ``now``
+        self.half_life = half_life
 
     # --- reading ----------------------------------------------------------------------------------
 
@@ -186,7 +338,7 @@ class AccessStats:
         now = time.time() if now is None else now
         out = np.zeros(len(slots))
         inside = (slots >= 0) & (slots < self.counts.shape[0])
-        out[inside] = self.counts[slots[inside]] * 2.0 ** (-(now - self.t0) / self.half_life)
+        out[inside] = self.counts[slots[inside]] * self.scale(now)
         return out
 
     # --- persistence ------------------------------------------------------------------------------
@@ -195,21 +347,45 @@ class AccessStats:
         with self._lock:
             self._apply_locked()
             buf = io.BytesIO()
+            state = {"auto": self.auto, "half_life": self.half_life, "clock": self.clock, "wall0": self.wall0,
+                     "grid": None if self.grid is None else self.grid.tolist(), "chosen": self.chosen,
+                     "cycle_clock": self._cycle_clock}
             np.savez(buf, counts=self.counts, last=self.last, placed=self.placed, placed_tier=self.placed_tier,
-                     t0=np.float64(self.t0), total=np.int64(self.total_accesses))
+                     t0=np.float64(self.t0), total=np.int64(self.total_accesses),
+                     state=np.frombuffer(json.dumps(state).encode(), np.uint8))
             return buf.getvalue()
 
     @classmethod
-    def loads(cls, raw: bytes, half_life: float) -> AccessStats:
+    def loads(cls, raw: bytes, half_life: float | str) -> AccessStats:
         with np.load(io.BytesIO(raw)) as z:
-            st = cls(half_life, t0=float(z["t0"]), size=0)
+            has_state = "state" in z.files
+            state = json.loads(z["state"].tobytes()) if has_state else {"auto": False, "half_life": 3600.0}
+            t0 = float(z["t0"])
+            st = cls(half_life, t0=state.get("wall0", t0), size=0)
             st.counts, st.last = z["counts"].copy(), z["last"].copy()
+            n = st.counts.shape[0]
             st.placed = (z["placed"].copy() if "placed" in z.files
-                         else np.full(st.counts.shape[0], -np.inf, dtype=np.float32))
+                         else np.full(n, -np.inf, dtype=np.float32))
             # (stats from before placement tiers were kept: no grace, the policy decides)
             st.placed_tier = (z["placed_tier"].copy() if "placed_tier" in z.files
-                              else np.full(st.counts.shape[0], -1, dtype=np.int8))
+                              else np.full(n, -1, dtype=np.int8))
+            st.hot, st.cand = np.zeros(n, np.bool_), np.zeros(n, np.bool_)
             st.total_accesses = int(z["total"])
+        was_auto = bool(state.get("auto"))
+        if st.auto and was_auto:
+            st.t0, st.clock, st.half_life = t0, state["clock"], state["half_life"]
+            st.chosen, st._cycle_clock = state["chosen"], state["cycle_clock"]
+            if state["grid"] is not None:  # the shadows start again from here
+                st.grid = np.asarray(state["grid"])
+                st.rate = max(1, n // _SAMPLE_ROWS)
+                st.shadow = np.zeros((n // st.rate + 1, len(SHADOW_MULTS) + 1))
+                st._rebase(st.clock)
+        elif not st.auto and not was_auto:
+            st.t0 = t0
+        else:  # the mode changed: the decayed counts, as plain counts at the new epoch
+            old_now = state["clock"] if was_auto else time.time()
+            st.counts *= 2.0 ** (-(old_now - t0) / float(state.get("half_life", 3600.0)))
+            st.t0 = 0.0 if st.auto else time.time()
         return st
 
 
@@ -319,6 +495,38 @@ def limit_moves(target: np.ndarray, cur: np.ndarray, counts: np.ndarray, cap_hot
     return out
 
 
+ADMIT_PER_ACCESS = 0.01  # promotions on access allowed per access of the last cycle
+
+
+def admit_budget(traffic: float, max_moves: int) -> int:
+    """Promotions on access allowed until the next cycle: 1 per 100 accesses of the last
+    cycle (migration traffic stays far below LRU's one per miss), within the cycle's move
+    limit (each promotion into a full hot tier is two moves)."""
+    return int(min(max(1.0, traffic * ADMIT_PER_ACCESS), max_moves // 2))
+
+
+def admit(counts: np.ndarray, cand: np.ndarray, evictable: np.ndarray, room: int, budget: int,
+          hysteresis: float) -> tuple[np.ndarray, np.ndarray]:
+    """Promote on access (W-TinyLFU-style admission): of the candidate slots ``cand`` (not hot,
+    accessed past the last cycle's hot threshold), the best fill hot's free ``room``, then each
+    next best replaces the lowest-scored ``evictable`` hot slot if its count beats that one's
+    times ``1 + hysteresis``; at most ``budget`` promotions. ``counts`` by slot (epoch-scaled).
+    Returns (slots to promote, slots to demote).
+
+    >>> admit(np.array([0., 5., 1., 9., 2.]), np.array([1, 3]), np.array([2, 4]), room=0, budget=9,
+    ...       hysteresis=0.2)
+    (array([3, 1]), array([2, 4]))
+    """
+    cand = cand[np.argsort(-counts[cand], kind="stable")][: max(budget, 0)]
+    fill = min(max(room, 0), len(cand))
+    rest = cand[fill:]
+    ev = evictable[np.argsort(counts[evictable], kind="stable")][: len(rest)]
+    k = len(ev)
+    ok = counts[rest[:k]] > counts[ev] * (1.0 + hysteresis)
+    n = int(np.argmin(ok)) if not ok.all() else k  # pairs stay sorted: stop at the first that fails
+    return np.concatenate([cand[:fill], rest[:n]]), ev[:n]
+
+
 def directions(cur: np.ndarray, target: np.ndarray) -> dict[str, np.ndarray]:
     """Row indices per move direction ("hot->warm", ...), in :data:`DIRECTIONS` order."""
     out = {}
@@ -392,6 +600,15 @@ class PolicyEngine:
         self._run_lock = threading.Lock()  # one cycle at a time
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._promoter: threading.Thread | None = None
+        # promote on access: from the last cycle, slot -> internal id, the hot slots it may
+        # evict (not pinned, not young in hot) and what is left of its move budget
+        self._slot_iid = np.full(0, -1, np.int64)
+        self._evictable = np.zeros(0, np.int64)
+        self._room = 0
+        self._budget = 0
+        self._last_total = 0
+        self.promoted = 0
         self._pins = []
         for code, name in enumerate(("pin_hot", "pin_warm", "pin_cold")):
             spec = getattr(self.cfg, name)
@@ -404,10 +621,74 @@ class PolicyEngine:
         if self.cfg.interval > 0 and self._thread is None:
             self._thread = threading.Thread(target=self._loop, name="tierstore-policy", daemon=True)
             self._thread.start()
+            if self.cfg.promote_interval > 0:
+                self._promoter = threading.Thread(target=self._promote_loop, name="tierstore-promote", daemon=True)
+                self._promoter.start()
+
+    def _promote_loop(self) -> None:
+        while not self._stop.wait(self.cfg.promote_interval):
+            try:
+                with self.store._op():
+                    self.promote()
+            except Exception as exc:  # noqa: BLE001 -- statistics-driven: the next try comes soon
+                if self._stop.is_set():
+                    return
+                log.warning("promote on access failed: %s: %s", type(exc).__name__, exc)
+
+    def promote(self) -> int:
+        """Promote on access (between cycles): the vectors whose accesses since the last cycle
+        lifted them past its hot threshold go to hot now, each in place of the lowest-scored
+        evictable hot vector it beats (with the hysteresis margin), within what is left of
+        ``max_moves_per_cycle``. Batched: one call moves all current candidates. Returns #promoted."""
+        st = self.store
+        if not self._run_lock.acquire(blocking=False):
+            return 0  # a cycle is running: it places everything anyway
+        try:
+            cand = st.access.take_candidates()
+            cand = cand[cand < len(self._slot_iid)]
+            cand = cand[self._slot_iid[cand] >= 0]
+            if not len(cand) or self._budget <= 0:
+                return 0
+            counts = st.access.counts
+            up, down = admit(counts, cand, self._evictable, self._room, self._budget, self.cfg.hysteresis)
+            if not len(up):
+                return 0
+            plan: dict[str, list[tuple[int, int]]] = {}
+            with st.catalog.read() as txn:
+                for slots, dst in ((down, "warm"), (up, "hot")):
+                    for s in slots.tolist():
+                        e = st.catalog.entry(txn, int(self._slot_iid[s]))
+                        if e is None or e.slot != s or e.flags & FLAG_PINNED:
+                            continue
+                        src = TIER_NAMES[e.tier]
+                        if src != dst:
+                            plan.setdefault(f"{src}->{dst}", []).append((e.iid, e.version))
+            arrays = {d: (np.array([i for i, _ in v], np.uint64), np.array([x for _, x in v], np.int64))
+                      for d, v in plan.items()}
+            moved, _ = migrate.execute(st, arrays, stop=self._stop.is_set)
+            for d, n in moved.items():
+                self.moves_total[d] += n
+            n_up = sum(n for d, n in moved.items() if d.endswith("->hot"))
+            self.promoted += n_up
+            self._budget -= n_up
+            # the hot set as now believed (a skipped move is put right by the next cycle)
+            with st.access._lock:
+                st.access.hot[up] = True
+                st.access.hot[down] = False
+            fill = min(max(self._room, 0), len(up))
+            self._room -= fill
+            self._evictable = np.concatenate([np.setdiff1d(self._evictable, down), up])
+            return n_up
+        finally:
+            self._run_lock.release()
 
     def stop(self, timeout: float = 60.0) -> None:
         """Stop the thread (a running cycle stops after its current batch)."""
         self._stop.set()
+        if self._promoter is not None:
+            self._promoter.join(timeout)
+            if not self._promoter.is_alive():
+                self._promoter = None
         if self._thread is not None:
             self._thread.join(timeout)
             if not self._thread.is_alive():
@@ -447,6 +728,7 @@ class PolicyEngine:
     def _run(self, dry_run: bool, examples: int, progress: Callable[[str, int], None] | None) -> PolicyReport:
         with self._run_lock:
             report, plan = self.plan(dry_run, examples)
+            watch = getattr(self, "_watch", None)
             if not dry_run and report.total_planned:
                 moved, report.skipped = migrate.execute(self.store, plan, stop=self._stop.is_set, progress=progress)
                 report.moved = {d: n for d, n in moved.items() if n}
@@ -457,6 +739,8 @@ class PolicyEngine:
                                                              or sum(report.moved.values()) >= 1000):
                 self.store._release_memory()
             report.seconds = time.time() - report.started
+            if not dry_run and watch is not None:
+                self._arm(*watch)
             if not dry_run:
                 self.cycles += 1
                 self.last = {"at": report.started, "seconds": report.seconds, "planned": report.total_planned,
@@ -488,6 +772,11 @@ class PolicyEngine:
         report.vectors = n
         cur = snap["tier"]
         st.drain_shared_accesses()  # what read-only processes recorded since the last cycle
+        cold = st.cold is not None
+        caps = {"hot": st.capacity("hot"), "warm": st.capacity("warm") if cold else n}
+        if not dry_run:  # half_life = "auto": score the shadows, maybe switch (the counts follow)
+            st.access.tune(snap["slot"], caps["hot"])
+        report.half_life = self.half_life_info()
         counts, _ = st.access.columns(snap["slot"], now, self.cfg.grace_period)
         # grace protects placement, not the policy's own promotions: an ingested row may not
         # fall below the tier ingest put it in, a row the user moved stays where it was put
@@ -501,8 +790,6 @@ class PolicyEngine:
         pin[flagged] = cur[flagged]
         held = (hold >= 0) & (pin < 0)
         pin[held] = hold[held]
-        cold = st.cold is not None
-        caps = {"hot": st.capacity("hot"), "warm": st.capacity("warm") if cold else n}
         report.budgets = dict(caps)
         report.before = {t: int((cur == c).sum()) for c, t in enumerate(TIER_NAMES) if t in st.tiers}
         report.pinned, report.in_grace = int((pin >= 0).sum() - held.sum()), int(((floor >= 0) | held).sum())
@@ -515,6 +802,12 @@ class PolicyEngine:
             if free.any():
                 report.thresholds[t] = float(counts[free].min() * scale)
         report.after = {t: int((target == c).sum()) for c, t in enumerate(TIER_NAMES) if t in st.tiers}
+        # promote on access until the next cycle: against this plan's hot set and threshold
+        hot_rows = target == HOT
+        evict = hot_rows & (pin < 0) & (floor != HOT)
+        room = caps["hot"] - int(hot_rows.sum())
+        thr = 0.0 if room > 0 else (float(counts[evict].min()) * (1 + self.cfg.hysteresis) if evict.any() else np.inf)
+        self._watch = (snap["slot"], snap["iid"], hot_rows, evict, room, thr)
         hot_over = int((pin == HOT).sum()) - caps["hot"]
         if hot_over > 0:
             report.warnings.append(f"{hot_over} vectors pinned to hot (policy.pin_hot / pin) do not fit hot.capacity "
@@ -531,6 +824,33 @@ class PolicyEngine:
             if examples:
                 report.moves += self._explain(d, rows[:examples], snap, counts * scale, pin, report.thresholds)
         return report, plan
+
+    def _arm(self, slots: np.ndarray, iids: np.ndarray, hot_rows: np.ndarray, evict: np.ndarray, room: int,
+             thr: float) -> None:
+        """After a cycle: what promote-on-access works against until the next one."""
+        if self.cfg.promote_interval <= 0:
+            return
+        size = int(slots.max()) + 1 if len(slots) else 0
+        self._slot_iid = np.full(size, -1, np.int64)
+        self._slot_iid[slots] = iids.astype(np.int64)
+        self._evictable = slots[evict].astype(np.int64)
+        self._room = room
+        a = self.store.access
+        self._budget = admit_budget(a.total_accesses - self._last_total, self.cfg.max_moves_per_cycle)
+        self._last_total = a.total_accesses
+        self.store.access.watch(slots[hot_rows].astype(np.int64), thr)
+
+    def half_life_info(self) -> dict[str, Any]:
+        """The half-life in use and, with ``half_life = "auto"``, the shadow hit ratios of the
+        last cycles that chose it."""
+        a = self.store.access
+        if not a.auto:
+            return {"mode": "fixed", "seconds": a.half_life}
+        last = a.tuning[-1] if a.tuning else {}
+        return {"mode": "auto", "accesses": None if a.grid is None else a.half_life,
+                "candidates": None if a.grid is None else [float(h) for h in a.grid],
+                "shadow_hit_ratios": last.get("shadows"), "smoothed": last.get("smoothed"),
+                "history": [{"half_life": t["half_life"], "traffic": t["traffic"]} for t in a.tuning[-10:]]}
 
     def _explain(self, d: str, rows: np.ndarray, snap: dict, decayed: np.ndarray, pin: np.ndarray,
                  thr: dict[str, float]) -> list[Move]:
@@ -559,8 +879,9 @@ class PolicyEngine:
             "cycles": self.cycles, "last_cycle": self.last, "last_error": self.last_error,
             "moves_total": dict(self.moves_total), "hit_ratio": self.hits.ratios(),
             "interrupted_at_open": self.interrupted, "cold_compactions": self.compactions,
+            "half_life": self.half_life_info(), "promoted_on_access": self.promoted,
         }
 
 
-__all__ = ["DIRECTIONS", "AccessStats", "HitWindow", "PolicyEngine", "bytes_per_vector", "directions",
+__all__ = ["DIRECTIONS", "AccessStats", "admit", "HitWindow", "PolicyEngine", "bytes_per_vector", "directions",
            "limit_moves", "place"]

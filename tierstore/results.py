@@ -127,6 +127,8 @@ class PolicyReport:
     pinned: int = 0
     in_grace: int = 0
     thresholds: dict[str, float] = field(default_factory=dict)
+    # half_life = "auto": the half-life used (in accesses) and the shadow hit ratios that chose it
+    half_life: dict[str, Any] = field(default_factory=dict)
     moves: list[Move] = field(default_factory=list)  # the first ``examples`` per direction
     warnings: list[str] = field(default_factory=list)
 

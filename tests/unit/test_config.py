@@ -41,7 +41,7 @@ def test_defaults():
     assert c.warm.code == "int8"
     assert c.cold.enabled is True
     assert c.cold.cache_size == 2 * 1024**3
-    assert c.policy.half_life == 3600.0
+    assert c.policy.half_life == "auto"  # issue 18: tuned by the policy
     assert c.policy.ingest_tier == "hot"
     assert dict(c.schema) == {}
     assert c.source is None

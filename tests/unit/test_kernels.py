@@ -272,3 +272,62 @@ def test_many_small_records_equal_one_reference():
     want[[1, 2]] += 1.0
     st.apply()
     np.testing.assert_allclose(st.decayed(np.arange(40), now=400.0), want, rtol=1e-9)
+
+
+# --- issue 18: logical time, shadow scores, promote on access --------------------------------------
+
+
+def test_access_logical_matches_numpy():
+    rng = np.random.default_rng(3)
+    n, k, rate = 300, 3, 4
+    slots = rng.integers(0, n, 5000)
+    inv_h, inv_hs = 1 / 700.0, 1 / np.array([50.0, 400.0, 3000.0])
+    counts, last = np.zeros(n), np.zeros(n, np.float32)
+    shadow = np.zeros((n // rate + 1, k + 1))
+    hot = rng.random(n) < 0.2
+    cand = np.zeros(n, bool)
+    kernels.access_logical(counts, last, slots, 10.0, inv_h, np.float32(5.0), shadow, inv_hs, rate, 1, hot, 3.0, cand)
+    x = 10.0 + np.arange(len(slots))
+    ref = np.zeros(n)
+    np.add.at(ref, slots, 2.0 ** (x * inv_h))
+    np.testing.assert_allclose(counts, ref)
+    s = slots % rate == 0
+    for j in range(k):
+        col = np.zeros(n // rate + 1)
+        np.add.at(col, slots[s] // rate, 2.0 ** (x[s] * inv_hs[j]))
+        np.testing.assert_allclose(shadow[:, j], col)
+    np.testing.assert_array_equal(shadow[:, k], np.bincount(slots[s] // rate, minlength=n // rate + 1))
+    # a candidate: not hot, and its count passed the threshold (monotone, so the final count says it)
+    np.testing.assert_array_equal(cand, (counts > 3.0) & ~hot)
+
+
+def test_auto_half_life_follows_the_traffic():
+    """Recency-heavy traffic (a new working set every cycle) picks the shortest shadow
+    half-life, static traffic a long one; the counts decay in accesses, not seconds."""
+    def run(shift):
+        st = AccessStats(half_life="auto", t0=0.0, size=4096)
+        rng = np.random.default_rng(0)
+        slots = np.arange(4096)
+        for c in range(12):
+            base = c * 60 if shift else 0  # the working set slides
+            st.record(base + rng.zipf(1.3, 4000).clip(1, 200) - 1, now=float(c))  # wall time is ignored
+            st.tune(slots, 200)
+        return st
+
+    fast, slow = run(True), run(False)
+    assert fast.half_life == fast.grid[0] and slow.half_life > slow.grid[1]
+    assert fast.tuning[-1]["shadows"] is not None
+    back = AccessStats.loads(fast.dumps(), "auto")
+    assert back.half_life == fast.half_life and back.clock == fast.clock
+    np.testing.assert_allclose(back.decayed(np.arange(10)), fast.decayed(np.arange(10)))
+
+
+def test_admit_fills_room_then_replaces_weaker_incumbents():
+    from tierstore.policy import admit
+    counts = np.array([0.0, 10.0, 1.0, 9.0, 2.0, 3.0])
+    up, down = admit(counts, np.array([1, 3, 5]), np.array([2, 4]), room=1, budget=9, hysteresis=0.2)
+    assert up.tolist() == [1, 3, 5] and down.tolist() == [2, 4]
+    up, down = admit(counts, np.array([1, 3, 5]), np.array([2, 4]), room=0, budget=1, hysteresis=0.2)
+    assert up.tolist() == [1] and down.tolist() == [2]
+    up, down = admit(counts, np.array([5]), np.array([4]), room=0, budget=9, hysteresis=1.0)
+    assert len(up) == 0 and len(down) == 0  # 3 does not beat 2 x 2
