@@ -889,6 +889,38 @@ def dumps(res: dict[str, Any]) -> str:
                   text)
 
 
+def load_trace(path: str) -> np.ndarray:
+    """Accesses as dense keys 0..K-1 (ids of any kind, in order of first appearance)."""
+    if path.endswith(".npy"):
+        raw = np.load(path).ravel()
+    else:
+        raw = np.asarray([ln.strip() for ln in Path(path).read_text().splitlines() if ln.strip()])
+    _, first, inv = np.unique(raw, return_index=True, return_inverse=True)
+    order = np.argsort(first, kind="stable")
+    remap = np.empty(len(order), np.int64)
+    remap[order] = np.arange(len(order))
+    return remap[inv]
+
+
+def trace_report(path: str, cycle: int) -> int:
+    acc = load_trace(path)
+    keys, n = int(acc.max()) + 1, len(acc)
+    print(f"{path}: {n} accesses, {keys} distinct ids; policy cycle every {cycle} accesses, promote on access "
+          f"every {max(1, cycle // 30)}; hit ratio = share of accesses served by hot (all start empty)")
+    print("| budget | hot vectors | oracle | LRU | tierstore | tierstore - LRU | promotions/1k: LRU / tierstore | half-lives used |")
+    print("|---|---:|---:|---:|---:|---:|---:|---|")
+    for b in BUDGETS:
+        cap = max(1, int(round(b * keys)))
+        orc = oracle_hits(acc, keys, [cap], cycle)[cap].sum() / n
+        lru = lru_hits(acc, keys, cap, cycle).sum() / n
+        r = store_path_hits(acc, keys, cap, cycle, max(1, cycle // 30))
+        pol = r["hits"].sum() / n
+        hl = sorted({f"{h:g}" for h in r["half_lives"]}, key=float)
+        print(f"| {b:.0%} | {cap} | {orc:.3f} | {lru:.3f} | {pol:.3f} | {pol - lru:+.3f} | "
+              f"{1000 * (1 - lru):.0f} / {1000 * r['promotions'] / n:.1f} | {', '.join(hl)} |", flush=True)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     ap = argparse.ArgumentParser(prog="python -m benchmarks.policy", description=__doc__.split("\n")[0])
@@ -901,7 +933,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--data", help="wordnet-minilm directory")
     ap.add_argument("--results-md", default="", help="also add/replace the section in this markdown file")
+    ap.add_argument("--trace", help="your own access log (one id per line, or .npy of ints): print tierstore "
+                                    "(defaults, the store's own path) vs LRU vs oracle at 1/5/10%% budgets")
+    ap.add_argument("--cycle", type=int, default=10_000, help="--trace: accesses per policy cycle")
     args = ap.parse_args(argv)
+    if args.trace:
+        return trace_report(args.trace, args.cycle)
     res = run(args, command("benchmarks.policy", argv))
     publish(res, REPO / f"benchmarks/results/policy-{res['date']}{'-quick' if args.quick else ''}.json", render(res),
             args.results_md, text=dumps(res))
