@@ -92,6 +92,7 @@ class Campaign:
         self.durations: dict[str, list[float]] = {"open": []}
         self.pending_kills: list[dict[str, Any]] = []  # kills since the last check
         self.trials: list[dict[str, Any]] = []
+        self.notes: list[str] = []
         self.checks: list[dict[str, Any]] = []
         self.t = 0
 
@@ -127,6 +128,29 @@ class Campaign:
             self.redis.start()
         if not self.s3.alive():
             self.s3.start()
+            self._s3_serving()
+
+    def _s3_serving(self, timeout: float = 60.0) -> None:
+        """After a restart ``weed mini`` answers ListBuckets before it serves object data again
+        (GETs answer InternalError for a few seconds): wait until a probe object round-trips and
+        the store's newest manifest reads, so an open right after is not failed by the harness."""
+        bucket, prefix = self.cold_url[len("s3://"):].split("/", 1)
+        c = self.s3.client()
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                c.put_object(Bucket=bucket, Key="chaos-probe", Body=b"x")
+                assert c.get_object(Bucket=bucket, Key="chaos-probe")["Body"].read() == b"x"
+                keys = [o["Key"] for o in c.list_objects_v2(Bucket=bucket, Prefix=f"{prefix}/manifest/")
+                        .get("Contents", [])]
+                if keys:
+                    c.get_object(Bucket=bucket, Key=max(keys))["Body"].read()
+                return
+            except Exception as exc:  # noqa: BLE001 - not serving yet
+                if time.monotonic() > deadline:
+                    self.notes.append(f"t{self.t - 1}: S3 not serving {timeout:.0f} s after its restart: {exc}")
+                    return
+                time.sleep(0.2)
 
     def close(self) -> None:
         with contextlib.suppress(Exception):
@@ -178,11 +202,15 @@ class Campaign:
                 "redis_url": self.redis.url if self.redis else None,
                 "cold_url": self.cold_url, "endpoint_url": self.s3.endpoint_url, "size": self.size,
                 "model": str(self.model_path), "model_out": str(self.root / "model-out.json"),
-                "log": str(log_path), "seed": wseed, "check": True,
+                "log": str(log_path), "seed": wseed, "check": True, "go": str(self.root / "go"),
                 # verify(deep=True) downloads every cold object: every 4th trial and the last check
                 "deep_verify": check_only or t % 4 == 0,
                 "max_ops": 0 if check_only else (8 if plan["phase"] == "none" else 10_000)}
         cm.save_model(self.model, self.model_path)
+        # the worker checks once this exists: at once, except while a server restarts under an open
+        (self.root / "go").touch()
+        if plan.get("mode") == "server-in-open":
+            (self.root / "go").unlink()
         with contextlib.suppress(FileNotFoundError):
             (self.root / "model-out.json").unlink()
         (self.root / f"args-{t:04d}.json").write_text(json.dumps(args))
@@ -277,6 +305,7 @@ class Campaign:
                         rec["killed_servers"].append(s)
                 time.sleep(self.rng.uniform(0.1, 0.5))
                 self.restart_servers()  # external ones; the embedded one is the store's to restart
+                (self.root / "go").touch()  # the check starts when the servers are back
                 # and then a kill in some operation, like an "op" trial
                 plan = {**plan, "phase2": "op", "kind": self.rng.choice(OP_KINDS), "nth": 1, "victims": [],
                         "mode": "together"}
@@ -389,4 +418,4 @@ class Campaign:
                 "server_kills": dict(Counter(s for r in self.trials for s in r["killed_servers"])),
                 "kill_points": dict(sorted(hits.items())), "checks": len(self.checks),
                 "checks_with_violations": len(viol), "violations": sum(c["violations"] for c in viol),
-                "violation_kinds": dict(kinds), "failures": viol}
+                "violation_kinds": dict(kinds), "failures": viol, "notes": self.notes}

@@ -147,6 +147,9 @@ def main() -> int:
         log("open_error", type=type(exc).__name__, msg=str(exc)[:2000], tb=traceback.format_exc()[-3000:])
         return 3
     log("opened", dt=time.time() - t0)
+    go = args.get("go")
+    while go and not os.path.exists(go):  # the harness is restarting a server it killed during open
+        time.sleep(0.02)
     if args.get("check", True):
         try:
             viol, model, stats = cm.check_store(store, model, rng=np.random.default_rng(args["seed"]),
