@@ -20,6 +20,7 @@ four show, and none on the commit that fixed them (6a09366).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import signal
 import subprocess
@@ -94,18 +95,18 @@ def bug_b(backend: str, delay: float = 0.0) -> bool:
     def killer() -> None:  # kill the first redis-server the open starts, once, as soon as its pid shows
         while not stop.is_set():
             try:
-                pid = int(open(pidfile).read())
+                with open(pidfile) as f:
+                    pid = int(f.read())
             except (OSError, ValueError):
                 time.sleep(0.001)
                 continue
             time.sleep(delay)
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
             return
 
-    os.unlink(pidfile) if os.path.exists(pidfile) else None
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(pidfile)
     th = threading.Thread(target=killer)
     th.start()
     try:
