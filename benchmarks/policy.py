@@ -229,6 +229,72 @@ def bench_updates(n: int, batch: int, reps: int, rng: np.random.Generator) -> di
     return out
 
 
+def bench_shadow_cost(n: int, batch: int, reps: int, rng: np.random.Generator) -> dict[str, Any]:
+    """Issue 18's kernel-cost goal: what the shadow half-lives (``half_life = "auto"``) add to the
+    per-access update. ``kernels.access_logical`` as the store runs it (``len(SHADOW_MULTS)``
+    shadow columns on ~16k sampled slots, promote-on-access flags) vs the same kernel with no
+    shadows and vs ``access_add`` (fixed half-life), interleaved, Zipf(1.0) batches on ``n`` slots;
+    and ``AccessStats('auto')`` record+apply end to end vs ``AccessStats(3600 s)``."""
+    perm = rng.permutation(n)
+    batches = [perm[draw(rng, zipf_cdf(n, 1.0), batch)] for _ in range(reps)]
+    k = len(policy_mod.SHADOW_MULTS)
+    rate = max(1, n // policy_mod._SAMPLE_ROWS)
+    h = 4.0 * batch
+    inv_hs = 1.0 / (np.asarray(policy_mod.SHADOW_MULTS) * batch)
+    counts, last = np.zeros(n), np.zeros(n, np.float32)
+    hot, cand = np.zeros(n, np.bool_), np.zeros(n, np.bool_)
+    shadow = np.zeros((n // rate + 1, k + 1))
+    block = int(max(1, min(4096, (0.25 * batch) // 64)))
+
+    def logical(b: np.ndarray, i: int, hs: np.ndarray, sh: np.ndarray) -> None:
+        kernels.access_logical(counts, last, b, float(i * batch), 1.0 / h, np.float32(i), sh, hs, rate, block,
+                               hot, 1e300, cand)
+
+    none_hs, none_sh = np.zeros(0), np.zeros((0, 1))
+    logical(batches[0][:10], 0, inv_hs, shadow)  # compile / load
+    logical(batches[0][:10], 0, none_hs, none_sh)
+    kernels.access_add(counts, last, batches[0][:10], 1.0, np.float32(0.0))
+    times: dict[str, list[float]] = {"access_add (fixed half-life)": [], "access_logical, no shadows": [],
+                                     f"access_logical, {k} shadows": []}
+    for i, b in enumerate(batches):
+        for name in times:
+            counts[:] = 0.0  # (weights stay small: no overflow across the repeats)
+            t0 = time.perf_counter()
+            if name.startswith("access_add"):
+                kernels.access_add(counts, last, b, 1.0, np.float32(i))
+            elif "no shadows" in name:
+                logical(b, 0, none_hs, none_sh)
+            else:
+                logical(b, 0, inv_hs, shadow)
+            times[name].append(time.perf_counter() - t0)
+    # end to end: AccessStats with the default (auto) after its first cycle vs a fixed half-life
+    e2e = {}
+    for label, hl in (("AccessStats(3600 s) record+apply", 3600.0), ("AccessStats('auto') record+apply", "auto")):
+        st = AccessStats(half_life=hl, t0=0.0, size=n)
+        st.record(batches[0], now=0.0)
+        st.apply()
+        if hl == "auto":
+            st.tune(np.arange(n), n // 10)  # the first cycle: shadows on
+        ts = []
+        for i, b in enumerate(batches):
+            t0 = time.perf_counter()
+            st.record(b, now=float(i + 1))
+            st.apply()
+            ts.append(time.perf_counter() - t0)
+        e2e[label] = ts
+    times.update(e2e)
+    res = {name: {"median_s": float(np.median(ts)), "updates_per_s_median": batch / float(np.median(ts))}
+           for name, ts in times.items()}
+    base = res["access_logical, no shadows"]["median_s"]
+    out = {"n": n, "batch": batch, "batches": reps, "shadows": k, "sampled_rows": int(shadow.shape[0]), "methods": res,
+           "shadow_overhead": res[f"access_logical, {k} shadows"]["median_s"] / base - 1.0,
+           "auto_vs_fixed_end_to_end": (res["AccessStats('auto') record+apply"]["median_s"]
+                                        / res["AccessStats(3600 s) record+apply"]["median_s"] - 1.0)}
+    log("  shadow cost: " + ", ".join(f"{k2} {v['updates_per_s_median'] / 1e6:.1f}M/s" for k2, v in res.items())
+        + f"; shadows add {out['shadow_overhead']:+.0%}")
+    return out
+
+
 def np_tier_priorities(counts: np.ndarray, cur: np.ndarray, pin: np.ndarray, young: np.ndarray, tier: int,
                        bonus: float, taken: np.ndarray, inf_rule: bool) -> tuple[np.ndarray, np.ndarray]:
     """kernels.tier_priorities in numpy: class 2 = must be in ``tier`` (pinned to it, or young
@@ -398,9 +464,54 @@ class Trace:
     ``phases`` = [(start, end, probability of each key)]."""
 
     def __init__(self, name: str, keys: int, accesses: np.ndarray, phases: list[tuple[int, int, np.ndarray]],
-                 shifting: bool, note: str) -> None:
+                 shifting: bool, note: str, ranks: np.ndarray | None = None) -> None:
         self.name, self.keys, self.accesses, self.phases = name, keys, accesses, phases
         self.shifting, self.note = shifting, note
+        # generated traces whose distribution moves at every access: the popularity rank of each
+        # access's key at that moment (dist hit iff rank < B); phases then only mark shifts
+        self.ranks = ranks
+
+
+def session_trace(keys: int, n: int, rng: np.random.Generator, window: int = 2000, slide: int = 20,
+                  s: float = 1.0) -> Trace:
+    """Sessions: rank 0 is the newest id, Zipf(s) over the ``window`` newest; a new id every
+    ``slide`` accesses (ids wrap around the keys). Recency is everything: LRU's best case."""
+    ranks = draw(rng, zipf_cdf(window, s), n)
+    acc = (window - 1 + np.arange(n) // slide - ranks) % keys
+    return Trace("session", keys, acc, [(0, n, None)], True,
+                 f"sliding sessions: Zipf({s}) over the {window} newest ids by age (newest first), a new id every "
+                 f"{slide} accesses", ranks)
+
+
+def scan_trace(keys: int, n: int, rng: np.random.Generator, ws: int = 5000, scan: float = 0.2, s: float = 1.0) -> Trace:
+    """A Zipf(s) working set of ``ws`` keys, and a share ``scan`` of the accesses a sequential
+    scan over the other keys (each seen once per pass): LRU's worst case."""
+    perm = rng.permutation(keys)
+    ranks = draw(rng, zipf_cdf(ws, s), n)
+    acc = perm[ranks]
+    is_scan = rng.random(n) < scan
+    m = int(is_scan.sum())
+    acc[is_scan] = perm[ws + np.arange(m) % (keys - ws)]
+    ranks[is_scan] = keys
+    return Trace("scan+ws", keys, acc, [(0, n, None)], False,
+                 f"Zipf({s}) working set of {ws} keys + {scan:.0%} of the accesses a sequential scan of the rest", ranks)
+
+
+def churn_trace(keys: int, n: int, rng: np.random.Generator, cycle: int, frac: float = 0.01, top: int = 10_000,
+                s: float = 1.0) -> Trace:
+    """Zipf(s) where, every ``cycle`` accesses, ``frac`` of the ``top`` ranks get a key from the
+    tail (new popular keys, the old ones fall to the tail)."""
+    perm = rng.permutation(keys)
+    ranks = draw(rng, zipf_cdf(keys, s), n)
+    acc = np.empty(n, np.int64)
+    for lo in range(0, n, cycle):
+        if lo:
+            rs = rng.choice(top, int(frac * top), replace=False)
+            js = rng.integers(top, keys, len(rs))
+            perm[rs], perm[js] = perm[js], perm[rs].copy()
+        acc[lo : lo + cycle] = perm[ranks[lo : lo + cycle]]
+    return Trace("zipf-churn", keys, acc, [(0, n, None)], True,
+                 f"Zipf({s}); every cycle {frac:.0%} of the top {top} ranks take a key from the tail", ranks)
 
 
 def zipf_probs(perm: np.ndarray, s: float) -> np.ndarray:
@@ -500,6 +611,52 @@ def lru_hits(acc: np.ndarray, keys: int, cap: int, cycle: int) -> np.ndarray:
     return hits
 
 
+@nb.njit(cache=True)
+def lru_delayed_hits(acc: np.ndarray, keys: int, cap: int, cycle: int, delay: int) -> np.ndarray:
+    """Like :func:`lru_hits`, but a key the LRU admits serves hits only from the end of the
+    ``delay``-access batch it was admitted in (an asynchronous promotion, as the store's
+    promote-on-access thread makes): the fair LRU for a tier that is filled by migrations."""
+    head = keys
+    nxt = np.full(keys + 1, head, np.int64)
+    prv = np.full(keys + 1, head, np.int64)
+    inc = np.zeros(keys, np.bool_)
+    ready = np.zeros(keys, np.bool_)
+    pend = np.empty(delay, np.int64)
+    npend = 0
+    size = 0
+    hits = np.zeros((acc.shape[0] + cycle - 1) // cycle, np.int64)
+    for i in range(acc.shape[0]):
+        k = acc[i]
+        if ready[k]:
+            hits[i // cycle] += 1
+        if inc[k]:
+            prv[nxt[k]] = prv[k]
+            nxt[prv[k]] = nxt[k]
+        else:
+            if size == cap:
+                v = prv[head]
+                prv[head] = prv[v]
+                nxt[prv[v]] = head
+                inc[v] = False
+                ready[v] = False
+            else:
+                size += 1
+            inc[k] = True
+            pend[npend] = k
+            npend += 1
+        f = nxt[head]
+        nxt[k] = f
+        prv[k] = head
+        prv[f] = k
+        nxt[head] = k
+        if (i + 1) % delay == 0:
+            for j in range(npend):
+                if inc[pend[j]]:
+                    ready[pend[j]] = True
+            npend = 0
+    return hits
+
+
 def oracle_hits(acc: np.ndarray, keys: int, caps: list[int], cycle: int) -> dict[int, np.ndarray]:
     out = {c: [] for c in caps}
     for lo in range(0, len(acc), cycle):
@@ -510,6 +667,8 @@ def oracle_hits(acc: np.ndarray, keys: int, caps: list[int], cycle: int) -> dict
 
 
 def dist_hits(tr: Trace, caps: list[int]) -> dict[int, int]:
+    if tr.ranks is not None:
+        return {c: int((tr.ranks < c).sum()) for c in caps}
     out = dict.fromkeys(caps, 0)
     for lo, hi, p in tr.phases:
         order = np.argsort(-p, kind="stable")
@@ -566,8 +725,9 @@ def store_path_hits(acc: np.ndarray, keys: int, cap: int, cycle: int, record_bat
     floor = np.full(keys, -1, np.int8)
     cur = np.full(keys, WARM, np.int8)
     hits, promotions, on_access = [], 0, 0
-    evictable, room, budget = np.zeros(0, np.int64), cap, 0
-    chosen = []
+    evictable, room = np.zeros(0, np.int64), cap
+    adm = policy_mod.Admission()
+    chosen, rates = [], []
     for lo in range(0, len(acc), cycle):
         hi = min(lo + cycle, len(acc))
         h = 0
@@ -575,15 +735,15 @@ def store_path_hits(acc: np.ndarray, keys: int, cap: int, cycle: int, record_bat
             e = min(s + record_batch, hi)
             h += int((cur[acc[s:e]] == HOT).sum())
             st.record(acc[s:e], now=e * sec_per_access)
-            if promote and budget > 0:
+            if promote and adm.budget > 0:
                 cand = st.take_candidates()
                 if len(cand):
-                    up, down = policy_mod.admit(st.counts, cand, evictable, room, budget, hysteresis)
+                    up, down = policy_mod.admit(st.counts, cand, evictable, room, adm.budget, hysteresis)
                     cur[up], cur[down] = HOT, WARM
                     st.hot[up], st.hot[down] = True, False
                     fill = min(max(room, 0), len(up))
                     room -= fill
-                    budget -= len(up)
+                    adm.promoted(st, up, down)
                     evictable = np.concatenate([np.setdiff1d(evictable, down), up])
                     promotions += len(up)
                     on_access += len(up)
@@ -600,11 +760,12 @@ def store_path_hits(acc: np.ndarray, keys: int, cap: int, cycle: int, record_bat
         evictable = slots[hot_rows]
         room = cap - int(hot_rows.sum())
         thr = 0.0 if room > 0 else (float(counts[hot_rows].min()) * (1 + hysteresis) if hot_rows.any() else np.inf)
-        budget = policy_mod.admit_budget(hi - lo, MAX_MOVES)
+        rates.append(adm.rate)
+        adm.cycle(st, hi - lo, MAX_MOVES)
         if promote:
             st.watch(slots[hot_rows], thr)
     return {"hits": np.asarray(hits), "promotions": promotions, "promoted_on_access": on_access,
-            "half_lives": chosen}
+            "half_lives": chosen, "admit_rates": rates}
 
 
 def simulate(tr: Trace, half_lives: list[float], budgets: tuple[float, ...], cycle_seconds: float = CYCLE_SECONDS,

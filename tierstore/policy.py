@@ -86,6 +86,7 @@ class AccessStats:
         self._queue: deque[tuple[np.ndarray | list[int], float]] = deque()
         self._lock = threading.Lock()  # guards apply/resize/rebase, never held by record()
         self.total_accesses = 0
+        self.latest = -np.inf  # the time stamp of the latest access applied (wall seconds)
 
     # --- recording (query threads) ----------------------------------------------------------------
 
@@ -130,6 +131,7 @@ class AccessStats:
                 continue
             self._ensure(int(slots.max()) + 1)
             latest = float(np.max(now))
+            self.latest = max(self.latest, latest)
             if self.auto:
                 self._apply_logical(slots, latest)
                 continue
@@ -248,6 +250,24 @@ class AccessStats:
         return 2.0 ** (-((self.clock if self.auto else now) - self.t0) / self.half_life)
 
     # --- promote on access ------------------------------------------------------------------------
+
+    def _time(self) -> float:
+        return self.clock if self.auto else (self.latest if np.isfinite(self.latest) else time.time())
+
+    def snapshot(self, slots: np.ndarray) -> tuple[np.ndarray, float]:
+        """(decayed counts of ``slots``, the time they hold at): see :meth:`gained`."""
+        with self._lock:
+            self._apply_locked()
+            now = self._time()
+            return self.counts[slots] * self.scale(now), now
+
+    def gained(self, slots: np.ndarray, snap: np.ndarray, at: float) -> np.ndarray:
+        """Decayed accesses of ``slots`` since :meth:`snapshot` returned (``snap``, ``at``) (each
+        weighted by its decay since; the current half-life)."""
+        with self._lock:
+            self._apply_locked()
+            now = self._time()
+            return np.maximum(self.counts[slots] * self.scale(now) - snap * 2.0 ** (-(now - at) / self.half_life), 0.0)
 
     def watch(self, hot_slots: np.ndarray, thr: float) -> None:
         """After a cycle: which slots are hot, and the (epoch-scaled) count an access must lift
@@ -495,14 +515,68 @@ def limit_moves(target: np.ndarray, cur: np.ndarray, counts: np.ndarray, cap_hot
     return out
 
 
-ADMIT_PER_ACCESS = 0.01  # promotions on access allowed per access of the last cycle
+ADMIT_PER_ACCESS = 0.01  # promotions on access allowed per access of the last cycle (the floor)
+ADMIT_MAX_PER_ACCESS = 0.25  # ... and the ceiling the budget may grow to while promotions pay
+ADMIT_YIELD_UP = 1.0  # net hits per promotion (since it) that double the budget when it was used up
+ADMIT_YIELD_DOWN = 0.25  # ... below which the budget halves
 
 
-def admit_budget(traffic: float, max_moves: int) -> int:
-    """Promotions on access allowed until the next cycle: 1 per 100 accesses of the last
-    cycle (migration traffic stays far below LRU's one per miss), within the cycle's move
+def admit_budget(traffic: float, max_moves: int, rate: float = ADMIT_PER_ACCESS) -> int:
+    """Promotions on access allowed until the next cycle: ``rate`` per access of the last
+    cycle (1 per 100 unless :class:`Admission` measured that more pay), within the cycle's move
     limit (each promotion into a full hot tier is two moves)."""
-    return int(min(max(1.0, traffic * ADMIT_PER_ACCESS), max_moves // 2))
+    return int(min(max(1.0, traffic * rate), max_moves // 2))
+
+
+class Admission:
+    """The promote-on-access budget, steered by what promotions measurably earned.
+
+    Every promotion on access is one move into hot (plus one out of it); LRU pays one per
+    miss. The budget starts at :data:`ADMIT_PER_ACCESS` per access and, at each cycle, looks
+    at the last cycle's promotions: the accesses the promoted vectors got since their
+    promotion (hits hot gained) minus those the vectors they evicted got since (hits it lost),
+    per promotion. When that net yield is >= :data:`ADMIT_YIELD_UP` and the budget was used up
+    (recency-heavy traffic: new vectors are the hot ones), the rate doubles, up to
+    :data:`ADMIT_MAX_PER_ACCESS`; below :data:`ADMIT_YIELD_DOWN` (noise: the promoted were no
+    better than the evicted) it halves, down to the floor. Stable popularity thus keeps the
+    migration traffic at the floor; sessions and popularity shifts get promotions while they pay.
+    The yields are decayed access counts (:meth:`AccessStats.snapshot`/``gained``): exact up to the
+    decay over one cycle, the same for both sides."""
+
+    def __init__(self) -> None:
+        self.rate = ADMIT_PER_ACCESS
+        self.budget = 0
+        self.granted = 0
+        self.last_yield: float | None = None
+        self._up: list[tuple[np.ndarray, np.ndarray, float]] = []
+        self._down: list[tuple[np.ndarray, np.ndarray, float]] = []
+
+    def promoted(self, access: AccessStats, up: np.ndarray, down: np.ndarray) -> None:
+        """Promotions just made (``up`` into hot, ``down`` out of it): remember their counts."""
+        self.budget -= len(up)
+        if len(up):
+            self._up.append((up, *access.snapshot(up)))
+        if len(down):
+            self._down.append((down, *access.snapshot(down)))
+
+    def cycle(self, access: AccessStats, traffic: float, max_moves: int) -> int:
+        """At a cycle: judge the last cycle's promotions, set and return the next budget."""
+        n_up = sum(len(u) for u, _, _ in self._up)
+        if n_up:
+            gain = sum(float(access.gained(s, v, t).sum()) for s, v, t in self._up)
+            loss = sum(float(access.gained(s, v, t).sum()) for s, v, t in self._down)
+            self.last_yield = (gain - loss) / n_up
+            if self.last_yield >= ADMIT_YIELD_UP and self.budget <= 0.1 * self.granted:
+                self.rate = min(2 * self.rate, ADMIT_MAX_PER_ACCESS)
+            elif self.last_yield < ADMIT_YIELD_DOWN:
+                self.rate = max(self.rate / 2, ADMIT_PER_ACCESS)
+        self._up, self._down = [], []
+        self.budget = self.granted = admit_budget(traffic, max_moves, self.rate)
+        return self.budget
+
+    def info(self) -> dict[str, Any]:
+        return {"per_access": self.rate, "budget": self.granted,
+                "net_hits_per_promotion": None if self.last_yield is None else round(self.last_yield, 3)}
 
 
 def admit(counts: np.ndarray, cand: np.ndarray, evictable: np.ndarray, room: int, budget: int,
@@ -606,7 +680,7 @@ class PolicyEngine:
         self._slot_iid = np.full(0, -1, np.int64)
         self._evictable = np.zeros(0, np.int64)
         self._room = 0
-        self._budget = 0
+        self.admission = Admission()  # the promote-on-access budget (follows what promotions earn)
         self._last_total = 0
         self.promoted = 0
         self._pins = []
@@ -647,10 +721,10 @@ class PolicyEngine:
             cand = st.access.take_candidates()
             cand = cand[cand < len(self._slot_iid)]
             cand = cand[self._slot_iid[cand] >= 0]
-            if not len(cand) or self._budget <= 0:
+            if not len(cand) or self.admission.budget <= 0:
                 return 0
             counts = st.access.counts
-            up, down = admit(counts, cand, self._evictable, self._room, self._budget, self.cfg.hysteresis)
+            up, down = admit(counts, cand, self._evictable, self._room, self.admission.budget, self.cfg.hysteresis)
             if not len(up):
                 return 0
             plan: dict[str, list[tuple[int, int]]] = {}
@@ -670,7 +744,7 @@ class PolicyEngine:
                 self.moves_total[d] += n
             n_up = sum(n for d, n in moved.items() if d.endswith("->hot"))
             self.promoted += n_up
-            self._budget -= n_up
+            self.admission.promoted(st.access, up, down)
             # the hot set as now believed (a skipped move is put right by the next cycle)
             with st.access._lock:
                 st.access.hot[up] = True
@@ -836,7 +910,7 @@ class PolicyEngine:
         self._evictable = slots[evict].astype(np.int64)
         self._room = room
         a = self.store.access
-        self._budget = admit_budget(a.total_accesses - self._last_total, self.cfg.max_moves_per_cycle)
+        self.admission.cycle(a, a.total_accesses - self._last_total, self.cfg.max_moves_per_cycle)
         self._last_total = a.total_accesses
         self.store.access.watch(slots[hot_rows].astype(np.int64), thr)
 
@@ -880,8 +954,9 @@ class PolicyEngine:
             "moves_total": dict(self.moves_total), "hit_ratio": self.hits.ratios(),
             "interrupted_at_open": self.interrupted, "cold_compactions": self.compactions,
             "half_life": self.half_life_info(), "promoted_on_access": self.promoted,
+            "promote_budget": self.admission.info(),
         }
 
 
-__all__ = ["DIRECTIONS", "AccessStats", "admit", "HitWindow", "PolicyEngine", "bytes_per_vector", "directions",
+__all__ = ["DIRECTIONS", "AccessStats", "Admission", "admit", "HitWindow", "PolicyEngine", "bytes_per_vector", "directions",
            "limit_moves", "place"]

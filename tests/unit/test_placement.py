@@ -260,3 +260,53 @@ def test_access_stats_grace_floor_and_hold():
     assert floor.tolist() == [-1, -1] and hold.tolist() == [-1, -1]
     back = AccessStats.loads(st.dumps(), half_life=10.0)
     assert back.grace(np.array([0, 2]), now=150.0, grace=60.0)[1].tolist() == [-1, COLD]
+
+
+def _admission_round(adm, st, up, down, hits_up, hits_down, clock):
+    """One cycle of promote-on-access: promote ``up`` (evicting ``down``), then the accesses."""
+    adm.promoted(st, up, down)
+    acc = np.concatenate([np.repeat(up, hits_up), np.repeat(down, hits_down)])
+    st.record(acc if len(acc) else np.array([0]), now=clock)
+    st.apply()
+    return adm.cycle(st, 1000, 50_000)
+
+
+def test_admission_budget_grows_while_promotions_pay_and_falls_back_on_noise():
+    """Issue 18: the promote-on-access budget doubles while the promoted vectors earn more hits
+    than the ones they evicted (and the budget was used up), up to its ceiling; it halves back
+    to the floor when promotions earn nothing (noise)."""
+    from tierstore import policy as pm
+
+    st = AccessStats(half_life=1e9, t0=0.0, size=100)
+    adm = pm.Admission()
+    assert adm.cycle(st, 1000, 50_000) == 10  # 1 per 100 accesses to start with
+    rates = []
+    for i in range(8):  # each promoted vector gets 5 hits, each evicted one none
+        up = np.arange(adm.budget) % 50
+        rates.append(adm.rate)
+        _admission_round(adm, st, up, up + 50, 5, 0, float(i))
+    assert adm.last_yield >= pm.ADMIT_YIELD_UP
+    assert adm.rate == pm.ADMIT_MAX_PER_ACCESS and rates[0] < rates[1] < rates[2]
+    for i in range(8):  # the promoted are no better than the evicted: back to the floor
+        up = np.arange(adm.budget) % 50
+        _admission_round(adm, st, up, up + 50, 1, 1, 10.0 + i)
+    assert adm.rate == pm.ADMIT_PER_ACCESS
+    assert adm.info()["budget"] == 10
+    # an unused budget does not grow, however well the few promotions did
+    _admission_round(adm, st, np.array([1]), np.array([60]), 9, 0, 20.0)
+    assert adm.rate == pm.ADMIT_PER_ACCESS
+
+
+def test_access_stats_gained_counts_accesses_since_a_snapshot():
+    st = AccessStats(half_life=10.0, t0=0.0)
+    st.record(np.array([1, 1, 2]), now=0.0)
+    snap, at = st.snapshot(np.array([1, 2]))
+    st.record(np.array([1]), now=10.0)
+    st.apply()
+    assert st.gained(np.array([1, 2]), snap, at).round(6).tolist() == [1.0, 0.0]
+    auto = AccessStats(half_life="auto", t0=0.0)
+    auto.record(np.array([3, 3]), now=0.0)
+    snap, at = auto.snapshot(np.array([3, 4]))
+    auto.record(np.array([4, 4, 4]), now=1.0)
+    auto.apply()
+    assert auto.gained(np.array([3, 4]), snap, at).round(6).tolist() == [0.0, 3.0]
