@@ -238,7 +238,7 @@ def bench_shadow_cost(n: int, batch: int, reps: int, rng: np.random.Generator) -
     perm = rng.permutation(n)
     batches = [perm[draw(rng, zipf_cdf(n, 1.0), batch)] for _ in range(reps)]
     k = len(policy_mod.SHADOW_MULTS)
-    rate = max(1, n // policy_mod._SAMPLE_ROWS)
+    rate = policy_mod._sample_rate(n)
     h = 4.0 * batch
     inv_hs = 1.0 / (np.asarray(policy_mod.SHADOW_MULTS) * batch)
     counts, last = np.zeros(n), np.zeros(n, np.float32)

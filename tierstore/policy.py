@@ -48,6 +48,12 @@ _SMOOTH = 0.5  # weight of the newest cycle in each shadow's smoothed hit ratio
 _SAMPLE_ROWS = 16384  # shadows run on about this many sampled slots (a miniature simulation)
 
 
+def _sample_rate(n: int) -> int:
+    """Every rate-th slot is sampled for the shadows: a power of two (the kernel masks and
+    shifts), so between _SAMPLE_ROWS and 2 x _SAMPLE_ROWS rows."""
+    return 1 << max(0, (max(1, n // _SAMPLE_ROWS)).bit_length() - 1)
+
+
 class AccessStats:
     """Decayed access counts and last-access times for every slot.
 
@@ -309,7 +315,7 @@ class AccessStats:
                 # the first cycle sets the grid: multiples of one cycle's traffic
                 self.grid = np.asarray(SHADOW_MULTS) * max(traffic, 64.0)
                 n = max(int(self.counts.shape[0]), int(slots.max()) + 1 if len(slots) else 1)
-                self.rate = max(1, n // _SAMPLE_ROWS)
+                self.rate = _sample_rate(n)
                 self.shadow = np.zeros((n // self.rate + 1, len(SHADOW_MULTS) + 1))
                 self.t0 = self.clock  # shadows start at this epoch
                 self._rebase_counts_to(self.clock, float(self.grid[self.chosen]))
@@ -397,7 +403,7 @@ class AccessStats:
             st.chosen, st._cycle_clock = state["chosen"], state["cycle_clock"]
             if state["grid"] is not None:  # the shadows start again from here
                 st.grid = np.asarray(state["grid"])
-                st.rate = max(1, n // _SAMPLE_ROWS)
+                st.rate = _sample_rate(n)
                 st.shadow = np.zeros((n // st.rate + 1, len(SHADOW_MULTS) + 1))
                 st._rebase(st.clock)
         elif not st.auto and not was_auto:
