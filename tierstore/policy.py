@@ -683,7 +683,8 @@ class PolicyEngine:
         self._promoter: threading.Thread | None = None
         # promote on access: from the last cycle, slot -> internal id, the hot slots it may
         # evict (not pinned, not young in hot) and what is left of its move budget
-        self._slot_iid = np.full(0, -1, np.int64)
+        self._slot_iid = np.zeros(0, np.uint64)  # internal ids are 64-bit unsigned
+        self._slot_live = np.zeros(0, np.bool_)
         self._evictable = np.zeros(0, np.int64)
         self._room = 0
         self.admission = Admission()  # the promote-on-access budget (follows what promotions earn)
@@ -726,7 +727,7 @@ class PolicyEngine:
         try:
             cand = st.access.take_candidates()
             cand = cand[cand < len(self._slot_iid)]
-            cand = cand[self._slot_iid[cand] >= 0]
+            cand = cand[self._slot_live[cand]]
             if not len(cand) or self.admission.budget <= 0:
                 return 0
             counts = st.access.counts
@@ -911,8 +912,10 @@ class PolicyEngine:
         if self.cfg.promote_interval <= 0:
             return
         size = int(slots.max()) + 1 if len(slots) else 0
-        self._slot_iid = np.full(size, -1, np.int64)
-        self._slot_iid[slots] = iids.astype(np.int64)
+        self._slot_iid = np.zeros(size, np.uint64)
+        self._slot_iid[slots] = iids.astype(np.uint64)
+        self._slot_live = np.zeros(size, np.bool_)
+        self._slot_live[slots] = True
         self._evictable = slots[evict].astype(np.int64)
         self._room = room
         a = self.store.access

@@ -397,3 +397,79 @@ def test_run_policy_after_stopping_the_thread_runs_whole(open_store):
     assert rep.moved.get("cold->hot") == 20 and rep.moved.get("cold->warm") == 20  # several batches each
     store.policy.start()
     assert store.stats()["policy"]["running"]
+
+
+def _simulator():
+    """benchmarks.policy (the repository root may not be on sys.path under plain ``pytest``)."""
+    from pathlib import Path
+
+    root = str(Path(__file__).resolve().parents[2])
+    if root not in sys.path:
+        sys.path.insert(0, root)
+    from benchmarks import policy as bench
+
+    return bench
+
+
+def _hot_ids(store, ids):
+    return {r.id for r in store.get(ids) if r.tier == "hot"}
+
+
+@pytest.mark.parametrize("promote", [False, True], ids=["cycles", "cycles+promote"])
+def test_store_path_reproduces_the_simulators_hit_ratio(open_store, promote):
+    """Issue 18: the store's own path -- touch() in windows, run_policy() after each (and
+    policy.promote() between, as the promote thread calls it) with every policy setting at its
+    default -- gets the hot hit ratio benchmarks.policy.store_path_hits simulates for the same
+    trace (a Zipf popularity redrawn half-way), within a tolerance (ties are broken in catalog
+    order there, in key order here)."""
+    bench = _simulator()
+    keys, cap, window, sub = 1500, 75, 1000, 250
+    tr = bench.zipf_trace("zipf-shift", keys, 16_000, 2, np.random.default_rng(7), "redraw")
+    acc = tr.accesses
+    sim = bench.store_path_hits(acc, keys, cap, window, sub, promote=promote)
+    store = open_store(dim=8, hot={"capacity": cap}, cold={"enabled": False}, policy={"interval": 0})
+    ids = list(range(keys))
+    store.upsert(ids, vecs(keys, dim=8), tier="warm")
+    hits = []
+    for lo in range(0, len(acc), window):
+        h = 0
+        for s in range(lo, lo + window, sub):
+            part = acc[s : s + sub]
+            hot = _hot_ids(store, ids)
+            h += sum(1 for k in part.tolist() if k in hot)
+            store.touch(part)
+            if promote and lo:
+                store.policy.promote()
+        hits.append(h)
+        store.run_policy()
+        check_budgets(store)
+    ours, theirs = sum(hits) / len(acc), sim["hits"].sum() / len(acc)
+    assert ours > 0.3  # the Zipf head is found at all
+    assert abs(ours - theirs) <= 0.03, (ours, theirs, hits, sim["hits"].tolist())
+    st = store.stats()["policy"]
+    assert st["half_life"]["mode"] == "auto" and st["half_life"]["accesses"] is not None
+    if promote:
+        assert st["promoted_on_access"] > 0 and st["promote_budget"]["per_access"] >= 0.01
+
+
+def test_promote_thread_promotes_between_cycles(open_store):
+    """Issue 18: with the background policy on, vectors accessed past the last cycle's hot
+    threshold go to hot on the promote thread (policy.promote_interval), long before the next
+    cycle, each evicting the lowest-scored hot vector."""
+    store = open_store(dim=8, hot={"capacity": 10}, cold={"enabled": False},
+                       policy={"interval": "1h", "promote_interval": "0.05s"})
+    store.upsert(list(range(100)), vecs(100, dim=8), tier="warm")
+    store.touch(list(range(10)) * 100)  # the budget until the next cycle: 1 per 100 accesses of this one
+    store.run_policy()
+    assert _hot_ids(store, list(range(100))) == set(range(10))
+    store.touch(list(range(50, 55)) * 300)  # far past the threshold
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not set(range(50, 55)) <= _hot_ids(store, list(range(100))):
+        time.sleep(0.05)
+    hot = _hot_ids(store, list(range(100)))
+    assert set(range(50, 55)) <= hot and len(hot) == 10
+    st = store.stats()["policy"]
+    assert st["promoted_on_access"] == 5 and st["cycles"] == 1 and st["running"]
+    assert st["moves_total"]["warm->hot"] == 15 and st["moves_total"]["hot->warm"] == 5
+    check_budgets(store)
+    assert store.verify()["ok"]
