@@ -430,6 +430,7 @@ def cmd_policy(args: argparse.Namespace) -> int:
     print("  thresholds (decayed accesses to hold a place): "
           + (", ".join(f"{t} {v:.3g}" for t, v in rep.thresholds.items()) or "none"))
     print(f"  pinned: {rep.pinned}  in grace period: {rep.in_grace}  deferred by max_moves_per_cycle: {rep.deferred}")
+    print("  half-life: " + _half_life_line(rep.half_life))
     for d, n in rep.planned.items():
         done = f", moved {rep.moved.get(d, 0):,}" if not rep.dry_run else ""
         print(f"  {d:<11} {n:>9,}{done}")
@@ -442,6 +443,27 @@ def cmd_policy(args: argparse.Namespace) -> int:
         for m in rep.moves:
             print(f"  {m.id!r:<24} {m.src}->{m.dst:<5} {m.reason}")
     return EXIT_OK
+
+
+def _half_life_line(hl: dict | None) -> str:
+    """The half-life the policy used and, with ``half_life = "auto"``, the shadow hit ratios
+    that chose it (issue 18)."""
+    if not hl:
+        return "n/a"
+    if hl.get("mode") == "fixed":
+        return f"fixed, {hl['seconds']:g} s (wall time)"
+    if hl.get("accesses") is None:
+        return "auto (logical time): not chosen yet -- the first cycle measures a cycle's traffic"
+    line = f"auto (logical time): {hl['accesses']:,.0f} accesses"
+    shadows = hl.get("smoothed") or hl.get("shadow_hit_ratios")
+    if shadows:
+        best = max(shadows, key=shadows.get)
+        line += "; shadow hit ratios (smoothed) " + ", ".join(
+            f"{float(h):,.0f}: {r:.3f}{' *' if h == best else ''}" for h, r in shadows.items())
+    else:
+        line += f"; candidates {', '.join(f'{h:,.0f}' for h in hl.get('candidates') or [])}, shadows not scored yet " \
+                "(they are scored from the second cycle of a process on)"
+    return line
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:

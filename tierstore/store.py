@@ -1072,7 +1072,11 @@ class TierStore:
                 },
                 "repeat_cache": {"size": self.repeat.size, "entries": len(self.repeat), "skips": self.repeat.skips,
                                  "misses": self.repeat.misses, "carried": self.repeat.carried} if self.repeat else {"size": 0},
-                "access": {"recorded": self.access.total_accesses, "half_life_s": self.access.half_life,
+                # half_life: in accesses under half_life = "auto" (logical time), else seconds;
+                # half_life_s only for a fixed (wall-time) half-life
+                "access": {"recorded": self.access.total_accesses, "half_life": self.access.half_life,
+                           "half_life_unit": "accesses" if self.access.auto else "seconds",
+                           "half_life_s": None if self.access.auto else self.access.half_life,
                            "from_readers": self._drain.drained if self._drain is not None else 0},
                 "policy": self.policy.stats(),
             }

@@ -158,6 +158,7 @@ pin_hot = {{tenant = "acme"}}
     assert plan["planned"] == {"warm->hot": 2} and plan["pinned"] == 2 and plan["dry_run"]
     human = run("policy", "--dry-run").stdout
     assert "nothing moved" in human and "pinned to hot" in human and "warm->hot" in human
+    assert "half-life: auto (logical time)" in human  # issue 18: the half-life choice is explained
     assert json.loads(run("stats", "--json").stdout)["tiers"]["hot"]["count"] == 0
     done = json.loads(run("policy", "--json").stdout)
     assert done["moved"] == {"warm->hot": 2}

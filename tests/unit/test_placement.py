@@ -310,3 +310,16 @@ def test_access_stats_gained_counts_accesses_since_a_snapshot():
     auto.record(np.array([4, 4, 4]), now=1.0)
     auto.apply()
     assert auto.gained(np.array([3, 4]), snap, at).round(6).tolist() == [0.0, 3.0]
+
+
+def test_cli_explains_the_half_life_choice():
+    """Issue 18: `tierstore policy --dry-run` prints the half-life and the shadow hit ratios."""
+    from tierstore.cli import _half_life_line
+
+    assert _half_life_line({"mode": "fixed", "seconds": 3600.0}) == "fixed, 3600 s (wall time)"
+    assert "not chosen yet" in _half_life_line({"mode": "auto", "accesses": None})
+    line = _half_life_line({"mode": "auto", "accesses": 12000.0, "candidates": [750.0, 3000.0, 12000.0],
+                            "shadow_hit_ratios": {"750": 0.4, "3000": 0.5, "12000": 0.55},
+                            "smoothed": {"750": 0.41, "3000": 0.52, "12000": 0.56}})
+    assert line.startswith("auto (logical time): 12,000 accesses") and "12,000: 0.560 *" in line
+    assert "shadows not scored yet" in _half_life_line({"mode": "auto", "accesses": 3000.0, "candidates": [750.0]})
