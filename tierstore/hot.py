@@ -63,6 +63,7 @@ _CHUNK = 512  # commands per pipeline round trip
 # catalog meanwhile) above this many hot vectors; below, open() rebuilds before it returns.
 _REBUILD_IN_BACKGROUND = 2000
 _PROBE_EVERY = 5.0  # read-only stand-in: seconds between checks whether Redis is back
+_DEATHS_BEFORE_DISCARD = 3  # an embedded server dying this often while loading has its data set aside
 
 # One search answer: (internal ids, distances ascending, incomplete)
 Answer = tuple[list[int], list[float], bool]
@@ -180,6 +181,8 @@ class HotTier:
             try:
                 self._call(lambda: None)
             except TierUnavailableError as exc:  # e.g. no writer running: nobody serves Redis
+                if not self.standby_ok:
+                    raise
                 self._enter_standby(f"Redis not readable ({exc})")
             return
         reason = self._slow_start() if self.standby_ok else None
@@ -232,6 +235,8 @@ class HotTier:
                 self.stats["standby"] += 1
                 log.info("hot tier: %d hot vectors loaded from the catalog in %.1fs", len(self._standby),
                          self._standby.load_seconds)
+            if self._warmer is not None and self._warmer.is_alive():
+                self._warmer.join(timeout=2)  # one that just switched back is about to return
             if not self.read_only and (self._warmer is None or not self._warmer.is_alive()):
                 self._warmer = threading.Thread(target=self._warm_up, name="tierstore-hot-warmup", daemon=True)
                 self._warmer.start()
@@ -240,6 +245,9 @@ class HotTier:
         """Background: wait for Redis to load (never stopping it mid-load), verify it (rebuild,
         reconcile, index), apply what was written meanwhile, then serve from Redis again."""
         t0 = last_log = time.monotonic()
+        restarts = self.stats["restarts"]
+        with contextlib.suppress(Exception):  # readers: not usable until we switch back (a restarted
+            self.r.hdel(self.meta_key, "serving")  # server has another run id anyway)
         while not self._closing.is_set():
             try:
                 info = self.r.info("persistence")
@@ -250,48 +258,68 @@ class HotTier:
                                  info.get("loading_loaded_perc", "?"), last_log - t0)
                     self._closing.wait(0.2)
                     continue
+                gen = self._conn_gen
                 with self._lock:
                     self._verified = False
                     self.verify()
                 with self.exclusive, self._standby_lock:
                     # no write in flight now: what was written to the stand-in is committed
+                    if self._conn_gen != gen:  # reconnected since verify: what it wrote may be lost
+                        raise _Stale("hot tier: Redis reconnected during verification")
                     with self._ids_lock:
                         protected = set(self._protected)
                     todo = sorted((self._dirty | set(self._own_pending())) - protected)
                     self._sync_now(todo)
                     self.catalog.clear_pending(todo)
-                    # a protected id's mover syncs it after its reader grace, to Redis from now on
+                    # a protected id's mover syncs it after its reader grace (to Redis from now
+                    # on); its pending mark makes sure, should that sync have run already
+                    if self._dirty & protected:
+                        with self.catalog.write() as txn:
+                            self.catalog.add_pending(txn, sorted(self._dirty & protected))
                     self._dirty.clear()
+                    self._stamp_serving()
                     self._standby = None
                     self._verified = True
                 log.info("hot tier: Redis verified after %.1fs; serving from Redis again", time.monotonic() - t0)
                 return
-            except (TierUnavailableError, IntegrityError, redis.RedisError, OSError, _Stale) as exc:
+            except Exception as exc:  # noqa: BLE001 - keep standing in, and keep trying
                 if self._closing.is_set():
                     return
                 if isinstance(exc, _UNAVAILABLE) and not isinstance(exc, redis.BusyLoadingError):
                     self._restart_embedded()
+                    if self.stats["restarts"] - restarts >= _DEATHS_BEFORE_DISCARD and self.server is not None:
+                        # it keeps dying while loading (a damaged AOF): Redis is only an index of
+                        # the catalog, so set its files aside and refill it
+                        log.error("hot tier: the embedded redis-server died %d times while loading; setting its "
+                                  "data aside and refilling it from the catalog. Its log:\n%s",
+                                  self.stats["restarts"] - restarts, self.server.tail_log())
+                        with self._lock:
+                            self.server.stop()
+                            self.server.discard_data()
+                            self.server.start()
+                        restarts = self.stats["restarts"]
                 if time.monotonic() - last_log >= 10:
                     last_log = time.monotonic()
-                    log.warning("hot tier: Redis not ready yet (%s); still answering from the catalog", exc)
+                    log.warning("hot tier: Redis not ready yet (%s: %s); still answering from the catalog",
+                                type(exc).__name__, exc)
                 self._closing.wait(0.5)
 
     def _probe_back(self, sb: CatalogStandby) -> CatalogStandby | None:
         """Read-only processes: is the writer's Redis readable again (then stop standing in)?
         Otherwise keep the stand-in current with the catalog."""
         now = time.monotonic()
-        if now < self._next_probe:
-            return sb
-        self._next_probe = now + _PROBE_EVERY
-        try:
-            self._verify_read_only()
-            with self._standby_lock:
-                self._standby = None
-            return None
-        except (TierUnavailableError, *_UNAVAILABLE):
-            if self.catalog.generation() != sb.loaded_gen:
-                sb.load()
-            return sb
+        if now >= self._next_probe:
+            self._next_probe = now + _PROBE_EVERY
+            try:
+                self._verify_read_only()
+                with self._standby_lock:
+                    self._standby = None
+                return None
+            except (TierUnavailableError, *_UNAVAILABLE):
+                pass
+        if self.catalog.generation() != sb.loaded_gen:  # the writer wrote: reload (standing in is rare)
+            sb.load()
+        return sb
 
     def _unavailable(self, exc: Exception) -> TierUnavailableError:
         where = "embedded redis-server" if self.server else self.url
@@ -385,10 +413,24 @@ class HotTier:
                 restarted, self._run_id = run_id != self._run_id, run_id
                 if restarted or self.catalog.has_pending() or self.count() != self._catalog_hot_count():
                     self.reconcile()
+            if self._standby is None:  # (standing in: the warm-up stamps it once it switched back)
+                self._stamp_serving()
             self._verified = True
 
+    def _stamp_serving(self) -> None:
+        """Tell read-only processes that this Redis (by its run id) holds everything the
+        catalog says is hot: the writer verified it and serves from it. A restarted server has
+        another run id, and a rebuild removes the stamp first, so readers never search a Redis
+        the writer is still refilling (they stand in from the catalog meanwhile)."""
+        self._run_id = _s(self.r.info("server").get("run_id", ""))
+        self.r.hset(self.meta_key, "serving", self._run_id)
+
     def _verify_read_only(self) -> None:
-        owner, backend = self.r.hmget(self.meta_key, ["uuid", "backend"])
+        owner, backend, serving = self.r.hmget(self.meta_key, ["uuid", "backend", "serving"])
+        if owner is not None and _s(owner) == self.catalog.uuid and _s(serving or b"") != _s(
+                self.r.info("server").get("run_id", "")):
+            raise TierUnavailableError("hot tier (read-only): the writer has not verified this Redis since it "
+                                       "(re)started or was refilled", tier="hot")
         if owner is None or _s(owner) != self.catalog.uuid or _s(backend or b"search") != self.backend:
             found = "nothing" if owner is None else f"store {_s(owner)}, backend {_s(backend or b'search')}"
             raise TierUnavailableError(
@@ -448,6 +490,7 @@ class HotTier:
     def rebuild(self) -> int:
         """Drop the index and every vector of this store, recreate, reload all hot records."""
         with self._lock:
+            self.r.hdel(self.meta_key, "serving")  # readers: not usable until refilled
             self._reset_index()
             self.r.hset(self.meta_key, mapping={"uuid": self.catalog.uuid, "backend": self.backend,
                                                 "created": str(time.time()), **self._meta_fields()})
@@ -545,6 +588,11 @@ class HotTier:
         """Run a write pipeline that ends with a check that our meta key still exists."""
         pipe.exists(self.meta_key)
         results = pipe.execute()
+        for r in results:  # errors inside an EXEC's reply (vector sets' VREM + VADD) are not raised
+            if isinstance(r, list):
+                err = next((x for x in r if isinstance(x, Exception)), None)
+                if err is not None:
+                    raise err
         if not results[-1]:
             # The store's meta key vanished (FLUSHALL) while we wrote: force a rebuild.
             self._verified = False
@@ -563,6 +611,8 @@ class HotTier:
     def _sync_now(self, iids: Sequence[int]) -> int:
         written = 0
         for start in range(0, len(iids), _CHUNK):
+            if self._closing.is_set():  # close() is waiting for the warm-up: leave the rest pending
+                raise _Stale("hot tier: closing")
             chunk = iids[start : start + _CHUNK]
             pipe = self.r.pipeline(transaction=False)
             with self.catalog.read() as txn:
@@ -651,6 +701,11 @@ class HotTier:
                 sb = self._standby
                 if sb is None:  # verified meanwhile
                     return self._search_many(qs, k, node, ef)
+            except TierUnavailableError as exc:
+                if not (self.read_only and self.standby_ok):
+                    raise
+                self._enter_standby(f"Redis not readable ({exc})")  # e.g. the writer is refilling it
+                sb = self._standby
         if self.read_only:
             sb = self._probe_back(sb)
             if sb is None:

@@ -195,11 +195,14 @@ class VectorSetHotTier(HotTier):
         # replays the old vector (seen on the bundled 8.2.3), so an update is remove + add.
         # SETATTR always rewrites every field, and the catalog version the copy was written from.
         name = self.element(iid)
-        pipe.execute_command("VREM", self.vset_key, name)
+        # MULTI/EXEC: a query between the two would miss the element altogether.
         attrs = json.loads(attributes(meta, self.schema)) if self.schema else {}
         attrs["__ver"] = version
+        pipe.execute_command("MULTI")
+        pipe.execute_command("VREM", self.vset_key, name)
         pipe.execute_command("VADD", self.vset_key, "FP32", vec, name, *self._vadd_opts,
                              "SETATTR", json.dumps(attrs, separators=(",", ":"), allow_nan=False))
+        pipe.execute_command("EXEC")
 
     def _vectors(self, iids: Sequence[int]) -> list[np.ndarray | None]:
         replies = self._pipelined([["VEMB", self.vset_key, self.element(i)] for i in iids])

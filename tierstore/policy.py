@@ -927,6 +927,8 @@ class PolicyEngine:
         """The half-life in use and, with ``half_life = "auto"``, the shadow hit ratios of the
         last cycles that chose it."""
         a = self.store.access
+        if not hasattr(a, "auto"):  # a read-only process records accesses for the writer's policy
+            return {"mode": "writer's"}
         if not a.auto:
             return {"mode": "fixed", "seconds": a.half_life}
         last = a.tuning[-1] if a.tuning else {}

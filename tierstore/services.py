@@ -24,6 +24,7 @@ import ctypes
 import hashlib
 import os
 import queue
+import shutil
 import signal
 import socket
 import subprocess
@@ -359,6 +360,19 @@ class RedisServer(ManagedProcess):
         import redis
 
         return redis.Redis.from_url(self.url, protocol=3, **kw)
+
+    def discard_data(self) -> None:
+        """Set the (stopped) server's persisted data aside, so it starts empty: for an AOF it
+        cannot load. Only the latest set-aside copy is kept."""
+        for name in ("appendonlydir", "dump.rdb"):
+            src = self.data_dir / name
+            dst = self.data_dir / f"{name}.discarded"
+            if src.exists():
+                if dst.is_dir():
+                    shutil.rmtree(dst)
+                elif dst.exists():
+                    dst.unlink()
+                src.rename(dst)
 
     def rewrite_aof(self, timeout: float = 60.0) -> bool:
         """Rewrite the AOF into an RDB base (BGREWRITEAOF) and wait for it: the next start loads

@@ -13,6 +13,7 @@ indexes; reads search the tiers and keep only what the catalog confirms (see que
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import functools
 import logging
@@ -598,14 +599,20 @@ class TierStore:
                     else:  # cold vectors are durable in S3, not in LMDB
                         cat.delete_vector(txn, iid)
                     cat.put_entry(txn, Entry(iid, code, flags, slot, seg, labels[i], version, ids[i], metas[i][1]))
-                # Redis work that must survive a crash: rows not yet indexed, old copies to remove
-                cat.add_pending(txn, (iids if redis_error else []) + leaving_hot)
+                # Redis work that must survive a crash: rows not yet indexed (Redis failed, or the
+                # catalog stands in for it while it loads), old copies to remove
+                unindexed = target == "hot" and (redis_error is not None or self.hot.standby_reason is not None)
+                cat.add_pending(txn, (iids if unindexed else []) + leaving_hot)
                 cat.unqueue_cold(txn, iids)  # placed explicitly: no longer waiting for demotion
                 if written is not None:
                     self.cold.commit(txn, written)
         except BaseException:
             if reserved:
                 self.warm.discard(labels)
+            if arriving_hot and redis_error is None:
+                # the copy reached Redis but its commit failed: put back what the catalog holds
+                with contextlib.suppress(Exception):
+                    self.hot.sync(arriving_hot)
             self.hot.unprotect(leaving_hot + arriving_hot)
             if written is not None:
                 try:

@@ -220,3 +220,34 @@ def test_read_only_with_no_writer_running(tmp_path: Path) -> None:
         assert len(reader) == 2000
     assert not RedisServer(path / "redis").alive()
     assert sorted(os.listdir(path / "redis")) == before  # started nothing, wrote nothing there
+
+
+def test_an_aof_redis_cannot_load_is_set_aside_and_refilled(tmp_path: Path) -> None:
+    """A damaged AOF makes the embedded redis-server die while loading, at every start: the
+    store answers from the catalog meanwhile, sets the files aside after a few deaths and
+    refills Redis from the catalog (Redis is only an index)."""
+    x = _vectors(3000, seed=7)
+    path = tmp_path / "s"
+    cfg = _cfg(path, "search", 3000)
+    with tierstore.open(cfg) as store:
+        _ingest(store, x)
+    base = next((path / "redis" / "appendonlydir").glob("*.base.rdb"))
+    data = bytearray(base.read_bytes())
+    data[len(data) // 2 : len(data) // 2 + 64] = b"\xff" * 64
+    base.write_bytes(bytes(data))
+    with tierstore.open(cfg) as store:
+        _finds_itself(store, x, [0, 1234, 2999])  # from the catalog, whatever Redis does
+        _wait_redis(store, timeout=120)
+        _finds_itself(store, x, [0, 1234, 2999], tiers=["hot"])
+        assert store.verify()["ok"]
+    assert (path / "redis" / "appendonlydir.discarded").is_dir()
+
+
+def test_a_vector_moving_to_cold_while_standing_in_is_found_once(open_store) -> None:
+    x = _vectors(400, seed=8)
+    store = open_store(dim=DIM, hot={"capacity": 1000}, policy={"interval": 0})
+    store.upsert(list(range(400)), x, tier="hot")
+    store.hot._enter_standby("test")
+    store.move([42], "cold")
+    hits = store.query(x[42], k=3)
+    assert [h.id for h in hits].count(42) == 1 and hits[0].id == 42 and hits[0].tier == "cold"
