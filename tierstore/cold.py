@@ -17,9 +17,11 @@ segment and the manifest are durable in S3, and it is never in two places at onc
 (results are confirmed against the catalog; see query.py).
 
 Queries rank the partitions of every live segment by their centroid (the footers are cached
-locally), skip those whose lower bound cannot beat the k-th best answer the other tiers already
-have, fetch the ``nprobe`` best with parallel ranged GETs through an LRU block cache on local disk,
-verify each block's checksum, and score exactly.
+locally), take the best-ranked over all segments until they hold the probe budget of rows
+(:meth:`ColdTier.probe_budget`: ~``nprobe * sqrt(cold rows)``), skip those whose lower bound cannot
+beat the k-th best answer the other tiers already have, fetch the rest with parallel ranged GETs
+through an LRU block cache on local disk, verify each block's checksum, and score them all in one
+compiled scan (``kernels.cold_scan``).
 
 A *read-only* ColdTier (another process querying the store its writer owns) never writes S3 or
 the catalog: it connects without recovery (to the writer's embedded S3 server through the
@@ -29,7 +31,7 @@ endpoint file ``<path>/cold/s3.json`` the writer leaves), follows the catalog's 
 >>> store.move(ids, "cold")                                   # doctest: +SKIP
 MoveReport(tier='cold', moved=1000, already=0, missing=0, seconds=0.9)
 >>> store.query(q, k=10, nprobe=16).tiers["cold"].details     # doctest: +SKIP
-{'partitions': 316, 'probed': 16, 'skipped': 0, 'gets': 16, 'bytes': 7700480, 'cache_hits': 0, ...}
+{'partitions': 316, 'probed': 16, 'skipped': 0, 'gets': 9, 'bytes': 7700480, 'cache_hits': 0, 'rows': 5112, ...}
 """
 
 from __future__ import annotations
@@ -52,7 +54,7 @@ from urllib.parse import urlparse
 
 import numpy as np
 
-from . import coldseg, filters
+from . import coldseg, filters, kernels
 from .blockcache import BlockCache
 from .catalog import TIER_COLD, Catalog, Entry
 from .config import ColdConfig
@@ -66,6 +68,7 @@ _COALESCE_GAP = 1  # unwanted partitions one GET may read through to save a requ
 _MAX_RUN = 4 * 1024**2
 _MAX_PENDING_CACHE = 256 * 1024**2
 _EMBEDDED_BUCKET = "tierstore"
+_METRIC = {"cosine": 0, "ip": 1, "l2": 2}  # kernels.cold_scan's metric codes
 
 
 def parse_url(url: str) -> tuple[str, str]:
@@ -103,6 +106,8 @@ class _Table:
     radii: np.ndarray  # float64
     seg_of: np.ndarray  # index into segs
     part_of: np.ndarray  # partition number inside its segment
+    rows: np.ndarray  # rows of each partition (int64)
+    total_rows: int
 
 
 @dataclass
@@ -452,7 +457,9 @@ class ColdTier:
                     segs, c, np.einsum("ij,ij->i", c, c),
                     np.concatenate([s.footer.radii for s in segs]).astype(np.float64),
                     np.concatenate([np.full(s.footer.parts, i) for i, s in enumerate(segs)]),
-                    np.concatenate([np.arange(s.footer.parts) for s in segs]))
+                    np.concatenate([np.arange(s.footer.parts) for s in segs]),
+                    np.concatenate([s.footer.counts for s in segs]).astype(np.int64),
+                    sum(int(s.footer.rows) for s in segs))
             return self._table
 
     # --- writing -----------------------------------------------------------------------------------
@@ -644,83 +651,111 @@ class ColdTier:
         m = len(qs)
         if tab is None:
             return [([], [], False, [], {"partitions": 0, "probed": 0, "skipped": 0, "gets": 0, "bytes": 0,
-                                         "cache_hits": 0, "fetched": 0, "pruned_all": False}) for _ in range(m)]
+                                         "cache_hits": 0, "fetched": 0, "rows": 0, "budget_rows": 0,
+                                         "pruned_all": False}) for _ in range(m)]
         qs = self._prepare(qs)
         rank, lb = self.bounds(qs, tab)
         total = len(tab.radii)
-        step = min(nprobe or self.cfg.nprobe, total)
-        plans = []  # per query: (order of partitions by rank, next position, probed list, skipped)
-        for i in range(m):
-            order = np.argsort(rank[i], kind="stable")
-            plans.append([order, 0, [], 0])
-        found = [[] for _ in range(m)]  # (dist, iid, loc) per query
-        counts = [[0, 0, 0, 0] for _ in range(m)]  # GETs, bytes, cache hits, partitions fetched
+        budget = self.probe_budget(nprobe, tab)
+        order = np.argsort(rank, axis=1, kind="stable")
+        cum = np.cumsum(tab.rows[order], axis=1)
+        at = np.zeros(m, np.int64)  # per query: how far down its ranking it has probed
+        probed: list[list[int]] = [[] for _ in range(m)]
+        skipped = np.zeros(m, np.int64)
+        found: list[list[tuple[float, int, int]]] = [[] for _ in range(m)]  # (dist, iid, loc)
+        counts = np.zeros((m, 5), np.int64)  # GETs, bytes, cache hits, partitions fetched, rows scanned
         active = list(range(m))
         while active:
-            wanted: dict[tuple[int, int], tuple[_Seg, int]] = {}
+            # Global selection: each query takes its best-ranked partitions over ALL segments until
+            # they hold ``budget`` rows (rows, not partitions: small segments have small partitions)
             take: dict[int, list[int]] = {}
+            wanted: dict[tuple[int, int], tuple[_Seg, int]] = {}
             for i in active:
-                order, at, probed, _ = plans[i]
-                chunk = order[at : at + step]
-                plans[i][1] = at + len(chunk)
-                bound = math.inf if bounds is None else bounds[i]
-                keep = [int(j) for j in chunk if lb[i, j] <= bound]
-                plans[i][3] += len(chunk) - len(keep)
-                probed += keep
-                take[i] = keep
-                for j in keep:
+                a = int(at[i])
+                reach = int(cum[i, a - 1]) if a else 0
+                end = min(total, int(np.searchsorted(cum[i], reach + budget, side="left")) + 1)
+                chunk = order[i, a:end]
+                at[i] = end
+                if bounds is not None and math.isfinite(bounds[i]):
+                    keep = chunk[lb[i, chunk] <= bounds[i]]
+                    skipped[i] += len(chunk) - len(keep)
+                else:
+                    keep = chunk
+                take[i] = keep.tolist()
+                probed[i] += take[i]
+                for j in take[i]:
                     seg = tab.segs[tab.seg_of[j]]
                     wanted[(seg.sid, int(tab.part_of[j]))] = (seg, int(tab.part_of[j]))
             blocks, got_in, run_bytes = self._blocks(list(wanted.values()))
-            runs_seen: list[set[int]] = [set() for _ in range(m)]
-            nxt = []
-            for i in active:
-                q = qs[i]
-                for j in take[i]:
-                    seg = tab.segs[tab.seg_of[j]]
-                    p = int(tab.part_of[j])
-                    blk = blocks[(seg.sid, p)]
-                    run = got_in.get((seg.sid, p))
+            keys = list(wanted)
+            slot = {key: b for b, key in enumerate(keys)}
+            blks = [blocks[key] for key in keys]
+            masks = []  # kept alive for the scan (it reads them by address)
+            mask_at = np.zeros(len(keys), np.intp)
+            if node != filters.TRUE:
+                for b, blk in enumerate(blks):
+                    ok = np.ascontiguousarray(blk.mask(node, self.schema, self.catalog.metadata_of), np.uint8)
+                    masks.append(ok)
+                    mask_at[b] = ok.ctypes.data if len(ok) else 0
+            vec_at = np.array([blk.scan[0] for blk in blks], np.intp)
+            sqn_at = np.array([blk.scan[1] for blk in blks], np.intp)
+            scale_at = np.array([blk.scan[2] for blk in blks], np.intp)
+            nrows = np.array([len(blk.iids) for blk in blks], np.int64)
+            qptr = np.zeros(len(active) + 1, np.int64)
+            items = []
+            for n_, i in enumerate(active):
+                its = [slot[(tab.segs[tab.seg_of[j]].sid, int(tab.part_of[j]))] for j in take[i]]
+                items += its
+                qptr[n_ + 1] = len(items)
+                c = counts[i]
+                runs_seen: set[int] = set()
+                for b in its:
+                    run = got_in.get(keys[b])
                     if run is None:
-                        counts[i][2] += 1
-                    else:
-                        counts[i][3] += 1
-                    if run is not None and run not in runs_seen[i]:
-                        runs_seen[i].add(run)
-                        counts[i][0] += 1
-                        counts[i][1] += run_bytes[run]
-                    dot = blk.vectors @ q
-                    if self.metric == "cosine":
-                        d = 1.0 - dot / np.sqrt(blk.sqnorms)
-                    elif self.metric == "ip":
-                        d = 1.0 - dot
-                    else:
-                        diff = blk.vectors - q  # direct, not expanded: exact for large norms too
-                        d = np.einsum("ij,ij->i", diff, diff)
-                    rows = np.arange(len(d))
-                    if node != filters.TRUE:
-                        ok = blk.mask(node, self.schema, self.catalog.metadata_of)  # fields newer than the segment
-                        rows, d = rows[ok], d[ok]
-                    if len(d) > k:
-                        top = np.argpartition(d, k - 1)[:k]
-                        rows, d = rows[top], d[top]
-                    base = int(seg.footer.row_starts[p])
-                    found[i] += [(float(dd), int(blk.iids[r]), seg.sid | (base + int(r)) << 32)
-                                 for dd, r in zip(d.tolist(), rows.tolist(), strict=True)]
-                # A selective filter can leave fewer than k matches in the nprobe best partitions:
-                # keep probing (in rank order) until k match or the partitions run out.
-                if node != filters.TRUE and len(found[i]) < k and plans[i][1] < total:
+                        c[2] += 1
+                        continue
+                    c[3] += 1
+                    if run not in runs_seen:
+                        runs_seen.add(run)
+                        c[0] += 1
+                        c[1] += run_bytes[run]
+                c[4] += int(nrows[its].sum()) if its else 0
+            if items:
+                dist, bl, rw = kernels.cold_scan(qs[active], _METRIC[self.metric], qptr, np.asarray(items, np.int64),
+                                                 vec_at, sqn_at, scale_at, mask_at, nrows, max(1, k))
+            nxt = []
+            for n_, i in enumerate(active):
+                if items:
+                    ok = bl[n_] >= 0
+                    for d, b, r in zip(dist[n_, ok].tolist(), bl[n_, ok].tolist(), rw[n_, ok].tolist(), strict=True):
+                        seg, p = wanted[keys[b]]
+                        found[i].append((d, int(blks[b].iids[r]), seg.sid | (int(seg.footer.row_starts[p]) + r) << 32))
+                # A selective filter can leave fewer than k matches in the budget's partitions:
+                # keep probing (in rank order, another budget's worth) until k match or none are left.
+                if node != filters.TRUE and len(found[i]) < k and at[i] < total:
                     nxt.append(i)
             active = nxt
         out = []
         for i in range(m):
             best = sorted(found[i])[:k]
-            order, at, probed, skipped = plans[i]
+            c = counts[i]
             out.append(([b[1] for b in best], [b[0] for b in best], False, [b[2] for b in best],
-                        {"partitions": total, "probed": len(probed), "skipped": skipped, "gets": counts[i][0],
-                         "bytes": counts[i][1], "cache_hits": counts[i][2], "fetched": counts[i][3],
-                         "pruned_all": bool(skipped) and not probed}))
+                        {"partitions": total, "probed": len(probed[i]), "skipped": int(skipped[i]), "gets": int(c[0]),
+                         "bytes": int(c[1]), "cache_hits": int(c[2]), "fetched": int(c[3]), "rows": int(c[4]),
+                         "budget_rows": int(min(budget, tab.total_rows)),
+                         "pruned_all": bool(skipped[i]) and not probed[i]}))
         return out
+
+    def probe_budget(self, nprobe: int | None, tab: _Table) -> float:
+        """Rows a query scans: ``nprobe`` (per query, else ``cold.nprobe``) partitions of the size a
+        single segment of every cold row would have (k-means into ~sqrt(rows) partitions), i.e.
+        about ``nprobe * sqrt(cold rows)`` -- the same for one segment or a hundred small ones.
+        ``nprobe`` >= the live partitions: everything."""
+        n = int(tab.total_rows)
+        want = nprobe or self.cfg.nprobe
+        if want >= len(tab.radii) or n == 0:
+            return math.inf
+        return want * n / coldseg.default_parts(n)
 
     def fetch(self, entries: Sequence[Entry]) -> dict[int, np.ndarray]:
         """The stored vectors of cold ``entries`` (internal id -> float32 vector)."""

@@ -282,10 +282,14 @@ def parse_footer(raw: bytes, expect_checksum: int | None = None, what: str = "co
                   head["fields"], head["records"], **arrays)
 
 
+def _address(a: np.ndarray) -> int:
+    return int(a.__array_interface__["data"][0]) if a.size else 0
+
+
 class Block:
     """One decoded partition: internal ids, float32 vectors, squared norms, filter columns."""
 
-    __slots__ = ("_columns", "_raw_cols", "iids", "nbytes", "sqnorms", "vectors")
+    __slots__ = ("_columns", "_raw_cols", "iids", "nbytes", "scan", "sqnorms", "vectors")
 
     def __init__(self, raw: bytes, n: int, dim: int, dtype: str) -> None:
         item = np.dtype(_DTYPES[dtype]).itemsize
@@ -296,6 +300,8 @@ class Block:
         self._raw_cols = raw[(12 + item * dim) * n :]
         self._columns: dict[str, Any] | None = None
         self.nbytes = len(raw)
+        # what kernels.cold_scan reads, by address: (vectors or codes, squared norms, row scales or 0)
+        self.scan = (_address(self.vectors), _address(self.sqnorms), 0)
 
     def mask(self, node: filters.Node, schema: dict[str, str],
              metas: Callable[[np.ndarray], list[dict]] | None = None) -> np.ndarray:
@@ -316,10 +322,17 @@ class Block:
 def rank_and_bound(qs: np.ndarray, centroids: np.ndarray, csq: np.ndarray, radii: np.ndarray,
                    metric: str) -> tuple[np.ndarray, np.ndarray]:
     """(rank, lower bound), each (queries, partitions). Rank orders partitions for probing (lower
-    first: -q.c for cosine and ip, the centroid distance for l2); the lower bound is a distance no member of the partition can beat, by the
+    first: -q.c/|c| for cosine, -q.c for ip, the centroid distance for l2); the lower bound is a distance no member of the partition can beat, by the
     triangle inequality with the partition's radius r: cosine ``max(0, |q-c| - r)^2 / 2`` on unit
     vectors (``qs`` must be normalised), l2 ``max(0, |q-c| - r)^2``, ip ``1 - q.c - |q| r``."""
     dots = (qs @ centroids.T).astype(np.float64)
+    if metric == "cosine":
+        # Rank by q.c/|c| (the angle to the centroid). Within one segment this ranks like q.c (and
+        # better than |q-c|: 0.942 vs 0.922 recall@10 at 32 of 316 partitions), but q.c favours
+        # the partitions of small segments, whose means of fewer unit vectors are longer:
+        # wordnet-minilm, 100k rows in 20 segments, a budget of 15.2k rows: recall@10 0.951 vs
+        # 0.941 (100 segments: 0.952 vs 0.940; one segment: 0.963 vs 0.962).
+        rank = -dots / np.sqrt(np.maximum(np.asarray(csq, np.float64), 1e-30))[None, :]
     if metric == "ip":
         qn = np.linalg.norm(qs.astype(np.float64), axis=1, keepdims=True)
         return -dots, 1.0 - dots - qn * radii[None, :] - 1e-5 * (1.0 + qn)
@@ -328,10 +341,7 @@ def rank_and_bound(qs: np.ndarray, centroids: np.ndarray, csq: np.ndarray, radii
     # float32 products carry rounding error: shave a hair off the bound so it stays a bound
     gap = np.maximum(np.sqrt(d2) - radii[None, :] - 1e-5 * (1.0 + np.sqrt(qsq)), 0.0) ** 2
     if metric == "cosine":
-        # Rank by q.c, not |q-c|: a mean of unit vectors is longer the tighter its partition, and
-        # preferring tight partitions finds more true neighbours per probe (wordnet-minilm,
-        # 316 partitions: recall@10 0.942 vs 0.922 at 32 probes, 0.955 vs 0.941 at 40).
-        return -dots, gap / 2.0
+        return rank, gap / 2.0
     return d2, gap
 
 

@@ -352,7 +352,9 @@ class ColdConfig:
     enabled: bool = _spec(True, "bool")
     endpoint_url: str | None = _spec(None, "http_url")
     region: str | None = _spec(None, "optstr")
-    nprobe: int = _spec(40, "int", lo=1, hi=1_000_000)
+    # a budget of rows, not partitions: ~nprobe * sqrt(cold rows), the best-ranked partitions over
+    # all segments (cold.py ColdTier.probe_budget); recall holds however the cold rows arrived
+    nprobe: int = _spec(56, "int", lo=1, hi=1_000_000)
     cache_size: int = _spec(2 * 1024**3, "size")
     segment_size: int = _spec(100_000, "int", lo=1)
     dtype: str = _spec("float32", "choice", choices=("float32", "float16"))

@@ -60,7 +60,11 @@ def test_cold_recall_rises_with_nprobe_and_is_exact_when_probing_everything(wn_c
     for nprobe in (1, 8, 32, total):
         res = wn_cold.query_batch(qs, k=10, nprobe=nprobe)
         recalls[nprobe] = datasets.recall_at([h.ids() for h in res], truth, 10)
-        assert all(h.tiers["cold"].details["probed"] <= nprobe for h in res)
+        # nprobe is a budget of rows (~ nprobe * sqrt(cold rows)), met by the best partitions of
+        # every segment together: at most one partition beyond it
+        for h in res:
+            det = h.tiers["cold"].details
+            assert det["budget_rows"] <= det["rows"] < det["budget_rows"] + 1000 or det["rows"] == 20_000
     assert recalls[1] < recalls[8] <= recalls[32] <= recalls[total]
     assert recalls[total] == 1.0, recalls  # probing every partition is an exact scan
     assert recalls[32] >= 0.9, recalls
@@ -75,7 +79,8 @@ def test_cold_distances_are_exact_and_tier_reported(wn_cold, wordnet_20k):
     want = 1 - (b @ q) / (np.linalg.norm(b, axis=1) * np.linalg.norm(q))
     np.testing.assert_allclose(hits.distances(), want, atol=2e-6)
     det = hits.tiers["cold"].details
-    assert det["probed"] == 16 and det["fetched"] + det["cache_hits"] == 16 and det["gets"] <= det["fetched"]
+    assert det["probed"] >= 16 and det["fetched"] + det["cache_hits"] == det["probed"] and det["gets"] <= det["fetched"]
+    assert det["rows"] >= det["budget_rows"] == int(16 * 20_000 / 141)
 
 
 def test_second_query_is_served_by_the_block_cache(wn_cold, wordnet_20k):
@@ -85,8 +90,9 @@ def test_second_query_is_served_by_the_block_cache(wn_cold, wordnet_20k):
     wn_cold.cold.settle()  # fetched blocks are written to the cache in the background
     second = wn_cold.query(q, k=10, nprobe=8).tiers["cold"].details
     # adjacent partitions share a GET: at most one per probed partition
-    assert 1 <= first["gets"] <= first["fetched"] == 8 and first["bytes"] > 0 and first["cache_hits"] == 0
-    assert second["gets"] == 0 and second["cache_hits"] == 8
+    assert 1 <= first["gets"] <= first["fetched"] == first["probed"] >= 8 and first["bytes"] > 0
+    assert first["cache_hits"] == 0
+    assert second["gets"] == 0 and second["cache_hits"] == first["probed"]
 
 
 # (wordnet filters, filters for the generated fallback data); the last is selective (< 1% of rows)

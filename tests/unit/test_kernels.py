@@ -331,3 +331,100 @@ def test_admit_fills_room_then_replaces_weaker_incumbents():
     assert up.tolist() == [1] and down.tolist() == [2]
     up, down = admit(counts, np.array([5]), np.array([4]), room=0, budget=9, hysteresis=1.0)
     assert len(up) == 0 and len(down) == 0  # 3 does not beat 2 x 2
+
+
+# --- cold tier: the one scan over every probed partition -------------------------------------------
+
+
+def _addr(a):
+    return a.ctypes.data if a.size else 0
+
+
+def _cold_blocks(rng, nblocks, dim):
+    blocks = []
+    for _ in range(nblocks):
+        n = int(rng.integers(0, 40))
+        v = (rng.standard_normal((n, dim)) * rng.uniform(0.1, 5)).astype(np.float32)
+        sq = np.einsum("ij,ij->i", v, v).astype(np.float32)
+        mask = (rng.random(n) < 0.6).astype(np.uint8) if rng.random() < 0.5 else None
+        blocks.append((v, sq, mask))
+    return blocks
+
+
+def _ref_cold(q, blocks, items, metric, codes, cap):
+    out = []
+    for b in items:
+        v, sq, mask, c, s = blocks[b]
+        for r in range(len(v)):
+            if mask is not None and not mask[r]:
+                continue
+            if codes:
+                est = s[r] * (c[r].astype(np.float64) @ q)
+                d = sq[r] - 2 * est + q @ q if metric == 2 else 1 - est
+            elif metric == 2:
+                d = ((v[r].astype(np.float64) - q) ** 2).sum()
+            elif metric == 0:
+                d = 1 - (v[r].astype(np.float64) @ q) / np.sqrt(sq[r])
+            else:
+                d = 1 - v[r].astype(np.float64) @ q
+            out.append((d, b, r))
+    return sorted(out)[:cap]
+
+
+@pytest.mark.parametrize("codes", [False, True])
+@pytest.mark.parametrize("metric", [0, 1, 2])
+@pytest.mark.parametrize("seed", range(4))
+def test_cold_scan_matches_numpy(seed, metric, codes):
+    rng = np.random.default_rng(seed)
+    dim = int(rng.integers(1, 70))
+    raw = _cold_blocks(rng, int(rng.integers(1, 12)), dim)
+    blocks = []
+    for v, sq, mask in raw:
+        if codes:  # codes of the unit vectors under cosine, of the raw ones otherwise
+            base = v / np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-30) if metric == 0 else v
+            c, s = kernels.quantize_rows(np.ascontiguousarray(base, np.float32))
+        else:
+            c, s = v, np.zeros(0, np.float32)
+        blocks.append((v, sq, mask, c, s))
+    m = int(rng.integers(1, 5))
+    qs = rng.standard_normal((m, dim)).astype(np.float32)
+    if metric == 0:
+        qs /= np.linalg.norm(qs, axis=1, keepdims=True)
+    lists = [rng.choice(len(blocks), int(rng.integers(0, len(blocks) + 1)), replace=False) for _ in range(m)]
+    qptr = np.zeros(m + 1, np.int64)
+    qptr[1:] = np.cumsum([len(x) for x in lists])
+    items = np.concatenate([np.asarray(x, np.int64) for x in lists]) if qptr[-1] else np.zeros(0, np.int64)
+    cap = int(rng.integers(1, 30))
+    vec = np.array([_addr(b[3]) for b in blocks], np.intp)
+    sqn = np.array([_addr(b[1]) for b in blocks], np.intp)
+    scale = np.array([_addr(b[4]) if codes else 0 for b in blocks], np.intp)
+    if codes:  # a block of all-zero rows has scales but no code-free marker: keep them non-null
+        scale[scale == 0] = _addr(np.ones(1, np.float32))
+    mask = np.array([_addr(b[2]) if b[2] is not None else 0 for b in blocks], np.intp)
+    nrows = np.array([len(b[0]) for b in blocks], np.int64)
+    d, bl, rw = kernels.cold_scan(qs, metric, qptr, items, vec, sqn, scale, mask, nrows, cap)
+    for i in range(m):
+        want = _ref_cold(qs[i].astype(np.float64), blocks, lists[i].tolist(), metric, codes, cap)
+        got = [(float(d[i, t]), int(bl[i, t]), int(rw[i, t])) for t in range(cap) if bl[i, t] >= 0]
+        assert len(got) == len(want)
+        np.testing.assert_allclose([g[0] for g in got], [w[0] for w in want], rtol=1e-4, atol=1e-4)
+        # the same rows (ties aside): each returned row's reference distance matches
+        ref = {(b, r): dd for dd, b, r in _ref_cold(qs[i].astype(np.float64), blocks, lists[i].tolist(), metric,
+                                                    codes, 10**9)}
+        for dd, b, r in got:
+            assert abs(ref[(b, r)] - dd) <= 1e-4 * max(1.0, abs(dd))
+        assert np.all(np.isinf(d[i, len(got):])) and np.all(bl[i, len(got):] == -1)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_quantize_rows_matches_numpy(seed):
+    rng = np.random.default_rng(seed)
+    x = (rng.standard_normal((50, 33)) * rng.uniform(0.01, 100, (50, 1))).astype(np.float32)
+    x[3] = 0
+    codes, scales = kernels.quantize_rows(x)
+    m = np.abs(x).max(1)
+    np.testing.assert_allclose(scales, m / 127, rtol=1e-6)
+    safe = np.where(scales > 0, scales, 1)[:, None]
+    want = np.clip(np.round(x / safe), -127, 127).astype(np.int8)
+    assert (np.abs(codes.astype(int) - want.astype(int)) <= 1).all() and (codes[3] == 0).all()
+    np.testing.assert_allclose(codes * scales[:, None], x, atol=(scales[:, None] * 0.5 + 1e-7).max())
