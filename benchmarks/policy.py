@@ -769,7 +769,7 @@ def store_path_hits(acc: np.ndarray, keys: int, cap: int, cycle: int, record_bat
 
 
 def simulate(tr: Trace, half_lives: list[float], budgets: tuple[float, ...], cycle_seconds: float = CYCLE_SECONDS,
-             hysteresis: float = HYSTERESIS) -> dict[str, Any]:
+             hysteresis: float = HYSTERESIS, defaults: bool = True) -> dict[str, Any]:
     n = len(tr.accesses)
     sec = TRACE_SECONDS / n
     cycle = int(round(cycle_seconds / sec))
@@ -780,6 +780,11 @@ def simulate(tr: Trace, half_lives: list[float], budgets: tuple[float, ...], cyc
     dist = dist_hits(tr, caps)
     lru = {c: lru_hits(tr.accesses, tr.keys, c, cycle) for c in caps}
     pol = {h: policy_hits(tr, caps, h, sec, cycle, record_batch, hysteresis) for h in half_lives}
+    # the defaults (issue 18): half_life = "auto" + promote on access after every record batch
+    # (= policy.promote_interval, 1 s), against an LRU whose admissions take as long
+    dflt = {c: store_path_hits(tr.accesses, tr.keys, c, cycle, record_batch, hysteresis=hysteresis)
+            for c in caps} if defaults else {}
+    lru_d = {c: lru_delayed_hits(tr.accesses, tr.keys, c, cycle, record_batch) for c in caps}
     res: dict[str, Any] = {"trace": tr.name, "note": tr.note, "shifting": tr.shifting, "accesses": n,
                            "distinct_keys": int(len(np.unique(tr.accesses))), "cycle_accesses": cycle,
                            "seconds_per_access": sec, "phase_starts": [p[0] for p in tr.phases], "rows": []}
@@ -787,6 +792,18 @@ def simulate(tr: Trace, half_lives: list[float], budgets: tuple[float, ...], cyc
         row: dict[str, Any] = {"budget": b, "cap": c, "oracle": orc[c].sum() / n, "dist": dist[c] / n,
                                "lru": lru[c].sum() / n, "lru_after_first_cycle": lru[c][1:].sum() / (n - cycle), "lru_promotions_per_1k": 1000.0 * (1 - lru[c].sum() / n),
                                "series": {"oracle": orc[c].tolist(), "lru": lru[c].tolist()}, "policy": {}}
+        row["lru_delayed"] = lru_d[c].sum() / n
+        d = dflt.get(c, {"hits": np.zeros(1), "promotions": 0, "promoted_on_access": 0, "half_lives": [],
+                         "admit_rates": []})
+        ratio = d["hits"].sum() / n
+        row["default"] = None if not defaults else {
+            "hit_ratio": ratio, "vs_oracle": ratio / row["oracle"], "vs_dist": ratio / max(row["dist"], 1e-12),
+            "vs_lru": ratio - row["lru"], "vs_lru_delayed": ratio - row["lru_delayed"],
+            "promotions_per_1k": 1000.0 * d["promotions"] / n, "on_access_per_1k": 1000.0 * d["promoted_on_access"] / n,
+            "half_lives_accesses": sorted({float(h) for h in d["half_lives"]}),
+            "admit_rate_max": max(d["admit_rates"], default=0.0)}
+        if defaults:
+            row["series"]["default"] = d["hits"].tolist()
         for h in half_lives:
             p = pol[h][c]
             ratio = p["hits"].sum() / n
@@ -800,6 +817,7 @@ def simulate(tr: Trace, half_lives: list[float], budgets: tuple[float, ...], cyc
             row["series"][f"policy_{h:g}"] = p["hits"].tolist()
         res["rows"].append(row)
         log(f"  {tr.name} B={b:.0%}: oracle {row['oracle']:.3f} dist {row['dist']:.3f} lru {row['lru']:.3f} "
+            f"lru-delayed {row['lru_delayed']:.3f} default {ratio:.3f} ({row['default']['promotions_per_1k']:.1f}/1k) "
             + " ".join(f"pol(H={h:g}s) {row['policy'][f'{h:g}']['hit_ratio']:.3f}" for h in half_lives))
     res["seconds"] = time.perf_counter() - t0
     return res
@@ -837,6 +855,8 @@ def run(args: argparse.Namespace, command: str) -> dict[str, Any]:
     res["updates"] = bench_updates(n, args.batch, 3 if quick else 8, rng)
     log(f"part 1: placement, {n} rows")
     res["placement"] = bench_placement(n, 2 if quick else 5, rng, lexsort=True)
+    log(f"part 1: shadow cost, {n} slots")
+    res["shadow_cost"] = bench_shadow_cost(n, args.batch, 3 if quick else 6, rng)
     accesses = 300_000 if quick else args.accesses
     half_lives = args.half_lives
     sweep = [] if quick else [h for h in SWEEP_HALF_LIVES if h not in half_lives]
@@ -849,13 +869,17 @@ def run(args: argparse.Namespace, command: str) -> dict[str, Any]:
     for build in (lambda: zipf_trace("zipf-static", KEYS, accesses, 1, rng, "none"),
                   lambda: zipf_trace("zipf-shift", KEYS, accesses, 2, rng, "redraw"),
                   lambda: zipf_trace("zipf-drift", KEYS, accesses, 20, rng, "drift"),
-                  lambda: wordnet_trace(accesses, rng, args.data, res)):
+                  lambda: wordnet_trace(accesses, rng, args.data, res),
+                  lambda: session_trace(KEYS, accesses, rng),
+                  lambda: scan_trace(KEYS, accesses, rng),
+                  lambda: churn_trace(KEYS, accesses, rng, accesses // 100)):
         tr = build()
         log(f"part 2: {tr.name} ({tr.note}), {len(tr.accesses)} accesses")
         res["traces"].append(simulate(tr, half_lives + sweep, BUDGETS))
         kept[tr.name] = tr
     for t in res["traces"]:
         t["recovery_cycles"] = {f"{h:g}": recovery(t, f"policy_{h:g}") for h in half_lives}
+        t["recovery_cycles"]["defaults"] = recovery(t, "default")
         for row in t["rows"]:  # per-cycle series only for the reported half-lives (keeps the JSON small)
             for h in sweep:
                 del row["series"][f"policy_{h:g}"]
@@ -868,12 +892,12 @@ def run(args: argparse.Namespace, command: str) -> dict[str, Any]:
                   lambda: zipf_trace("zipf-drift", KEYS, 10 * accesses, 20, rng, "drift")):
         tr = build()
         log(f"investigation: {tr.name} with 10x traffic ({len(tr.accesses)} accesses)")
-        res["density"].append(simulate(tr, sorted({60.0, *half_lives}), BUDGETS))
+        res["density"].append(simulate(tr, sorted({60.0, *half_lives}), BUDGETS, defaults=False))
         del tr
     res["hysteresis"] = []
     for hy in HYSTERESIS_SWEEP:
         log(f"investigation: zipf-shift, hysteresis {hy}")
-        r = simulate(kept["zipf-shift"], half_lives, BUDGETS, hysteresis=hy)
+        r = simulate(kept["zipf-shift"], half_lives, BUDGETS, hysteresis=hy, defaults=False)
         r["hysteresis"] = hy
         for row in r["rows"]:
             del row["series"]
@@ -923,6 +947,17 @@ def render(res: dict[str, Any]) -> str:
             f"8,192 queued calls, a `record()` call takes {q['record_p50_us']:.1f} us at the median, but "
             f"{q['calls_over_1ms']} calls (the ones that drain) took {q['mean_ms_of_calls_over_1ms']:.1f} ms on average "
             f"(max {q['record_max_ms']:.1f} ms) -- paid by the query thread that happens to trigger it.", ""]
+    if res.get("shadow_cost"):
+        c = res["shadow_cost"]
+        out += [f"Shadow half-lives (`half_life = \"auto\"`, issue 18 goal: shadow scoring adds <= 30% to the "
+                f"per-access update): {c['n'] / 1e6:.0f}M slots, Zipf batches of {c['batch'] / 1e6:g}M, "
+                f"{c['shadows']} shadow columns on {c['sampled_rows']} sampled slots; median of {c['batches']}.", "",
+                "| updater | M updates/s |", "|---|---:|"]
+        out += [f"| {k} | {v['updates_per_s_median'] / 1e6:.1f} |" for k, v in c["methods"].items()]
+        out += ["", f"The shadows add **{c['shadow_overhead']:+.0%}** to the logical-time kernel "
+                f"({'met' if c['shadow_overhead'] <= 0.30 else 'NOT met'}); `auto` end to end (logical time, "
+                f"shadows, promote-on-access flags) costs {c['auto_vs_fixed_end_to_end']:+.0%} against a fixed "
+                "half-life's `access_add`.", ""]
     p = res["placement"]
     out += [f"### Scoring + budget selection ({p['n'] / 1e6:.0f}M rows, hot {p['cap_hot']}, warm {p['cap_warm']}, "
             f"hysteresis {p['hysteresis']})", "",
@@ -957,7 +992,16 @@ def render(res: dict[str, Any]) -> str:
         w = res["wordnet"]
         out.append(f"- wordnet neighbours: `datasets.brute_force` top-10 = the file's ground truth for "
                    f"{w['top10_sets_equal_to_file_gt']:.1%} of the queries.")
-    out += ["", _hit_table(res["traces"], hl), "",
+    out += ["", "#### The defaults (`half_life = \"auto\"` + promote on access) vs LRU", "",
+            "The store's own path with every setting at its default (`store_path_hits`: AccessStats in logical "
+            "time with the shadow half-lives, `tune` + `place` + `limit_moves` at each cycle, `policy.admit` after "
+            "every 1-s record batch within `policy.Admission`'s budget). LRU is updated on every access and "
+            "changes instantly; *LRU delayed* admits the same way but a key it admits serves hits only from the end "
+            "of its 1-s batch, as a promotion by the store's promote thread does.", "",
+            _default_table(res["traces"]), "",
+            "promotions/1k: LRU's are its misses; the defaults' count the cycles' and the on-access ones "
+            "(in parentheses); half-lives: those `auto` chose, in accesses (x cycle traffic).", ""]
+    out += ["#### Fixed half-lives", "", _hit_table(res["traces"], hl), "",
             "✗ = goal missed (pol/orc >= 0.90 everywhere; policy ahead of LRU on the shifting traces). "
             "dist = the phase's B most probable keys (ceiling for an online policy, see below); "
             "promotions/1k = keys moved into hot per 1000 accesses (LRU: its misses).", ""]
@@ -971,7 +1015,7 @@ def render(res: dict[str, Any]) -> str:
     for t in res["traces"]:
         for h, r in t["recovery_cycles"].items():
             if r:
-                rec.append(f"{t['trace']} H={h} s: " + ", ".join(
+                rec.append(f"{t['trace']} {'defaults' if h == 'defaults' else f'H={h} s'}: " + ", ".join(
                     f"{b} {v if v is not None else 'never'}" for b, v in r.items()))
     if rec:
         out += ["", "Cycles after the 50% shift until the policy's per-interval hit ratio is back to 0.9 x its "
@@ -1018,6 +1062,25 @@ def render(res: dict[str, Any]) -> str:
             "- Promotions/1k is the migration traffic: LRU moves a key into hot on every miss; the policy moves "
             "keys only at cycles and only when they beat an incumbent by the hysteresis margin.", ""]
     return "\n".join(out)
+
+
+def _default_table(traces: list[dict[str, Any]]) -> str:
+    lines = ["| trace | budget | oracle | dist | LRU | LRU delayed | defaults | - LRU | - LRU delayed | x dist "
+             "| promotions/1k: LRU / defaults (on access) | LRU / defaults | half-lives (x cycle) |",
+             "|---|---|" + "---:|" * 10 + "---|"]
+    for t in traces:
+        for r in t["rows"]:
+            d = r.get("default")
+            if not d:
+                continue
+            lp = r["lru_promotions_per_1k"]
+            ratio = lp / d["promotions_per_1k"] if d["promotions_per_1k"] else float("inf")
+            hs = ", ".join(f"{h / t['cycle_accesses']:g}" for h in d["half_lives_accesses"])
+            lines.append(f"| {t['trace']} | {r['budget']:.0%} | {r['oracle']:.3f} | {r['dist']:.3f} | {r['lru']:.3f} | "
+                         f"{r['lru_delayed']:.3f} | **{d['hit_ratio']:.3f}** | {d['vs_lru']:+.3f} | "
+                         f"{d['vs_lru_delayed']:+.3f} | {d['vs_dist']:.2f} | {lp:.0f} / {d['promotions_per_1k']:.1f} "
+                         f"({d['on_access_per_1k']:.1f}) | {ratio:.1f}x | {hs} |")
+    return "\n".join(lines)
 
 
 def _pairs(xs: list[tuple[str, float]]) -> str:
