@@ -63,6 +63,7 @@ class AccessLog:
     """A read-only process's side: buffer accesses, append them to its own file."""
 
     half_life = None  # the writer's AccessStats decays them
+    auto = False  # (nor does this process tune a half-life)
 
     def __init__(self, root: Path) -> None:
         self.root = root
