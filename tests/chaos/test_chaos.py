@@ -2,7 +2,10 @@
 ``open()`` and inside every kind of operation, on both hot backends, and check every acknowledged
 write by content after each crash (see chaos_harness.py and chaos_model.check_store).
 
-About 1.5 min on 2 cores. The long campaign is ``python -m benchmarks.chaos``. Reproduce a failure
+About 2.5 min on 2 idle cores (7 min with a campaign running beside it). The long campaign is
+``python -m benchmarks.chaos``. ``TIERSTORE_CHAOS_SRC=DIR`` runs the workers on the ``tierstore``
+package in DIR (a snapshot: ``git archive HEAD tierstore | tar -x -C DIR``, so edits in progress in
+the checkout do not land mid-campaign). Reproduce a failure
 with the seed it prints: ``TIERSTORE_CHAOS_SEED=<seed> pytest tests/chaos -k <param>`` (the
 operations and kill points are seeded; where in an operation a kill lands depends on timing, so
 a rerun finds the same class of failure, not always the same ids). ``TIERSTORE_CHAOS_TRIALS``
