@@ -56,6 +56,11 @@ class BlockCache:
     def name(sid: int, part: int) -> str:
         return f"{sid}-{part}"
 
+    @staticmethod
+    def page_name(sid: int, page: int) -> str:
+        """A page of exact vectors (cold format 2) of segment ``sid``."""
+        return f"{sid}-v{page}"
+
     def get(self, name: str, load: Callable[[memoryview], Any]) -> Any:
         """The decoded block ``load(mapped bytes)`` of ``name``, or None when not cached. ``load``
         raises IntegrityError for a corrupt file, which is then dropped (the caller refetches)."""

@@ -66,6 +66,8 @@ _MULTIPART = 32 * 1024**2  # segments larger than this upload in 16 MiB parts, 4
 _KEEP_MANIFESTS = 10
 _COALESCE_GAP = 1  # unwanted partitions one GET may read through to save a request
 _MAX_RUN = 4 * 1024**2
+_RERANK = 32  # format 2: candidates per query reranked on exact vectors (at least 2k)
+_PAGE_GAP = 2  # unwanted pages of exact vectors one rerank GET may read through
 _MAX_PENDING_CACHE = 256 * 1024**2
 _EMBEDDED_BUCKET = "tierstore"
 _METRIC = {"cosine": 0, "ip": 1, "l2": 2}  # kernels.cold_scan's metric codes
@@ -624,7 +626,69 @@ class ColdTier:
         self._writer.submit(write)
 
     def _decode(self, seg: _Seg, p: int, raw: bytes) -> coldseg.Block:
-        return coldseg.Block(raw, int(seg.footer.counts[p]), self.dim, seg.footer.dtype)
+        return coldseg.Block(raw, int(seg.footer.counts[p]), self.dim, seg.footer.dtype, seg.footer.format)
+
+    def _pages(self, wanted: list[tuple[_Seg, int]]) -> tuple[dict[tuple[int, int], np.ndarray],
+                                                               dict[tuple[int, int], int], list[int]]:
+        """Pages of exact vectors (format 2) for the rerank: cache first, then coalesced ranged
+        GETs in parallel -> (float32 arrays, the GET each page came in, bytes of each GET)."""
+        out: dict[tuple[int, int], np.ndarray] = {}
+        misses: dict[int, tuple[_Seg, set[int]]] = {}
+        for seg, g in wanted:
+            if (seg.sid, g) in out:
+                continue
+
+            def load(raw: memoryview, seg: _Seg = seg, g: int = g) -> np.ndarray:
+                coldseg.verify_page(raw, seg.footer, g, f"cached page of {seg.info['key']}")
+                return coldseg.decode_page(raw, seg.footer)
+
+            v = self.cache.get(BlockCache.page_name(seg.sid, g), load)
+            if v is None:
+                misses.setdefault(seg.sid, (seg, set()))[1].add(g)
+            else:
+                out[(seg.sid, g)] = v
+        runs: list[tuple[_Seg, int, int, list[int]]] = []
+        for seg, gs in misses.values():
+            for g in sorted(gs):
+                a, b = seg.footer.page_range(g)
+                if (runs and runs[-1][0] is seg and g - runs[-1][2] - 1 <= _PAGE_GAP
+                        and b - seg.footer.page_range(runs[-1][1])[0] <= _MAX_RUN):
+                    runs[-1] = (seg, runs[-1][1], g, [*runs[-1][3], g])
+                else:
+                    runs.append((seg, g, g, [g]))
+        got_in: dict[tuple[int, int], int] = {}
+        run_bytes: list[int] = []
+        for i, (run, fetched) in enumerate(zip(runs, self._io.map(lambda r: self._fetch_pages(*r), runs), strict=True)):
+            seg = run[0]
+            for g, v in fetched.items():
+                out[(seg.sid, g)] = v
+                got_in[(seg.sid, g)] = i
+            run_bytes.append(seg.footer.page_range(run[2])[1] - seg.footer.page_range(run[1])[0])
+        self._count("gets", len(runs))
+        self._count("rerank_gets", len(runs))
+        return out, got_in, run_bytes
+
+    def _fetch_pages(self, seg: _Seg, first: int, last: int, wanted: list[int]) -> dict[int, np.ndarray]:
+        f = seg.footer
+        base = f.page_range(first)[0]
+        raw = memoryview(self._get_range(seg.info["key"], base, f.page_range(last)[1]))
+        self._count("get_bytes", len(raw))
+        out = {}
+        for g in range(first, last + 1):
+            a, b = f.page_range(g)
+            page = raw[a - base : b - base]
+            if g in wanted:
+                coldseg.verify_page(page, f, g, f"cold segment {seg.info['key']}")
+                out[g] = coldseg.decode_page(page, f)
+            self._cache_later(BlockCache.page_name(seg.sid, g), page)
+        return out
+
+    def _exact(self, want: list[tuple[_Seg, int]]) -> tuple[list[np.ndarray], dict[tuple[int, int], int], list[int]]:
+        """Exact float32 vectors of format-2 rows ``(segment, object row)`` -> (vectors, the GET
+        each page came in, bytes per GET)."""
+        pages, got_in, run_bytes = self._pages([(seg, r // seg.footer.page_rows) for seg, r in want])
+        out = [pages[(seg.sid, r // seg.footer.page_rows)][r % seg.footer.page_rows] for seg, r in want]
+        return out, got_in, run_bytes
 
     def _prepare(self, qs: np.ndarray) -> np.ndarray:
         qs = np.ascontiguousarray(qs, np.float32)
@@ -663,7 +727,10 @@ class ColdTier:
         probed: list[list[int]] = [[] for _ in range(m)]
         skipped = np.zeros(m, np.int64)
         found: list[list[tuple[float, int, int]]] = [[] for _ in range(m)]  # (dist, iid, loc)
-        counts = np.zeros((m, 5), np.int64)  # GETs, bytes, cache hits, partitions fetched, rows scanned
+        # GETs, bytes, cache hits, partitions fetched, rows scanned, rerank GETs, rerank bytes, rows reranked
+        counts = np.zeros((m, 8), np.int64)
+        # format 2 scans int8 codes: keep more candidates than k, reranked on the exact vectors
+        cap = max(1, k) if all(seg.footer.format < 2 for seg in tab.segs) else max(k, _RERANK, 2 * k)
         active = list(range(m))
         while active:
             # Global selection: each query takes its best-ranked partitions over ALL segments until
@@ -722,29 +789,63 @@ class ColdTier:
                 c[4] += int(nrows[its].sum()) if its else 0
             if items:
                 dist, bl, rw = kernels.cold_scan(qs[active], _METRIC[self.metric], qptr, np.asarray(items, np.int64),
-                                                 vec_at, sqn_at, scale_at, mask_at, nrows, max(1, k))
+                                                 vec_at, sqn_at, scale_at, mask_at, nrows, cap)
             nxt = []
             for n_, i in enumerate(active):
                 if items:
                     ok = bl[n_] >= 0
                     for d, b, r in zip(dist[n_, ok].tolist(), bl[n_, ok].tolist(), rw[n_, ok].tolist(), strict=True):
                         seg, p = wanted[keys[b]]
-                        found[i].append((d, int(blks[b].iids[r]), seg.sid | (int(seg.footer.row_starts[p]) + r) << 32))
+                        row = int(seg.footer.row_starts[p]) + r
+                        # (distance or its estimate, iid, location, estimate?, segment, object row, |v|^2)
+                        found[i].append((d, int(blks[b].iids[r]), seg.sid | row << 32, blks[b].vectors is None,
+                                         seg, row, float(blks[b].sqnorms[r])))
                 # A selective filter can leave fewer than k matches in the budget's partitions:
                 # keep probing (in rank order, another budget's worth) until k match or none are left.
                 if node != filters.TRUE and len(found[i]) < k and at[i] < total:
                     nxt.append(i)
             active = nxt
+        tops = [sorted(f, key=lambda t: t[0])[:cap] for f in found]
+        self._rerank(qs, tops, counts)
         out = []
         for i in range(m):
-            best = sorted(found[i])[:k]
+            best = sorted(tops[i], key=lambda t: (t[0], t[2]))[:k]
             c = counts[i]
             out.append(([b[1] for b in best], [b[0] for b in best], False, [b[2] for b in best],
-                        {"partitions": total, "probed": len(probed[i]), "skipped": int(skipped[i]), "gets": int(c[0]),
-                         "bytes": int(c[1]), "cache_hits": int(c[2]), "fetched": int(c[3]), "rows": int(c[4]),
-                         "budget_rows": int(min(budget, tab.total_rows)),
+                        {"partitions": total, "probed": len(probed[i]), "skipped": int(skipped[i]),
+                         "gets": int(c[0] + c[5]), "bytes": int(c[1] + c[6]), "cache_hits": int(c[2]),
+                         "fetched": int(c[3]), "rows": int(c[4]), "budget_rows": int(min(budget, tab.total_rows)),
+                         "reranked": int(c[7]), "rerank_gets": int(c[5]), "rerank_bytes": int(c[6]),
                          "pruned_all": bool(skipped[i]) and not probed[i]}))
         return out
+
+    def _rerank(self, qs: np.ndarray, tops: list[list[tuple]], counts: np.ndarray) -> None:
+        """Replace the code estimates among each query's candidates (format 2) by exact distances
+        on the stored vectors, read in pages (one parallel round of coalesced GETs for the batch)."""
+        want = {(t[4].sid, t[5]): (t[4], t[5]) for top in tops for t in top if t[3]}
+        if not want:
+            return
+        vecs, got_in, run_bytes = self._exact(list(want.values()))
+        vec_of = dict(zip(want, vecs, strict=True))
+        for i, top in enumerate(tops):
+            est = [t for t in top if t[3]]
+            if not est:
+                continue
+            q = qs[i]
+            v = np.stack([vec_of[(t[4].sid, t[5])] for t in est])
+            if self.metric == "cosine":
+                d = 1.0 - (v @ q) / np.sqrt(np.array([t[6] for t in est], np.float32))
+            elif self.metric == "ip":
+                d = 1.0 - v @ q
+            else:
+                diff = v - q
+                d = np.einsum("ij,ij->i", diff, diff)
+            tops[i] = [t for t in top if not t[3]] + [
+                (dd, t[1], t[2], False, t[4], t[5], t[6]) for dd, t in zip(d.tolist(), est, strict=True)]
+            runs = {r for r in (got_in.get((t[4].sid, t[5] // t[4].footer.page_rows)) for t in est) if r is not None}
+            counts[i, 5] += len(runs)
+            counts[i, 6] += sum(run_bytes[r] for r in runs)
+            counts[i, 7] += len(est)
 
     def probe_budget(self, nprobe: int | None, tab: _Table) -> float:
         """Rows a query scans: ``nprobe`` (per query, else ``cold.nprobe``) partitions of the size a
@@ -771,12 +872,20 @@ class ColdTier:
             where.append((e, seg, p))
         blocks, _, _ = self._blocks(list(wanted.values()))
         out = {}
+        exact = []  # format 2: the vectors live in pages, the block only says whose row it is
         for e, seg, p in where:
             blk = blocks[(seg.sid, p)]
             r = e.pos - int(seg.footer.row_starts[p])
             if int(blk.iids[r]) != e.iid:
                 raise IntegrityError(f"cold segment {seg.info['key']}: row {e.pos} holds another id than the catalog says")
-            out[e.iid] = np.array(blk.vectors[r], np.float32)
+            if blk.vectors is None:
+                exact.append((e, seg))
+            else:
+                out[e.iid] = np.array(blk.vectors[r], np.float32)
+        if exact:
+            vecs, _, _ = self._exact([(seg, int(e.pos)) for e, seg in exact])
+            for (e, _), v in zip(exact, vecs, strict=True):
+                out[e.iid] = np.array(v, np.float32)
         return out
 
     # --- maintenance -------------------------------------------------------------------------------
@@ -924,16 +1033,19 @@ class ColdTier:
         self.settle()  # queued cache writes first
         for blk in sorted(self.cache.root.glob("*.blk")):
             try:
-                sid, part = (int(x) for x in blk.stem.split("-"))
+                sid_s, part_s = blk.stem.split("-")
+                sid, page = int(sid_s), part_s.startswith("v")
+                part = int(part_s[1:] if page else part_s)
                 seg = segs.get(sid)
-                if seg is None or part >= seg.footer.parts:
+                if seg is None or part >= (seg.footer.pages if page else seg.footer.parts):
                     continue
-                coldseg.verify_block(blk.read_bytes(), seg.footer, part, "")
+                (coldseg.verify_page if page else coldseg.verify_block)(blk.read_bytes(), seg.footer, part, "")
             except (ValueError, OSError):
                 continue  # not a cache file of ours, or evicted meanwhile
             except IntegrityError:
                 self.cache.drop(blk.stem)  # never served again: the next query fetches it from S3
-                fixed.append(f"cold segment {sid}: cached block of partition {part} ({blk.name}) was damaged "
+                what = f"page {part} of exact vectors" if page else f"block of partition {part}"
+                fixed.append(f"cold segment {sid}: cached {what} ({blk.name}) was damaged "
                              "on local disk (dropped; fetched again from S3 when needed)")
         return fixed
 

@@ -1,8 +1,25 @@
-"""The cold segment object: one immutable S3 object per segment, partitioned by k-means (format v1).
+"""The cold segment object: one immutable S3 object per segment, partitioned by k-means.
 
-Layout (little-endian; every offset is from the start of the object)::
+Format 2 (written now; little-endian; every offset is from the start of the object)::
 
-    header   16 B    b"TSCOLD\\x00\\x01", format version u32, reserved u32
+    header   16 B    b"TSCOLD\\x00\\x01", format version u32 (2), reserved u32
+    block 0 .. P-1   one per partition, rows row_start[p] .. row_start[p+1]: what the scan reads
+                       internal ids   u64   x n
+                       squared norms  f32   x n      (of the stored, decoded vectors)
+                       scales         f32   x n      (per row: codes * scale ~ the row)
+                       codes          i8    x n x dim  (max-abs per row; of the unit vector under cosine)
+                       columns        UTF-8 JSON {field: [value per row]} for the [schema] fields
+    vectors          f32|f16 x rows x dim in row order (exactly as given): the exact rerank reads
+                     them in pages of ``page_rows`` rows, each checked against ``vchecksums[g]``
+    records, footer, trailer as in format 1; the footer's JSON adds "vectors": [offset, length],
+    "page_rows" and "code": "int8-row", its arrays add vchecksums u64 (pages)
+
+A query scans the codes of its probed partitions, then reads the exact vectors of only its best
+candidates (a few pages, coalesced ranged GETs) and reranks them.
+
+Format 1 (still read; ``build(..., version=1)`` writes it for tests)::
+
+    header   16 B    b"TSCOLD\\x00\\x01", format version u32 (1), reserved u32
     block 0 .. P-1   one per partition, rows row_start[p] .. row_start[p+1]:
                        internal ids   u64   x n
                        squared norms  f32   x n      (of the stored, decoded vectors)
@@ -48,7 +65,8 @@ import xxhash
 from . import filters, kernels
 from .errors import IntegrityError
 
-FORMAT = 1
+FORMAT = 2  # written; 1 and 2 are read
+PAGE_ROWS = 8  # format 2: exact vectors per checked page (dim 384 float32: 12 KiB)
 MAGIC = b"TSCOLD\x00\x01"
 HEADER = struct.Struct("<8sII")
 TRAILER = struct.Struct("<QQQ8s")
@@ -168,8 +186,9 @@ class Built:
 
 def build(out: BinaryIO, iids: np.ndarray, vectors: np.ndarray, metas: Sequence[dict[str, Any]],
           uids: Sequence[str | int], *, metric: str, dtype: str, fields: Sequence[str], parts: int | None = None,
-          segment_id: int, store: str) -> Built:
-    """Partition ``vectors`` and write one segment object to ``out`` (a file or buffer)."""
+          segment_id: int, store: str, version: int = FORMAT) -> Built:
+    """Partition ``vectors`` and write one segment object to ``out`` (a file or buffer), in
+    format ``version`` (2; 1 for tests of old segments)."""
     n, dim = vectors.shape
     if dtype == "float16":
         with np.errstate(over="ignore"):
@@ -197,37 +216,51 @@ def build(out: BinaryIO, iids: np.ndarray, vectors: np.ndarray, metas: Sequence[
     radii = kernels.cluster_radii(np.ascontiguousarray(space[order]), labels, centroids)
     radii = (radii * (1 + 1e-5) + 1e-6).astype(np.float32)  # round up: a bound must not undercut
 
-    out.write(HEADER.pack(MAGIC, FORMAT, 0))
+    out.write(HEADER.pack(MAGIC, version, 0))
     pos = HEADER.size
     offsets = np.zeros(p + 1, np.uint64)
     sums = np.zeros(p, np.uint64)
     offsets[0] = pos
     sqn = np.einsum("ij,ij->i", decoded, decoded).astype(np.float32)
+    if version >= 2:
+        codes, scales = kernels.quantize_rows(np.ascontiguousarray(space))
     for j in range(p):
         rows = order[int(row_starts[j]) : int(row_starts[j + 1])]
         cols = {f: [metas[r].get(f) for r in rows.tolist()] for f in fields}
-        block = b"".join((iids[rows].astype("<u8").tobytes(), sqn[rows].tobytes(), stored[rows].tobytes(),
+        body = ((scales[rows].tobytes(), codes[rows].tobytes()) if version >= 2 else (stored[rows].tobytes(),))
+        block = b"".join((iids[rows].astype("<u8").tobytes(), sqn[rows].tobytes(), *body,
                           json.dumps(cols, separators=(",", ":")).encode()))
         out.write(block)
         sums[j] = checksum(block)
         pos += len(block)
         offsets[j + 1] = pos
+    extra: dict[str, Any] = {}
+    extra_arrays: dict[str, np.ndarray] = {}
+    if version >= 2:  # the exact vectors, in row order, checked per page
+        region = stored[order].tobytes()
+        row_bytes = dim * stored.itemsize
+        page = PAGE_ROWS * row_bytes
+        extra_arrays["vchecksums"] = np.array([checksum(region[g : g + page]) for g in range(0, len(region), page)],
+                                              np.uint64)
+        out.write(region)
+        extra = {"vectors": [pos, len(region)], "page_rows": PAGE_ROWS, "code": "int8-row"}
+        pos += len(region)
     records = zlib.compress(json.dumps([[uids[r], metas[r]] for r in order.tolist()],
                                        separators=(",", ":")).encode(), 1)
     out.write(records)
     rec = [pos, len(records), checksum(records)]
     pos += len(records)
     arrays = {"centroids": centroids.astype("<f4"), "radii": radii, "counts": counts, "offsets": offsets,
-              "row_starts": row_starts, "checksums": sums}
+              "row_starts": row_starts, "checksums": sums, **extra_arrays}
     table, blob, off = {}, io.BytesIO(), 0
     for name, a in arrays.items():
         raw = np.ascontiguousarray(a).tobytes()
         table[name] = [off, a.dtype.str, list(a.shape)]
         blob.write(raw + b"\0" * (-len(raw) % 8))
         off += len(raw) + (-len(raw) % 8)
-    head = json.dumps({"format": FORMAT, "segment": segment_id, "store": store, "rows": n, "dim": dim,
+    head = json.dumps({"format": version, "segment": segment_id, "store": store, "rows": n, "dim": dim,
                        "parts": p, "dtype": dtype, "metric": metric, "fields": list(fields), "records": rec,
-                       "arrays": table, "created": time.time()}).encode()
+                       "arrays": table, "created": time.time(), **extra}).encode()
     head += b" " * (-(4 + len(head)) % 8)
     footer = struct.pack("<I", len(head)) + head + blob.getvalue()
     out.write(footer)
@@ -256,6 +289,20 @@ class Footer:
     offsets: np.ndarray
     row_starts: np.ndarray
     checksums: np.ndarray
+    format: int = 1
+    vectors: tuple[int, int] = (0, 0)  # format 2: the exact vectors' region (offset, length)
+    page_rows: int = 0
+    vchecksums: np.ndarray | None = None  # format 2: xxh3_64 per page of exact vectors
+
+    @property
+    def pages(self) -> int:
+        return 0 if self.vchecksums is None else len(self.vchecksums)
+
+    def page_range(self, g: int) -> tuple[int, int]:
+        """Bytes [start, end) of page ``g`` of the exact vectors (the last page may be short)."""
+        size = self.page_rows * self.dim * np.dtype(_DTYPES[self.dtype]).itemsize
+        start = self.vectors[0] + g * size
+        return start, min(start + size, self.vectors[0] + self.vectors[1])
 
 
 def parse_trailer(raw: bytes, what: str) -> tuple[int, int, int]:
@@ -279,7 +326,8 @@ def parse_footer(raw: bytes, expect_checksum: int | None = None, what: str = "co
         count = int(np.prod(shape))
         arrays[name] = np.frombuffer(raw, dtype=np.dtype(dt), count=count, offset=base + off).reshape(shape).copy()
     return Footer(head["segment"], head["rows"], head["dim"], head["parts"], head["dtype"], head["metric"],
-                  head["fields"], head["records"], **arrays)
+                  head["fields"], head["records"], format=int(head["format"]),
+                  vectors=tuple(head.get("vectors", (0, 0))), page_rows=int(head.get("page_rows", 0)), **arrays)
 
 
 def _address(a: np.ndarray) -> int:
@@ -287,21 +335,30 @@ def _address(a: np.ndarray) -> int:
 
 
 class Block:
-    """One decoded partition: internal ids, float32 vectors, squared norms, filter columns."""
+    """One decoded partition: internal ids, squared norms, filter columns, and float32 vectors
+    (format 1) or int8 codes with per-row scales (format 2: ``vectors`` is None)."""
 
-    __slots__ = ("_columns", "_raw_cols", "iids", "nbytes", "scan", "sqnorms", "vectors")
+    __slots__ = ("_columns", "_raw_cols", "codes", "iids", "nbytes", "scales", "scan", "sqnorms", "vectors")
 
-    def __init__(self, raw: bytes, n: int, dim: int, dtype: str) -> None:
-        item = np.dtype(_DTYPES[dtype]).itemsize
+    def __init__(self, raw: bytes, n: int, dim: int, dtype: str, fmt: int = 1) -> None:
         self.iids = np.frombuffer(raw, np.uint64, n, 0)
         self.sqnorms = np.frombuffer(raw, np.float32, n, 8 * n)
-        vecs = np.frombuffer(raw, _DTYPES[dtype], n * dim, 12 * n).reshape(n, dim)
-        self.vectors = vecs if dtype == "float32" else vecs.astype(np.float32)
-        self._raw_cols = raw[(12 + item * dim) * n :]
+        if fmt >= 2:
+            self.vectors = None
+            self.scales = np.frombuffer(raw, np.float32, n, 12 * n)
+            self.codes = np.frombuffer(raw, np.int8, n * dim, 16 * n).reshape(n, dim)
+            self._raw_cols = raw[(16 + dim) * n :]
+            # what kernels.cold_scan reads, by address: (codes or vectors, squared norms, scales or 0)
+            self.scan = (_address(self.codes), _address(self.sqnorms), _address(self.scales))
+        else:
+            item = np.dtype(_DTYPES[dtype]).itemsize
+            vecs = np.frombuffer(raw, _DTYPES[dtype], n * dim, 12 * n).reshape(n, dim)
+            self.vectors = vecs if dtype == "float32" else vecs.astype(np.float32)
+            self.codes = self.scales = None
+            self._raw_cols = raw[(12 + item * dim) * n :]
+            self.scan = (_address(self.vectors), _address(self.sqnorms), 0)
         self._columns: dict[str, Any] | None = None
         self.nbytes = len(raw)
-        # what kernels.cold_scan reads, by address: (vectors or codes, squared norms, row scales or 0)
-        self.scan = (_address(self.vectors), _address(self.sqnorms), 0)
 
     def mask(self, node: filters.Node, schema: dict[str, str],
              metas: Callable[[np.ndarray], list[dict]] | None = None) -> np.ndarray:
@@ -350,6 +407,18 @@ def verify_block(raw: bytes, footer: Footer, part: int, what: str) -> None:
         raise IntegrityError(f"{what}: partition {part} checksum mismatch (object corrupted)")
 
 
+def verify_page(raw: bytes, footer: Footer, g: int, what: str) -> None:
+    a, b = footer.page_range(g)
+    if footer.vchecksums is None or len(raw) != b - a or checksum(raw) != int(footer.vchecksums[g]):
+        raise IntegrityError(f"{what}: vectors page {g} checksum mismatch (object corrupted)")
+
+
+def decode_page(raw: bytes, footer: Footer) -> np.ndarray:
+    """A page of exact vectors as float32 (rows, dim)."""
+    v = np.frombuffer(raw, _DTYPES[footer.dtype]).reshape(-1, footer.dim)
+    return v if footer.dtype == "float32" else v.astype(np.float32)
+
+
 def check_object(raw: bytes, footer_at: Sequence[int], what: str) -> tuple[list[str], Footer | None]:
     """Every byte of a whole segment object, given the catalog's ``(footer offset, length,
     checksum)`` -> (problems, the footer when it is intact). The header and the trailer must be
@@ -357,7 +426,8 @@ def check_object(raw: bytes, footer_at: Sequence[int], what: str) -> tuple[list[
     must match their xxh3_64; and the footer's layout must cover the object without a gap."""
     problems: list[str] = []
     off, length, sumv = (int(x) for x in footer_at)
-    if bytes(raw[: HEADER.size]) != HEADER.pack(MAGIC, FORMAT, 0):
+    head = bytes(raw[: HEADER.size])
+    if head not in {HEADER.pack(MAGIC, v, 0) for v in range(1, FORMAT + 1)}:
         problems.append(f"{what}: header damaged")
     if bytes(raw[-TRAILER.size :]) != TRAILER.pack(off, length, sumv, MAGIC):
         problems.append(f"{what}: trailer damaged (it does not name the footer the catalog recorded)")
@@ -370,18 +440,29 @@ def check_object(raw: bytes, footer_at: Sequence[int], what: str) -> tuple[list[
         return [*problems, str(exc)], None
     except (ValueError, KeyError, TypeError, struct.error) as exc:  # intact but not ours to read
         return [*problems, f"{what}: footer unreadable ({exc!r})"], None
+    if not problems and head != HEADER.pack(MAGIC, f.format, 0):
+        problems.append(f"{what}: header damaged")
     r0, rl, rs = (int(x) for x in f.records)
-    if int(f.offsets[0]) != HEADER.size or int(f.offsets[-1]) != r0 or r0 + rl != off:
+    v0, vl = (int(x) for x in f.vectors) if f.format >= 2 else (r0, 0)
+    row_bytes = f.dim * np.dtype(_DTYPES[f.dtype]).itemsize
+    if (int(f.offsets[0]) != HEADER.size or int(f.offsets[-1]) != v0 or v0 + vl != r0 or r0 + rl != off
+            or (f.format >= 2 and (vl != f.rows * row_bytes or f.page_rows < 1
+                                   or f.pages != -(-f.rows // f.page_rows)))):
         return [*problems, f"{what}: the footer's layout does not cover the object"], f
     view = memoryview(raw)
     for p in range(f.parts):
         if checksum(view[int(f.offsets[p]) : int(f.offsets[p + 1])]) != int(f.checksums[p]):
             problems.append(f"{what}: partition {p} (rows {int(f.row_starts[p])}..{int(f.row_starts[p + 1]) - 1}) "
                             "checksum mismatch")
+    for g in range(f.pages):
+        a, b = f.page_range(g)
+        if checksum(view[a:b]) != int(f.vchecksums[g]):
+            problems.append(f"{what}: vectors of rows {g * f.page_rows}..{min(f.rows, (g + 1) * f.page_rows) - 1} "
+                            "checksum mismatch")
     if checksum(view[r0 : r0 + rl]) != rs:
         problems.append(f"{what}: records checksum mismatch")
     return problems, f
 
 
-__all__ = ["FORMAT", "Block", "Built", "Footer", "build", "check_object", "checksum", "default_parts", "kmeans", "parse_footer",
-           "parse_trailer", "rank_and_bound", "verify_block"]
+__all__ = ["FORMAT", "Block", "Built", "Footer", "build", "check_object", "checksum", "decode_page", "default_parts",
+           "kmeans", "parse_footer", "parse_trailer", "rank_and_bound", "verify_block", "verify_page"]

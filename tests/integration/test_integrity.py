@@ -176,10 +176,13 @@ def test_any_flipped_byte_of_a_cold_object_is_found(cold_store, s3_server):
     key, bucket = seg.info["key"], store.cold.bucket
     good = client.get_object(Bucket=bucket, Key=key)["Body"].read()
     f = seg.footer
-    # the regions a flip may hit, each drawn equally often: header, blocks, records, footer, trailer
+    # the regions a flip may hit, each drawn equally often: header, blocks (codes), exact vectors,
+    # records, footer, trailer
     r0, rl, _ = f.records
     off, length, _ = seg.info["footer"]
-    regions = [(0, 16), (16, int(f.offsets[-1])), (r0, r0 + rl), (off, off + length), (off + length, len(good))]
+    assert f.format == 2 and f.vectors == (int(f.offsets[-1]), r0 - int(f.offsets[-1]))
+    regions = [(0, 16), (16, int(f.offsets[-1])), (int(f.offsets[-1]), r0), (r0, r0 + rl), (off, off + length),
+               (off + length, len(good))]
     assert regions[-1][1] - regions[-1][0] == 32 and sum(b - a for a, b in regions) == len(good)
 
     @SETTINGS
@@ -197,6 +200,10 @@ def test_any_flipped_byte_of_a_cold_object_is_found(cold_store, s3_server):
                 p = int(np.searchsorted(f.offsets, at, side="right")) - 1
                 assert rep["cold"]["damaged"][str(sid)] == [
                     f"partition {p} (rows {int(f.row_starts[p])}..{int(f.row_starts[p + 1]) - 1}) checksum mismatch"]
+            elif int(f.offsets[-1]) <= at < r0:  # a page of exact vectors: its rows are named
+                g = (at - int(f.offsets[-1])) // (f.page_rows * f.dim * 4)
+                assert rep["cold"]["damaged"][str(sid)] == [
+                    f"vectors of rows {g * f.page_rows}..{min(f.rows, (g + 1) * f.page_rows) - 1} checksum mismatch"]
         finally:
             client.put_object(Bucket=bucket, Key=key, Body=good)
 
@@ -213,9 +220,11 @@ def test_a_damaged_cache_file_is_found_dropped_and_refetched(cold_store):
     @given(st.data())
     def one(data):
         _exact_cold(store, x, int(rng.integers(1500)))  # every partition fetched: all cached
+        store.get(list(range(1500)))  # every page of exact vectors too
         store.cold.settle()
         files = sorted(p.name for p in store.cold.cache.root.glob("*.blk"))
-        assert len(files) == store.stats()["tiers"]["cold"]["partitions"]
+        (seg,) = store.cold.segs.values()
+        assert len(files) == seg.footer.parts + seg.footer.pages
         name = data.draw(st.sampled_from(files), label="file")
         path = store.cold.cache.root / name
         flip(path, data.draw(st.integers(0, path.stat().st_size - 1), label="offset"), data.draw(st.integers(1, 255)))

@@ -56,33 +56,50 @@ def test_kmeans_finds_separated_clusters_and_drops_empty_ones():
     assert len(c2) <= 3 and labels2.max() < len(c2)
 
 
-def _segment(metric="l2", dtype="float32", n=400, dim=8, seed=0, fields=("color",)):
+def _segment(metric="l2", dtype="float32", n=400, dim=8, seed=0, fields=("color",), version=coldseg.FORMAT):
     rng = np.random.default_rng(seed)
     x = rng.normal(size=(n, dim)).astype(np.float32)
     metas = [{"color": ["red", "blue", "green"][i % 3], "n": i} for i in range(n)]
     buf = io.BytesIO()
     b = coldseg.build(buf, np.arange(1000, 1000 + n, dtype=np.uint64), x, metas, [f"u{i}" for i in range(n)],
-                      metric=metric, dtype=dtype, fields=list(fields), segment_id=7, store="s")
+                      metric=metric, dtype=dtype, fields=list(fields), segment_id=7, store="s", version=version)
     return x, metas, buf.getvalue(), b
 
 
+@pytest.mark.parametrize("version", [1, 2])
 @pytest.mark.parametrize("dtype", ["float32", "float16"])
-def test_build_and_read_back_every_row(dtype):
-    x, metas, raw, b = _segment(dtype=dtype)
+def test_build_and_read_back_every_row(dtype, version):
+    x, metas, raw, b = _segment(dtype=dtype, version=version)
     off, length, sumv = coldseg.parse_trailer(raw, "t")
     assert (off, length, sumv) == (b.footer_offset, b.footer_length, b.footer_checksum) and len(raw) == b.size
     f = coldseg.parse_footer(raw[off : off + length], sumv)
     assert f.rows == 400 and f.parts == b.parts and int(f.counts.sum()) == 400 and f.dtype == dtype
+    assert f.format == version
+    assert coldseg.check_object(raw, (off, length, sumv), "t")[0] == []
+    if version == 2:  # exact vectors in checked pages, row order
+        assert f.pages == 50 and f.page_rows == 8
+        pages = []
+        for g in range(f.pages):
+            a, e = f.page_range(g)
+            coldseg.verify_page(raw[a:e], f, g, "t")
+            pages.append(coldseg.decode_page(raw[a:e], f))
+        exact = np.concatenate(pages)
     seen = np.zeros(400, bool)
     for p in range(f.parts):
         blk_raw = raw[int(f.offsets[p]) : int(f.offsets[p + 1])]
         coldseg.verify_block(blk_raw, f, p, "t")
-        blk = coldseg.Block(blk_raw, int(f.counts[p]), 8, dtype)
+        blk = coldseg.Block(blk_raw, int(f.counts[p]), 8, dtype, f.format)
         for r, iid in enumerate(blk.iids.tolist()):
             i = iid - 1000
             seen[i] = True
             want = x[i].astype(np.float16).astype(np.float32) if dtype == "float16" else x[i]
-            np.testing.assert_array_equal(blk.vectors[r], want)
+            if version == 1:
+                np.testing.assert_array_equal(blk.vectors[r], want)
+            else:  # codes: within half a step of the row; the page holds it exactly
+                assert blk.vectors is None
+                np.testing.assert_allclose(blk.codes[r] * blk.scales[r], want, atol=blk.scales[r] * 0.51)
+                np.testing.assert_array_equal(exact[int(f.row_starts[p]) + r], want)
+            assert blk.sqnorms[r] == np.float32(want @ want) or abs(blk.sqnorms[r] - want @ want) < 1e-4
             assert b.order[int(f.row_starts[p]) + r] == i  # the object row <-> input row map
         red = blk.mask(filters.compile_filter({"color": "red"}, {"color": "tag"}), {"color": "tag"})
         assert red.tolist() == [metas[i - 1000]["color"] == "red" for i in blk.iids.tolist()]
@@ -101,6 +118,14 @@ def test_flipped_byte_is_detected():
     bad_footer[-3] ^= 0xFF
     with pytest.raises(IntegrityError, match="footer checksum"):
         coldseg.parse_footer(bytes(bad_footer), sumv)
+    a, e = f.page_range(3)
+    page = bytearray(raw[a:e])
+    page[5] ^= 0x10
+    with pytest.raises(IntegrityError, match="vectors page 3 checksum"):
+        coldseg.verify_page(bytes(page), f, 3, "t")
+    bad = bytearray(raw)
+    bad[a + 5] ^= 0x10
+    assert coldseg.check_object(bytes(bad), (off, length, sumv), "t")[0] == ["t: vectors of rows 24..31 checksum mismatch"]
 
 
 def _true_min_per_partition(x, q, f, order, metric):
