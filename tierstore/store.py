@@ -233,7 +233,16 @@ class TierStore:
                        else AccessStats(cfg.policy.half_life, size=self.catalog.slot_limit()))
         url = cfg.hot.redis_url
         if url is None:
-            self._server = RedisServer(self.path / "redis", search=_embedded_search(cfg.hot.backend)).start()
+            self._server = RedisServer(self.path / "redis", search=_embedded_search(cfg.hot.backend))
+            for attempt in range(3):  # a server killed while it starts is started again
+                try:
+                    self._server.start()
+                    break
+                except TierUnavailableError as exc:
+                    if attempt == 2 or "exited with code -" not in str(exc):  # (a signal; not e.g. a bad AOF)
+                        raise
+                    log.warning("the embedded redis-server died while starting (%s); starting it again",
+                                str(exc).splitlines()[0])
             url = self._server.url
         self.gate = query.ReaderGate()
         if cfg.cold.enabled:
