@@ -227,7 +227,8 @@ class HotTier:
 
     def _enter_standby(self, reason: str) -> None:
         with self._standby_lock:
-            if self._standby is None:
+            fresh = self._standby is None
+            if fresh:
                 log.warning("hot tier: %s; answering hot queries from the catalog until Redis is verified", reason)
                 self._standby = CatalogStandby(self.catalog, self.metric, reason).load()
                 self._dirty = set()
@@ -235,7 +236,7 @@ class HotTier:
                 self.stats["standby"] += 1
                 log.info("hot tier: %d hot vectors loaded from the catalog in %.1fs", len(self._standby),
                          self._standby.load_seconds)
-            if self._warmer is not None and self._warmer.is_alive():
+            if fresh and self._warmer is not None and self._warmer.is_alive():
                 self._warmer.join(timeout=2)  # one that just switched back is about to return
             if not self.read_only and (self._warmer is None or not self._warmer.is_alive()):
                 self._warmer = threading.Thread(target=self._warm_up, name="tierstore-hot-warmup", daemon=True)
