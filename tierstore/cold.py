@@ -47,7 +47,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -110,6 +110,17 @@ class _Table:
     part_of: np.ndarray  # partition number inside its segment
     rows: np.ndarray  # rows of each partition (int64)
     total_rows: int
+    possible: dict[Any, np.ndarray] = field(default_factory=dict)  # filter -> partitions it may match
+
+    def may_match(self, node: filters.Node) -> np.ndarray:
+        """Partitions that can hold a row matching ``node`` (by the footers' metadata summaries)."""
+        hit = self.possible.get(node)
+        if hit is None:
+            hit = np.array([coldseg.may_match(node, self.segs[s].footer.summaries or {}, int(p))
+                            for s, p in zip(self.seg_of.tolist(), self.part_of.tolist(), strict=True)], bool)
+            if len(self.possible) < 256:
+                self.possible[node] = hit
+        return hit
 
 
 @dataclass
@@ -479,7 +490,7 @@ class ColdTier:
             with open(tmp, "wb") as f:
                 built = coldseg.build(f, np.asarray(iids, np.uint64), vectors, metas, uids, metric=self.metric,
                                       dtype=self.cfg.dtype, fields=sorted(self.schema), segment_id=sid,
-                                      store=self.catalog.uuid)
+                                      store=self.catalog.uuid, kinds=self.schema)
             self.catalog.put_journal(sid, json.dumps({"op": op, "key": key, "rows": len(iids), "t": time.time()}).encode())
             self._upload(tmp, key, built.size)
             info = {"key": key, "rows": len(iids), "bytes": built.size, "parts": built.parts,
@@ -722,7 +733,14 @@ class ColdTier:
         total = len(tab.radii)
         budget = self.probe_budget(nprobe, tab)
         order = np.argsort(rank, axis=1, kind="stable")
+        meta_skipped = 0
+        if node != filters.TRUE:  # partitions whose metadata summary rules the filter out: never read
+            ok = tab.may_match(node)
+            meta_skipped = int(total - ok.sum())
+            if meta_skipped:
+                order = order[ok[order]].reshape(m, -1)
         cum = np.cumsum(tab.rows[order], axis=1)
+        total = order.shape[1]
         at = np.zeros(m, np.int64)  # per query: how far down its ranking it has probed
         probed: list[list[int]] = [[] for _ in range(m)]
         skipped = np.zeros(m, np.int64)
@@ -805,6 +823,7 @@ class ColdTier:
                 if node != filters.TRUE and len(found[i]) < k and at[i] < total:
                     nxt.append(i)
             active = nxt
+        total += meta_skipped
         tops = [sorted(f, key=lambda t: t[0])[:cap] for f in found]
         self._rerank(qs, tops, counts)
         out = []
@@ -816,6 +835,7 @@ class ColdTier:
                          "gets": int(c[0] + c[5]), "bytes": int(c[1] + c[6]), "cache_hits": int(c[2]),
                          "fetched": int(c[3]), "rows": int(c[4]), "budget_rows": int(min(budget, tab.total_rows)),
                          "reranked": int(c[7]), "rerank_gets": int(c[5]), "rerank_bytes": int(c[6]),
+                         "meta_skipped": meta_skipped,
                          "pruned_all": bool(skipped[i]) and not probed[i]}))
         return out
 

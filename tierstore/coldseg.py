@@ -186,9 +186,10 @@ class Built:
 
 def build(out: BinaryIO, iids: np.ndarray, vectors: np.ndarray, metas: Sequence[dict[str, Any]],
           uids: Sequence[str | int], *, metric: str, dtype: str, fields: Sequence[str], parts: int | None = None,
-          segment_id: int, store: str, version: int = FORMAT) -> Built:
+          segment_id: int, store: str, version: int = FORMAT, kinds: dict[str, str] | None = None) -> Built:
     """Partition ``vectors`` and write one segment object to ``out`` (a file or buffer), in
-    format ``version`` (2; 1 for tests of old segments)."""
+    format ``version`` (2; 1 for tests of old segments). ``kinds`` (field -> "tag" | "numeric",
+    the ``[schema]``): per-partition summaries of those fields go into the footer."""
     n, dim = vectors.shape
     if dtype == "float16":
         with np.errstate(over="ignore"):
@@ -234,7 +235,7 @@ def build(out: BinaryIO, iids: np.ndarray, vectors: np.ndarray, metas: Sequence[
         sums[j] = checksum(block)
         pos += len(block)
         offsets[j + 1] = pos
-    extra: dict[str, Any] = {}
+    extra: dict[str, Any] = {"summaries": summarize(metas, order, row_starts, kinds or {})}
     extra_arrays: dict[str, np.ndarray] = {}
     if version >= 2:  # the exact vectors, in row order, checked per page
         region = stored[order].tobytes()
@@ -243,7 +244,7 @@ def build(out: BinaryIO, iids: np.ndarray, vectors: np.ndarray, metas: Sequence[
         extra_arrays["vchecksums"] = np.array([checksum(region[g : g + page]) for g in range(0, len(region), page)],
                                               np.uint64)
         out.write(region)
-        extra = {"vectors": [pos, len(region)], "page_rows": PAGE_ROWS, "code": "int8-row"}
+        extra.update({"vectors": [pos, len(region)], "page_rows": PAGE_ROWS, "code": "int8-row"})
         pos += len(region)
     records = zlib.compress(json.dumps([[uids[r], metas[r]] for r in order.tolist()],
                                        separators=(",", ":")).encode(), 1)
@@ -266,6 +267,59 @@ def build(out: BinaryIO, iids: np.ndarray, vectors: np.ndarray, metas: Sequence[
     out.write(footer)
     out.write(TRAILER.pack(pos, len(footer), checksum(footer), MAGIC))
     return Built(order, pos + len(footer) + TRAILER.size, pos, len(footer), checksum(footer), p)
+
+
+_SUMMARY_TAGS = 64  # a partition with more distinct values of a tag field is summarised as "any"
+
+
+def summarize(metas: Sequence[dict[str, Any]], order: np.ndarray, row_starts: np.ndarray,
+              kinds: dict[str, str]) -> dict[str, Any]:
+    """Per partition and ``[schema]`` field, what a filter needs to rule the partition out: the
+    set of tag values (None: more than ``_SUMMARY_TAGS``, or unreadable: anything), or a
+    numeric [min, max] ([] when no row has a value; None: unknown)."""
+    out: dict[str, Any] = {}
+    bounds = row_starts.tolist()
+    for f, kind in sorted(kinds.items()):
+        per: list[Any] = []
+        for j in range(len(bounds) - 1):
+            raw = [metas[r].get(f) for r in order[bounds[j] : bounds[j + 1]].tolist()]
+            try:
+                if kind == "tag":
+                    vals = sorted({v for x in raw if x is not None for v in filters.tag_values(x, f)})
+                    per.append(vals if len(vals) <= _SUMMARY_TAGS else None)
+                else:
+                    xs = [filters.numeric_value(x, f) for x in raw if x is not None]
+                    per.append([min(xs), max(xs)] if xs else [])
+            except Exception:  # noqa: BLE001 - a value the filter code rejects: no summary
+                per.append(None)
+        out[f] = {"kind": kind, "parts": per}
+    return out
+
+
+def may_match(node: filters.Node, summaries: dict[str, Any], part: int) -> bool:
+    """False only when no row of partition ``part`` can satisfy ``node`` (the semantics of
+    filters.matches; anything unknown -- a field without a summary, $ne -- may match)."""
+    if isinstance(node, filters.Const):
+        return node.value
+    if isinstance(node, filters.And):
+        return all(may_match(c, summaries, part) for c in node.children)
+    if isinstance(node, filters.Or):
+        return any(may_match(c, summaries, part) for c in node.children)
+    s = summaries.get(node.field)
+    if node.op == "$ne" or s is None or s.get("kind") != node.kind:
+        return True
+    have = s["parts"][part]
+    if have is None:
+        return True
+    if node.kind == "tag":
+        return any(v in have for v in node.values)
+    if not have:
+        return False  # no row has a value: a comparison is false for every row
+    lo, hi = have
+    if node.op in ("$eq", "$in"):
+        return any(lo <= v <= hi for v in node.values)
+    v = node.values[0]
+    return {"$gt": hi > v, "$gte": hi >= v, "$lt": lo < v, "$lte": lo <= v}[node.op]
 
 
 # --- reading ----------------------------------------------------------------------------------------
@@ -293,6 +347,7 @@ class Footer:
     vectors: tuple[int, int] = (0, 0)  # format 2: the exact vectors' region (offset, length)
     page_rows: int = 0
     vchecksums: np.ndarray | None = None  # format 2: xxh3_64 per page of exact vectors
+    summaries: dict[str, Any] | None = None  # [schema] field -> per-partition summary (see summarize)
 
     @property
     def pages(self) -> int:
@@ -327,7 +382,8 @@ def parse_footer(raw: bytes, expect_checksum: int | None = None, what: str = "co
         arrays[name] = np.frombuffer(raw, dtype=np.dtype(dt), count=count, offset=base + off).reshape(shape).copy()
     return Footer(head["segment"], head["rows"], head["dim"], head["parts"], head["dtype"], head["metric"],
                   head["fields"], head["records"], format=int(head["format"]),
-                  vectors=tuple(head.get("vectors", (0, 0))), page_rows=int(head.get("page_rows", 0)), **arrays)
+                  vectors=tuple(head.get("vectors", (0, 0))), page_rows=int(head.get("page_rows", 0)),
+                  summaries=head.get("summaries") or {}, **arrays)
 
 
 def _address(a: np.ndarray) -> int:
@@ -465,4 +521,5 @@ def check_object(raw: bytes, footer_at: Sequence[int], what: str) -> tuple[list[
 
 
 __all__ = ["FORMAT", "Block", "Built", "Footer", "build", "check_object", "checksum", "decode_page", "default_parts",
-           "kmeans", "parse_footer", "parse_trailer", "rank_and_bound", "verify_block", "verify_page"]
+           "kmeans", "may_match", "parse_footer", "parse_trailer", "rank_and_bound", "summarize", "verify_block",
+           "verify_page"]

@@ -251,6 +251,32 @@ def test_format_1_segments_still_read_next_to_format_2(open_store, monkeypatch, 
     assert store.query(v[3], k=5, nprobe=total).ids() == truth(v[3])[0]
 
 
+def test_filtered_query_skips_partitions_its_metadata_rules_out(open_store):
+    """Per-partition summaries of the [schema] fields (tag value sets, numeric min/max): a filter
+    whose values live in a few partitions never fetches the others, with the exact answer."""
+    rng = np.random.default_rng(3)
+    centres = rng.standard_normal((12, 16))
+    which = rng.integers(0, 12, 3000)
+    v = (centres[which] + 0.2 * rng.standard_normal((3000, 16))).astype(np.float32)
+    meta = [{"c": f"c{w}", "r": float(i)} for i, w in enumerate(which.tolist())]
+    store = open_store(dim=16, schema={"c": "tag", "r": "numeric"}, cold={"segment_size": 3000})
+    store.upsert(list(range(3000)), v, meta, tier="cold")
+    total = store.stats()["tiers"]["cold"]["partitions"]
+    for spec, ok in (({"c": "c4"}, which == 4), ({"r": {"$lt": 30}}, np.arange(3000) < 30)):
+        for qi in (0, 1234, 2999):
+            store.cold.drop_cache()
+            h = store.query(v[qi], k=5, filter=spec, nprobe=total)  # nprobe = every partition
+            d = 1 - (v @ v[qi]) / (np.linalg.norm(v, axis=1) * np.linalg.norm(v[qi]))
+            assert h.ids() == np.argsort(np.where(ok, d, np.inf), kind="stable")[:5].tolist()
+            det = h.tiers["cold"].details
+            assert det["meta_skipped"] > 0 and det["probed"] + det["meta_skipped"] <= total
+    store.cold.drop_cache()
+    det = store.query(v[0], k=5, filter={"c": "c4"}, nprobe=total).tiers["cold"].details
+    store.cold.drop_cache()
+    full = store.query(v[0], k=5, nprobe=total).tiers["cold"].details
+    assert det["bytes"] < full["bytes"] / 3, (det, full)
+
+
 def test_small_segments_are_merged_by_compact(open_store):
     store = open_store(dim=16, cold={"segment_size": 2000})
     v = vectors(600, seed=6)

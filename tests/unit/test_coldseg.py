@@ -175,3 +175,37 @@ def test_float16_falls_back_to_float32_for_values_out_of_range():
     raw = buf.getvalue()
     f = coldseg.parse_footer(raw[b.footer_offset : b.footer_offset + b.footer_length])
     assert f.dtype == "float32"
+
+
+@settings(max_examples=80, deadline=None)
+@given(seed=st.integers(0, 10_000))
+def test_metadata_summary_never_rules_out_a_matching_partition(seed):
+    """may_match(filter, summaries, p) is False only when no row of partition p matches."""
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(20, 300))
+    x = rng.normal(size=(n, 4)).astype(np.float32)
+    colors = ["red", "blue", "green", "gold"]
+    metas = []
+    for i in range(n):
+        m = {}
+        if rng.random() < 0.9:
+            m["color"] = colors[int(x[i, 0] > 0) * 2 + int(rng.random() < 0.1)]  # follows the vectors
+        if rng.random() < 0.8:
+            m["n"] = float(np.round(x[i, 1] * 10))
+        metas.append(m)
+    schema = {"color": "tag", "n": "numeric"}
+    buf = io.BytesIO()
+    b = coldseg.build(buf, np.arange(n, dtype=np.uint64), x, metas, list(range(n)), metric="l2", dtype="float32",
+                      fields=sorted(schema), parts=int(rng.integers(1, 12)), segment_id=1, store="s", kinds=schema)
+    raw = buf.getvalue()
+    f = coldseg.parse_footer(raw[b.footer_offset : b.footer_offset + b.footer_length])
+    specs = [{"color": "red"}, {"color": {"$in": ["blue", "gold"]}}, {"color": {"$ne": "red"}},
+             {"n": {"$gte": float(rng.integers(-20, 20))}}, {"n": {"$lt": float(rng.integers(-20, 20))}},
+             {"n": float(rng.integers(-5, 5))}, {"$or": [{"color": "gold"}, {"n": {"$gt": 15}}]},
+             {"$and": [{"color": "green"}, {"n": {"$lte": 0}}]}]
+    for spec in specs:
+        node = filters.compile_filter(spec, schema)
+        for p in range(f.parts):
+            rows = b.order[int(f.row_starts[p]) : int(f.row_starts[p + 1])]
+            if not coldseg.may_match(node, f.summaries, p):
+                assert not any(filters.matches(node, metas[r]) for r in rows.tolist()), (spec, p)
