@@ -75,17 +75,18 @@ class CatalogStandby:
             self._masks.clear()
             self._grow(max(16, self.catalog.count(TIER_HOT)))
             self.loaded_gen = self.catalog.generation()
+            iids, vecs = [], []
             for iid, vec, meta in self.catalog.tier_records(TIER_HOT):
-                if self._owns is not None and not self._owns(iid):
-                    continue
-                self._grow(self._n + 1)
-                row = self._n
-                self._row[iid] = row
-                self._iids[row] = iid
-                self._mat[row] = np.frombuffer(vec, np.float32)
-                self._metas.append(meta)  # JSON bytes, parsed when a filter needs them
-                self._n += 1
-            n = self._n
+                if self._owns is None or self._owns(iid):
+                    iids.append(iid)
+                    vecs.append(vec)
+                    self._metas.append(meta)  # JSON bytes, parsed when a filter needs them
+            n = self._n = len(iids)
+            self._grow(n)
+            self._row = dict(zip(iids, range(n), strict=True))
+            self._iids[:n] = np.asarray(iids, np.uint64)
+            self._mat[:n] = np.frombuffer(b"".join(vecs), np.float32).reshape(n, self.dim)
+            del vecs
             self._live[:n] = True
             if self.metric == "cosine":
                 norms = np.linalg.norm(self._mat[:n], axis=1, keepdims=True)
