@@ -15,8 +15,14 @@ redis-server (+RediSearch) and SeaweedFS S3 server (``weed mini``) in a temp dir
    recall@10, p50/p99, cold GETs per query and the fraction of queries whose cold search was
    pruned entirely (no partition can beat the k-th best hot/warm hit).
 
-Goals (issue 4): cache-warm cold p50 <= 10 ms; cache-cold p50 <= 60 ms; recall@10 >= 0.95 at the
-default nprobe; GETs per query <= nprobe.
+3. Ingest history (issue 16): the same 100k rows arriving as 20 ``upsert(tier="cold")`` batches of
+   5k, and as 100 demotions of 1k (``store.move(ids, "cold")`` from warm, each its own segment, as
+   the policy cycle writes them) -- no ``compact()``: recall@10, cache-warm / cache-cold p50, GETs
+   (scan + rerank) and bytes per cache-cold query at the default nprobe.
+
+Goals (issue 16): recall@10 >= 0.95 at the default nprobe for one batch, 20 batches of 5k and 100
+demotions of 1k; cache-warm p50 <= 1 ms, cache-cold <= 25 ms; bytes per cache-cold query <= 1/4 of
+issue 4's at equal recall; GETs per cache-cold query <= nprobe / 2 + one rerank round.
 
 Run::
 
@@ -47,7 +53,7 @@ from tierstore.services import S3Server
 from .common import REPO, command, log, publish, servers
 
 K = 10
-NPROBES = (8, 16, 32, 40, 48, 64)
+NPROBES = (16, 32, 40, 56, 72)
 
 
 def pct(xs: list[float], q: float) -> float:
@@ -66,13 +72,14 @@ def open_store(tmp: Path, name: str, redis_url: str, s3: S3Server, **cold: Any) 
     return tierstore.open(path=str(tmp / name), dim=384, env={}, schema={"lexname": "tag"},
                           hot={"redis_url": redis_url, "capacity": 1_000_000},
                           warm={"capacity": 1_000_000, "segment_size": 200_000},
-                          cold={"url": f"s3://tierstore/{name}", "endpoint_url": s3.endpoint_url, **cold})
+                          cold={"url": f"s3://tierstore/{name}", "endpoint_url": s3.endpoint_url, **cold},
+                          policy={"interval": 0, "promote_interval": 0})  # nothing moves but what we move
 
 
 def sweep(store: tierstore.TierStore, queries: np.ndarray, gt: np.ndarray, nprobes: tuple[int, ...]) -> list[dict]:
     rows = []
     for nprobe in nprobes:
-        cold_lat, gets, nbytes, found = [], [], [], []
+        cold_lat, gets, rgets, nbytes, rbytes, found, scanned = [], [], [], [], [], [], []
         for q in queries:  # cache-cold: every probed partition comes from S3
             store.cold.drop_cache()
             t0 = time.perf_counter()
@@ -80,7 +87,10 @@ def sweep(store: tierstore.TierStore, queries: np.ndarray, gt: np.ndarray, nprob
             cold_lat.append(time.perf_counter() - t0)
             d = h.tiers["cold"].details
             gets.append(d["gets"])
+            rgets.append(d.get("rerank_gets", 0))
             nbytes.append(d["bytes"])
+            rbytes.append(d.get("rerank_bytes", 0))
+            scanned.append(d.get("rows", 0))
             found.append(h.ids())
         for q in queries:  # fill the cache
             store.query(q, k=K, nprobe=nprobe)
@@ -94,7 +104,8 @@ def sweep(store: tierstore.TierStore, queries: np.ndarray, gt: np.ndarray, nprob
                      "cache_cold_p50_ms": pct(cold_lat, 50), "cache_cold_p99_ms": pct(cold_lat, 99),
                      "cache_warm_p50_ms": pct(warm_lat, 50), "cache_warm_p99_ms": pct(warm_lat, 99),
                      "gets_per_query": float(np.mean(gets)), "max_gets": int(np.max(gets)),
-                     "mib_per_query": float(np.mean(nbytes)) / 2**20})
+                     "rerank_gets_per_query": float(np.mean(rgets)), "rows_per_query": float(np.mean(scanned)),
+                     "mib_per_query": float(np.mean(nbytes)) / 2**20, "rerank_mib_per_query": float(np.mean(rbytes)) / 2**20})
         log(f"  nprobe {nprobe}: {rows[-1]}")
     return rows
 
@@ -112,6 +123,36 @@ def all_cold(tmp: Path, redis_url: str, s3: S3Server, ds: datasets.Dataset, quer
         return {"dtype": dtype, "ingest_s": ingest, "ingest_vectors_per_s": n / ingest,
                 "segments": info["segments"], "partitions": info["partitions"], "s3_bytes": info["s3_bytes"],
                 "nprobe": sweep(store, queries, gt, nprobes)}
+    finally:
+        store.close()
+
+
+def history(tmp: Path, redis_url: str, s3: S3Server, ds: datasets.Dataset, queries: np.ndarray, gt: np.ndarray,
+            how: str, batch: int, nprobe: int) -> dict[str, Any]:
+    """The cold set arriving in pieces, never compacted: ``how`` = "ingest" (upsert(tier="cold")
+    batches) or "demote" (warm -> cold moves of ``batch`` rows, one segment each)."""
+    n = len(ds.base)
+    meta = [{"lexname": m["lexname"]} for m in ds.metadata]
+    store = open_store(tmp, f"hist-{how}-{batch}", redis_url, s3, segment_size=max(n, 1), auto_compact_segments=0)
+    try:
+        if how == "demote":
+            for s in range(0, n, 10_000):
+                store.upsert(list(range(s, min(n, s + 10_000))), ds.base[s : s + 10_000], meta[s : s + 10_000],
+                             tier="warm")
+            store.flush()
+        t0 = time.perf_counter()
+        for s in range(0, n, batch):
+            ids = list(range(s, min(n, s + batch)))
+            if how == "demote":
+                store.move(ids, "cold")
+            else:
+                store.upsert(ids, ds.base[s : s + batch], meta[s : s + batch], tier="cold")
+        secs = time.perf_counter() - t0
+        info = store.stats()["tiers"]["cold"]
+        log(f"{how} in batches of {batch}: {info['segments']} segments, {info['partitions']} partitions, "
+            f"{n / secs:.0f} vectors/s")
+        return {"how": how, "batch": batch, "segments": info["segments"], "partitions": info["partitions"],
+                "vectors_per_s": n / secs, "nprobe": sweep(store, queries, gt, (nprobe,))}
     finally:
         store.close()
 
@@ -202,9 +243,14 @@ def run(args: argparse.Namespace, command: str) -> dict[str, Any]:
                    "sweep_queries": len(queries), "k": K, "nprobes": list(nprobes),
                    "default_nprobe": _default_nprobe()},
     }
+    default = _default_nprobe()
     with servers("cold") as (tmp, redis_url, s3):
-        res["all_cold"] = [all_cold(tmp, redis_url, s3, ds, queries, gt, dt, nprobes) for dt in ("float32", "float16")]
-        res["split"] = split(tmp, redis_url, s3, ds, args.stream, tuple(sorted({8, _default_nprobe(), 64})))
+        res["all_cold"] = [all_cold(tmp, redis_url, s3, ds, queries, gt, "float32", nprobes),
+                           all_cold(tmp, redis_url, s3, ds, queries, gt, "float16", (default,))]
+        res["history"] = [history(tmp, redis_url, s3, ds, queries, gt, "ingest", 5_000, default),
+                          history(tmp, redis_url, s3, ds, queries, gt, "demote", 1_000, default)]
+        if args.stream:
+            res["split"] = split(tmp, redis_url, s3, ds, args.stream, tuple(sorted({16, default})))
     return res
 
 
@@ -217,23 +263,48 @@ def _default_nprobe() -> int:
 def render(res: dict[str, Any]) -> str:
     p = res["params"]
     mib = 2**20
-    out = [f"## Cold tier (issue 4): {p['data']}", "",
-           f"Command: `{res['command']}` ({res['date']}); {res['machine']['cpu_count']} CPUs; a local SeaweedFS "
-           f"S3 server (`weed mini`) and redis-server 8.2 + RediSearch on the same machine. "
-           f"{p['sweep_queries']} queries per sweep, k = {p['k']}, default nprobe = {p['default_nprobe']}.", "",
+    out = [f"## Cold tier (issue 16): {p['data']}", "",
+           f"Command: `{res['command']}` ({res['date']}); {res['machine']['cpu_count']} CPUs (shared with other "
+           f"work); a local SeaweedFS S3 server (`weed mini`) and redis-server 8.2 + RediSearch on the same machine. "
+           f"{p['sweep_queries']} queries per sweep, k = {p['k']}, default nprobe = {p['default_nprobe']} (a budget "
+           "of nprobe x sqrt(cold rows) rows over all segments); segment format 2 (int8 codes scanned, exact "
+           "vectors reranked).", "",
            "### All vectors cold (one segment)", "",
-           "| dtype | nprobe | recall@10 | cache-cold p50 / p99 ms | cache-warm p50 / p99 ms | GETs/query | "
-           "MiB/query (cache-cold) |", "|---|---:|---:|---:|---:|---:|---:|"]
+           "| dtype | nprobe | recall@10 | rows scanned | cache-cold p50 / p99 ms | cache-warm p50 / p99 ms | "
+           "GETs/query (scan + rerank) | MiB/query (of which rerank) |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
+
+    def row(label: str, r: dict) -> str:
+        g, rg = r["gets_per_query"], r.get("rerank_gets_per_query", 0.0)
+        return (f"| {label} | {r['nprobe']} | {r['recall@10']:.3f} | {r.get('rows_per_query', 0):.0f} | "
+                f"{r['cache_cold_p50_ms']:.1f} / {r['cache_cold_p99_ms']:.1f} | {r['cache_warm_p50_ms']:.2f} / "
+                f"{r['cache_warm_p99_ms']:.2f} | {g - rg:.1f} + {rg:.1f} (max {r['max_gets']}) | "
+                f"{r['mib_per_query']:.2f} ({r.get('rerank_mib_per_query', 0.0):.2f}) |")
+
     for a in res["all_cold"]:
         for r in a["nprobe"]:
-            out.append(f"| {a['dtype']} | {r['nprobe']} | {r['recall@10']:.3f} | {r['cache_cold_p50_ms']:.1f} / "
-                       f"{r['cache_cold_p99_ms']:.1f} | {r['cache_warm_p50_ms']:.2f} / {r['cache_warm_p99_ms']:.2f} | "
-                       f"{r['gets_per_query']:.1f} (max {r['max_gets']}) | {r['mib_per_query']:.1f} |")
+            out.append(row(a["dtype"], r))
     out.append("")
     for a in res["all_cold"]:
         out.append(f"- {a['dtype']}: cold ingest (`upsert(tier=\"cold\")`, k-means + upload of one segment) "
                    f"{a['ingest_vectors_per_s']:.0f} vectors/s; {a['partitions']} partitions; "
                    f"{a['s3_bytes'] / mib:.0f} MiB in S3.")
+    if res.get("history"):
+        out += ["### Ingest history, no compact() (float32, default nprobe)", "",
+                "| how the 100k rows arrived | segments | partitions | nprobe | recall@10 | rows scanned | "
+                "cache-cold p50 / p99 ms | cache-warm p50 / p99 ms | GETs/query (scan + rerank) | "
+                "MiB/query (of which rerank) |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+        for h in res["history"]:
+            label = (f"{h['segments']} x `upsert(tier=\"cold\")` of {h['batch']}" if h["how"] == "ingest" else
+                     f"{h['segments']} x `move(ids, \"cold\")` of {h['batch']} from warm")
+            for r in h["nprobe"]:
+                out.append(row(label, r).replace(f"| {label} |", f"| {label} | {h['segments']} | {h['partitions']} |", 1))
+        out.append("")
+        for h in res["history"]:
+            out.append(f"- {h['how']} in batches of {h['batch']}: {h['vectors_per_s']:.0f} vectors/s "
+                       f"({'k-means + upload per batch' if h['how'] == 'ingest' else 'demotions incl. catalog flip and warm masking'}).")
+        out.append("")
+    if "split" not in res:
+        return "\n".join(out)
     s = res["split"]
     c = s["counts"]
     out += ["", f"### 10% hot / 30% warm / 60% cold, skewed stream ({c['hot']} / {c['warm']} / {c['cold']} vectors)",
@@ -256,7 +327,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--n", type=int, help="wordnet rows (default all)")
     ap.add_argument("--queries", type=int, help="query pool (default all 1000)")
     ap.add_argument("--sweep-queries", type=int, default=200, help="queries per nprobe in the all-cold sweep")
-    ap.add_argument("--stream", type=int, default=2000, help="queries in the skewed stream")
+    ap.add_argument("--stream", type=int, default=2000, help="queries in the skewed stream (0: skip the split)")
     ap.add_argument("--nprobe", type=int, nargs="*", help=f"nprobe values (default {NPROBES})")
     ap.add_argument("--data", help="wordnet-minilm directory")
     ap.add_argument("--results-md", default=str(REPO / "benchmarks/RESULTS.md"))
