@@ -35,6 +35,7 @@ import numpy as np
 from benchmarks.common import REPO, command, log, publish
 
 PROBES = 50
+SCENARIOS = ("close", "kill-service", "kill-redis")
 
 
 def _data(n: int) -> np.ndarray:
@@ -139,7 +140,7 @@ def _line(proc: subprocess.Popen) -> dict:
     return json.loads(proc.stdout.readline())
 
 
-def one_size(n: int, hot_n: int, backend: str, root: Path) -> dict:
+def one_size(n: int, hot_n: int, backend: str, root: Path, scenarios: tuple[str, ...] = SCENARIOS) -> dict:
     path = str(root / f"store-{n}-{backend}")
     log(f"{n} vectors ({hot_n} hot, {backend}): building")
     w = [path, str(n), str(hot_n), backend]
@@ -147,6 +148,8 @@ def one_size(n: int, hot_n: int, backend: str, root: Path) -> dict:
     log(f"built in {res['build_s']:.0f}s; reopen after close()")
     res["close"] = _last_json(_run(["measure", *w]))
     log(f"close: {res['close']}")
+    if "kill-service" not in scenarios:
+        return res
     svc = _run(["hold", *w], stdin=True)
     _line(svc)
     _line(svc)  # verified: Redis serves it
@@ -155,6 +158,8 @@ def one_size(n: int, hot_n: int, backend: str, root: Path) -> dict:
     time.sleep(1)
     res["kill_service"] = _last_json(_run(["measure", *w]))
     log(f"kill -9 of the service: {res['kill_service']}")
+    if "kill-redis" not in scenarios:
+        return res
     svc = _run(["hold", *w], stdin=True)
     _line(svc)
     _line(svc)
@@ -174,6 +179,8 @@ def table(results: list[dict]) -> str:
     for r in results:
         for key, label in (("close", "close(), new process"), ("kill_service", "kill -9 of the service"),
                            ("kill_redis", "kill -9 of its redis-server")):
+            if key not in r:
+                continue
             m = r[key]
             rows.append(f"| {r['n']:,} ({r['hot']:,} hot, {r['backend']}) | {label} | "
                         f"{m['open_s']:.2f} | {m['first_answer_s']:.2f} | {'yes' if m['standby_seen'] else 'no'} | "
@@ -197,6 +204,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--hot", type=int, default=100_000, help="hot vectors (at most the size)")
     ap.add_argument("--backends", default="search,vectorset",
                     help="hot backends; the first runs at every size, the others at the smallest")
+    ap.add_argument("--scenarios", default=",".join(SCENARIOS),
+                    help="close[,kill-service[,kill-redis]] (each needs the ones before it)")
     ap.add_argument("--out", default=None)
     ap.add_argument("--results-md", default=str(REPO / "benchmarks/RESULTS.md"))
     args = ap.parse_args(argv)
@@ -206,7 +215,7 @@ def main(argv: list[str] | None = None) -> None:
         backends = args.backends.split(",")
         for n in sizes:
             for backend in backends if n == min(sizes) else backends[:1]:
-                results.append(one_size(n, min(n, args.hot), backend, Path(d)))
+                results.append(one_size(n, min(n, args.hot), backend, Path(d), tuple(args.scenarios.split(","))))
     section = "\n".join([
         "## Restart (issue 14): time to first answer and to full speed",
         "",
