@@ -49,7 +49,7 @@ from . import filters, policy
 from .catalog import TIER_HOT, Catalog
 from .config import HotConfig
 from .errors import ConfigError, IntegrityError, TierUnavailableError
-from .hot_standby import CatalogStandby
+from .hot_standby import CatalogStandby, rescore
 from .services import RedisServer
 
 log = logging.getLogger("tierstore.hot")
@@ -915,23 +915,7 @@ class SearchHotTier(HotTier):
         iids, dists, incomplete = answer
         if not iids:
             return answer
-        dists = list(dists)
-        with self.catalog.read(buffers=True) as txn:
-            raws = [self.catalog.vector_raw(txn, iid) for iid in iids]
-            rows = [j for j, raw in enumerate(raws) if raw is not None]
-            if rows:
-                mat = np.frombuffer(b"".join(raws[j] for j in rows), dtype=np.float32).reshape(len(rows), self.dim)
-                mat, qq = mat.astype(np.float64), q.astype(np.float64)
-                if self.metric == "l2":
-                    d = ((mat - qq) ** 2).sum(axis=1)
-                elif self.metric == "ip":
-                    d = 1.0 - mat @ qq
-                else:
-                    d = 1.0 - (mat @ qq) / (np.linalg.norm(mat, axis=1) * np.linalg.norm(qq))
-                for j, dj in zip(rows, d.tolist(), strict=True):
-                    dists[j] = dj
-        order = sorted(range(len(iids)), key=lambda j: (dists[j], iids[j]))[:k]
-        return [iids[j] for j in order], [dists[j] for j in order], incomplete
+        return (*rescore(self.catalog, self.metric, q, iids, dists, k), incomplete)
 
     def _parse(self, reply: Any) -> Answer:
         reply = _as_dict(reply)

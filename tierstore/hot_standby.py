@@ -199,33 +199,37 @@ class CatalogStandby:
                     picks.append((self._iids[part].tolist(), row[part].tolist()))
             else:
                 picks = [([], []) for _ in qs]
-        return [(*self._exact(q, *pick, k), False, None, dict(details)) for q, pick in zip(qs, picks, strict=True)]
-
-    def _exact(self, q: np.ndarray, iids: list[int], approx: list[float], k: int) -> tuple[list[int], list[float]]:
-        """The best ``k`` of ``iids`` by exact distance on the catalog's records (float64). A
-        candidate whose record is gone keeps the scan's distance: it may be moving to cold (its
-        record leaves LMDB at the flip, while queries of an older snapshot still want it here),
-        and the query's catalog check decides whether it counts."""
-        if not iids:
-            return [], []
-        d = list(approx)
-        with self.catalog.read(buffers=True) as txn:
-            raws = [self.catalog.vector_raw(txn, iid) for iid in iids]
-            keep = [j for j, raw in enumerate(raws) if raw is not None]
-            if keep:
-                mat = np.frombuffer(b"".join(raws[j] for j in keep), np.float32).reshape(len(keep), self.dim)
-        if keep:
-            mat, qq = mat.astype(np.float64), q.astype(np.float64)
-            if self.metric == "l2":
-                exact = ((mat - qq) ** 2).sum(axis=1)
-            elif self.metric == "ip":
-                exact = 1.0 - mat @ qq
-            else:
-                exact = 1.0 - (mat @ qq) / (np.linalg.norm(mat, axis=1) * np.linalg.norm(qq))
-            for j, dj in zip(keep, exact.tolist(), strict=True):
-                d[j] = dj
-        order = sorted(range(len(iids)), key=lambda j: (d[j], iids[j]))[:k]
-        return [iids[j] for j in order], [float(d[j]) for j in order]
+        return [(*rescore(self.catalog, self.metric, q, *pick, k), False, None, dict(details))
+                for q, pick in zip(qs, picks, strict=True)]
 
 
-__all__ = ["CatalogStandby"]
+def rescore(catalog: Catalog, metric: str, q: np.ndarray, iids: Sequence[int], approx: Sequence[float],
+            k: int) -> tuple[list[int], list[float]]:
+    """The best ``k`` of ``iids`` by exact distance (float64) on the catalog's float32 records:
+    what every hot search that does not hold exact vectors itself (the stand-in, RediSearch
+    FLOAT16, vector sets) answers with. A candidate whose record is gone keeps its ``approx``
+    distance: it may be moving to cold (its record leaves LMDB at the flip while queries of an
+    older snapshot still want it), and the query's catalog check decides whether it counts."""
+    if not len(iids):
+        return [], []
+    d = [float(x) for x in approx]
+    with catalog.read(buffers=True) as txn:
+        raws = [catalog.vector_raw(txn, iid) for iid in iids]
+        keep = [j for j, raw in enumerate(raws) if raw is not None]
+        mat = (np.frombuffer(b"".join(raws[j] for j in keep), np.float32).reshape(len(keep), catalog.dim)
+               if keep else None)
+    if mat is not None:
+        mat, qq = mat.astype(np.float64), np.asarray(q, np.float64)
+        if metric == "l2":
+            exact = ((mat - qq) ** 2).sum(axis=1)
+        elif metric == "ip":
+            exact = 1.0 - mat @ qq
+        else:
+            exact = 1.0 - (mat @ qq) / (np.linalg.norm(mat, axis=1) * np.linalg.norm(qq))
+        for j, dj in zip(keep, exact.tolist(), strict=True):
+            d[j] = dj
+    order = sorted(range(len(iids)), key=lambda j: (d[j], iids[j]))[:k]
+    return [iids[j] for j in order], [d[j] for j in order]
+
+
+__all__ = ["CatalogStandby", "rescore"]

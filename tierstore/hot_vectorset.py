@@ -51,6 +51,7 @@ import redis
 from . import filters
 from .catalog import TIER_HOT
 from .hot import Answer, HotTier, _s, _Stale
+from .hot_standby import rescore
 
 # hot.quantization -> (VADD option, VINFO quant-type, candidates fetched per result wanted): a
 # quantised walk ranks by approximate scores, so a true neighbour may come back just past k;
@@ -319,17 +320,7 @@ class VectorSetHotTier(HotTier):
             return [], [], False
         iids = [int(e, 16) for e in reply]
         dists = [2.0 - 2.0 * float(s) for s in reply.values()]
-        with self.catalog.read(buffers=True) as txn:
-            raws = [self.catalog.vector_raw(txn, iid) for iid in iids]
-            rows = [j for j, raw in enumerate(raws) if raw is not None]
-            if rows:
-                mat = np.frombuffer(b"".join(raws[j] for j in rows), dtype=np.float32).reshape(len(rows), self.dim)
-                sims = mat.astype(np.float64) @ q.astype(np.float64)
-                sims /= np.linalg.norm(mat, axis=1) * np.linalg.norm(q)
-                for j, sim in zip(rows, sims.tolist(), strict=True):
-                    dists[j] = 1.0 - sim
-        order = sorted(range(len(iids)), key=lambda j: (dists[j], iids[j]))[:k]
-        return [iids[j] for j in order], [dists[j] for j in order], False
+        return (*rescore(self.catalog, "cosine", q, iids, dists, k), False)
 
     # --- inspection ----------------------------------------------------------------------------
 
