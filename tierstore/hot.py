@@ -146,6 +146,7 @@ class HotTier:
         self._standby_lock = threading.Lock()
         self._dirty: set[int] = set()
         self._warmer: threading.Thread | None = None
+        self._standby_loader: threading.Thread | None = None
         self._closing = threading.Event()
         self._next_probe = 0.0
         self.exclusive: Any = threading.RLock()  # the store passes its write lock
@@ -212,9 +213,9 @@ class HotTier:
 
     def close(self) -> None:
         self._closing.set()
-        warmer = self._warmer
-        if warmer is not None and warmer is not threading.current_thread():
-            warmer.join(timeout=30)
+        for t in (self._standby_loader, self._warmer):
+            if t is not None and t is not threading.current_thread():
+                t.join(timeout=30)
         self.r.close()
 
     # --- the catalog stand-in ------------------------------------------------------------------
@@ -230,12 +231,12 @@ class HotTier:
             fresh = self._standby is None
             if fresh:
                 log.warning("hot tier: %s; answering hot queries from the catalog until Redis is verified", reason)
-                self._standby = CatalogStandby(self.catalog, self.metric, reason).load()
+                # loaded on a thread: open() returns now, the first search (and write) waits for it
+                self._standby = CatalogStandby(self.catalog, self.metric, reason)
+                self._standby_loader = self._standby.load_in_background()
                 self._dirty = set()
                 self._verified = False
                 self.stats["standby"] += 1
-                log.info("hot tier: %d hot vectors loaded from the catalog in %.1fs", len(self._standby),
-                         self._standby.load_seconds)
             if fresh and self._warmer is not None and self._warmer.is_alive():
                 self._warmer.join(timeout=2)  # one that just switched back is about to return
             if not self.read_only and (self._warmer is None or not self._warmer.is_alive()):

@@ -67,34 +67,53 @@ class CatalogStandby:
 
     def load(self) -> CatalogStandby:
         """(Re)load every hot vector from the catalog."""
-        t0 = time.perf_counter()
         with self._lock:
-            self._row.clear()
-            self._n = 0
-            self._metas = []
-            self._masks.clear()
-            self._grow(max(16, self.catalog.count(TIER_HOT)))
-            self.loaded_gen = self.catalog.generation()
-            iids, vecs = [], []
-            for iid, vec, meta in self.catalog.tier_records(TIER_HOT):
-                if self._owns is None or self._owns(iid):
-                    iids.append(iid)
-                    vecs.append(vec)
-                    self._metas.append(meta)  # JSON bytes, parsed when a filter needs them
-            n = self._n = len(iids)
-            self._grow(n)
-            self._row = dict(zip(iids, range(n), strict=True))
-            self._iids[:n] = np.asarray(iids, np.uint64)
-            self._mat[:n] = np.frombuffer(b"".join(vecs), np.float32).reshape(n, self.dim)
-            del vecs
-            self._live[:n] = True
-            if self.metric == "cosine":
-                norms = np.linalg.norm(self._mat[:n], axis=1, keepdims=True)
-                self._mat[:n] /= np.where(norms > 0, norms, 1.0)
-            else:
-                self._sq[:n] = np.einsum("ij,ij->i", self._mat[:n], self._mat[:n])
-        self.load_seconds = time.perf_counter() - t0
+            self._load_locked()
         return self
+
+    def load_in_background(self) -> threading.Thread:
+        """Start loading on a thread and return at once: every other call waits for the load
+        (it holds the lock from now on), so writes made meanwhile apply on top of it."""
+        self._lock.acquire()
+        self.loaded_gen = self.catalog.generation()  # (what it will have loaded, at least)
+
+        def run() -> None:
+            try:
+                self._load_locked()
+            finally:
+                self._lock.release()
+
+        t = threading.Thread(target=run, name="tierstore-hot-standby-load", daemon=True)
+        t.start()
+        return t
+
+    def _load_locked(self) -> None:  # (the caller holds self._lock)
+        t0 = time.perf_counter()
+        self._row.clear()
+        self._n = 0
+        self._metas = []
+        self._masks.clear()
+        self._grow(max(16, self.catalog.count(TIER_HOT)))
+        self.loaded_gen = self.catalog.generation()
+        iids, vecs = [], []
+        for iid, vec, meta in self.catalog.tier_records(TIER_HOT):
+            if self._owns is None or self._owns(iid):
+                iids.append(iid)
+                vecs.append(vec)
+                self._metas.append(meta)  # JSON bytes, parsed when a filter needs them
+        n = self._n = len(iids)
+        self._grow(n)
+        self._row = dict(zip(iids, range(n), strict=True))
+        self._iids[:n] = np.asarray(iids, np.uint64)
+        self._mat[:n] = np.frombuffer(b"".join(vecs), np.float32).reshape(n, self.dim)
+        del vecs
+        self._live[:n] = True
+        if self.metric == "cosine":
+            norms = np.linalg.norm(self._mat[:n], axis=1, keepdims=True)
+            self._mat[:n] /= np.where(norms > 0, norms, 1.0)
+        else:
+            self._sq[:n] = np.einsum("ij,ij->i", self._mat[:n], self._mat[:n])
+        self.load_seconds = time.perf_counter() - t0
 
     def __len__(self) -> int:
         with self._lock:
