@@ -140,6 +140,14 @@ def _line(proc: subprocess.Popen) -> dict:
     return json.loads(proc.stdout.readline())
 
 
+def _serving(w: list[str]) -> subprocess.Popen:
+    """A service process holding the store open, once Redis serves it (verified)."""
+    svc = _run(["hold", *w], stdin=True)
+    _line(svc)  # opened
+    _line(svc)  # verified
+    return svc
+
+
 def one_size(n: int, hot_n: int, backend: str, root: Path, scenarios: tuple[str, ...] = SCENARIOS) -> dict:
     path = str(root / f"store-{n}-{backend}")
     log(f"{n} vectors ({hot_n} hot, {backend}): building")
@@ -150,9 +158,7 @@ def one_size(n: int, hot_n: int, backend: str, root: Path, scenarios: tuple[str,
     log(f"close: {res['close']}")
     if "kill-service" not in scenarios:
         return res
-    svc = _run(["hold", *w], stdin=True)
-    _line(svc)
-    _line(svc)  # verified: Redis serves it
+    svc = _serving(w)
     svc.kill()
     svc.wait()
     time.sleep(1)
@@ -160,9 +166,7 @@ def one_size(n: int, hot_n: int, backend: str, root: Path, scenarios: tuple[str,
     log(f"kill -9 of the service: {res['kill_service']}")
     if "kill-redis" not in scenarios:
         return res
-    svc = _run(["hold", *w], stdin=True)
-    _line(svc)
-    _line(svc)
+    svc = _serving(w)
     pid = int((Path(path) / "redis" / "redis-server.pid").read_text())
     os.kill(pid, signal.SIGKILL)
     svc.stdin.write("go\n")
