@@ -169,8 +169,12 @@ class TierStore:
 
     _release_memory = staticmethod(_release_memory)  # for the policy cycle
 
-    def __init__(self, config: Config, registry: Any = None, read_only: bool = False) -> None:
+    def __init__(self, config: Config, registry: Any = None, read_only: bool = False, *,
+                 hot_factory: Any = None) -> None:
         self.config = cfg = config
+        # hot_factory(catalog=, config=, schema=, metric=) -> a hot tier: the seam fast unit tests
+        # use to run a whole store on tierstore.testing.MemoryHotTier (no Redis is started)
+        self._hot_factory = hot_factory
         self.path = Path(cfg.store.path)
         self.dim, self.metric = cfg.store.dim, cfg.store.metric
         self.schema = dict(cfg.schema)
@@ -232,7 +236,7 @@ class TierStore:
         self.access = (AccessStats.loads(raw, cfg.policy.half_life) if raw
                        else AccessStats(cfg.policy.half_life, size=self.catalog.slot_limit()))
         url = cfg.hot.redis_url
-        if url is None:
+        if url is None and self._hot_factory is None:
             self._server = RedisServer(self.path / "redis", search=_embedded_search(cfg.hot.backend))
             for attempt in range(3):  # a server killed while it starts is started again
                 try:
@@ -254,8 +258,11 @@ class TierStore:
         elif self.catalog.count(TIER_COLD):
             raise ConfigError(f"cold.enabled: false is not allowed: the store holds {self.catalog.count(TIER_COLD)} "
                               "cold vectors (move them to warm first)")
-        self.hot = make_hot_tier(url, catalog=self.catalog, config=cfg.hot, schema=self.schema,
-                                 metric=self.metric, server=self._server)
+        if self._hot_factory is not None:
+            self.hot = self._hot_factory(catalog=self.catalog, config=cfg.hot, schema=self.schema, metric=self.metric)
+        else:
+            self.hot = make_hot_tier(url, catalog=self.catalog, config=cfg.hot, schema=self.schema,
+                                     metric=self.metric, server=self._server)
         self.hot.exclusive = self._write_lock  # no write in flight when it switches back from standby
         # verify now, so the first query is not the slow one; a Redis that is loading its data or
         # must be refilled is verified in the background while the catalog answers for it
