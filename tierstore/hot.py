@@ -45,9 +45,10 @@ import redis
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
-from . import filters, policy
+from . import filters
 from .catalog import TIER_HOT, Catalog
 from .config import HotConfig
+from .costs import bytes_per_vector
 from .errors import ConfigError, IntegrityError, TierUnavailableError
 from .hot_standby import CatalogStandby, rescore
 from .services import RedisServer
@@ -724,7 +725,7 @@ class HotTier:
 
     def bytes_per_vector(self) -> int:
         """Estimated Redis memory per hot vector (what ``hot.capacity_bytes`` divides by)."""
-        return policy.bytes_per_vector("hot", self.dim, self.cfg.m)
+        return bytes_per_vector("hot", self.dim, self.cfg.m)
 
     def count(self) -> int:
         raise NotImplementedError
@@ -828,7 +829,7 @@ class SearchHotTier(HotTier):
         return None
 
     def bytes_per_vector(self) -> int:
-        full = policy.bytes_per_vector("hot", self.dim, self.cfg.m)
+        full = bytes_per_vector("hot", self.dim, self.cfg.m)
         return full - 4 * self.dim if self._f16 else full  # the vector twice (hash + index) at 2 B
 
     def _drop_index_and_keys(self) -> None:

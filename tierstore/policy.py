@@ -32,6 +32,7 @@ import numpy as np
 
 from . import filters, kernels, migrate
 from .catalog import FLAG_PINNED, TIER_CODES, TIER_NAMES
+from .costs import bytes_per_vector  # noqa: F401  (kept: store.py and tests use policy.bytes_per_vector)
 from .results import Move, PolicyReport
 
 log = logging.getLogger("tierstore")
@@ -613,19 +614,6 @@ def directions(cur: np.ndarray, target: np.ndarray) -> dict[str, np.ndarray]:
     for (a, b), code in _DIR_CODE.items():
         out[DIRECTIONS[code]] = np.flatnonzero((cur == a) & (target == b))
     return out
-
-
-def bytes_per_vector(tier: str, dim: int, m: int, meta_bytes: float = 0.0) -> int:
-    """Estimated bytes one vector costs in ``tier``, for ``capacity_bytes`` budgets.
-
-    hot (Redis): the FLOAT32 vector in the hash and again in the HNSW index, ~2*m 4-byte links
-    per node on level 0 (plus upper levels, ~1/m as many), key and hash overhead (~200 B), and
-    the metadata. warm (disk): the float32 vector, its int8 code, 2*m int32 links, the LMDB
-    record (vector + entry) and the metadata.
-    """
-    if tier == "hot":
-        return int(8 * dim + 8 * m * (1 + 1 / m) + 200 + 2 * meta_bytes)
-    return int(4 * dim + dim + 8 * m + 4 * dim + 64 + meta_bytes)
 
 
 # --- the cycle -----------------------------------------------------------------------------------
