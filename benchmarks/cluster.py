@@ -5,7 +5,7 @@ fields pos/lexname/nlemmas) and ``--queries`` of its queries, exact ground truth
 
 1. **1 vs 3 shards** -- the same store config (``tiers="hot"`` only: cold off, warm empty, no
    policy thread) on one standalone redis-server and on a local 3-master Redis Cluster
-   (:class:`tierstore.services.RedisCluster`, RediSearch on every master), same machine, same
+   (:class:`tierstore.testing.servers.RedisCluster`, RediSearch on every master), same machine, same
    server binary and settings (no persistence): ingest rate (``upsert`` batches of 1000, each
    returning once RediSearch has inserted it), single-query latency p50/p99 and recall@10 at
    ef 64, and ``query_batch`` throughput (100 queries per call). On the cluster a query goes to
@@ -40,7 +40,8 @@ import numpy as np
 
 import tierstore
 from tierstore import datasets
-from tierstore.services import RedisCluster, RedisServer
+from tierstore.services import RedisServer
+from tierstore.testing.servers import RedisCluster
 
 from .common import REPO, command, log, publish
 

@@ -16,7 +16,8 @@ import pytest
 
 import tierstore
 from tierstore import datasets
-from tierstore.services import RedisCluster, RedisServer, S3Server
+from tierstore.services import RedisServer, S3Server
+from tierstore.testing.servers import RedisCluster
 
 
 @pytest.fixture(scope="session")

@@ -18,7 +18,7 @@ import tierstore
 from tierstore.datasets import brute_force
 from tierstore.errors import ConfigError, TierUnavailableError
 from tierstore.hot_cluster import ClusterHotTier, tag_for_slot
-from tierstore.services import RedisCluster
+from tierstore.testing.servers import RedisCluster
 
 
 def vectors(n: int, dim: int = 16, seed: int = 0) -> np.ndarray:

@@ -12,6 +12,7 @@ import pytest
 
 from tierstore import services
 from tierstore.services import MissingBinaryError, RedisServer, S3Server
+from tierstore.testing.servers import RedisCluster
 
 
 def wait_dead(pid: int, timeout: float = 10.0) -> bool:
@@ -97,7 +98,7 @@ def test_missing_binaries_name_the_package(monkeypatch):
 
 
 def test_redis_cluster_forms_without_redis_cli_and_stops_by_pid(tmp_path):
-    cluster = services.RedisCluster(tmp_path / "c", masters=3).start()
+    cluster = RedisCluster(tmp_path / "c", masters=3).start()
     try:
         pids = [s.pid for s in cluster.servers]
         c = cluster.client(1)
