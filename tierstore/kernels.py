@@ -23,6 +23,8 @@ from __future__ import annotations
 import numba as nb
 import numpy as np
 
+from .distance import COSINE, L2  # the metric codes (numba compiles these globals in as constants)
+
 
 @nb.njit(cache=True, nogil=True)
 def access_add(counts: np.ndarray, last: np.ndarray, slots: np.ndarray, w: float, t: np.float32) -> None:
@@ -215,7 +217,8 @@ def select_top(cls: np.ndarray, prio: np.ndarray, k: int, out: np.ndarray) -> in
 # upper[upper_off[i] + (l - 1) * m : ... + m]; codes (n, dim) int8 with per-dimension scales;
 # vectors (n, dim) float32 (exact, unit length under cosine); sqnorms (n) float32.
 #
-# metric: 0 = "dot" (cosine on unit vectors, ip): distance 1 - <q, x>; 1 = l2: |x|^2 - 2<q, x> + |q|^2.
+# metric: a distance.METRIC_CODES code. L2: |x|^2 - 2<q, x> + |q|^2; cosine (on unit vectors) and ip:
+# the dot distance 1 - <q, x>.
 # The traversal reads only the int8 codes; the exact vectors are read for the final rerank.
 
 
@@ -224,7 +227,7 @@ def _code_dist(qs: np.ndarray, codes: np.ndarray, row: int, metric: int, sqnorms
     acc = np.float32(0.0)
     for j in range(qs.shape[0]):
         acc += qs[j] * np.float32(codes[row, j])
-    if metric == 0:
+    if metric != L2:
         return 1.0 - acc
     return sqnorms[row] - 2.0 * acc + qq
 
@@ -232,7 +235,7 @@ def _code_dist(qs: np.ndarray, codes: np.ndarray, row: int, metric: int, sqnorms
 @nb.njit(cache=True, nogil=True, fastmath=True, inline="always")
 def _exact_dist(q: np.ndarray, vectors: np.ndarray, row: int, metric: int, qq: float) -> float:
     acc = np.float32(0.0)
-    if metric == 0:
+    if metric != L2:
         for j in range(q.shape[0]):
             acc += q[j] * vectors[row, j]
         return 1.0 - acc
@@ -515,7 +518,7 @@ def _cold_scan_one(q: np.ndarray, metric: int, items: np.ndarray, vec: np.ndarra
                     continue
                 acc = np.float32(0.0)
                 base = r * dim
-                if metric == 2:
+                if metric == L2:
                     for j in range(dim):
                         x = v[base + j] - q[j]
                         acc += x * x
@@ -524,7 +527,7 @@ def _cold_scan_one(q: np.ndarray, metric: int, items: np.ndarray, vec: np.ndarra
                     for j in range(dim):
                         acc += v[base + j] * q[j]
                     d = 1.0 - acc
-                    if metric == 0:
+                    if metric == COSINE:
                         d = 1.0 - acc / np.sqrt(norms[r]) if norms[r] > 0 else 1.0
                 if size < cap or d < out_d[cap - 1]:
                     size = _keep(out_d, out_b, out_r, size, cap, d, b, r)
@@ -539,7 +542,7 @@ def _cold_scan_one(q: np.ndarray, metric: int, items: np.ndarray, vec: np.ndarra
                 for j in range(dim):
                     acc += q[j] * np.float32(c[base + j])
                 acc *= s[r]
-                d = norms[r] - 2.0 * acc + qq if metric == 2 else 1.0 - acc
+                d = norms[r] - 2.0 * acc + qq if metric == L2 else 1.0 - acc
                 if size < cap or d < out_d[cap - 1]:
                     size = _keep(out_d, out_b, out_r, size, cap, d, b, r)
 
@@ -554,9 +557,9 @@ def cold_scan(qs: np.ndarray, metric: int, qptr: np.ndarray, qitems: np.ndarray,
     Block b has ``nrows[b]`` rows; ``vec[b]`` is the address of its float32 vectors (n, dim) when
     ``scale[b] == 0``, else of int8 codes (n, dim) whose per-row float32 scales are at ``scale[b]``;
     ``sqn[b]``: float32 squared norms of the stored vectors; ``mask[b]``: uint8 per row (0 = no
-    mask: every row). metric 0 = cosine (``qs`` unit; vectors as stored: ``1 - q.v / |v|``; codes
-    of the unit vectors: ``1 - s q.c``), 1 = ip (``1 - q.v``), 2 = l2 (vectors ``|v - q|^2``,
-    codes ``|v|^2 - 2 s q.c + |q|^2``). Returns (distances, blocks, rows), each (queries, cap),
+    mask: every row). ``metric``: a distance.METRIC_CODES code: COSINE (``qs`` unit; vectors as
+    stored: ``1 - q.v / |v|``; codes of the unit vectors: ``1 - s q.c``), IP (``1 - q.v``), L2
+    (vectors ``|v - q|^2``, codes ``|v|^2 - 2 s q.c + |q|^2``). Returns (distances, blocks, rows), each (queries, cap),
     ascending, padded with inf / -1."""
     m, dim = qs.shape
     out_d = np.full((m, cap), np.inf, np.float32)

@@ -56,11 +56,10 @@ import numba
 import numpy as np
 import xxhash
 
-from . import kernels
+from . import distance, kernels
 from .errors import IntegrityError
 
 FORMAT = 1
-METRIC_CODE = {"cosine": 0, "ip": 0, "l2": 1}
 _ARRAYS = ("iids", "links0", "levels", "upper_off", "upper", "codes", "scales", "vectors", "sqnorms")
 # hnswlib's saveIndex header (hnswalg.h): offsetLevel0, max_elements, cur_element_count,
 # size_data_per_element, label_offset, offsetData (size_t), maxlevel (int), enterpoint (uint32),
@@ -287,7 +286,7 @@ class Segment:
         self.meta = meta
         self.n = int(meta["n"])
         self.metric = meta["metric"]
-        self.metric_code = METRIC_CODE[self.metric]
+        self.metric_code = distance.code(self.metric)  # what the kernels branch on
         for name in _ARRAYS:
             setattr(self, name, arrays[name])
         self._local = threading.local()
@@ -324,7 +323,7 @@ class Segment:
             n, dim = int(meta["n"]), int(meta["dim"])
             want = {"iids": (n,), "links0": (n, int(meta["m0"])), "levels": (n,), "upper_off": (n + 1,),
                     "codes": (n, dim), "scales": (dim,), "vectors": (n, dim), "sqnorms": (n,)}
-            METRIC_CODE[meta["metric"]]
+            distance.code(meta["metric"])
         except (KeyError, TypeError, ValueError) as exc:
             raise IntegrityError(f"warm segment {path}: meta.json incomplete ({exc!r})") from None
         if any(arrays[a].shape != shape for a, shape in want.items()) or arrays["upper"].ndim != 1:
