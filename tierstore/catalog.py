@@ -84,6 +84,23 @@ class Entry(NamedTuple):
         return json.loads(self.meta) if self.meta else {}
 
 
+def location(seg: int, pos: int) -> int:
+    """A row's place in a segment tier (warm or cold segment ``seg``, row ``pos``) as one int:
+    ``seg | pos << 32``, which is how an entry stores the pair (two little-endian u32 read as one
+    u64). Segment tiers report each candidate's location so :meth:`Catalog.confirm` can check,
+    with one int comparison per candidate, that the row still holds the id's current version.
+
+    >>> location(3, 7), split_location(location(3, 7))
+    (30064771075, (3, 7))
+    """
+    return seg | (pos << 32)
+
+
+def split_location(loc: int) -> tuple[int, int]:
+    """(seg, pos) of a :func:`location`."""
+    return loc & 0xFFFFFFFF, loc >> 32
+
+
 def key(iid: int) -> bytes:
     """LMDB key of an internal id: 8 bytes big-endian, so cursor order is numeric order."""
     return iid.to_bytes(8, "big")
@@ -340,6 +357,33 @@ class Catalog:
     def entry(self, txn: lmdb.Transaction, iid: int) -> Entry | None:
         raw = txn.get(key(iid), db=self.entries_db)
         return None if raw is None else self._decode_entry(iid, raw)
+
+    def confirm(self, txn: lmdb.Transaction, tier: int, iids: Sequence[int], dists: Sequence[float],
+                locations: Sequence[int] | None = None) -> list[tuple[float, int, int, Any]]:
+        """The candidates of one tier's answer that the catalog, in ``txn``, places in ``tier``
+        (and, given ``locations``, at that very row: a segment row of an older version of the id
+        is not it) -> ``[(distance, iid, tier, raw entry), ...]`` in answer order; the raw entry
+        is what :meth:`decode_hit` turns into a result. A tier's index may lag the catalog (a
+        write between its commit and the index update, a move in flight, a delete not yet
+        unlinked); this check is what makes a moving vector count once and a deleted one never.
+
+        The query path's inner loop (every candidate of every tier): one LMDB get and a
+        comparison or two per candidate, no decoding. With ``txn`` opened ``buffers=True`` the
+        raw entries are memoryviews valid only inside it."""
+        get, db = txn.get, self.entries_db
+        kept = []
+        if locations is None:
+            for iid, d in zip(iids, dists, strict=True):
+                raw = get(iid.to_bytes(8, "big"), db=db)
+                if raw is not None and raw[0] == tier:
+                    kept.append((d, iid, tier, raw))
+        else:
+            for iid, d, loc in zip(iids, dists, locations, strict=True):
+                raw = get(iid.to_bytes(8, "big"), db=db)
+                # bytes 8:16 of an entry are (seg, pos): its location() as one little-endian u64
+                if raw is not None and raw[0] == tier and int.from_bytes(raw[8:16], "little") == loc:
+                    kept.append((d, iid, tier, raw))
+        return kept
 
     def entry_tier(self, txn: lmdb.Transaction, iid: int) -> int:
         """Tier code of ``iid``, or -1 when it does not exist (query-path fast check)."""
@@ -729,5 +773,7 @@ __all__ = [
     "Catalog",
     "Entry",
     "iid_of",
+    "location",
     "normalize_ids",
+    "split_location",
 ]

@@ -19,7 +19,9 @@ from tierstore.catalog import (
     decode_uid,
     encode_uid,
     iid_of,
+    location,
     normalize_ids,
+    split_location,
 )
 from tierstore.errors import ConfigError, IntegrityError, InvalidInputError
 
@@ -521,3 +523,43 @@ def test_meta_survives_reopen(cat_path):
         assert c.disk_bytes() > 0
     finally:
         c.close()
+
+
+# --- locations and the query's catalog check (confirm) -------------------------------------------
+
+
+@pytest.mark.parametrize(("seg", "pos"), [(0, 0), (1, 0), (0, 1), (7, 123_456), (2**32 - 1, 2**32 - 1)])
+def test_location_round_trip(seg, pos):
+    loc = location(seg, pos)
+    assert split_location(loc) == (seg, pos)
+    assert 0 <= loc < 2**64
+
+
+def test_location_is_how_an_entry_stores_seg_and_pos(cat):
+    """confirm() compares a tier's location with the entry's bytes: the two encodings must agree."""
+    e = entry("w", tier=TIER_WARM, seg=5, pos=70_000)
+    with cat.write() as txn:
+        cat.put_entry(txn, e)
+    with cat.read() as txn:
+        assert cat.confirm(txn, TIER_WARM, [e.iid], [0.5], [location(5, 70_000)])
+        assert not cat.confirm(txn, TIER_WARM, [e.iid], [0.5], [location(70_000, 5)])
+
+
+def test_confirm_keeps_what_the_catalog_places_in_the_tier(cat):
+    hot, warm, cold = entry("h"), entry("w", tier=TIER_WARM, seg=2, pos=9), entry("c", tier=TIER_COLD, seg=4, pos=1)
+    gone = iid_of("never-written")
+    with cat.write() as txn:
+        for e in (hot, warm, cold):
+            cat.put_entry(txn, e)
+    with cat.read(buffers=True) as txn:
+        # no locations (hot): tier only; wrong tier and missing ids are dropped, order kept
+        kept = cat.confirm(txn, TIER_HOT, [warm.iid, hot.iid, gone], [0.1, 0.2, 0.3])
+        assert [(d, iid, t) for d, iid, t, _raw in kept] == [(0.2, hot.iid, TIER_HOT)]
+        assert cat.decode_hit(kept[0][3])[0] == "h"  # the raw entry is what a hit decodes from
+        # with locations: the very row, not an older one of the same id
+        kept = cat.confirm(txn, TIER_WARM, [warm.iid, warm.iid, hot.iid], [0.1, 0.2, 0.3],
+                           [location(2, 9), location(0, 9), location(2, 9)])
+        assert [(d, iid) for d, iid, _t, _raw in kept] == [(0.1, warm.iid)]
+        kept = cat.confirm(txn, TIER_COLD, [cold.iid], [0.4], [location(4, 1)])
+        assert [iid for _d, iid, _t, _raw in kept] == [cold.iid]
+        assert cat.confirm(txn, TIER_COLD, [], [], []) == []
