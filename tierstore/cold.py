@@ -54,11 +54,12 @@ from urllib.parse import urlparse
 
 import numpy as np
 
-from . import coldseg, filters, kernels
+from . import coldseg, distance, filters, kernels
 from .blockcache import BlockCache
-from .catalog import TIER_COLD, Catalog, Entry
+from .catalog import TIER_COLD, Catalog, Entry, location
 from .config import ColdConfig
 from .errors import ConfigError, IntegrityError, TierStoreError, TierUnavailableError
+from .query import TierAnswer
 
 log = logging.getLogger("tierstore")
 
@@ -70,7 +71,6 @@ _RERANK = 32  # format 2: candidates per query reranked on exact vectors (at lea
 _PAGE_GAP = 2  # unwanted pages of exact vectors one rerank GET may read through
 _MAX_PENDING_CACHE = 256 * 1024**2
 _EMBEDDED_BUCKET = "tierstore"
-_METRIC = {"cosine": 0, "ip": 1, "l2": 2}  # kernels.cold_scan's metric codes
 
 
 def parse_url(url: str) -> tuple[str, str]:
@@ -701,19 +701,13 @@ class ColdTier:
         out = [pages[(seg.sid, r // seg.footer.page_rows)][r % seg.footer.page_rows] for seg, r in want]
         return out, got_in, run_bytes
 
-    def _prepare(self, qs: np.ndarray) -> np.ndarray:
-        qs = np.ascontiguousarray(qs, np.float32)
-        if self.metric == "cosine":
-            qs = qs / np.linalg.norm(qs, axis=1, keepdims=True)
-        return qs
-
     def bounds(self, qs: np.ndarray, tab: _Table) -> tuple[np.ndarray, np.ndarray]:
         # float64: the expanded |q|^2 + |c|^2 - 2 q.c loses precision in float32 for large norms
         return coldseg.rank_and_bound(qs.astype(np.float64), tab.centroids, tab.csq, tab.radii, self.metric)
 
     def search_many(self, qs: np.ndarray, k: int, node: filters.Node, ef: int | None = None, *,
-                    nprobe: int | None = None, bounds: Sequence[float] | None = None) -> list:
-        """Per query: (internal ids, distances, incomplete, locations, details), best first.
+                    nprobe: int | None = None, bounds: Sequence[float] | None = None) -> list[TierAnswer]:
+        """Per query: the best ``k`` (ids, distances, locations, details), best first.
         ``bounds[i]``: the k-th best distance the other tiers found for query i (partitions that
         cannot beat it are skipped)."""
         if self.read_only:
@@ -725,10 +719,10 @@ class ColdTier:
         tab = self._tab() if self.connected else None
         m = len(qs)
         if tab is None:
-            return [([], [], False, [], {"partitions": 0, "probed": 0, "skipped": 0, "gets": 0, "bytes": 0,
-                                         "cache_hits": 0, "fetched": 0, "rows": 0, "budget_rows": 0,
-                                         "pruned_all": False}) for _ in range(m)]
-        qs = self._prepare(qs)
+            return [TierAnswer([], [], False, [], {"partitions": 0, "probed": 0, "skipped": 0, "gets": 0,
+                                                   "bytes": 0, "cache_hits": 0, "fetched": 0, "rows": 0,
+                                                   "budget_rows": 0, "pruned_all": False}) for _ in range(m)]
+        qs = distance.prepare(self.metric, qs)
         rank, lb = self.bounds(qs, tab)
         total = len(tab.radii)
         budget = self.probe_budget(nprobe, tab)
@@ -806,7 +800,7 @@ class ColdTier:
                         c[1] += run_bytes[run]
                 c[4] += int(nrows[its].sum()) if its else 0
             if items:
-                dist, bl, rw = kernels.cold_scan(qs[active], _METRIC[self.metric], qptr, np.asarray(items, np.int64),
+                dist, bl, rw = kernels.cold_scan(qs[active], distance.code(self.metric), qptr, np.asarray(items, np.int64),
                                                  vec_at, sqn_at, scale_at, mask_at, nrows, cap)
             nxt = []
             for n_, i in enumerate(active):
@@ -816,7 +810,7 @@ class ColdTier:
                         seg, p = wanted[keys[b]]
                         row = int(seg.footer.row_starts[p]) + r
                         # (distance or its estimate, iid, location, estimate?, segment, object row, |v|^2)
-                        found[i].append((d, int(blks[b].iids[r]), seg.sid | row << 32, blks[b].vectors is None,
+                        found[i].append((d, int(blks[b].iids[r]), location(seg.sid, row), blks[b].vectors is None,
                                          seg, row, float(blks[b].sqnorms[r])))
                 # A selective filter can leave fewer than k matches in the budget's partitions:
                 # keep probing (in rank order, another budget's worth) until k match or none are left.
@@ -830,7 +824,7 @@ class ColdTier:
         for i in range(m):
             best = sorted(tops[i], key=lambda t: (t[0], t[2]))[:k]
             c = counts[i]
-            out.append(([b[1] for b in best], [b[0] for b in best], False, [b[2] for b in best],
+            out.append(TierAnswer([b[1] for b in best], [b[0] for b in best], False, [b[2] for b in best],
                         {"partitions": total, "probed": len(probed[i]), "skipped": int(skipped[i]),
                          "gets": int(c[0] + c[5]), "bytes": int(c[1] + c[6]), "cache_hits": int(c[2]),
                          "fetched": int(c[3]), "rows": int(c[4]), "budget_rows": int(min(budget, tab.total_rows)),
@@ -851,15 +845,9 @@ class ColdTier:
             est = [t for t in top if t[3]]
             if not est:
                 continue
-            q = qs[i]
             v = np.stack([vec_of[(t[4].sid, t[5])] for t in est])
-            if self.metric == "cosine":
-                d = 1.0 - (v @ q) / np.sqrt(np.array([t[6] for t in est], np.float32))
-            elif self.metric == "ip":
-                d = 1.0 - v @ q
-            else:
-                diff = v - q
-                d = np.einsum("ij,ij->i", diff, diff)
+            # stored vectors are not normalised: cosine divides by their norms (t[6] = |v|^2)
+            d = distance.exact_prepared(self.metric, v, qs[i], np.array([t[6] for t in est], np.float32))
             tops[i] = [t for t in top if not t[3]] + [
                 (dd, t[1], t[2], False, t[4], t[5], t[6]) for dd, t in zip(d.tolist(), est, strict=True)]
             runs = {r for r in (got_in.get((t[4].sid, t[5] // t[4].footer.page_rows)) for t in est) if r is not None}
@@ -909,6 +897,20 @@ class ColdTier:
         return out
 
     # --- maintenance -------------------------------------------------------------------------------
+
+    def segments(self) -> list[Any]:
+        """The listed segments (a snapshot)."""
+        with self._lock:
+            return list(self.segs.values())
+
+    def counter_snapshot(self) -> dict[str, int]:
+        """The tier's I/O counters (GETs, PUTs, bytes, cache hits), read under their lock."""
+        with self._lock:
+            return dict(self.counters)
+
+    def publish_removed(self, sids: set[int]) -> None:
+        """A new manifest without ``sids`` (their rows moved to another segment first)."""
+        self._publish({}, set(sids))
 
     def small_segments(self) -> int:
         """Live segments under a quarter of ``segment_size`` rows (what compaction would merge)."""

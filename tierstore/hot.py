@@ -45,12 +45,13 @@ import redis
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
-from . import filters
+from . import distance, filters
 from .catalog import TIER_HOT, Catalog
 from .config import HotConfig
 from .costs import bytes_per_vector
 from .errors import ConfigError, IntegrityError, TierUnavailableError
-from .hot_standby import CatalogStandby, rescore
+from .hot_standby import CatalogStandby
+from .query import TierAnswer
 from .services import RedisServer
 
 log = logging.getLogger("tierstore.hot")
@@ -65,9 +66,6 @@ _CHUNK = 512  # commands per pipeline round trip
 _REBUILD_IN_BACKGROUND = 2000
 _PROBE_EVERY = 5.0  # read-only stand-in: seconds between checks whether Redis is back
 _DEATHS_BEFORE_DISCARD = 3  # an embedded server dying this often while loading has its data set aside
-
-# One search answer: (internal ids, distances ascending, incomplete)
-Answer = tuple[list[int], list[float], bool]
 
 
 class _InStandby(TierUnavailableError):
@@ -689,12 +687,12 @@ class HotTier:
         """Queue the command that removes one vector (a no-op when it is absent)."""
         raise NotImplementedError
 
-    def search(self, q: np.ndarray, k: int, node: filters.Node, ef: int | None = None) -> Answer:
-        """KNN -> (internal ids, distances, incomplete[, None, details]). Candidates still need
+    def search(self, q: np.ndarray, k: int, node: filters.Node, ef: int | None = None) -> TierAnswer:
+        """KNN -> a TierAnswer (ids, distances, incomplete[, details]). Candidates still need
         the catalog check (the index may lag the catalog by a write in flight)."""
         return self.search_many(q.reshape(1, -1), k, node, ef)[0]
 
-    def search_many(self, qs: np.ndarray, k: int, node: filters.Node, ef: int | None = None) -> list[Answer]:
+    def search_many(self, qs: np.ndarray, k: int, node: filters.Node, ef: int | None = None) -> list[TierAnswer]:
         """Batch KNN from Redis, or from the catalog while Redis cannot serve (hot_standby)."""
         sb = self._standby
         if sb is None:
@@ -715,7 +713,7 @@ class HotTier:
                 return self._search_many(qs, k, node, ef)
         return sb.search_many(qs, k, node, ef)
 
-    def _search_many(self, qs: np.ndarray, k: int, node: filters.Node, ef: int | None = None) -> list[Answer]:
+    def _search_many(self, qs: np.ndarray, k: int, node: filters.Node, ef: int | None = None) -> list[TierAnswer]:
         """The backend's KNN in Redis."""
         raise NotImplementedError
 
@@ -911,15 +909,15 @@ class SearchHotTier(HotTier):
         return ["FT.SEARCH", self.index, query, "PARAMS", "2", "q", q.tobytes(), "RETURN", "1", "__d",
                 "SORTBY", "__d", "LIMIT", "0", str(k), "DIALECT", "2"]
 
-    def _exact(self, q: np.ndarray, answer: Answer, k: int) -> Answer:
+    def _exact(self, q: np.ndarray, answer: TierAnswer, k: int) -> TierAnswer:
         """FLOAT16 answers: the best ``k`` by exact distance on the catalog's float32 vectors (a
         vector the catalog no longer holds keeps Redis's estimate: the query's check drops it)."""
-        iids, dists, incomplete = answer
-        if not iids:
+        if not answer.iids:
             return answer
-        return (*rescore(self.catalog, self.metric, q, iids, dists, k), incomplete)
+        iids, dists = distance.rerank_on_catalog(self.catalog, self.metric, q, answer.iids, answer.dists, k)
+        return TierAnswer(iids, dists, answer.incomplete)
 
-    def _parse(self, reply: Any) -> Answer:
+    def _parse(self, reply: Any) -> TierAnswer:
         reply = _as_dict(reply)
         n = len(self._kp)
         iids, dists = [], []
@@ -928,19 +926,19 @@ class SearchHotTier(HotTier):
             dists.append(float(row[b"extra_attributes"][b"__d"]))
         warnings = reply.get(b"warning")
         timed_out = bool(warnings) and any(b"timeout" in w.lower() for w in warnings if isinstance(w, bytes))
-        return iids, dists, timed_out
+        return TierAnswer(iids, dists, timed_out)
 
-    def _search_one(self, q: np.ndarray, k: int, node: filters.Node, ef: int | None = None) -> Answer:
+    def _search_one(self, q: np.ndarray, k: int, node: filters.Node, ef: int | None = None) -> TierAnswer:
         if node == filters.FALSE:
-            return [], [], False
+            return TierAnswer([], [])
         args = self._search_args(q, k, node, ef)
         answer = self._parse(self._call(lambda: self.r.execute_command(*args)))
         return self._exact(q, answer, k) if self._f16 else answer
 
-    def _search_many(self, qs: np.ndarray, k: int, node: filters.Node, ef: int | None = None) -> list[Answer]:
+    def _search_many(self, qs: np.ndarray, k: int, node: filters.Node, ef: int | None = None) -> list[TierAnswer]:
         """Batch KNN in pipelined round trips."""
         if node == filters.FALSE:
-            return [([], [], False) for _ in qs]
+            return [TierAnswer([], []) for _ in qs]
         if len(qs) == 1:  # one round trip without a pipeline: the common single-query path
             return [self._search_one(qs[0], k, node, ef)]
 

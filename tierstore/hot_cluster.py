@@ -58,7 +58,8 @@ from redis.retry import Retry
 
 from . import filters
 from .errors import TierStoreError, TierUnavailableError
-from .hot import _CHUNK, _UNAVAILABLE, Answer, HotTier, SearchHotTier, _is_missing_index, _s, _Stale
+from .hot import _CHUNK, _UNAVAILABLE, HotTier, SearchHotTier, _is_missing_index, _s, _Stale
+from .query import TierAnswer
 
 SLOTS = 16384
 _TOPOLOGY_EVERY = 5.0  # seconds between topology checks while the tier is in use
@@ -210,9 +211,9 @@ class ShardTier(SearchHotTier):
     def _purge(self) -> None:  # only this shard's index and keys (a scan of the prefix would cross slots)
         self._drop_index_and_keys()
 
-    def _search_one(self, q: np.ndarray, k: int, node: filters.Node, ef: int | None = None) -> Answer:
+    def _search_one(self, q: np.ndarray, k: int, node: filters.Node, ef: int | None = None) -> TierAnswer:
         if node == filters.FALSE:
-            return [], [], False
+            return TierAnswer([], [])
         # the arguments name the index, which a verification may rename: build them inside
         answer = self._parse(self._call(lambda: self.r.execute_command(*self._search_args(q, k, node, ef))))
         return self._exact(q, answer, k) if self._f16 else answer
@@ -605,20 +606,20 @@ class ClusterHotTier(HotTier):
 
     # --- reads ---------------------------------------------------------------------------------
 
-    def _search_many(self, qs: np.ndarray, k: int, node: filters.Node, ef: int | None = None) -> list[tuple]:
+    def _search_many(self, qs: np.ndarray, k: int, node: filters.Node, ef: int | None = None) -> list[TierAnswer]:
         """KNN on every master in parallel, merged by distance. A master that fails (or is
         backing off after a failure) leaves its part out: the answer is flagged incomplete and
         ``details["shard_errors"]`` names it; only when every master fails does this raise."""
         if node == filters.FALSE:
-            return [([], [], False) for _ in qs]
+            return [TierAnswer([], []) for _ in qs]
 
         def run() -> tuple[list[ShardTier], list, dict[str, str]]:
             shards = self._plan.shards
             skipped = {sh: sh.error for sh in shards if not sh.usable() and sh.error is not None}
             live = [sh for sh in shards if sh not in skipped]
-            answers: dict[ShardTier, list[Answer]] = {}
+            answers: dict[ShardTier, list[TierAnswer]] = {}
 
-            def one(sh: ShardTier) -> list[Answer]:
+            def one(sh: ShardTier) -> list[TierAnswer]:
                 out = sh.search_many(qs, k, node, ef)
                 answers[sh] = out
                 return out
@@ -645,12 +646,12 @@ class ClusterHotTier(HotTier):
             merged: list[tuple[float, int]] = []
             incomplete = bool(shard_errors)
             for answer in parts:
-                iids, dists, inc = answer[i][:3]
-                merged.extend(zip(dists, iids, strict=True))
-                incomplete |= inc
+                a = answer[i]
+                merged.extend(zip(a.dists, a.iids, strict=True))
+                incomplete |= a.incomplete
             merged.sort()
             best = merged[:k]
-            out.append(([iid for _d, iid in best], [d for d, _iid in best], incomplete, None, dict(details)))
+            out.append(TierAnswer([iid for _d, iid in best], [d for d, _iid in best], incomplete, None, dict(details)))
         return out
 
     _MAX_DIRECT = 64  # queries per master sent at once on the fast path (larger batches: pipelines)

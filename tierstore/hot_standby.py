@@ -13,7 +13,8 @@ while Redis is loading or being rebuilt, the hot tier answers from here:
   commit, ``refresh`` after deletes and moves), exactly where Redis would have been written;
 - searched exactly (one matrix product per batch, filters evaluated with the reference
   semantics of :func:`filters.matches` and cached per filter), and the best candidates re-scored
-  on the catalog's records, so a distance is never from a vector the catalog does not hold.
+  on the catalog's records (:func:`distance.rerank_on_catalog`), so a distance is never from a
+  vector the catalog does not hold.
 
 The answers are complete and exact (better recall than Redis's HNSW), just slower: O(hot
 vectors) per query, ~5-15 ms at 100k x 384. ``Hits.tiers["hot"].details["standby"]`` says when a
@@ -31,8 +32,9 @@ from typing import Any
 
 import numpy as np
 
-from . import filters
+from . import distance, filters
 from .catalog import TIER_HOT, Catalog
+from .query import TierAnswer
 
 _OVERFETCH = 2  # candidates re-scored on the catalog's records, per result asked
 _MASKS = 64  # filters whose row masks are remembered
@@ -55,8 +57,8 @@ class CatalogStandby:
         self._row: dict[int, int] = {}
         self._n = 0
         self._iids = np.zeros(0, np.uint64)
-        self._mat = np.zeros((0, self.dim), np.float32)  # cosine: unit rows
-        self._sq = np.zeros(0, np.float32)  # l2: squared norms
+        self._mat = np.zeros((0, self.dim), np.float32)  # distance.prepare()d rows (cosine: unit)
+        self._sq = np.zeros(0, np.float32)  # their squared norms (pairwise l2)
         self._live = np.zeros(0, bool)
         self._metas: list[dict[str, Any] | bytes] = []  # a row's metadata (bytes: JSON as loaded)
         self._masks: dict[str, np.ndarray] = {}
@@ -108,11 +110,8 @@ class CatalogStandby:
         self._mat[:n] = np.frombuffer(b"".join(vecs), np.float32).reshape(n, self.dim)
         del vecs
         self._live[:n] = True
-        if self.metric == "cosine":
-            norms = np.linalg.norm(self._mat[:n], axis=1, keepdims=True)
-            self._mat[:n] /= np.where(norms > 0, norms, 1.0)
-        else:
-            self._sq[:n] = np.einsum("ij,ij->i", self._mat[:n], self._mat[:n])
+        distance.prepare_inplace(self.metric, self._mat[:n])  # (a 2nd copy of 100k+ rows would double the peak)
+        self._sq[:n] = np.einsum("ij,ij->i", self._mat[:n], self._mat[:n])  # what pairwise l2 expands with
         self.load_seconds = time.perf_counter() - t0
 
     def __len__(self) -> int:
@@ -165,12 +164,8 @@ class CatalogStandby:
         else:
             self._metas[row] = meta
         self._iids[row] = iid
-        if self.metric == "cosine":
-            norm = float(np.linalg.norm(v))
-            self._mat[row] = v / norm if norm > 0 else v
-        else:
-            self._mat[row] = v
-            self._sq[row] = float(np.dot(v, v))
+        self._mat[row] = distance.prepare(self.metric, v[None, :])[0]
+        self._sq[row] = float(np.dot(self._mat[row], self._mat[row]))
         self._live[row] = True
 
     # --- search ----------------------------------------------------------------------------------
@@ -187,11 +182,11 @@ class CatalogStandby:
             self._masks[key] = mask
         return mask
 
-    def search_many(self, qs: np.ndarray, k: int, node: filters.Node, ef: int | None = None) -> list[tuple]:
-        """Exact KNN -> [(iids, distances, incomplete, None, details)] like a Redis answer."""
+    def search_many(self, qs: np.ndarray, k: int, node: filters.Node, ef: int | None = None) -> list[TierAnswer]:
+        """Exact KNN, one TierAnswer per query like a Redis answer (with ``details["standby"]``)."""
         details = {"standby": self.reason}
         if node == filters.FALSE:
-            return [([], [], False, None, dict(details)) for _ in qs]
+            return [TierAnswer([], [], details=dict(details)) for _ in qs]
         qs = np.asarray(qs, np.float32).reshape(-1, self.dim)
         fetch = _OVERFETCH * k
         picks: list[list[int]] = []
@@ -202,14 +197,7 @@ class CatalogStandby:
                 mask = self._mask(node)
                 if mask is not None:
                     ok &= mask
-                mat = self._mat[:n]
-                if self.metric == "cosine":
-                    norms = np.linalg.norm(qs, axis=1, keepdims=True)
-                    d = 1.0 - (qs / np.where(norms > 0, norms, 1.0)) @ mat.T
-                elif self.metric == "ip":
-                    d = 1.0 - qs @ mat.T
-                else:
-                    d = self._sq[:n][None, :] - 2.0 * (qs @ mat.T) + (qs * qs).sum(axis=1, keepdims=True)
+                d = distance.pairwise(self.metric, distance.prepare(self.metric, qs), self._mat[:n], self._sq[:n])
                 d[:, ~ok] = np.inf
                 take = min(fetch, n)
                 for row in d:
@@ -218,37 +206,11 @@ class CatalogStandby:
                     picks.append((self._iids[part].tolist(), row[part].tolist()))
             else:
                 picks = [([], []) for _ in qs]
-        return [(*rescore(self.catalog, self.metric, q, *pick, k), False, None, dict(details))
-                for q, pick in zip(qs, picks, strict=True)]
+        return [TierAnswer(*distance.rerank_on_catalog(self.catalog, self.metric, q, *pick, k), False, None,
+                           dict(details)) for q, pick in zip(qs, picks, strict=True)]
 
 
-def rescore(catalog: Catalog, metric: str, q: np.ndarray, iids: Sequence[int], approx: Sequence[float],
-            k: int) -> tuple[list[int], list[float]]:
-    """The best ``k`` of ``iids`` by exact distance (float64) on the catalog's float32 records:
-    what every hot search that does not hold exact vectors itself (the stand-in, RediSearch
-    FLOAT16, vector sets) answers with. A candidate whose record is gone keeps its ``approx``
-    distance: it may be moving to cold (its record leaves LMDB at the flip while queries of an
-    older snapshot still want it), and the query's catalog check decides whether it counts."""
-    if not len(iids):
-        return [], []
-    d = [float(x) for x in approx]
-    with catalog.read(buffers=True) as txn:
-        raws = [catalog.vector_raw(txn, iid) for iid in iids]
-        keep = [j for j, raw in enumerate(raws) if raw is not None]
-        mat = (np.frombuffer(b"".join(raws[j] for j in keep), np.float32).reshape(len(keep), catalog.dim)
-               if keep else None)
-    if mat is not None:
-        mat, qq = mat.astype(np.float64), np.asarray(q, np.float64)
-        if metric == "l2":
-            exact = ((mat - qq) ** 2).sum(axis=1)
-        elif metric == "ip":
-            exact = 1.0 - mat @ qq
-        else:
-            exact = 1.0 - (mat @ qq) / (np.linalg.norm(mat, axis=1) * np.linalg.norm(qq))
-        for j, dj in zip(keep, exact.tolist(), strict=True):
-            d[j] = dj
-    order = sorted(range(len(iids)), key=lambda j: (d[j], iids[j]))[:k]
-    return [iids[j] for j in order], [d[j] for j in order]
-
+# The re-score moved to tierstore.distance with the rest of the distance math; the old name stays.
+rescore = distance.rerank_on_catalog
 
 __all__ = ["CatalogStandby", "rescore"]

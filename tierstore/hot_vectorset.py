@@ -48,10 +48,10 @@ from typing import Any
 import numpy as np
 import redis
 
-from . import filters
+from . import distance, filters
 from .catalog import TIER_HOT
-from .hot import Answer, HotTier, _s, _Stale
-from .hot_standby import rescore
+from .hot import HotTier, _s, _Stale
+from .query import TierAnswer
 
 # hot.quantization -> (VADD option, VINFO quant-type, candidates fetched per result wanted): a
 # quantised walk ranks by approximate scores, so a true neighbour may come back just past k;
@@ -243,10 +243,10 @@ class VectorSetHotTier(HotTier):
             args.append("TRUTH")
         return args
 
-    def _search_many(self, qs: np.ndarray, k: int, node: filters.Node, ef: int | None = None) -> list[Answer]:
+    def _search_many(self, qs: np.ndarray, k: int, node: filters.Node, ef: int | None = None) -> list[TierAnswer]:
         """Batch KNN in pipelined round trips, re-scored on the exact vectors."""
         if node == filters.FALSE:
-            return [([], [], False) for _ in qs]
+            return [TierAnswer([], []) for _ in qs]
         expr = None if node == filters.TRUE else render_filter(node)
         ef = ef or self.cfg.ef_runtime
         # filtered: at least 2k, so a filter with fewer than 2k matches always ends in the exact scan
@@ -310,17 +310,17 @@ class VectorSetHotTier(HotTier):
             out.extend(pipe.execute())
         return out
 
-    def _rerank(self, q: np.ndarray, reply: dict, k: int) -> Answer:
+    def _rerank(self, q: np.ndarray, reply: dict, k: int) -> TierAnswer:
         """The best ``k`` (ids, exact cosine distances ascending) of a WITHSCORES reply
         {element: score}.
         A vector the catalog no longer holds keeps VSIM's own estimate (score s = (1 + cos) / 2,
         so 1 - cos = 2 - 2s): the query's catalog check drops it anyway, and must see it to ask
         for a larger page."""
         if not reply:
-            return [], [], False
+            return TierAnswer([], [])
         iids = [int(e, 16) for e in reply]
         dists = [2.0 - 2.0 * float(s) for s in reply.values()]
-        return (*rescore(self.catalog, "cosine", q, iids, dists, k), False)
+        return TierAnswer(*distance.rerank_on_catalog(self.catalog, "cosine", q, iids, dists, k))
 
     # --- inspection ----------------------------------------------------------------------------
 

@@ -9,10 +9,11 @@ page, that tier is asked again for a larger page, so ``k`` results are still ret
 A tier that fails is reported in ``Hits.tiers[name]`` (``ok=False``) and the answer is flagged
 ``partial``; when every searched tier fails the query raises :class:`TierUnavailableError`.
 
-Tiers implement ``search_many(queries, k, node, ef, **kw) -> [(iids, distances, incomplete[,
-locations[, details]]), ...]`` (plain lists: per-query work here is a few dozen items, where numpy's
-per-call cost dominates). Segment tiers add each row's location, checked against the catalog's, and
-the cold tier a dict of details (partitions probed/skipped, GETs, bytes, cache hits).
+Tiers implement ``search_many(queries, k, node, ef, **kw) -> [TierAnswer, ...]``, one per query
+(plain lists inside: per-query work here is a few dozen items, where numpy's per-call cost
+dominates). Segment tiers add each row's location (:func:`catalog.location`), which the catalog
+confirms (:meth:`Catalog.confirm`), and the cold tier a dict of details (partitions
+probed/skipped, GETs, bytes, cache hits).
 """
 
 from __future__ import annotations
@@ -23,18 +24,35 @@ import threading
 import time
 from collections.abc import Sequence
 from concurrent.futures import Executor
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import numpy as np
 
-from . import filters
+from . import distance, filters
 from .catalog import TIER_CODES, TIER_NAMES, Catalog
 from .errors import TierStoreError, TierUnavailableError
 from .results import Hit, Hits, TierReport
 
 _REFETCH_ROUNDS = 4
-# internal ids, distances (ascending), incomplete[, locations: seg | pos << 32 for segment tiers]
-TierAnswer = tuple
+
+
+class TierAnswer(NamedTuple):
+    """One tier's answer to one query: what every tier's ``search_many`` returns, per query.
+
+    A NamedTuple: as cheap to build as the plain tuples it replaces (the hot path builds one per
+    query per tier), and a plain tuple in this order is still accepted (:meth:`of`)."""
+
+    iids: list[int]  # internal ids, best first
+    dists: list[float]  # their distances, ascending (see tierstore.distance)
+    incomplete: bool = False  # the tier may have missed some (a timeout, a master down)
+    locations: list[int] | None = None  # segment tiers: catalog.location() of each row, for the catalog check
+    details: dict[str, Any] | None = None  # shown in Hits.tiers[name].details (cold: probes, GETs, ...)
+
+    @classmethod
+    def of(cls, answer: Any) -> TierAnswer:
+        """``answer`` as a TierAnswer (a tier written against the older protocol returns a tuple
+        ``(iids, dists, incomplete[, locations[, details]])``)."""
+        return answer if type(answer) is cls else cls(*answer)
 
 
 class SearchableTier(Protocol):
@@ -116,13 +134,7 @@ class RepeatCache:
 
     def _distances(self, vs: np.ndarray, q: np.ndarray) -> np.ndarray:
         # The tiers' own distances: cosine 1 - cos, ip 1 - dot, l2 squared.
-        if self.metric == "l2":
-            diff = vs - q
-            return np.einsum("ij,ij->i", diff, diff)
-        dot = vs @ q
-        if self.metric == "cosine":
-            return 1.0 - dot / (np.linalg.norm(vs, axis=1) * np.linalg.norm(q))
-        return 1.0 - dot
+        return distance.exact(self.metric, vs, q)
 
     def get(self, key: bytes, lower_gen: int, q: np.ndarray) -> tuple[float, float] | None:
         """(best lower-tier distance, cold pruning bound) for ``key`` as of ``lower_gen``."""
@@ -326,11 +338,12 @@ def _confirm(catalog: Catalog, txn: Any, outcome: tuple, qs: np.ndarray, k: int,
             rep.ok, rep.error = False, f"{type(out).__name__}: {out}"
             continue
         one_kw = {**kw, "bounds": [kw["bounds"][i]]} if kw.get("bounds") is not None else kw
-        kept, n_cand, dropped, inc = _confirmed_page(catalog, txn, t, qs[i : i + 1], out[i], k, node, ef, one_kw)
+        answer = TierAnswer.of(out[i])
+        kept, n_cand, dropped, inc = _confirmed_page(catalog, txn, t, qs[i : i + 1], answer, k, node, ef, one_kw)
         rep.candidates, rep.dropped = n_cand, dropped
         rep.details["incomplete"] = inc
-        if len(out[i]) > 4:
-            rep.details.update(out[i][4])
+        if answer.details:
+            rep.details.update(answer.details)
         incomplete[i] |= inc
         cands[i] += kept
 
@@ -361,23 +374,17 @@ def _confirmed_page(
     """Keep the candidates the catalog places in ``tier``; if that dropped some of a full page,
     ask the tier again for a larger one. -> (kept, candidates seen, dropped, incomplete)."""
     code = TIER_CODES[tier.name]
-    get, db = txn.get, catalog.entries_db
     fetch = k
     for rounds in range(_REFETCH_ROUNDS + 1):
-        iids, dists, inc = answer[:3]
-        locs = answer[3] if len(answer) > 3 else None
-        kept = []
-        for j, (iid, d) in enumerate(zip(iids, dists, strict=True)):
-            raw = get(iid.to_bytes(8, "big"), db=db)
-            # same tier and, for segment tiers, the very row the catalog names (not an old version)
-            if raw is not None and raw[0] == code and (locs is None or int.from_bytes(raw[8:16], "little") == locs[j]):
-                kept.append((d, iid, code, raw))
+        iids = answer.iids
+        # same tier and, for segment tiers, the very row the catalog names (not an old version)
+        kept = catalog.confirm(txn, code, iids, answer.dists, answer.locations)
         dropped = len(iids) - len(kept)
         if not dropped or len(kept) >= k or len(iids) < fetch or rounds == _REFETCH_ROUNDS:
-            return kept, len(iids), dropped, inc
+            return kept, len(iids), dropped, answer.incomplete
         fetch = min(4 * fetch + dropped, 10_000)
         try:
-            answer = tier.search_many(q, fetch, node, ef, **kw)[0]
+            answer = TierAnswer.of(tier.search_many(q, fetch, node, ef, **kw)[0])
         except TierStoreError:  # the tier failed on the larger page: keep what the first one gave
             return kept, len(iids), dropped, True
     raise AssertionError("unreachable")

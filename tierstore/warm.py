@@ -12,8 +12,8 @@ id points at it (tier warm, same seg and pos). Deletes, moves out and re-upserts
 goes to the growing segment) only flip that, and the in-memory alive masks follow. Compaction
 rewrites segments whose dead fraction passes ``warm.compact_threshold``.
 
-Search returns each candidate with its location (``seg | pos << 32``), which query.py compares
-with the catalog entry, so a vector whose newest version lives elsewhere is never returned twice.
+Search returns each candidate with its location (:func:`catalog.location`), which query.py has the
+catalog confirm, so a vector whose newest version lives elsewhere is never returned twice.
 
 A *read-only* WarmTier (another process queries the store its writer owns) never writes or
 deletes: it maps the sealed segments the catalog lists (:meth:`WarmTier.refresh` picks up new
@@ -45,10 +45,11 @@ from typing import Any
 
 import numpy as np
 
-from . import filters, kernels, segment
-from .catalog import TIER_WARM, Catalog, Entry
+from . import distance, filters, kernels, segment
+from .catalog import TIER_WARM, Catalog, Entry, location
 from .config import WarmConfig
 from .errors import IntegrityError
+from .query import TierAnswer
 
 log = logging.getLogger("tierstore")
 
@@ -59,11 +60,6 @@ _MASK_CACHE = 16  # filter masks kept per segment (a service asks a handful of d
 def _names(e: Entry | None, seg: int, pos: int) -> bool:
     """Does catalog entry ``e`` place its vector at warm row (seg, pos)?"""
     return e is not None and e.tier == TIER_WARM and e.seg == seg and e.pos == pos
-
-
-def loc(seg: int, pos: int) -> int:
-    """A row's location as query.py compares it with the raw catalog entry (seg, pos: u32 LE)."""
-    return seg | (pos << 32)
 
 
 class _Sealed:
@@ -101,7 +97,7 @@ class _StandIn:
 
     def __init__(self, path: Path, metric: str, iids: np.ndarray, vectors: np.ndarray) -> None:
         self.path, self.metric = path, metric
-        self.metric_code = segment.METRIC_CODE[metric]
+        self.metric_code = distance.code(metric)
         self.n = len(iids)
         self.iids, self.vectors = iids, vectors
         self.sqnorms = np.einsum("ij,ij->i", vectors, vectors).astype(np.float32)
@@ -263,16 +259,16 @@ class _Growing:
             if len(rows) <= self._SCAN:  # few matches: an exact scan beats a filtered graph walk
                 labels, dist = self._scan(q, rows)
                 labels, dist = labels[:k], dist[:k]
-                return [self.iids[x] for x in labels], dist, [loc(GROWING, x) for x in labels]
+                return [self.iids[x] for x in labels], dist, [location(GROWING, x) for x in labels]
             n = len(mask)
             flt = lambda label: label < n and mask[label]  # noqa: E731 - hnswlib callback
         try:
             labels, dist = self.index.knn_query(q, k=k, filter=flt, num_threads=1)
         except RuntimeError:  # fewer than k eligible rows: hnswlib refuses; ask for what exists
             labels, dist = self._search_all(q, node)
-            return [self.iids[int(x)] for x in labels], dist, [loc(GROWING, int(x)) for x in labels]
+            return [self.iids[int(x)] for x in labels], dist, [location(GROWING, int(x)) for x in labels]
         labels, dist = labels[0].tolist(), dist[0].tolist()
-        return [self.iids[x] for x in labels], dist, [loc(GROWING, x) for x in labels]
+        return [self.iids[x] for x in labels], dist, [location(GROWING, x) for x in labels]
 
     def _search_all(self, q: np.ndarray, node: filters.Node) -> tuple[list[int], list[float]]:
         dead = self.dead
@@ -285,7 +281,7 @@ class _Growing:
         if not labels:
             return [], []
         vecs = self.index.get_items(labels, return_type="numpy")
-        d = ((vecs - q) ** 2).sum(1) if self.metric == "l2" else 1.0 - vecs @ q
+        d = distance.exact_prepared(self.metric, vecs, q)
         order = np.argsort(d, kind="stable")
         return [labels[i] for i in order], d[order].astype(np.float32).tolist()
 
@@ -400,19 +396,14 @@ class _Mirror:
         rows = np.flatnonzero(ok)
         if not len(rows):
             return [], [], []
-        x = vecs[rows]
-        if self.metric == "l2":
-            diff = x - q
-            d = np.einsum("ij,ij->i", diff, diff)
-        else:
-            d = 1.0 - x @ q
+        d = distance.exact_prepared(self.metric, vecs[rows], q)
         if len(d) > k:
             top = np.argpartition(d, k - 1)[:k]
             rows, d = rows[top], d[top]
         order = np.argsort(d, kind="stable")
         rows, d = rows[order], d[order]
         labs = labels[rows].tolist()
-        return rowiids[rows].tolist(), d.astype(np.float32).tolist(), [loc(GROWING, lab) for lab in labs]
+        return rowiids[rows].tolist(), d.astype(np.float32).tolist(), [location(GROWING, lab) for lab in labs]
 
 
 class WarmTier:
@@ -601,10 +592,7 @@ class WarmTier:
 
     def prepare(self, vectors: np.ndarray) -> np.ndarray:
         """What the warm tier indexes: unit vectors under cosine, the vectors as given otherwise."""
-        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
-        if self.metric == "cosine":
-            vectors = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
-        return vectors
+        return distance.prepare(self.metric, vectors)
 
     # --- writes (called by the store under its write lock) ---------------------------------------
 
@@ -691,6 +679,16 @@ class WarmTier:
                 elif seg in self.sealed:
                     self.sealed[seg].alive[pos] = False
 
+    def missing_row(self, e: Entry) -> str | None:
+        """verify(): why the row the catalog names for warm entry ``e`` does not hold it (None
+        when it does)."""
+        if e.seg == GROWING:
+            return None if e.pos in self.growing.iids else "not in the warm growing segment"
+        sd = self.sealed.get(e.seg)
+        if sd is None or e.pos >= sd.seg.n or int(sd.seg.iids[e.pos]) != e.iid:
+            return f"warm segment {e.seg} row {e.pos} does not hold it"
+        return None
+
     def needs_seal(self) -> bool:
         return len(self.growing.iids) >= self.cfg.segment_size
 
@@ -744,10 +742,10 @@ class WarmTier:
 
     # --- reads -----------------------------------------------------------------------------------
 
-    def search_many(self, qs: np.ndarray, k: int, node: filters.Node, ef: int | None = None) -> list:
-        """Per query: (internal ids, distances, incomplete, locations), best first."""
+    def search_many(self, qs: np.ndarray, k: int, node: filters.Node, ef: int | None = None) -> list[TierAnswer]:
+        """Per query: the best ``k`` (ids, distances, locations), best first."""
         ef = ef or self.cfg.ef
-        qs = self.prepare(qs) if self.metric == "cosine" else np.ascontiguousarray(qs, np.float32)
+        qs = self.prepare(qs)
         with self._lock:
             sealed = list(self.sealed.values())
             growing = self.growing
@@ -765,13 +763,13 @@ class WarmTier:
             cand: list[tuple[float, int, int]] = []
             for s, (rows, dist) in zip(sealed, per_seg, strict=True):
                 iids = s.seg.iids
-                cand += [(float(d), int(iids[r]), loc(s.sid, int(r))) for r, d in zip(rows[i], dist[i], strict=True)
+                cand += [(float(d), int(iids[r]), location(s.sid, int(r))) for r, d in zip(rows[i], dist[i], strict=True)
                          if r >= 0]
             gi, gd, gl = growing.search(q, k, ef, node)
             cand += list(zip(gd, gi, gl, strict=True))
             cand.sort()
             cand = cand[:k]
-            out.append(([c[1] for c in cand], [c[0] for c in cand], False, [c[2] for c in cand]))
+            out.append(TierAnswer([c[1] for c in cand], [c[0] for c in cand], False, [c[2] for c in cand]))
         return out
 
     # --- maintenance -------------------------------------------------------------------------------
@@ -860,4 +858,4 @@ class WarmTier:
         pass
 
 
-__all__ = ["GROWING", "WarmTier", "loc"]
+__all__ = ["GROWING", "WarmTier"]
