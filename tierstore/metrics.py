@@ -36,12 +36,13 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 
+from . import tiers
 from .catalog import TIER_NAMES
 from .errors import ConfigError, TierStoreError
 
 if TYPE_CHECKING:
+    from .engine.core import Engine
     from .results import Hits
-    from .store import TierStore
 
 log = logging.getLogger("tierstore")
 
@@ -91,8 +92,8 @@ class StoreMetrics:
     searches, moves, errors, policy cycles), a collector that reads the store's own counters at
     scrape time, the store's :attr:`registry`, and the optional HTTP exporter."""
 
-    def __init__(self, store: TierStore, name: str, registry: CollectorRegistry | None = None) -> None:
-        self.store = store
+    def __init__(self, engine: Engine, name: str, registry: CollectorRegistry | None = None) -> None:
+        self.engine = engine
         self.name = name
         self._lock = threading.Lock()
         self.query = Histogram(QUERY_BUCKETS)
@@ -228,9 +229,9 @@ class StoreMetrics:
 
     def collect_into(self, f: _Families) -> None:
         """Add this store's samples to the families of one scrape."""
-        st, s = self.store, [self.name]
+        st, s = self.engine, [self.name]
         snap = self._snapshot()
-        c = dict(st._counters)
+        c = st.counters.snapshot()
         f.info("tierstore_store", "The store: path, vector space, embedded servers", s,
                {"path": str(st.path), "dim": str(st.dim), "metric": st.metric})
         f.counter("tierstore_queries", "Queries answered (query_batch counts each vector)").add_metric(
@@ -272,20 +273,20 @@ class StoreMetrics:
         f.histogram("tierstore_policy_cycle_duration_seconds", "Policy cycle time: plan and moves").add_metric(
             s, ch.buckets(), ch.sum)
         try:
-            with st._op():  # close() waits for a scrape in flight; a closed store has no gauges
+            with st.operation():  # close() waits for a scrape in flight; a closed store has no gauges
                 self._collect_state(f, s)
         except TierStoreError as exc:
             log.debug("metrics: store state not collected: %s", exc)
 
     def _collect_state(self, f: _Families, s: list[str]) -> None:
         """What is read from the store's components: gauges and the tiers' own counters."""
-        st = self.store
+        st = self.engine
         counts = st.catalog.counts()
         vectors = f.gauge("tierstore_vectors", "Vectors whose home is the tier", ["tier"])
         cap = f.gauge("tierstore_tier_capacity_vectors", "The tier's vector budget (hot: a hard limit)", ["tier"])
         for t in st.tiers:
             vectors.add_metric([*s, t], counts[t])
-            if t != "cold":
+            if tiers.BY_NAME[t].bounded:
                 cap.add_metric([*s, t], st.capacity(t))
         f.gauge("tierstore_catalog_disk_bytes", "Size of the LMDB catalog").add_metric(s, st.catalog.disk_bytes())
         f.counter("tierstore_accesses", "Accesses recorded for the policy (query results and touch)").add_metric(
@@ -320,9 +321,8 @@ class StoreMetrics:
         cold = st.cold
         if cold is None:
             return
-        with cold._lock:  # its I/O threads count under this lock
-            cc = dict(cold.counters)
-            segs = list(cold.segs.values())
+        cc = cold.counter_snapshot()
+        segs = cold.segments()
         cache = cold.cache
         f.counter("tierstore_s3_gets", "Ranged GETs of cold segment data (queries and cold reads)").add_metric(
             s, cc.get("gets", 0))

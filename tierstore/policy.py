@@ -30,9 +30,10 @@ from typing import Any
 
 import numpy as np
 
-from . import filters, kernels, migrate
+from . import filters, kernels
 from .catalog import FLAG_PINNED, TIER_CODES, TIER_NAMES
 from .costs import bytes_per_vector  # noqa: F401  (kept: store.py and tests use policy.bytes_per_vector)
+from .engine import moves
 from .results import Move, PolicyReport
 
 log = logging.getLogger("tierstore")
@@ -212,6 +213,13 @@ class AccessStats:
             rows = slots[slots % self.rate == 0] // self.rate
             rows = rows[rows < len(self.shadow)]
             self.shadow[rows] = 0.0
+
+    def believe_hot(self, up: np.ndarray, down: np.ndarray) -> None:
+        """Promote on access moved ``up`` into hot and ``down`` out of it (as far as it knows:
+        a skipped move is put right by the next cycle)."""
+        with self._lock:
+            self.hot[up] = True
+            self.hot[down] = False
 
     def mark_placed(self, slots: np.ndarray, tier: int | np.ndarray, explicit: bool = False,
                     now: float | None = None) -> None:
@@ -655,9 +663,9 @@ class HitWindow:
 class PolicyEngine:
     """Plans and runs policy cycles for a store (on demand, or on a background thread)."""
 
-    def __init__(self, store: Any) -> None:
-        self.store = store
-        self.cfg = store.config.policy
+    def __init__(self, engine: Any) -> None:
+        self.engine = engine  # tierstore.engine.core.Engine
+        self.cfg = engine.config.policy
         self.hits = HitWindow(self.cfg.hit_window)
         self.moves_total = dict.fromkeys(DIRECTIONS, 0)
         self.cycles = 0
@@ -682,7 +690,7 @@ class PolicyEngine:
         for code, name in enumerate(("pin_hot", "pin_warm", "pin_cold")):
             spec = getattr(self.cfg, name)
             if spec is not None:
-                self._pins.append((code, filters.compile_filter(spec, store.schema)))
+                self._pins.append((code, filters.compile_filter(spec, engine.schema)))
 
     # --- background ---------------------------------------------------------------------------
 
@@ -697,7 +705,7 @@ class PolicyEngine:
     def _promote_loop(self) -> None:
         while not self._stop.wait(self.cfg.promote_interval):
             try:
-                with self.store._op():
+                with self.engine.operation():
                     self.promote()
             except Exception as exc:  # noqa: BLE001 -- statistics-driven: the next try comes soon
                 if self._stop.is_set():
@@ -709,7 +717,7 @@ class PolicyEngine:
         lifted them past its hot threshold go to hot now, each in place of the lowest-scored
         evictable hot vector it beats (with the hysteresis margin), within what is left of
         ``max_moves_per_cycle``. Batched: one call moves all current candidates. Returns #promoted."""
-        st = self.store
+        st = self.engine
         if not self._run_lock.acquire(blocking=False):
             return 0  # a cycle is running: it places everything anyway
         try:
@@ -734,16 +742,14 @@ class PolicyEngine:
                             plan.setdefault(f"{src}->{dst}", []).append((e.iid, e.version))
             arrays = {d: (np.array([i for i, _ in v], np.uint64), np.array([x for _, x in v], np.int64))
                       for d, v in plan.items()}
-            moved, _ = migrate.execute(st, arrays, stop=self._stop.is_set)
+            moved, _ = moves.execute(st, arrays, stop=self._stop.is_set)
             for d, n in moved.items():
                 self.moves_total[d] += n
             n_up = sum(n for d, n in moved.items() if d.endswith("->hot"))
             self.promoted += n_up
             self.admission.promoted(st.access, up, down)
             # the hot set as now believed (a skipped move is put right by the next cycle)
-            with st.access._lock:
-                st.access.hot[up] = True
-                st.access.hot[down] = False
+            st.access.believe_hot(up, down)
             fill = min(max(self._room, 0), len(up))
             self._room -= fill
             self._evictable = np.concatenate([np.setdiff1d(self._evictable, down), up])
@@ -770,7 +776,7 @@ class PolicyEngine:
     def _loop(self) -> None:
         while not self._stop.wait(self.cfg.interval):
             try:
-                with self.store._op():  # counted: close() waits for it to finish
+                with self.engine.operation():  # counted: close() waits for it to finish
                     self.run()
             except Exception as exc:  # noqa: BLE001 -- the thread must survive a bad cycle
                 if self._stop.is_set():
@@ -788,10 +794,10 @@ class PolicyEngine:
             report = self._run(dry_run, examples, progress)
         except Exception as exc:
             if not dry_run:
-                self.store.metrics.policy_cycle(time.perf_counter() - t0, exc)
+                self.engine.metrics.policy_cycle(time.perf_counter() - t0, exc)
             raise
         if not dry_run:
-            self.store.metrics.policy_cycle(report.seconds, None)
+            self.engine.metrics.policy_cycle(report.seconds, None)
         return report
 
     def _run(self, dry_run: bool, examples: int, progress: Callable[[str, int], None] | None) -> PolicyReport:
@@ -799,14 +805,14 @@ class PolicyEngine:
             report, plan = self.plan(dry_run, examples)
             watch = getattr(self, "_watch", None)
             if not dry_run and report.total_planned:
-                moved, report.skipped = migrate.execute(self.store, plan, stop=self._stop.is_set, progress=progress)
+                moved, report.skipped = moves.execute(self.engine, plan, stop=self._stop.is_set, progress=progress)
                 report.moved = {d: n for d, n in moved.items() if n}
                 for d, n in moved.items():
                     self.moves_total[d] += n
-                report.after = self.store.catalog.counts()
+                report.after = self.engine.catalog.counts()
             if not dry_run and not self._stop.is_set() and (self._maybe_compact()
                                                              or sum(report.moved.values()) >= 1000):
-                self.store._release_memory()
+                self.engine.release_memory()
             report.seconds = time.time() - report.started
             if not dry_run and watch is not None:
                 self._arm(*watch)
@@ -815,25 +821,25 @@ class PolicyEngine:
                 self.last = {"at": report.started, "seconds": report.seconds, "planned": report.total_planned,
                              "moved": report.moved, "skipped": report.skipped, "deferred": report.deferred}
                 self.last_error = None
-                self.store._checkpoint()
+                self.engine.checkpoint()
             return report
 
     def _maybe_compact(self) -> bool:
         """Merge cold's small segments once ``cold.auto_compact_segments`` have piled up: each
         ingest batch spilled to cold and each cycle's demotions write one, and a query probes
         ``nprobe`` partitions over all segments, so many small ones cost recall."""
-        st = self.store
+        st = self.engine
         limit = st.config.cold.auto_compact_segments
         if not limit or st.cold is None or not st.cold.connected or st.cold.small_segments() < limit:
             return False
-        with st._write_lock:
-            out = migrate.compact_cold(st)
+        with st.write_lock:
+            out = moves.compact_cold(st)
         self.compactions += 1
         log.info("policy: compacted cold: %s", out)
         return True
 
     def plan(self, dry_run: bool, examples: int = 20) -> tuple[PolicyReport, dict[str, tuple[np.ndarray, np.ndarray]]]:
-        st = self.store
+        st = self.engine
         now = time.time()
         report = PolicyReport(dry_run=dry_run, started=now)
         snap = st.catalog.placement(with_meta=bool(self._pins))
@@ -906,15 +912,15 @@ class PolicyEngine:
         self._slot_live[slots] = True
         self._evictable = slots[evict].astype(np.int64)
         self._room = room
-        a = self.store.access
+        a = self.engine.access
         self.admission.cycle(a, a.total_accesses - self._last_total, self.cfg.max_moves_per_cycle)
         self._last_total = a.total_accesses
-        self.store.access.watch(slots[hot_rows].astype(np.int64), thr)
+        self.engine.access.watch(slots[hot_rows].astype(np.int64), thr)
 
     def half_life_info(self) -> dict[str, Any]:
         """The half-life in use and, with ``half_life = "auto"``, the shadow hit ratios of the
         last cycles that chose it."""
-        a = self.store.access
+        a = self.engine.access
         if not hasattr(a, "auto"):  # a read-only process records accesses for the writer's policy
             return {"mode": "writer's"}
         if not a.auto:
@@ -928,7 +934,7 @@ class PolicyEngine:
     def _explain(self, d: str, rows: np.ndarray, snap: dict, decayed: np.ndarray, pin: np.ndarray,
                  thr: dict[str, float]) -> list[Move]:
         src, dst = d.split("->")
-        uids = self.store.catalog.user_ids(snap["iid"][rows].tolist())
+        uids = self.engine.catalog.user_ids(snap["iid"][rows].tolist())
         out = []
         h = self.cfg.hysteresis
         for r, uid in zip(rows.tolist(), uids, strict=True):

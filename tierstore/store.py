@@ -13,58 +13,27 @@ indexes; reads search the tiers and keep only what the catalog confirms (see que
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import functools
 import logging
 import os
-import threading
-import time
-from collections import deque
 from collections.abc import Iterator, Mapping, Sequence
-from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import xxhash
 
-from . import filters, inputs, migrate, paths, policy, query, shared
-from .catalog import (
-    FLAG_PINNED,
-    TIER_CODES,
-    TIER_COLD,
-    TIER_HOT,
-    TIER_NAMES,
-    TIER_WARM,
-    Catalog,
-    Entry,
-    normalize_ids,
-)
-from .cold import ColdTier
+from . import inputs, paths
+from .catalog import FLAG_PINNED, TIER_CODES, TIER_HOT, TIER_WARM, Entry, normalize_ids
 from .config import Config, load_config
-from .errors import (
-    CapacityError,
-    ClosedError,
-    ConfigError,
-    IntegrityError,
-    InvalidInputError,
-    ReadOnlyError,
-    StoreLockedError,
-    TierStoreError,
-    TierUnavailableError,
-)
-from .hot import HotTier, make_hot_tier
+from .engine import moves, opening, verify
+from .engine.core import Engine, release_memory
+from .engine.reads import Reader
+from .engine.relocate import Batch, relocate
+from .errors import InvalidInputError, ReadOnlyError, TierUnavailableError
 from .metrics import StoreMetrics
-from .policy import AccessStats
 from .results import Hits, MoveReport, PolicyReport, Record
-from .services import MissingBinaryError, RedisServer, redisearch_module
-from .warm import GROWING, WarmTier
 
 log = logging.getLogger("tierstore")
-
-_LATENCY_WINDOW = 4096  # recent query latencies kept for stats() percentiles
-_SHARED_TRIES = 8  # a read-only query repeated while moves keep landing under it (then partial)
 
 
 def open(config: str | os.PathLike[str] | Mapping[str, Any] | Config | None = None, *,
@@ -104,229 +73,48 @@ def _counted(op: str) -> Any:
     return wrap
 
 
-def _embedded_search(backend: str) -> bool:
-    """Whether the embedded redis-server loads RediSearch: not for vector sets (built into
-    Redis 8), and for "auto" only when the module is installed (else auto picks vector sets)."""
-    if backend == "vectorset":
-        return False
-    if backend == "auto":
-        try:
-            redisearch_module()
-        except MissingBinaryError:
-            return False
-    return True
-
-
-class _InFlight:
-    """Context manager of :meth:`TierStore._op` (a class: cheaper than @contextmanager on the
-    query path)."""
-
-    __slots__ = ("store",)
-
-    def __init__(self, store: TierStore) -> None:
-        self.store = store
-
-    def __enter__(self) -> None:
-        st = self.store
-        with st._ops_cv:
-            if st._closed:
-                raise ClosedError(f"store at {str(st.path)!r} is closed")
-            st._ops += 1
-
-    def __exit__(self, *exc: object) -> None:
-        st = self.store
-        with st._ops_cv:
-            st._ops -= 1
-            if not st._ops:
-                st._ops_cv.notify_all()
-
-
-def _release_memory() -> None:
-    """Give freed heap back to the OS (glibc's malloc_trim). Bulk work -- ingest into segments,
-    seals, compaction, policy moves -- allocates and frees large buffers on several threads, and
-    glibc keeps what each thread's arena freed: measured +250 MiB of RSS after a 100k ingest and a
-    policy run, all of it free memory. Called only after such work (it walks the heap: tens of ms)."""
-    if _LIBC is not None:
-        _LIBC.malloc_trim(0)
-
-
-def _load_libc() -> Any:
-    import ctypes
-    import ctypes.util
-
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        return libc if hasattr(libc, "malloc_trim") else None  # musl and macOS have none
-    except OSError:
-        return None
-
-
-_LIBC = _load_libc()
-
-
 class TierStore:
-    """A tiered vector store. Thread-safe; use as a context manager or call :meth:`close`."""
+    """A tiered vector store. Thread-safe; use as a context manager or call :meth:`close`.
 
-    _release_memory = staticmethod(_release_memory)  # for the policy cycle
+    The facade: it validates input and answers the public API. The machinery it shares with
+    moves, the policy and the metrics is its engine (tierstore.engine.core.Engine); the parts
+    (catalog, tiers, access statistics, policy) are the engine's, read here as properties."""
 
     def __init__(self, config: Config, registry: Any = None, read_only: bool = False, *,
                  hot_factory: Any = None) -> None:
-        self.config = cfg = config
-        # hot_factory(catalog=, config=, schema=, metric=) -> a hot tier: the seam fast unit tests
-        # use to run a whole store on tierstore.testing.MemoryHotTier (no Redis is started)
-        self._hot_factory = hot_factory
-        self.path = Path(cfg.store.path)
-        self.dim, self.metric = cfg.store.dim, cfg.store.metric
-        self.schema = dict(cfg.schema)
+        self.config = config
+        self.path = Path(config.store.path)
+        self.dim, self.metric = config.store.dim, config.store.metric
         self.read_only = bool(read_only)
-        self._claim: str | None = None
-        self._view: tuple[int, int, int] | None = None  # read-only: catalog state the tiers were refreshed at
-        self._view_lock = threading.Lock()
-        self._drain: shared.AccessDrain | None = None
-        self._closed = False
-        self._closed_cleanly = False
-        self._server: RedisServer | None = None
-        self._lock_fd: int | None = None
-        self._write_lock = threading.RLock()
-        self._ops = 0
-        self._ops_cv = threading.Condition(threading.Lock())  # a plain Lock: cheaper than the default RLock
-        self._latencies: deque[float] = deque(maxlen=_LATENCY_WINDOW)
-        self._unlinking: dict[int, Future] = {}  # iid -> its background Redis removal (policy runs)
-        self._counters = {"queries": 0, "partial": 0, "upserted": 0, "deleted": 0, "touched": 0, "spilled": 0}
-        self.catalog: Catalog | None = None
-        self.hot: HotTier | None = None
-        self.warm: WarmTier | None = None
-        self.cold: ColdTier | None = None
-        self.metrics = StoreMetrics(self, cfg.store.name or str(self.path), registry)
-        self._new_store: paths.NewStore | None = None  # set by _open when it creates the store
+        self._engine = eng = Engine(config, read_only=self.read_only)
+        eng.path = self.path
+        eng.metrics = self.metrics = StoreMetrics(eng, config.store.name or str(self.path), registry)
+        self._opened = opening.Opened()
         try:
-            self._open()
+            # hot_factory(catalog=, config=, schema=, metric=) -> a hot tier: the seam fast unit
+            # tests use to run a whole store on tierstore.testing.MemoryHotTier (no Redis started)
+            opening.open_engine(eng, self._opened, hot_factory)
+            self._reader = Reader(eng, self._opened.executor)
         except BaseException:
             # a failed open that created the store removes what it created, once its servers are
             # stopped -- only when it held the store's lock (else another opener owns the files)
-            created = self._new_store if self._claim is not None and not self.read_only else None
-            self._shutdown()
+            created = self._opened.new_store if self._opened.lock_fd is not None else None
+            opening.shutdown(eng, self._opened)
             paths.remove_created(created)
             raise
 
-    def _open(self) -> None:
-        cfg = self.config
-        if self.read_only:
-            self._open_read_only()
-            return
-        self._new_store = paths.check_new_store_path(self.path, cfg.source)  # a file, a foreign dir: ConfigError
-        if cfg.policy.ingest_tier == "cold" and not cfg.cold.enabled:
-            raise ConfigError("policy.ingest_tier: 'cold' is not allowed: the cold tier is disabled (cold.enabled = false)")
-        self.path.mkdir(parents=True, exist_ok=True)
-        self._lock_fd = os.open(self.path / "LOCK", os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise StoreLockedError(
-                f"store at {str(self.path)!r} is open for writing in another process (or another TierStore "
-                "in this one); close it first, or open it with read_only=True to query it alongside "
-                "that writer (several processes, one store: see the README)"
-            ) from None
-        self._claim = shared.claim(self.path)
-        self._drain = shared.AccessDrain(self.path / "access")
-        os.ftruncate(self._lock_fd, 0)
-        os.write(self._lock_fd, f"{os.getpid()}\n".encode())
-        self.catalog = Catalog(self.path / "catalog", dim=self.dim, metric=self.metric, schema=self.schema)
-        raw = self.catalog.get_meta(b"access")
-        self.access = (AccessStats.loads(raw, cfg.policy.half_life) if raw
-                       else AccessStats(cfg.policy.half_life, size=self.catalog.slot_limit()))
-        url = cfg.hot.redis_url
-        if url is None and self._hot_factory is None:
-            self._server = RedisServer(self.path / "redis", search=_embedded_search(cfg.hot.backend))
-            for attempt in range(3):  # a server killed while it starts is started again
-                try:
-                    self._server.start()
-                    break
-                except TierUnavailableError as exc:
-                    if attempt == 2 or "exited with code -" not in str(exc):  # (a signal; not e.g. a bad AOF)
-                        raise
-                    log.warning("the embedded redis-server died while starting (%s); starting it again",
-                                str(exc).splitlines()[0])
-            url = self._server.url
-        self.gate = query.ReaderGate()
-        if cfg.cold.enabled:
-            # An external bucket (or one already holding this store's data) is checked now, so a
-            # wrong URL or credentials fail at open; an embedded S3 server starts when first needed.
-            self.cold = ColdTier(self.path / "cold", self.catalog, cfg.cold, self.schema, self.metric, self.gate.wait)
-            if self.cold.needs_connect_at_open():
-                self.cold.connect()
-        elif self.catalog.count(TIER_COLD):
-            raise ConfigError(f"cold.enabled: false is not allowed: the store holds {self.catalog.count(TIER_COLD)} "
-                              "cold vectors (move them to warm first)")
-        if self._hot_factory is not None:
-            self.hot = self._hot_factory(catalog=self.catalog, config=cfg.hot, schema=self.schema, metric=self.metric)
-        else:
-            self.hot = make_hot_tier(url, catalog=self.catalog, config=cfg.hot, schema=self.schema,
-                                     metric=self.metric, server=self._server)
-        self.hot.exclusive = self._write_lock  # no write in flight when it switches back from standby
-        # verify now, so the first query is not the slow one; a Redis that is loading its data or
-        # must be refilled is verified in the background while the catalog answers for it
-        self.hot.open()
-        self.warm = WarmTier(self.path / "warm", self.catalog, cfg.warm, self.schema, self.metric, self.gate.wait)
-        self.tiers: dict[str, Any] = {"hot": self.hot, "warm": self.warm}
-        if self.cold is not None:
-            self.tiers["cold"] = self.cold
-        self._all_tiers = list(self.tiers.values())
-        size = cfg.store.repeat_cache
-        self.repeat = query.RepeatCache(size, self.metric) if size else None
-        self._executor = ThreadPoolExecutor(max_workers=3, thread_name_prefix="tierstore-query")
-        self.policy = policy.PolicyEngine(self)
-        self.policy.interrupted = migrate.interrupted_run(self)
-        if self.policy.interrupted is not None:
-            log.warning("a policy run was interrupted (pid %s); its open batch was rolled back at open and the "
-                        "next cycle re-plans the rest", self.policy.interrupted.get("pid"))
-        self.policy.start()
-        if cfg.metrics.port is not None:
-            self.metrics.serve(cfg.metrics.port, cfg.metrics.addr)
-
-    def _open_read_only(self) -> None:
-        """Open alongside the writer: the catalog read-only (LMDB's multi-process readers), the
-        writer's Redis and S3, the tiers in read-only mode; no policy thread, no repair, no
-        index creation, no LMDB write, no file deletion (but the shared block cache's own files)."""
-        cfg = self.config
-        if not (self.path / "catalog").is_dir():
-            raise ConfigError(f"store.path: {str(self.path)!r} holds no tierstore store (read_only=True "
-                              "opens an existing store; create it by opening it once for writing)")
-        self._claim = shared.claim(self.path)
-        self.catalog = Catalog(self.path / "catalog", dim=self.dim, metric=self.metric, schema=self.schema,
-                               read_only=True)
-        stored = dict(self.catalog.identity["schema"])
-        if stored != self.schema:
-            log.info("read-only store: using the store's [schema] %s (the config says %s)", stored, self.schema)
-            self.schema = stored
-        self.access = shared.AccessLog(self.path / "access")
-        url, embedded = cfg.hot.redis_url, None
-        if url is None:  # the writer's embedded server, never one of our own
-            embedded = RedisServer(self.path / "redis", search=_embedded_search(cfg.hot.backend))
-            url = embedded.url
-        self.gate = query.ReaderGate()
-        if cfg.cold.enabled:
-            self.cold = ColdTier(self.path / "cold", self.catalog, cfg.cold, self.schema, self.metric,
-                                 self.gate.wait, read_only=True)
-        self.hot = make_hot_tier(url, catalog=self.catalog, config=cfg.hot, schema=self.schema,
-                                 metric=self.metric, server=None, embedded=embedded)
-        self.hot.read_only = True
-        try:
-            self.hot.open()
-        except TierUnavailableError as exc:  # queries say partial=True until it is back
-            log.warning("read-only store: %s", exc)
-        self.warm = WarmTier(self.path / "warm", self.catalog, cfg.warm, self.schema, self.metric, self.gate.wait,
-                             read_only=True)
-        self.tiers = {"hot": self.hot, "warm": self.warm}
-        if self.cold is not None:
-            self.tiers["cold"] = self.cold
-        self._all_tiers = list(self.tiers.values())
-        self.repeat = None  # (the repeat cache is fed by this process's own writes)
-        self._executor = ThreadPoolExecutor(max_workers=3, thread_name_prefix="tierstore-query")
-        self.policy = policy.PolicyEngine(self)  # never started: its hit window feeds stats()
-        self._refresh_view()
-        if cfg.metrics.port is not None:
-            self.metrics.serve(cfg.metrics.port, cfg.metrics.addr)
+    # the engine's parts
+    catalog = property(lambda self: self._engine.catalog)
+    hot = property(lambda self: self._engine.hot)
+    warm = property(lambda self: self._engine.warm)
+    cold = property(lambda self: self._engine.cold)
+    tiers = property(lambda self: self._engine.tiers, doc="enabled tiers by name, fastest first")
+    access = property(lambda self: self._engine.access)
+    policy = property(lambda self: self._engine.policy)
+    schema = property(lambda self: self._engine.schema)
+    gate = property(lambda self: self._engine.gate)
+    repeat = property(lambda self: self._engine.repeat)
+    _server = property(lambda self: self._opened.server)
 
     def _writable(self, what: str) -> None:
         if self.read_only:
@@ -334,39 +122,16 @@ class TierStore:
                 f"{what}: the store at {str(self.path)!r} is open read-only in this process; writes go "
                 "through the process that has it open for writing")
 
-    def _refresh_view(self) -> int:
-        """Read-only: bring the tiers' view up to the catalog if it changed since the last
-        refresh (cheap when it did not: one LMDB read). Returns the move generation the view
-        is current for (compared by queries before and after they search)."""
-        state = self.catalog.view_state()
-        if state == self._view:
-            return state[1]
-        with self._view_lock:
-            if state == self._view:
-                return state[1]
-            moved = self._view is None or state[1] != self._view[1]
-            self.warm.refresh(sealed=moved)
-            if self.cold is not None:
-                try:
-                    self.cold.refresh()
-                except TierStoreError as exc:  # S3 down: cold queries report it (partial=True)
-                    log.warning("read-only store: cold tier refresh failed: %s", exc)
-                    return state[1]  # not recorded: the next query tries again
-            self._view = state
-        return state[1]
-
     def drain_shared_accesses(self) -> int:
         """Writer: apply the accesses read-only processes recorded (each policy cycle and
         ``stats()`` call this). Returns how many were applied."""
-        if self._drain is None or self.catalog is None:
-            return 0
-        return self._drain.drain(self.access.record, self.catalog.slot_limit())
+        return self._engine.drain_shared_accesses()
+
+    def capacity(self, tier: str) -> int:
+        """The vector budget of ``tier`` (see Engine.capacity)."""
+        return self._engine.capacity(tier)
 
     # --- lifecycle -------------------------------------------------------------------------------
-
-    def _op(self) -> _InFlight:
-        """Count an operation in flight, so close() waits for it instead of pulling the floor."""
-        return _InFlight(self)
 
     def __enter__(self) -> TierStore:
         return self
@@ -376,94 +141,32 @@ class TierStore:
 
     @property
     def closed(self) -> bool:
-        return self._closed
+        return self._engine.closed
 
     def close(self) -> None:
         """Flush, stop owned servers, release the store. Idempotent; waits for operations in flight."""
-        if getattr(self, "policy", None) is not None and not self._closed:
-            self.policy.stop()  # first: a cycle stops between batches, before the store goes
-        with self._ops_cv:
-            if self._closed:
-                return
-            self._closed = True
-            self._ops_cv.wait_for(lambda: self._ops == 0, timeout=60)
-        if self.read_only:
-            try:
-                if isinstance(getattr(self, "access", None), shared.AccessLog):
-                    self.access.close()
-            finally:
-                self._shutdown()
-            return
-        try:
-            with self._write_lock:
-                if self.warm is not None:
-                    self.warm.seal()  # a clean close leaves nothing to rebuild at the next open
-            self._checkpoint()
-            self._sync_pending(raise_errors=False)
-            self._closed_cleanly = True
-        finally:
-            self._shutdown()
-
-    def _shutdown(self) -> None:
-        self._closed = True
-        self.metrics.stop()  # the exporter, and every registry the store joined
-        if getattr(self, "policy", None) is not None:
-            self.policy.stop()
-        if getattr(self, "_executor", None) is not None:
-            self._executor.shutdown(wait=True)
-        if self.hot is not None:
-            self.hot.close()
-        if self.cold is not None:
-            self.cold.close()
-        if self._server is not None:
-            if self._closed_cleanly and self.hot is not None and self.hot.standby_reason is None:
-                self._server.rewrite_aof()  # so the next open loads an RDB base, not one command per vector
-            self._server.stop()
-        if self.catalog is not None:
-            self.catalog.close()
-            self.catalog = None
-        if self._lock_fd is not None:
-            os.close(self._lock_fd)  # releases the flock
-            self._lock_fd = None
-        shared.release(self._claim)
-        self._claim = None
+        eng = self._engine
+        if eng.policy is not None and not eng.closed:
+            eng.policy.stop()  # first: a cycle stops between batches, before the store goes
+        if eng.close_operations(timeout=60):
+            opening.close_engine(eng, self._opened)
 
     @_counted("flush")
     def flush(self) -> None:
         """Make everything durable and every index current: apply queued index work, persist
         access statistics, fsync the catalog. (Read-only: hand recorded accesses to the writer.)"""
-        if self.read_only:
-            with self._op():
-                self.access.flush()
-            return
-        with self._op():
-            with self._write_lock:
-                self.warm.seal()
-                if self.cold is not None and self.catalog.cold_queue_len():
-                    migrate.flush_cold_queue(self)
-            self._sync_pending(raise_errors=True)
-            self._checkpoint()
-        _release_memory()
-
-    def _checkpoint(self) -> None:
-        if self.catalog is not None:
-            self.catalog.set_meta(b"access", self.access.dumps())
-            self.catalog.sync()
-
-    def _sync_pending(self, raise_errors: bool) -> None:
-        if self.hot is None or self.catalog is None:
-            return
-        self.catalog.clear_pending(self.hot.take_synced())
-        if not self.catalog.has_pending():
-            return
-        try:
-            with self._write_lock:
-                self.hot.sync(self.catalog.pending())
-        except TierUnavailableError:
-            if raise_errors:
-                raise
-            log.warning("hot tier unavailable; %d index updates stay queued for the next open",
-                        len(self.catalog.pending()))
+        eng = self._engine
+        with eng.operation():
+            if self.read_only:
+                eng.access.flush()
+                return
+            with eng.write_lock:
+                eng.warm.seal()
+                if eng.cold is not None and eng.catalog.cold_queue_len():
+                    moves.flush_cold_queue(eng)
+            opening.sync_pending(eng, raise_errors=True)
+            eng.checkpoint()
+        release_memory()
 
     # --- writes ----------------------------------------------------------------------------------
 
@@ -501,224 +204,37 @@ class TierStore:
             raise InvalidInputError(f"upsert: {n} ids but {vecs.shape[0]} vectors")
         inputs.check_unique(ids)
         metas = inputs.clean_metadata(metadata, n, self.schema)
-        target = self._target_tier(tier)
-        cat = self.catalog
-        with self._op(), self._write_lock:
+        eng = self._engine
+        target = eng.target_tier(tier)
+        cat = eng.catalog
+        with eng.operation(), eng.write_lock:
             iids = [cat.iid(u) for u in ids]
             with cat.read() as txn:
                 old = [cat.entry(txn, iid) for iid in iids]
                 for uid, e in zip(ids, old, strict=True):
                     cat.check_collision(e, uid)
                 if tier is not None:
-                    self._check_capacity(txn, old, target)
+                    eng.check_capacity(txn, old, target)
                     groups = {target: list(range(n))}
                 else:
-                    groups = self._spill(txn, old, target)
+                    groups = eng.spill(txn, old, target)
             if len(groups) > 1:
-                self._counters["spilled"] += n - len(groups.get(target, []))
+                eng.counters.add(spilled=n - len(groups.get(target, [])))
                 log.info("upsert: %s tier full; %s", target,
                          ", ".join(f"{len(v)} to {t}" for t, v in groups.items()))
             error: TierUnavailableError | None = None
             for t, rows in groups.items():
-                try:
-                    slots = self._write_batch(t, [ids[i] for i in rows], [iids[i] for i in rows],
-                                              [old[i] for i in rows], vecs[rows], [metas[i] for i in rows])
-                except TierUnavailableError as exc:
-                    if not exc.durable:
-                        raise
-                    error = exc  # durable: keep writing the other groups, then report it
-                    continue
+                batch = Batch([iids[i] for i in rows], [ids[i] for i in rows], [old[i] for i in rows], vecs[rows],
+                              [metas[i][0] for i in rows], [metas[i][1] for i in rows])
+                done = relocate(eng, batch, t, origin="upsert")
+                error = done.error or error  # durable: keep writing the other groups, then report it
+                slots = done.slots
                 # grace: the policy may promote them, not demote them below ``t`` for a while
-                self.access.mark_placed(np.asarray(slots, dtype=np.int64), TIER_CODES[t])
-            self._counters["upserted"] += n
+                eng.access.mark_placed(np.asarray(slots, dtype=np.int64), TIER_CODES[t])
+            eng.counters.add(upserted=n)
             if error is not None:
                 raise error
         return n
-
-    def _spill(self, txn: Any, old: list[Entry | None], target: str) -> dict[str, list[int]]:
-        """Rows of a batch per tier when ingest (no explicit tier) meets a full tier: the hot
-        tier never goes past its capacity, and with a cold tier neither does warm; the overflow
-        goes to the next tier down instead of failing."""
-        chain = [t for t in ("hot", "warm", "cold")[TIER_CODES[target]:] if t in self.tiers]
-        room = {t: (self.capacity(t) - self.catalog.count(TIER_CODES[t], txn)
-                    if t == "hot" or (t == "warm" and "cold" in self.tiers) else len(old)) for t in chain}
-        groups: dict[str, list[int]] = {}
-        for i, e in enumerate(old):
-            for t in chain:
-                if (e is not None and e.tier == TIER_CODES[t]) or room[t] > 0 or t == chain[-1]:
-                    if not (e is not None and e.tier == TIER_CODES[t]):
-                        room[t] -= 1
-                    groups.setdefault(t, []).append(i)
-                    break
-        return groups
-
-    def capacity(self, tier: str) -> int:
-        """The vector budget of ``tier``: ``<tier>.capacity``, lowered by ``<tier>.capacity_bytes``
-        (estimated bytes per vector, see policy.bytes_per_vector and the hot backend's
-        bytes_per_vector) where that is set."""
-        cfg = getattr(self.config, tier)
-        if tier == "cold":
-            return 2**62
-        cap = cfg.capacity
-        if cfg.capacity_bytes:
-            per = self.hot.bytes_per_vector() if tier == "hot" else policy.bytes_per_vector(tier, self.dim, cfg.m)
-            cap = min(cap, cfg.capacity_bytes // per)
-        return cap
-
-    def _write_batch(self, target: str, ids: list[str | int], iids: list[int], old: list[Entry | None],
-                     vecs: np.ndarray, metas: list[tuple[dict, bytes]]) -> list[int]:
-        """Write one batch to one tier (the caller holds the write lock and has validated it);
-        returns the policy slots of the rows."""
-        n = len(ids)
-        code = TIER_CODES[target]
-        cat = self.catalog
-        clean = [m[0] for m in metas]
-        slots = [0] * n
-        labels = [0] * n
-        leaving_hot = [e.iid for e in old if e is not None and e.tier == TIER_HOT] if target != "hot" else []
-        arriving_hot = iids if target == "hot" else []
-        self._await_unlinks(arriving_hot)
-        # Redis keeps the old copies until the reader grace, and new copies written before the
-        # flip are not "extra" to a concurrent reconciliation.
-        self.hot.protect(leaving_hot + arriving_hot)
-        redis_error: TierUnavailableError | None = None
-        reserved = False
-        written = None
-        try:
-            # Copy before the flip: the new home holds the rows before the catalog names them
-            # (a query whose snapshot predates the flip drops them by the catalog check).
-            if target == "warm":
-                labels = self.warm.reserve(n)
-                reserved = True
-                self.warm.add(labels, iids, vecs, clean)
-            elif target == "cold":
-                written = self.cold.write(np.asarray(iids, np.uint64), vecs, clean, ids, op="ingest")
-                self.cold.activate(written)
-                labels = written.rows.tolist()
-            else:
-                try:
-                    self.hot.write(iids, vecs, clean, [1 if e is None else e.version + 1 for e in old])
-                except TierUnavailableError as exc:
-                    redis_error = exc  # still commit: durable now, indexed when Redis is back
-            synced = self.hot.take_synced()  # never take hot's lock inside a catalog write
-            with cat.write() as txn:
-                change = cat.lower_change(txn)
-                cat.clear_pending(synced, txn)
-                new_slots = iter(cat.alloc_slots(txn, sum(e is None for e in old)))
-                seg = {"warm": GROWING, "hot": 0}.get(target) if written is None else written.seg.sid
-                for i, (iid, e) in enumerate(zip(iids, old, strict=True)):
-                    slot = slots[i] = next(new_slots) if e is None else e.slot
-                    flags = 0 if e is None else e.flags
-                    version = 1 if e is None else e.version + 1
-                    if written is None:
-                        cat.put_vector(txn, iid, vecs[i].tobytes())
-                    else:  # cold vectors are durable in S3, not in LMDB
-                        cat.delete_vector(txn, iid)
-                    cat.put_entry(txn, Entry(iid, code, flags, slot, seg, labels[i], version, ids[i], metas[i][1]))
-                # Redis work that must survive a crash: rows not yet indexed (Redis failed, or the
-                # catalog stands in for it while it loads), old copies to remove
-                unindexed = target == "hot" and (redis_error is not None or self.hot.standby_reason is not None)
-                cat.add_pending(txn, (iids if unindexed else []) + leaving_hot)
-                cat.unqueue_cold(txn, iids)  # placed explicitly: no longer waiting for demotion
-                if written is not None:
-                    self.cold.commit(txn, written)
-        except BaseException:
-            if reserved:
-                self.warm.discard(labels)
-            if arriving_hot and redis_error is None:
-                # the copy reached Redis but its commit failed: put back what the catalog holds
-                with contextlib.suppress(Exception):
-                    self.hot.sync(arriving_hot)
-            self.hot.unprotect(leaving_hot + arriving_hot)
-            if written is not None:
-                try:
-                    self.cold.abort(written)
-                except Exception as exc:  # keep the original error; the next open repairs the manifest
-                    log.warning("cold tier: abort of segment %d failed: %s", written.seg.sid, exc)
-            raise
-        self.hot.unprotect(arriving_hot)
-        if target != "hot":
-            self._note_lower(change, vecs)
-        # Old versions that lived elsewhere (another tier, or another warm row) go after the
-        # reader grace; a hot -> hot update overwrote its hash in place.
-        displaced = [e for e in old if e is not None and (e.tier != TIER_HOT or target != "hot")]
-        if displaced:
-            self._remove_old(displaced)
-        if redis_error is not None:
-            raise TierUnavailableError(
-                f"{redis_error}. The write IS durable in the catalog and will be indexed when Redis is "
-                "back (retrying it is safe)", tier="hot", durable=True) from redis_error
-        if target == "warm" and self.warm.needs_seal():
-            self.warm.seal()
-        return slots
-
-    def _note_lower(self, change: tuple[int, int], vecs: np.ndarray) -> None:
-        """After a committed write that placed ``vecs`` in warm or cold: lets repeated queries
-        keep skipping those tiers when the new vectors are farther than their hot answer."""
-        if self.repeat is not None:
-            self.repeat.note(change[0], change[1], vecs)
-
-    def _remove_old(self, entries: list[Entry], background: Executor | None = None) -> Future | None:
-        """Remove superseded copies once no query that could still want them is running. Hot
-        copies were protected from reconciliation by the caller before its catalog flip.
-
-        With ``background``, the Redis removals run there (returns the future): RediSearch
-        deletes an HNSW node synchronously, about as slowly as it inserts one, so the policy's
-        executor overlaps them with its next batch. Their pending marks are durable already."""
-        self.gate.wait()
-        self.warm.kill([e for e in entries if e.tier == TIER_WARM])
-        gone_hot = [e.iid for e in entries if e.tier == TIER_HOT]
-        if not gone_hot:
-            return None
-        if background is not None:
-            fut = background.submit(self._unlink_hot, gone_hot)
-            for iid in gone_hot:
-                self._unlinking[iid] = fut
-            fut.add_done_callback(lambda f, ids=gone_hot: [self._unlinking.pop(i, None) for i in ids
-                                                           if self._unlinking.get(i) is f])
-            return fut
-        self._unlink_hot(gone_hot)
-        return None
-
-    def _await_unlinks(self, iids: Sequence[int]) -> None:
-        """Wait for background Redis removals of any of ``iids`` (a vector coming back to hot
-        must not have its new key unlinked by a removal queued for its old one)."""
-        if self._unlinking:
-            for fut in {self._unlinking.get(i) for i in iids} - {None}:
-                fut.result()
-
-    def _unlink_hot(self, gone_hot: list[int]) -> None:
-        try:
-            self.hot.sync(gone_hot)  # state-based: unlinks, clears the pending marks
-        except TierUnavailableError as exc:
-            log.warning("Redis removal of %d moved vectors deferred: %s", len(gone_hot), exc)
-        finally:
-            self.hot.unprotect(gone_hot)
-
-    def _target_tier(self, tier: str | None) -> str:
-        target = tier or self.config.policy.ingest_tier
-        if target not in TIER_CODES:
-            raise InvalidInputError(f"tier: unknown tier {target!r}; tiers are 'hot', 'warm', 'cold'")
-        if target not in self.tiers:
-            raise InvalidInputError(
-                f"tier: {target!r} is not enabled in this store (enabled: {list(self.tiers)})"
-                + (" -- set policy.ingest_tier" if tier is None else "")
-            )
-        return target
-
-    def _check_capacity(self, txn: Any, old: list[Entry | None], target: str) -> None:
-        if target == "cold" or (target == "warm" and self.cold is None):
-            return  # S3 has no limit; without a cold tier, warm takes what does not fit hot
-        cap = self.capacity(target)
-        code = TIER_CODES[target]
-        incoming = sum(1 for e in old if e is None or e.tier != code)
-        have = self.catalog.count(code, txn)
-        if have + incoming > cap:
-            raise CapacityError(
-                f"{target} tier is full: it holds {have} of {target}.capacity = {cap} vectors and "
-                f"this batch adds {incoming}; nothing was written (raise {target}.capacity, delete, or "
-                "leave tier= unset: ingest then spills to the next tier)"
-            )
 
     @_counted("delete")
     def delete(self, ids: Sequence[str | int] | np.ndarray) -> int:
@@ -731,7 +247,7 @@ class TierStore:
         if not ids:
             return 0
         cat = self.catalog
-        with self._op(), self._write_lock:
+        with self._engine.operation(), self._engine.write_lock:
             gone: list[Entry] = []
             synced = self.hot.take_synced()  # consumed before new marks: a late clear must not hit them
             with cat.write() as txn:
@@ -748,7 +264,7 @@ class TierStore:
                 cat.unqueue_cold(txn, [e.iid for e in gone])
                 cat.add_pending(txn, [e.iid for e in gone if e.tier == TIER_HOT])
             self.access.forget(np.asarray([e.slot for e in gone], dtype=np.int64))
-            self._counters["deleted"] += len(gone)
+            self._engine.counters.add(deleted=len(gone))
             # A query that began before the delete may miss the vector or not: both are answers
             # of a moment around the delete, so no reader grace is needed here.
             self.warm.kill([e for e in gone if e.tier == TIER_WARM], reusable=False)
@@ -769,9 +285,9 @@ class TierStore:
         reaches ``cold.segment_size`` or on :meth:`flush` -- fewer, larger segments."""
         self._writable("move")
         ids = normalize_ids(ids)
-        report = migrate.move(self, ids, tier, defer=defer)
+        report = moves.move(self._engine, ids, tier, defer=defer)
         # the policy leaves them there (up or down) for the grace period
-        self.access.mark_placed(self._slots_of(ids), TIER_CODES[report.tier], explicit=True)
+        self.access.mark_placed(self._reader.slots_of(ids), TIER_CODES[report.tier], explicit=True)
         return report
 
     def pin(self, ids: Sequence[str | int] | np.ndarray, tier: str | None = None) -> int:
@@ -782,16 +298,16 @@ class TierStore:
         ids = normalize_ids(ids)
         if tier is not None:
             self.move(ids, tier)
-        with self._op(), self._write_lock:
+        with self._engine.operation(), self._engine.write_lock:
             iids = [self.catalog.iid(u) for u in ids]
             self.catalog.set_flags(iids, FLAG_PINNED, 0)
-            return len(self._slots_of(ids))
+            return len(self._reader.slots_of(ids))
 
     def unpin(self, ids: Sequence[str | int] | np.ndarray) -> int:
         """Hand vectors back to the policy. Returns how many were pinned."""
         self._writable("unpin")
         ids = normalize_ids(ids)
-        with self._op(), self._write_lock:
+        with self._engine.operation(), self._engine.write_lock:
             return self.catalog.set_flags([self.catalog.iid(u) for u in ids], 0, FLAG_PINNED)
 
     def run_policy(self, dry_run: bool = False, examples: int = 20) -> PolicyReport:
@@ -806,7 +322,7 @@ class TierStore:
         ({'cold->hot': 120, 'hot->warm': 120}, {'hot': 3.2, 'warm': 0.4})
         """
         self._writable("run_policy")
-        with self._op():
+        with self._engine.operation():
             return self.policy.run(dry_run=dry_run, examples=examples)
 
     # --- reads -----------------------------------------------------------------------------------
@@ -815,49 +331,11 @@ class TierStore:
     def get(self, ids: Sequence[str | int] | np.ndarray) -> list[Record | None]:
         """The stored records of ``ids`` (``None`` for ids that do not exist), in order."""
         ids = normalize_ids(ids)
-        with self._op():
+        with self._engine.operation():
             with self.catalog.read() as txn:
                 found = [self.catalog.entry(txn, self.catalog.iid(uid)) for uid in ids]
                 found = [e if e is not None and e.uid == uid else None for e, uid in zip(found, ids, strict=True)]
-            return self._records(found)
-
-    def _records(self, entries: list[Entry | None], locked: bool = False) -> list[Record | None]:
-        """Records of catalog entries: hot and warm vectors from LMDB, cold ones from S3 (one
-        ranged GET per partition involved, through the block cache). An entry that changed since
-        it was read is re-read, so each record is the current version."""
-        out: list[Record | None] = [None] * len(entries)
-        cold: list[tuple[int, Entry]] = []
-        with self.catalog.read() as txn:
-            for i, e in enumerate(entries):
-                if e is None:
-                    continue
-                now = self.catalog.entry(txn, e.iid)
-                if now is None:
-                    continue
-                if now.tier == TIER_COLD:
-                    cold.append((i, now))
-                    continue
-                vec = self.catalog.vector(txn, e.iid)
-                if vec is not None:
-                    out[i] = Record(now.uid, vec, now.metadata, TIER_NAMES[now.tier])
-        if cold:
-            try:
-                vecs = self.cold.fetch([e for _, e in cold])
-            except IntegrityError:
-                if locked:
-                    raise
-                if self.read_only:  # retired under us: follow the catalog and read again
-                    self._view = None
-                    self._refresh_view()
-                    time.sleep(0.05)
-                    return self._records(entries, locked=True)
-                # a compaction may have retired the segment after our read: read again under the
-                # write lock, so that cannot repeat (a real corruption raises again)
-                with self._write_lock:
-                    return self._records(entries, locked=True)
-            for i, e in cold:
-                out[i] = Record(e.uid, vecs[e.iid], e.metadata, "cold")
-        return out
+            return self._reader.records(found)
 
     @_counted("query")
     def query(
@@ -878,7 +356,7 @@ class TierStore:
         or, with ``strict=True``, the tier's error is raised instead.
         """
         q = inputs.query_vector(vector, dim=self.dim, metric=self.metric)
-        return self._search(q.reshape(1, -1), k, filter, tiers, ef, nprobe, strict)[0]
+        return self._reader.search(q.reshape(1, -1), k, filter, tiers, ef, nprobe, strict)[0]
 
     @_counted("query")
     def query_batch(
@@ -897,103 +375,17 @@ class TierStore:
                                                                     and vectors.shape == (0,)):
             vectors = np.empty((0, self.dim), np.float32)
         qs = inputs.vectors_2d(vectors, dim=self.dim, metric=self.metric)
-        return self._search(qs, k, filter, tiers, ef, nprobe, strict)
-
-    def _search(self, qs: np.ndarray, k: Any, flt: Any, tiers: Any, ef: Any, nprobe: Any, strict: bool) -> list[Hits]:
-        if type(k) is not int or not 0 < k <= inputs.MAX_K:
-            k = inputs.check_k(k)
-        if ef is not None:
-            ef = inputs.check_positive(ef, "ef")
-        if nprobe is not None:
-            nprobe = inputs.check_positive(nprobe, "nprobe")
-        node = filters.TRUE if flt is None else filters.compile_filter(flt, self.schema)
-        searched = self._all_tiers if tiers is None else [self.tiers[n] for n in inputs.check_tiers(tiers, list(self.tiers))]
-        if not len(qs):  # query_batch of no rows: the arguments are checked, nothing is searched
-            with self._op():
-                return []
-        t0 = time.perf_counter()
-        with self._op():
-            key = None
-            if self.repeat is not None and len(qs) == 1:
-                key = xxhash.xxh3_128_digest(b"%r|%r|%r|%r|%r|" % (k, ef, nprobe, flt and sorted(flt.items()), [
-                    t.name for t in searched]) + qs.tobytes())
-            if self.read_only:
-                out, slots = self._search_shared(qs, k, node, ef, nprobe, strict, searched, key)
-            else:
-                epoch = self.gate.enter()
-                try:
-                    out, slots = query.run(self.catalog, searched, qs, k, node, ef=ef, nprobe=nprobe,
-                                           executor=self._executor, strict=strict,
-                                           repeat=self.repeat if key else None, repeat_key=key)
-                finally:
-                    self.gate.exit(epoch)
-        dt = (time.perf_counter() - t0) / len(out)
-        if len(out) == 1:
-            self._latencies.append(dt)
-        else:
-            self._latencies.extend([dt] * len(out))
-        self._counters["queries"] += len(out)
-        self._counters["partial"] += sum(h.partial for h in out)
-        self.metrics.observe_queries(out, dt)
-        self.policy.hits.add(out)
-        if self.config.policy.access == "top1":
-            flat = [s[0] for s in slots if s]
-        else:
-            flat = slots[0] if len(slots) == 1 else [x for s in slots for x in s]
-        self.access.record(flat)
-        return out
-
-    def _search_shared(self, qs: np.ndarray, k: int, node: Any, ef: Any, nprobe: Any, strict: bool,
-                       searched: list[Any], key: bytes | None) -> tuple[list[Hits], list[list[int]]]:
-        """A read-only process's query. The writer removes an old copy (a Redis key, a compacted
-        segment) once *its own* queries are done, not ours, so a query here is checked from
-        outside: the tiers' view is refreshed to the catalog's move generation, the catalog
-        snapshot must still be at that generation (query.StaleView otherwise) and so must the
-        catalog after the search -- a move that committed meanwhile may have removed a copy the
-        snapshot pointed at, so the query is repeated on a fresh view. Writes that only add
-        vectors do not count as moves: they never remove anything."""
-        out: Any = None
-        for _attempt in range(_SHARED_TRIES):
-            gen = self._refresh_view()
-            try:
-                out, slots = query.run(self.catalog, searched, qs, k, node, ef=ef, nprobe=nprobe,
-                                       executor=self._executor, strict=strict,
-                                       repeat=self.repeat if key else None, repeat_key=key, move_gen=gen)
-            except query.StaleView:
-                continue
-            except TierStoreError:
-                if self.catalog.move_generation() != gen:
-                    continue  # e.g. a cold object retired under us: not an error of the store
-                raise
-            if self.catalog.move_generation() == gen:
-                return out, slots
-        if out is None:  # every attempt was overtaken: one last, unchecked answer
-            out, slots = query.run(self.catalog, searched, qs, k, node, ef=ef, nprobe=nprobe,
-                                   executor=self._executor, strict=strict, move_gen=None)
-        log.warning("read-only query: moves kept committing under it (%d tries); answer flagged partial",
-                    _SHARED_TRIES)
-        for h in out:
-            h.partial = True
-        return out, slots
-
-    def _slots_of(self, ids: list[str | int]) -> np.ndarray:
-        out = []
-        with self.catalog.read() as txn:
-            for uid in ids:
-                e = self.catalog.entry(txn, self.catalog.iid(uid))
-                if e is not None and e.uid == uid:
-                    out.append(e.slot)
-        return np.asarray(out, dtype=np.int64)
+        return self._reader.search(qs, k, filter, tiers, ef, nprobe, strict)
 
     @_counted("touch")
     def touch(self, ids: Sequence[str | int] | np.ndarray) -> int:
         """Record an access to each id without a query (e.g. the item a user clicked).
         Returns how many of the ids exist."""
         ids = normalize_ids(ids)
-        with self._op():
-            slots = self._slots_of(ids)
-            self.access.record(slots)
-            self._counters["touched"] += len(slots)
+        with self._engine.operation():
+            slots = self._reader.slots_of(ids)
+            self._engine.access.record(slots)
+            self._engine.counters.add(touched=len(slots))
         return len(slots)
 
     def scan(self, batch_size: int = 10_000, tiers: Sequence[str] | str | None = None) -> Iterator[list[Record]]:
@@ -1006,12 +398,12 @@ class TierStore:
         codes = [TIER_CODES[n] for n in inputs.check_tiers(tiers, list(self.tiers))]
         last: int | None = None
         while True:
-            with self._op():
+            with self._engine.operation():
                 entries = self.catalog.iter_entries(tiers=codes, start_after=last, limit=batch_size)
                 if not entries:
                     return
                 # re-read now: skip what was deleted since the listing; a moved one is read where it is
-                batch = [r for r in self._records(list(entries)) if r is not None]
+                batch = [r for r in self._reader.records(list(entries)) if r is not None]
                 if tiers is not None:
                     batch = [r for r in batch if TIER_CODES[r.tier] in codes]
                 last = entries[-1].iid
@@ -1019,7 +411,7 @@ class TierStore:
                 yield batch
 
     def __len__(self) -> int:
-        with self._op():
+        with self._engine.operation():
             return sum(self.catalog.counts().values())
 
     # --- maintenance -----------------------------------------------------------------------------
@@ -1030,11 +422,11 @@ class TierStore:
         ``warm.compact_threshold`` / ``cold.compact_threshold``; 0 rewrites every segment with any
         dead row), merge small ones, and delete S3 objects no manifest lists (crash leftovers)."""
         self._writable("compact")
-        with self._op(), self._write_lock:
+        with self._engine.operation(), self._engine.write_lock:
             out = {"warm": self.warm.compact(threshold)}
             if self.cold is not None and (self.cold.connected or self.cold.needs_connect_at_open()):
-                out["cold"] = migrate.compact_cold(self, threshold)
-        _release_memory()
+                out["cold"] = moves.compact_cold(self._engine, threshold)
+        release_memory()
         return out
 
     def verify(self, deep: bool = True, repair: bool = False) -> dict[str, Any]:
@@ -1047,25 +439,24 @@ class TierStore:
         Returns a report; ``report["ok"]`` says if all is well (after any repair),
         ``report["problems"]`` lists what is not."""
         self._writable("verify (it repairs what it can; run it in the writer)")
-        with self._op(), self._write_lock:
-            return migrate.verify(self, deep, repair)
+        with self._engine.operation(), self._engine.write_lock:
+            return verify.verify(self._engine, deep, repair)
 
     def rebuild_hot(self) -> int:
         """Drop and rebuild the Redis index from the catalog's durable records. Returns #vectors."""
         self._writable("rebuild_hot")
-        with self._op(), self._write_lock:
+        with self._engine.operation(), self._engine.write_lock:
             return self.hot.rebuild()
 
     def stats(self) -> dict[str, Any]:
         """Counts, bytes and latencies per tier, plus query counters (a JSON-able dict)."""
-        with self._op():
+        with self._engine.operation():
             if self.read_only:
-                self._refresh_view()
+                self._reader.refresh()
             else:
                 self.drain_shared_accesses()
             self.access.apply()
             counts = self.catalog.counts()
-            lat = np.asarray(self._latencies, dtype=np.float64) * 1000.0
             hot: dict[str, Any] = {"count": counts["hot"], "capacity": self.capacity("hot"),
                                    "embedded": self._server is not None}
             if self.hot.standby_reason is not None:  # answered from the catalog until Redis is verified
@@ -1089,9 +480,8 @@ class TierStore:
                             "pending_index_updates": len(self.catalog.pending(limit=1_000_000)),
                             "generation": self.catalog.generation()},
                 "queries": {
-                    **self._counters,
-                    "latency_ms": {p: float(np.percentile(lat, q)) if len(lat) else None
-                                   for p, q in (("p50", 50), ("p95", 95), ("p99", 99))},
+                    **self._engine.counters.snapshot(),
+                    "latency_ms": self._reader.latency_ms(),
                 },
                 "repeat_cache": {"size": self.repeat.size, "entries": len(self.repeat), "skips": self.repeat.skips,
                                  "misses": self.repeat.misses, "carried": self.repeat.carried} if self.repeat else {"size": 0},
@@ -1100,12 +490,12 @@ class TierStore:
                 "access": {"recorded": self.access.total_accesses, "half_life": self.access.half_life,
                            "half_life_unit": "accesses" if self.access.auto else "seconds",
                            "half_life_s": None if self.access.auto else self.access.half_life,
-                           "from_readers": self._drain.drained if self._drain is not None else 0},
+                           "from_readers": self._engine.drain.drained if self._engine.drain is not None else 0},
                 "policy": self.policy.stats(),
             }
 
     def __repr__(self) -> str:
-        state = "closed" if self._closed else f"{len(self)} vectors"
+        state = "closed" if self.closed else f"{len(self)} vectors"
         return f"<TierStore {str(self.path)!r} dim={self.dim} metric={self.metric} {state}>"
 
 

@@ -467,7 +467,7 @@ CRASH = textwrap.dedent("""
     elif point == "before-flip":  # object and manifest in S3, catalog not flipped
         coldmod.ColdTier.commit = die
     else:  # catalog flipped, old copies not yet removed
-        store._remove_old = die
+        store._engine.retire = die
     print("ready", flush=True)
     store.move(list(range(0, 100)) + list(range(300, 400)), "cold")
 """)

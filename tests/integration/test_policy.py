@@ -258,7 +258,8 @@ def test_background_thread_migrates_and_queries_stay_exactly_once(open_store):
 
 CRASH = textwrap.dedent("""
     import os, signal, sys, numpy as np, tierstore
-    from tierstore import catalog, cold, hot, migrate, store as storemod, warm
+    from tierstore import catalog, cold, hot, warm
+    from tierstore.engine.core import Engine
     path, redis_url, endpoint, url, seed = sys.argv[1:6]
     seed = int(seed)
     v = np.random.default_rng(0).standard_normal((1200, 16)).astype(np.float32)
@@ -275,7 +276,7 @@ CRASH = textwrap.dedent("""
     store.touch(rng.choice(1200, 200, replace=False).tolist() * 5)
     store.flush()
     targets = [(catalog.Catalog, "write"), (hot.HotTier, "write"), (warm.WarmTier, "add"),
-               (cold.ColdTier, "_publish"), (cold.ColdTier, "commit"), (storemod.TierStore, "_remove_old"),
+               (cold.ColdTier, "_publish"), (cold.ColdTier, "commit"), (Engine, "retire"),
                (hot.HotTier, "sync")]
     cls, name = targets[int(rng.integers(len(targets)))]
     when = int(rng.integers(1, 4))
@@ -344,7 +345,7 @@ def test_a_queued_background_unlink_never_removes_a_vector_moved_back(open_store
     vector back to hot meanwhile must wait for that removal, not be undone by it."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from tierstore import migrate
+    from tierstore.engine import moves
 
     v = vecs(3)
     store = open_store(dim=16, cold={"enabled": False}, policy={"interval": 0})
@@ -352,10 +353,11 @@ def test_a_queued_background_unlink_never_removes_a_vector_moved_back(open_store
     gate = threading.Event()
     with ThreadPoolExecutor(max_workers=1) as pool:
         pool.submit(gate.wait)  # the removal queues behind this
-        with store._write_lock, store.catalog.read() as txn:
+        engine = store._engine  # (the executor's seam: a relocation with a background unlinker)
+        with engine.write_lock, store.catalog.read() as txn:
             entry = store.catalog.entry(txn, store.catalog.iid(1))
-        with store._write_lock:
-            migrate._to_warm(store, [entry], background=pool)
+        with engine.write_lock:
+            moves.move_entries(engine, [entry], "warm", "policy", background=pool)
         assert store.get([1])[0].tier == "warm"
         writer = threading.Thread(target=store.upsert, args=([1], v[:1]), kwargs={"tier": "hot"})
         writer.start()

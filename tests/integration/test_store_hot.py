@@ -261,7 +261,7 @@ def test_reopen_keeps_data_and_checks_identity(open_store, tmp_path, redis_serve
         open_store(path=path, dim=4, schema={"kind": "numeric"})
     again = open_store(path=path, dim=4, schema={"kind": "tag", "extra": "numeric"})
     assert again.query(v[0], k=5, filter={"kind": "0"}).ids() == before
-    assert again.access.decayed(again._slots_of([1]))[0] > 1.5  # touched twice before the restart
+    assert again.access.decayed(slots_of(again, [1]))[0] > 1.5  # touched twice before the restart
     assert again.stats()["access"]["recorded"] >= 3
     again.upsert([99], v[:1], [{"extra": 5}])  # the newly declared field is indexed
     assert again.query(v[0], k=5, filter={"extra": 5}).ids() == [99]
@@ -340,3 +340,9 @@ def test_float16_vectors_keep_exact_distances(open_store, hot_backend, tmp_path)
             np.testing.assert_allclose(h.distances(), np.sort(d[i])[:10], atol=1e-5)
         assert store.query(qs[0], k=10, ef=500).ids() == np.argsort(d[0])[:10].tolist()
         store.close()
+
+
+def slots_of(store, ids):
+    """The policy slots of ``ids`` (read from the catalog)."""
+    with store.catalog.read() as txn:
+        return np.asarray([store.catalog.entry(txn, store.catalog.iid(i)).slot for i in ids], np.int64)

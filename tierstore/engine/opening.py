@@ -1,0 +1,246 @@
+"""Open and close a store's engine: one path for the writer and for read-only processes.
+
+The two roles differ in what they own, not in how the tiers are built:
+
+==================  =========================================  ==========================================
+                    writer                                     reader (``read_only=True``)
+==================  =========================================  ==========================================
+store lock          ``LOCK`` (flock, exclusive)                none (LMDB's multi-process readers)
+catalog             read-write                                 read-only; the store's own ``[schema]``
+Redis               starts the embedded server if no URL       the writer's (embedded or not), never its own
+access recorder     :class:`policy.AccessStats` (in memory)    :class:`shared.AccessLog` (files the writer drains)
+policy thread       started                                    built for its hit window, never started
+repairs             at open (journals, pending marks)          none: nothing is written
+==================  =========================================  ==========================================
+
+Both recorders follow the :class:`AccessRecorder` protocol (``record``, ``apply``, ``flush``,
+``total_accesses``).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Protocol
+
+from .. import paths, policy, query, shared
+from ..catalog import TIER_COLD, Catalog
+from ..cold import ColdTier
+from ..errors import ConfigError, StoreLockedError, TierUnavailableError
+from ..hot import make_hot_tier
+from ..services import MissingBinaryError, RedisServer, redisearch_module
+from ..warm import WarmTier
+from . import moves
+from .core import Engine
+
+log = logging.getLogger("tierstore")
+
+
+class AccessRecorder(Protocol):
+    """Where queries and ``touch`` record accesses (by policy slot)."""
+
+    total_accesses: int
+
+    def record(self, slots: Any, now: float | None = None) -> None: ...
+    def apply(self) -> None: ...
+
+
+def embedded_search(backend: str) -> bool:
+    """Whether the embedded redis-server loads RediSearch: not for vector sets (built into
+    Redis 8), and for "auto" only when the module is installed (else auto picks vector sets)."""
+    if backend == "vectorset":
+        return False
+    if backend == "auto":
+        try:
+            redisearch_module()
+        except MissingBinaryError:
+            return False
+    return True
+
+
+class Opened:
+    """What an open acquired beyond the engine's parts, for :func:`shutdown`."""
+
+    def __init__(self) -> None:
+        self.claim: str | None = None
+        self.lock_fd: int | None = None
+        self.server: RedisServer | None = None
+        self.executor: ThreadPoolExecutor | None = None
+        self.new_store: paths.NewStore | None = None  # set when this open created the store
+
+
+def _lock_store(eng: Engine, op: Opened) -> None:
+    op.lock_fd = os.open(eng.path / "LOCK", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(op.lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        raise StoreLockedError(
+            f"store at {str(eng.path)!r} is open for writing in another process (or another TierStore "
+            "in this one); close it first, or open it with read_only=True to query it alongside "
+            "that writer (several processes, one store: see the README)"
+        ) from None
+
+
+def _start_embedded_redis(eng: Engine, op: Opened) -> str:
+    op.server = RedisServer(eng.path / "redis", search=embedded_search(eng.config.hot.backend))
+    for attempt in range(3):  # a server killed while it starts is started again
+        try:
+            op.server.start()
+            break
+        except TierUnavailableError as exc:
+            if attempt == 2 or "exited with code -" not in str(exc):  # (a signal; not e.g. a bad AOF)
+                raise
+            log.warning("the embedded redis-server died while starting (%s); starting it again",
+                        str(exc).splitlines()[0])
+    return op.server.url
+
+
+def open_engine(eng: Engine, op: Opened, hot_factory: Any = None) -> None:
+    """Build the engine's parts (the writer when ``eng.read_only`` is false). ``hot_factory``
+    replaces the Redis-backed hot tier (tierstore.testing.MemoryHotTier)."""
+    cfg, ro = eng.config, eng.read_only
+    if ro:
+        if not (eng.path / "catalog").is_dir():
+            raise ConfigError(f"store.path: {str(eng.path)!r} holds no tierstore store (read_only=True "
+                              "opens an existing store; create it by opening it once for writing)")
+    else:
+        op.new_store = paths.check_new_store_path(eng.path, cfg.source)  # a file, a foreign dir: ConfigError
+        if cfg.policy.ingest_tier == "cold" and not cfg.cold.enabled:
+            raise ConfigError("policy.ingest_tier: 'cold' is not allowed: the cold tier is disabled "
+                              "(cold.enabled = false)")
+        eng.path.mkdir(parents=True, exist_ok=True)
+        _lock_store(eng, op)
+    op.claim = shared.claim(eng.path)
+    if not ro:
+        eng.drain = shared.AccessDrain(eng.path / "access")
+        os.ftruncate(op.lock_fd, 0)
+        os.write(op.lock_fd, f"{os.getpid()}\n".encode())
+    eng.catalog = Catalog(eng.path / "catalog", dim=eng.dim, metric=eng.metric, schema=eng.schema, read_only=ro)
+    if ro:
+        stored = dict(eng.catalog.identity["schema"])
+        if stored != eng.schema:
+            log.info("read-only store: using the store's [schema] %s (the config says %s)", stored, eng.schema)
+            eng.schema = stored
+        eng.access = shared.AccessLog(eng.path / "access")
+    else:
+        raw = eng.catalog.get_meta(b"access")
+        eng.access = (policy.AccessStats.loads(raw, cfg.policy.half_life) if raw
+                      else policy.AccessStats(cfg.policy.half_life, size=eng.catalog.slot_limit()))
+    url, embedded = cfg.hot.redis_url, None
+    if url is None and hot_factory is None:
+        if ro:  # the writer's embedded server, never one of our own
+            embedded = RedisServer(eng.path / "redis", search=embedded_search(cfg.hot.backend))
+            url = embedded.url
+        else:
+            url = _start_embedded_redis(eng, op)
+    eng.gate = query.ReaderGate()
+    if cfg.cold.enabled:
+        # An external bucket (or one already holding this store's data) is checked now, so a
+        # wrong URL or credentials fail at open; an embedded S3 server starts when first needed.
+        eng.cold = ColdTier(eng.path / "cold", eng.catalog, cfg.cold, eng.schema, eng.metric, eng.gate.wait,
+                            read_only=ro)
+        if not ro and eng.cold.needs_connect_at_open():
+            eng.cold.connect()
+    elif not ro and eng.catalog.count(TIER_COLD):
+        raise ConfigError(f"cold.enabled: false is not allowed: the store holds {eng.catalog.count(TIER_COLD)} "
+                          "cold vectors (move them to warm first)")
+    if hot_factory is not None:
+        eng.hot = hot_factory(catalog=eng.catalog, config=cfg.hot, schema=eng.schema, metric=eng.metric)
+    else:
+        eng.hot = make_hot_tier(url, catalog=eng.catalog, config=cfg.hot, schema=eng.schema, metric=eng.metric,
+                                server=op.server, embedded=embedded)
+    if ro:
+        eng.hot.read_only = True
+        try:
+            eng.hot.open()
+        except TierUnavailableError as exc:  # queries say partial=True until it is back
+            log.warning("read-only store: %s", exc)
+    else:
+        eng.hot.exclusive = eng.write_lock  # no write in flight when it switches back from standby
+        # verify now, so the first query is not the slow one; a Redis that is loading its data or
+        # must be refilled is verified in the background while the catalog answers for it
+        eng.hot.open()
+    eng.warm = WarmTier(eng.path / "warm", eng.catalog, cfg.warm, eng.schema, eng.metric, eng.gate.wait, read_only=ro)
+    eng.tiers = {"hot": eng.hot, "warm": eng.warm}
+    if eng.cold is not None:
+        eng.tiers["cold"] = eng.cold
+    size = cfg.store.repeat_cache
+    # (a reader's repeat cache would need this process's own writes: it has none)
+    eng.repeat = query.RepeatCache(size, eng.metric) if size and not ro else None
+    op.executor = ThreadPoolExecutor(max_workers=3, thread_name_prefix="tierstore-query")
+    eng.policy = policy.PolicyEngine(eng)  # a reader never starts it: its hit window feeds stats()
+    if not ro:
+        eng.policy.interrupted = moves.interrupted_run(eng)
+        if eng.policy.interrupted is not None:
+            log.warning("a policy run was interrupted (pid %s); its open batch was rolled back at open and the "
+                        "next cycle re-plans the rest", eng.policy.interrupted.get("pid"))
+        eng.policy.start()
+    if cfg.metrics.port is not None:
+        eng.metrics.serve(cfg.metrics.port, cfg.metrics.addr)
+
+
+def close_engine(eng: Engine, op: Opened) -> None:
+    """Flush and release (the caller stopped the policy and waited for operations in flight)."""
+    clean = False
+    try:
+        if eng.read_only:
+            if isinstance(eng.access, shared.AccessLog):
+                eng.access.close()
+        else:
+            with eng.write_lock:
+                if eng.warm is not None:
+                    eng.warm.seal()  # a clean close leaves nothing to rebuild at the next open
+            eng.checkpoint()
+            sync_pending(eng, raise_errors=False)
+            clean = True
+    finally:
+        shutdown(eng, op, clean)
+
+
+def sync_pending(eng: Engine, raise_errors: bool) -> None:
+    """Apply queued Redis work (pending marks) now."""
+    if eng.hot is None or eng.catalog is None:
+        return
+    eng.catalog.clear_pending(eng.hot.take_synced())
+    if not eng.catalog.has_pending():
+        return
+    try:
+        with eng.write_lock:
+            eng.hot.sync(eng.catalog.pending())
+    except TierUnavailableError:
+        if raise_errors:
+            raise
+        log.warning("hot tier unavailable; %d index updates stay queued for the next open",
+                    len(eng.catalog.pending()))
+
+
+def shutdown(eng: Engine, op: Opened, clean: bool = False) -> None:
+    """Stop threads and servers and release the store (also after a failed open)."""
+    eng.closed = True
+    if eng.metrics is not None:
+        eng.metrics.stop()  # the exporter, and every registry the store joined
+    if eng.policy is not None:
+        eng.policy.stop()
+    if op.executor is not None:
+        op.executor.shutdown(wait=True)
+    if eng.hot is not None:
+        eng.hot.close()
+    if eng.cold is not None:
+        eng.cold.close()
+    if op.server is not None:
+        if clean and eng.hot is not None and eng.hot.standby_reason is None:
+            op.server.rewrite_aof()  # so the next open loads an RDB base, not one command per vector
+        op.server.stop()
+    if eng.catalog is not None:
+        eng.catalog.close()
+        eng.catalog = None
+    if op.lock_fd is not None:
+        os.close(op.lock_fd)  # releases the flock
+        op.lock_fd = None
+    shared.release(op.claim)
+    op.claim = None
+
+
+__all__ = ["AccessRecorder", "Opened", "close_engine", "embedded_search", "open_engine", "shutdown", "sync_pending"]
