@@ -1,0 +1,136 @@
+"""The one relocation protocol (tierstore.engine.relocate) and the executor, without Redis or S3.
+
+A relocation that fails at its copy or inside its flip must leave the store as it was: the
+catalog unchanged, the staged copy undone (warm rows discarded, hot copies put back to what the
+catalog holds), every vector still found once in its old tier, verify() clean.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from tierstore import datasets, tiers
+from tierstore.engine import moves
+from tierstore.engine.relocate import Batch, relocate
+from tierstore.testing import memory_store
+
+DIM = 12
+
+
+@pytest.fixture(scope="module")
+def ds() -> datasets.Dataset:
+    return datasets.clustered(400, DIM, queries=10, seed=5)
+
+
+def placement(store) -> dict:
+    return {e.uid: (e.tier, e.version) for b in store.catalog.entry_batches() for e in b}
+
+
+def finds_itself(store, ds, ids) -> None:
+    for i, hits in zip(ids, store.query_batch(ds.base[ids], k=1), strict=True):
+        assert hits.ids() == [i]
+
+
+class Boom(Exception):
+    pass
+
+
+def fail_nth_catalog_write(monkeypatch, store, n: int) -> None:
+    """The n-th catalog write transaction from now raises inside (before it commits)."""
+    cat = type(store.catalog)
+    orig = cat.write
+    calls = [0]
+
+    def write(self, *a, **k):
+        calls[0] += 1
+        if calls[0] == n:
+            raise Boom("injected")
+        return orig(self, *a, **k)
+
+    monkeypatch.setattr(cat, "write", write)
+
+
+@pytest.mark.parametrize("target", ["hot", "warm"])
+def test_a_move_whose_flip_fails_changes_nothing(tmp_path, ds, monkeypatch, target):
+    with memory_store(tmp_path, dim=DIM) as store:
+        store.upsert(list(range(200)), ds.base[:200], tier="hot")
+        store.upsert(list(range(200, 400)), ds.base[200:], tier="warm")
+        before = placement(store)
+        ids = list(range(150, 250))  # 50 of each tier
+        # the move to hot writes its pending marks first (write #1) and flips in write #2
+        fail_nth_catalog_write(monkeypatch, store, 2 if target == "hot" else 1)
+        with pytest.raises(Boom):
+            store.move(ids, target)
+        monkeypatch.undo()
+        assert placement(store) == before
+        assert store.hot.count() == store.catalog.counts()["hot"] or store.catalog.has_pending()
+        store.flush()  # applies what the failed move left pending (Redis side)
+        assert store.hot.count() == store.catalog.counts()["hot"]
+        finds_itself(store, ds, ids)
+        rep = store.verify()
+        assert rep["ok"], rep["problems"]
+        # and the same move goes through afterwards
+        assert store.move(ids, target).moved == 50
+        finds_itself(store, ds, ids)
+        assert store.verify()["ok"]
+
+
+def test_an_upsert_whose_flip_fails_writes_nothing(tmp_path, ds, monkeypatch):
+    with memory_store(tmp_path, dim=DIM) as store:
+        store.upsert(list(range(100)), ds.base[:100], tier="hot")
+        before = placement(store)
+        fail_nth_catalog_write(monkeypatch, store, 1)
+        with pytest.raises(Boom):  # new rows and updates of existing ones, to hot
+            store.upsert(list(range(50, 150)), ds.base[200:300], tier="hot")
+        monkeypatch.undo()
+        assert placement(store) == before
+        # the staged Redis copies were put back to what the catalog holds
+        assert store.hot.keys() == {store.catalog.iid(i) for i in range(100)}
+        finds_itself(store, ds, list(range(100)))
+        assert store.verify(deep=True)["ok"]
+
+
+def test_relocate_keeps_versions_when_asked_and_reports_slots(tmp_path, ds):
+    with memory_store(tmp_path, dim=DIM) as store:
+        store.upsert(list(range(20)), ds.base[:20], tier="warm")
+        eng = store._engine
+        with eng.write_lock, store.catalog.read() as txn:
+            entries = [store.catalog.entry(txn, store.catalog.iid(i)) for i in range(20)]
+        with eng.write_lock:
+            out = relocate(eng, Batch.of_entries(entries, moves.load(eng, entries)), "hot", origin="explicit",
+                           new_version=False)
+        assert out.error is None and out.slots == [e.slot for e in entries]
+        after = placement(store)
+        assert [after[i] for i in range(20)] == [(tiers.CODES["hot"], e.version) for e in entries]
+        finds_itself(store, ds, list(range(20)))
+
+
+def test_the_executor_skips_what_changed_since_planning(tmp_path, ds):
+    with memory_store(tmp_path, dim=DIM, policy={"interval": 0}) as store:
+        store.upsert(list(range(40)), ds.base[:40], tier="warm")
+        with store.catalog.read() as txn:
+            entries = [store.catalog.entry(txn, store.catalog.iid(i)) for i in range(40)]
+        plan = {"warm->hot": (np.array([e.iid for e in entries], np.uint64),
+                              np.array([e.version for e in entries], np.int64))}
+        store.upsert(list(range(10)), ds.base[100:110], tier="warm")  # new versions: planned ones are stale
+        store.delete([10, 11])
+        moved, skipped = moves.execute(store._engine, plan)
+        assert moved["warm->hot"] == 28 and skipped == 12
+        assert store.catalog.counts() == {"hot": 28, "warm": 10, "cold": 0}
+        assert store.verify()["ok"]
+
+
+def test_plan_order_makes_room_before_filling():
+    assert moves.plan_order() == (("hot->cold", "warm->cold"), ("hot->warm",), ("cold->warm",),
+                                  ("warm->hot", "cold->hot"))
+
+
+def test_spill_fills_each_limited_tier_then_goes_down(tmp_path, ds):
+    with memory_store(tmp_path, dim=DIM, hot={"capacity": 30}) as store:
+        store.upsert(list(range(20)), ds.base[:20])  # ingest tier hot
+        store.upsert(list(range(10, 60)), ds.base[10:60])  # 10 updates in place, 10 fit, 30 spill
+        counts = store.catalog.counts()
+        assert counts == {"hot": 30, "warm": 30, "cold": 0}
+        assert store.stats()["queries"]["spilled"] == 30
+        finds_itself(store, ds, list(range(60)))
