@@ -7,8 +7,8 @@ import importlib
 
 import pytest
 
-MODULES = ["config", "filters", "catalog", "kernels", "policy", "inputs", "results", "errors", "segment", "datasets",
-           "coldseg", "hot_vectorset", "hot_cluster"]
+MODULES = ["config", "filters", "catalog", "kernels", "policy.access", "policy.plan", "policy.admission", "inputs",
+           "results", "errors", "segment", "datasets", "coldseg", "hot_vectorset", "hot_cluster"]
 
 
 @pytest.mark.parametrize("name", MODULES)

@@ -6,8 +6,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tierstore import kernels, policy
+from tierstore import kernels
 from tierstore.policy import AccessStats
+from tierstore.policy import access as policy
 
 # --- kernels --------------------------------------------------------------------------------------
 

@@ -1,0 +1,417 @@
+"""Access statistics: per-vector exponentially decayed access counts, in dense arrays by slot.
+
+Query threads only *enqueue* the slots a query returned (a list append: no lock held while a
+query runs, nothing computed); :meth:`AccessStats.apply` drains the queue in batches through
+the numba kernel :func:`kernels.access_add`. The arrays are checkpointed into the catalog on
+``flush()``/``close()`` so a restart does not forget what was hot.
+
+Counts are *epoch-scaled* (see kernels.py): an access at time ``t`` adds ``2 ** ((t - t0) / H)``,
+so the decayed count at time ``T`` is ``counts * 2 ** (-(T - t0) / H)``. ``t0`` is rebased
+(all counts scaled down) before the weights get near float64's range.
+
+>>> import numpy as np
+>>> st = AccessStats(half_life=60.0, t0=0.0)
+>>> st.record(np.array([3, 3, 5]), now=0.0); st.record(np.array([3]), now=60.0)
+>>> st.apply()
+>>> st.decayed(np.array([3, 5]), now=60.0).round(3).tolist()
+[2.0, 0.5]
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import threading
+import time
+from collections import deque
+from typing import Any
+
+import numpy as np
+
+from .. import kernels
+
+_REBASE_EXP = 600.0  # rebase when weights reach 2**600 (float64 overflows near 2**1024)
+_APPLY_AT_ENTRIES = 8192  # queued record() calls that trigger an apply from the recording thread
+
+
+# shadow half-lives of half_life = "auto", as multiples of the accesses per cycle (issue 18)
+SHADOW_MULTS = (0.25, 1.0, 4.0, 16.0, 64.0)
+_START = 2  # the half-life used until the shadows have been measured (4x a cycle's traffic)
+_SWITCH_MARGIN = 0.005  # hit ratio a shadow must lead the current one by to be chosen
+_SMOOTH = 0.5  # weight of the newest cycle in each shadow's smoothed hit ratio
+_SAMPLE_ROWS = 16384  # shadows run on about this many sampled slots (a miniature simulation)
+
+
+def _sample_rate(n: int) -> int:
+    """Every rate-th slot is sampled for the shadows: a power of two (the kernel masks and
+    shifts), so between _SAMPLE_ROWS and 2 x _SAMPLE_ROWS rows."""
+    return 1 << max(0, (max(1, n // _SAMPLE_ROWS)).bit_length() - 1)
+
+
+class AccessStats:
+    """Decayed access counts and last-access times for every slot.
+
+    ``half_life``: seconds (wall time), or ``"auto"``: decay in *logical* time (accesses), the
+    half-life chosen each cycle among shadow half-lives (see :meth:`tune`)."""
+
+    def __init__(self, half_life: float | str, t0: float | None = None, size: int = 0) -> None:
+        self.auto = half_life == "auto"
+        # auto: logical time; the half-life is in accesses and effectively infinite until the first cycle
+        self.half_life = 1e12 if self.auto else float(half_life)
+        self.wall0 = time.time() if t0 is None else float(t0)  # placement times are relative to it
+        self.t0 = 0.0 if self.auto else self.wall0
+        self.clock = 0.0  # auto: accesses applied (logical time)
+        self.counts = np.zeros(max(size, 1024), dtype=np.float64)
+        self.last = np.zeros(self.counts.shape[0], dtype=np.float32)  # seconds since t0 (auto: since wall0)
+        # when each vector was last placed by ingest or an explicit move (seconds since wall0;
+        # -inf = never), and where: the grace period protects that placement for a while
+        self.placed = np.full(self.counts.shape[0], -np.inf, dtype=np.float32)
+        # -1: none; 0..2: the tier ingest put it in (a floor); 3..5: the tier an explicit
+        # move() put it in, + 3 (held there, up or down)
+        self.placed_tier = np.full(self.counts.shape[0], -1, dtype=np.int8)
+        # promote-on-access: slots known hot, the hot threshold of the last cycle (epoch-scaled),
+        # and the slots that passed it since the last look
+        self.hot = np.zeros(self.counts.shape[0], dtype=np.bool_)
+        self.cand = np.zeros(self.counts.shape[0], dtype=np.bool_)
+        self.admit_thr = np.inf
+        # auto: shadow scores (see tune); none until the first cycle has measured the traffic
+        self.grid: np.ndarray | None = None  # shadow half-lives in accesses
+        self.rate = 1
+        self.shadow = np.zeros((0, len(SHADOW_MULTS) + 1))
+        self.chosen = _START
+        self.smoothed: np.ndarray | None = None
+        self._sets: list[np.ndarray] | None = None
+        self._cycle_clock = 0.0
+        self.tuning: list[dict[str, Any]] = []  # the last cycles' choices (stats()["policy"])
+        self._queue: deque[tuple[np.ndarray | list[int], float]] = deque()
+        self._lock = threading.Lock()  # guards apply/resize/rebase, never held by record()
+        self.total_accesses = 0
+        self.latest = -np.inf  # the time stamp of the latest access applied (wall seconds)
+
+    # --- recording (query threads) ----------------------------------------------------------------
+
+    def record(self, slots: np.ndarray | list[int], now: float | None = None) -> None:
+        """Queue accesses to ``slots`` (converted to an array only when applied)."""
+        if not len(slots):
+            return
+        self._queue.append((slots, time.time() if now is None else now))
+        # (len() of a deque is atomic; a shared counter updated from many threads would drift)
+        if len(self._queue) >= _APPLY_AT_ENTRIES and self._lock.acquire(blocking=False):
+            try:
+                self._apply_locked()
+            finally:
+                self._lock.release()
+
+    # --- applying ---------------------------------------------------------------------------------
+
+    def apply(self) -> None:
+        with self._lock:
+            self._apply_locked()
+
+    def _apply_locked(self) -> None:
+        # Drain everything queued at once: small lists (one per query) are concatenated and
+        # applied by one kernel call with per-access weights, so the cost per query is a list
+        # extend, not a kernel call; arrays (touch, large batches) go through as they are.
+        flat: list[int] = []
+        lens: list[int] = []
+        nows: list[float] = []
+        chunks: list[tuple[np.ndarray, np.ndarray | float]] = []
+        while self._queue:
+            slots, now = self._queue.popleft()
+            if isinstance(slots, np.ndarray):
+                chunks.append((slots.astype(np.int64, copy=False), now))
+            else:
+                flat.extend(slots)
+                lens.append(len(slots))
+                nows.append(now)
+        if flat:
+            chunks.append((np.asarray(flat, dtype=np.int64), np.repeat(np.asarray(nows), lens)))
+        for slots, now in chunks:
+            if not len(slots):
+                continue
+            self._ensure(int(slots.max()) + 1)
+            latest = float(np.max(now))
+            self.latest = max(self.latest, latest)
+            if self.auto:
+                self._apply_logical(slots, latest)
+                continue
+            if (latest - self.t0) / self.half_life > _REBASE_EXP:
+                self._rebase(latest)
+            if isinstance(now, np.ndarray):
+                rel = now - self.t0
+                kernels.access_add_each(self.counts, self.last, slots, np.exp2(rel / self.half_life),
+                                        rel.astype(np.float32))
+            else:
+                kernels.access_add(self.counts, self.last, slots, 2.0 ** ((now - self.t0) / self.half_life),
+                                   np.float32(now - self.t0))
+            if self.admit_thr < np.inf:
+                kernels.flag_candidates(self.counts, slots, self.hot, self.admit_thr, self.cand)
+            self.total_accesses += len(slots)
+
+    def _apply_logical(self, slots: np.ndarray, now: float) -> None:
+        h_min = self.half_life if self.grid is None else min(self.half_life, float(self.grid[0]))
+        if (self.clock + len(slots) - self.t0) / h_min > _REBASE_EXP:
+            self._rebase(self.clock)
+        inv_hs = (1.0 / self.grid) if self.grid is not None else np.zeros(0)
+        block = int(max(1, min(4096, h_min // 64)))
+        kernels.access_logical(self.counts, self.last, slots, self.clock - self.t0, 1.0 / self.half_life,
+                               np.float32(now - self.wall0), self.shadow, inv_hs, self.rate, block,
+                               self.hot, self.admit_thr, self.cand)
+        self.clock += len(slots)
+        self.total_accesses += len(slots)
+
+    def _ensure(self, n: int) -> None:
+        if n > self.counts.shape[0]:
+            size = max(n, 2 * self.counts.shape[0])
+            grow = size - self.counts.shape[0]
+            self.counts = np.concatenate([self.counts, np.zeros(grow)])
+            self.last = np.concatenate([self.last, np.zeros(grow, np.float32)])
+            self.placed = np.concatenate([self.placed, np.full(grow, -np.inf, np.float32)])
+            self.placed_tier = np.concatenate([self.placed_tier, np.full(grow, -1, np.int8)])
+            self.hot = np.concatenate([self.hot, np.zeros(grow, np.bool_)])
+            self.cand = np.concatenate([self.cand, np.zeros(grow, np.bool_)])
+
+    def _rebase(self, now: float) -> None:
+        """Move the epoch to ``now`` (wall seconds, or accesses when auto): every score scaled down."""
+        shift = now - self.t0
+        kernels.scale_inplace(self.counts, 2.0 ** (-shift / self.half_life))
+        if self.admit_thr < np.inf:
+            self.admit_thr *= 2.0 ** (-shift / self.half_life)
+        if self.grid is not None and len(self.shadow):
+            self.shadow[:, :-1] *= np.exp2(-shift / self.grid)
+        if not self.auto:
+            self.last -= np.float32(shift)
+            self.placed -= np.float32(now - self.wall0)
+            self.wall0 = now
+        self.t0 = now
+
+    def set_half_life(self, half_life: float) -> None:
+        """Auto: continue with another half-life (the decayed counts carry over)."""
+        with self._lock:
+            self._apply_locked()
+            self._rebase(self.clock)
+            self.half_life = float(half_life)
+
+    def forget(self, slots: np.ndarray) -> None:
+        """Reset slots that were freed (deleted vectors), so a reused slot starts cold."""
+        with self._lock:
+            self._apply_locked()
+            slots = slots[(slots >= 0) & (slots < self.counts.shape[0])]
+            self.counts[slots] = 0.0
+            self.last[slots] = 0.0
+            self.placed[slots] = -np.inf
+            self.placed_tier[slots] = -1
+            self.cand[slots] = False
+            rows = slots[slots % self.rate == 0] // self.rate
+            rows = rows[rows < len(self.shadow)]
+            self.shadow[rows] = 0.0
+
+    def believe_hot(self, up: np.ndarray, down: np.ndarray) -> None:
+        """Promote on access moved ``up`` into hot and ``down`` out of it (as far as it knows:
+        a skipped move is put right by the next cycle)."""
+        with self._lock:
+            self.hot[up] = True
+            self.hot[down] = False
+
+    def mark_placed(self, slots: np.ndarray, tier: int | np.ndarray, explicit: bool = False,
+                    now: float | None = None) -> None:
+        """Start the grace period of ``slots``, placed in ``tier`` (0 hot, 1 warm, 2 cold) by
+        ingest (``explicit=False``: the policy may promote them, but not demote them below
+        ``tier``) or by the user's ``move()`` (``explicit=True``: the policy leaves them there)."""
+        if not len(slots):
+            return
+        now = time.time() if now is None else now
+        with self._lock:
+            self._ensure(int(slots.max()) + 1)
+            self.placed[slots] = np.float32(now - self.wall0)
+            self.placed_tier[slots] = np.asarray(tier, np.int8) + (3 if explicit else 0)
+            self.hot[slots] = np.asarray(tier) == 0
+
+    def grace(self, slots: np.ndarray, now: float, grace: float) -> tuple[np.ndarray, np.ndarray]:
+        """(floor, hold) of ``slots`` (int8, -1 = none): for a row in its grace period, the
+        tier ingest placed it in (it may rise, not fall below it) or the tier an explicit move
+        placed it in (it stays there)."""
+        with self._lock:
+            if len(slots):
+                self._ensure(int(slots.max()) + 1)
+            young = self.placed[slots] > np.float32(now - self.wall0 - grace)
+            pt = self.placed_tier[slots]
+            floor = np.where(young & (pt >= 0) & (pt < 3), pt, -1).astype(np.int8)
+            hold = np.where(young & (pt >= 3), pt - 3, -1).astype(np.int8)
+            return floor, hold
+
+    def columns(self, slots: np.ndarray, now: float, grace: float) -> tuple[np.ndarray, np.ndarray]:
+        """(epoch-scaled counts, in-grace flags) of ``slots``, after applying queued accesses.
+        Scaled counts rank exactly like decayed ones (one common factor), so the policy
+        compares them directly; :meth:`decayed` turns them into access counts for reports."""
+        with self._lock:
+            self._apply_locked()
+            if len(slots):
+                self._ensure(int(slots.max()) + 1)
+            young = self.placed[slots] > np.float32(now - self.wall0 - grace)
+            return self.counts[slots], young  # fancy indexing: already copies
+
+    def scale(self, now: float) -> float:
+        """Factor turning epoch-scaled counts into decayed counts at ``now`` (auto: at the
+        current logical time)."""
+        return 2.0 ** (-((self.clock if self.auto else now) - self.t0) / self.half_life)
+
+    # --- promote on access ------------------------------------------------------------------------
+
+    def _time(self) -> float:
+        return self.clock if self.auto else (self.latest if np.isfinite(self.latest) else time.time())
+
+    def snapshot(self, slots: np.ndarray) -> tuple[np.ndarray, float]:
+        """(decayed counts of ``slots``, the time they hold at): see :meth:`gained`."""
+        with self._lock:
+            self._apply_locked()
+            now = self._time()
+            return self.counts[slots] * self.scale(now), now
+
+    def gained(self, slots: np.ndarray, snap: np.ndarray, at: float) -> np.ndarray:
+        """Decayed accesses of ``slots`` since :meth:`snapshot` returned (``snap``, ``at``) (each
+        weighted by its decay since; the current half-life)."""
+        with self._lock:
+            self._apply_locked()
+            now = self._time()
+            return np.maximum(self.counts[slots] * self.scale(now) - snap * 2.0 ** (-(now - at) / self.half_life), 0.0)
+
+    def watch(self, hot_slots: np.ndarray, thr: float) -> None:
+        """After a cycle: which slots are hot, and the (epoch-scaled) count an access must lift
+        a slot past to become a candidate for promotion before the next cycle."""
+        with self._lock:
+            self._apply_locked()
+            if len(hot_slots):
+                self._ensure(int(hot_slots.max()) + 1)
+            self.hot[:] = False
+            self.hot[hot_slots] = True
+            self.cand[:] = False
+            self.admit_thr = float(thr)
+
+    def take_candidates(self) -> np.ndarray:
+        """Slots flagged since the last call (cleared)."""
+        with self._lock:
+            self._apply_locked()
+            out = np.flatnonzero(self.cand)
+            self.cand[out] = False
+            out = out[~self.hot[out]]
+            return out
+
+    # --- auto half-life ---------------------------------------------------------------------------
+
+    def tune(self, slots: np.ndarray, cap_hot: int) -> dict[str, Any] | None:
+        """Auto: score what each shadow half-life would have held hot (its top ``cap_hot`` at
+        the last cycle, on the sampled slots) against the accesses since, move the policy's
+        half-life to the best (smoothed over cycles, by a margin: no flapping), and take each
+        shadow's hot set for the next cycle. ``slots``: the live vectors'. Returns the report."""
+        if not self.auto:
+            return None
+        with self._lock:
+            self._apply_locked()
+            traffic = self.clock - self._cycle_clock
+            self._cycle_clock = self.clock
+            if self.grid is None:
+                if traffic < 1:
+                    return None
+                # the first cycle sets the grid: multiples of one cycle's traffic
+                self.grid = np.asarray(SHADOW_MULTS) * max(traffic, 64.0)
+                n = max(int(self.counts.shape[0]), int(slots.max()) + 1 if len(slots) else 1)
+                self.rate = _sample_rate(n)
+                self.shadow = np.zeros((n // self.rate + 1, len(SHADOW_MULTS) + 1))
+                self.t0 = self.clock  # shadows start at this epoch
+                self._rebase_counts_to(self.clock, float(self.grid[self.chosen]))
+                info = {"half_life": float(self.half_life), "traffic": traffic, "shadows": None}
+                self._sets = None
+            else:
+                samp = slots[slots % self.rate == 0] // self.rate
+                samp = samp[samp < len(self.shadow)]
+                k = len(SHADOW_MULTS)
+                win = self.shadow[:, k]
+                total = float(win.sum())
+                info = {"traffic": traffic, "sampled_accesses": total, "shadows": None}
+                if self._sets is not None and total > 0:
+                    ratios = np.array([win[s].sum() / total for s in self._sets])
+                    self.smoothed = ratios if self.smoothed is None else (
+                        _SMOOTH * ratios + (1 - _SMOOTH) * self.smoothed)
+                    best = int(np.argmax(self.smoothed))
+                    if self.smoothed[best] > self.smoothed[self.chosen] + _SWITCH_MARGIN:
+                        self.chosen = best
+                    info["shadows"] = {f"{h:g}": round(float(r), 4) for h, r in zip(self.grid, ratios, strict=True)}
+                    info["smoothed"] = {f"{h:g}": round(float(r), 4) for h, r in zip(self.grid, self.smoothed, strict=True)}
+                win[:] = 0.0
+                b = int(round(cap_hot * len(samp) / max(len(slots), 1)))
+                sets = []
+                for j in range(k):
+                    vals = self.shadow[samp, j]
+                    top = samp[np.argpartition(-vals, b - 1)[:b]] if 0 < b < len(samp) else samp
+                    sets.append(top[self.shadow[top, j] > 0])
+                self._sets = sets
+                if float(self.grid[self.chosen]) != self.half_life:
+                    self._rebase_counts_to(self.clock, float(self.grid[self.chosen]))
+                info["half_life"] = float(self.half_life)
+            info["clock"] = self.clock
+            self.tuning = (self.tuning + [info])[-20:]
+            return info
+
+    def _rebase_counts_to(self, now: float, half_life: float) -> None:
+        """(lock held) Decay the primary counts to ``now``, then continue with ``half_life``."""
+        self._rebase(now)  # shadows and counts at the epoch ``now``
+        self.half_life = half_life
+
+    # --- reading ----------------------------------------------------------------------------------
+
+    def decayed(self, slots: np.ndarray, now: float | None = None) -> np.ndarray:
+        """Decayed access counts of ``slots`` at time ``now`` (0 for never-seen slots)."""
+        now = time.time() if now is None else now
+        out = np.zeros(len(slots))
+        inside = (slots >= 0) & (slots < self.counts.shape[0])
+        out[inside] = self.counts[slots[inside]] * self.scale(now)
+        return out
+
+    # --- persistence ------------------------------------------------------------------------------
+
+    def dumps(self) -> bytes:
+        with self._lock:
+            self._apply_locked()
+            buf = io.BytesIO()
+            state = {"auto": self.auto, "half_life": self.half_life, "clock": self.clock, "wall0": self.wall0,
+                     "grid": None if self.grid is None else self.grid.tolist(), "chosen": self.chosen,
+                     "cycle_clock": self._cycle_clock}
+            np.savez(buf, counts=self.counts, last=self.last, placed=self.placed, placed_tier=self.placed_tier,
+                     t0=np.float64(self.t0), total=np.int64(self.total_accesses),
+                     state=np.frombuffer(json.dumps(state).encode(), np.uint8))
+            return buf.getvalue()
+
+    @classmethod
+    def loads(cls, raw: bytes, half_life: float | str) -> AccessStats:
+        with np.load(io.BytesIO(raw)) as z:
+            has_state = "state" in z.files
+            state = json.loads(z["state"].tobytes()) if has_state else {"auto": False, "half_life": 3600.0}
+            t0 = float(z["t0"])
+            st = cls(half_life, t0=state.get("wall0", t0), size=0)
+            st.counts, st.last = z["counts"].copy(), z["last"].copy()
+            n = st.counts.shape[0]
+            st.placed = (z["placed"].copy() if "placed" in z.files
+                         else np.full(n, -np.inf, dtype=np.float32))
+            # (stats from before placement tiers were kept: no grace, the policy decides)
+            st.placed_tier = (z["placed_tier"].copy() if "placed_tier" in z.files
+                              else np.full(n, -1, dtype=np.int8))
+            st.hot, st.cand = np.zeros(n, np.bool_), np.zeros(n, np.bool_)
+            st.total_accesses = int(z["total"])
+        was_auto = bool(state.get("auto"))
+        if st.auto and was_auto:
+            st.t0, st.clock, st.half_life = t0, state["clock"], state["half_life"]
+            st.chosen, st._cycle_clock = state["chosen"], state["cycle_clock"]
+            if state["grid"] is not None:  # the shadows start again from here
+                st.grid = np.asarray(state["grid"])
+                st.rate = _sample_rate(n)
+                st.shadow = np.zeros((n // st.rate + 1, len(SHADOW_MULTS) + 1))
+                st._rebase(st.clock)
+        elif not st.auto and not was_auto:
+            st.t0 = t0
+        else:  # the mode changed: the decayed counts, as plain counts at the new epoch
+            old_now = state["clock"] if was_auto else time.time()
+            st.counts *= 2.0 ** (-(old_now - t0) / float(state.get("half_life", 3600.0)))
+            st.t0 = 0.0 if st.auto else time.time()
+        return st
+
