@@ -315,7 +315,7 @@ class Catalog:
         """The generation of the last write that moved, replaced or deleted an existing entry
         (a new location or a tombstone: an old copy somewhere may now be removed). Writes that
         only add new vectors or change flags leave it alone. Read-only processes compare it
-        before and after a query (see TierStore._search_shared)."""
+        before and after a query (see engine.reads.Reader)."""
         if txn is None:
             with self.env.begin() as t:
                 return self.move_generation(t)

@@ -27,7 +27,7 @@ from .errors import DimensionError, InvalidInputError, SchemaError
 MAX_K = 10_000  # RediSearch's KNN limit per query; larger pages should use scan()
 
 
-def _as_float32(data: Any, what: str) -> np.ndarray:
+def as_float32(data: Any, what: str) -> np.ndarray:
     try:
         arr = np.asarray(data)
     except (ValueError, TypeError) as exc:  # ragged lists
@@ -54,7 +54,7 @@ def _check_rows(arr: np.ndarray, what: str, metric: str) -> None:
 
 def vectors_2d(data: Any, *, dim: int, metric: str, what: str = "vectors") -> np.ndarray:
     """``(n, dim)`` float32, C-contiguous, finite (non-zero for cosine). A ``(dim,)`` is one row."""
-    arr = _as_float32(data, what)
+    arr = as_float32(data, what)
     if arr.ndim == 1 and arr.shape[0] == dim:
         arr = arr.reshape(1, dim)
     if arr.ndim != 2 or arr.shape[1] != dim:
@@ -71,7 +71,7 @@ def query_vector(data: Any, *, dim: int, metric: str) -> np.ndarray:
         norm = float(data @ data)
         if 0.0 < norm < math.inf:
             return data
-    arr = _as_float32(data, "vector")
+    arr = as_float32(data, "vector")
     if arr.ndim == 2 and arr.shape[0] == 1:
         arr = arr[0]
     if arr.shape != (dim,):

@@ -170,6 +170,14 @@ class RepeatCache:
             while len(self._d) > self.size:
                 self._d.popitem(last=False)
 
+    def count(self, skip: bool) -> None:
+        """A lookup's outcome (query threads call it: under the lock, no increment is lost)."""
+        with self._lock:
+            if skip:
+                self.skips += 1
+            else:
+                self.misses += 1
+
     def __len__(self) -> int:
         return len(self._d)
 
@@ -276,13 +284,13 @@ def run(
                 _confirm(catalog, txn, out, qs, k, node, ef, reports, cands, incomplete)
                 c = sorted(cands[0])
                 if not isinstance(out[1], Exception) and not incomplete[0] and len(c) >= k and repeat.can_skip(remembered, c[k - 1][0]):
-                    repeat.skips += 1
+                    repeat.count(skip=True)
                     for t in live:
                         if t is not hot:
                             reports[0][t.name].details["skipped"] = "repeat: cannot beat hot"
                     return _merge(catalog, reports, cands, incomplete, False, k)
                 first = [t for t in first if t is not hot]  # hot's answer is kept; search the others
-            repeat.misses += 1
+            repeat.count(skip=False)
         if len(first) > 1 and executor is not None:
             outcomes += list(executor.map(lambda t: _call(t, qs, k, node, ef, {}), first))
         else:
