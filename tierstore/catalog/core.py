@@ -36,134 +36,32 @@ from __future__ import annotations
 
 import json
 import os
-import struct
 import uuid as uuidlib
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from typing import Any, NamedTuple
+from typing import Any
 
 import lmdb
 import numpy as np
-import xxhash
 
-from .errors import ConfigError, IntegrityError, InvalidInputError
-
-FORMAT_VERSION = 1
-
-TIER_HOT, TIER_WARM, TIER_COLD = 0, 1, 2
-TIER_NAMES = ("hot", "warm", "cold")
-TIER_CODES = {name: code for code, name in enumerate(TIER_NAMES)}
-
-FLAG_PINNED = 1  # pinned to its tier: the policy never moves it
-
-# tier u8, flags u8, uid length u16, slot u32, seg u32, pos u32, version u64 (24 bytes),
-# then the encoded user id, then the metadata JSON (empty when there is none)
-_ENTRY = struct.Struct("<BBHIIIQ")
-_HIT_HEADER = struct.Struct("<2xHI")  # (uid length, slot): what a query hit needs
-_INT_ID = struct.Struct(">q")
-INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
-MAX_STR_ID_BYTES = 1024
+from ..errors import ConfigError, IntegrityError
+from .encoding import (
+    ENTRY,
+    FORMAT_VERSION,
+    HIT_HEADER,
+    TIER_HOT,
+    TIER_NAMES,
+    TIER_WARM,
+    Entry,
+    decode_uid,
+    encode_uid,
+    iid_of,
+    key,
+)
+from .tables import SideTables
 
 
-class Entry(NamedTuple):
-    """Where one vector lives. ``seg``/``pos`` locate it inside a warm or cold segment; ``meta``
-    is its metadata as JSON bytes (``b""`` for none)."""
-
-    iid: int
-    tier: int
-    flags: int
-    slot: int
-    seg: int
-    pos: int
-    version: int
-    uid: str | int
-    meta: bytes = b""
-
-    @property
-    def metadata(self) -> dict[str, Any]:
-        return json.loads(self.meta) if self.meta else {}
-
-
-def location(seg: int, pos: int) -> int:
-    """A row's place in a segment tier (warm or cold segment ``seg``, row ``pos``) as one int:
-    ``seg | pos << 32``, which is how an entry stores the pair (two little-endian u32 read as one
-    u64). Segment tiers report each candidate's location so :meth:`Catalog.confirm` can check,
-    with one int comparison per candidate, that the row still holds the id's current version.
-
-    >>> location(3, 7), split_location(location(3, 7))
-    (30064771075, (3, 7))
-    """
-    return seg | (pos << 32)
-
-
-def split_location(loc: int) -> tuple[int, int]:
-    """(seg, pos) of a :func:`location`."""
-    return loc & 0xFFFFFFFF, loc >> 32
-
-
-def key(iid: int) -> bytes:
-    """LMDB key of an internal id: 8 bytes big-endian, so cursor order is numeric order."""
-    return iid.to_bytes(8, "big")
-
-
-def encode_uid(uid: str | int) -> bytes:
-    if isinstance(uid, str):
-        return b"s:" + uid.encode("utf-8")
-    return b"i:" + _INT_ID.pack(uid)
-
-
-def decode_uid(raw: bytes | memoryview) -> str | int:
-    raw = bytes(raw)
-    if raw[:2] == b"s:":
-        return raw[2:].decode("utf-8")
-    return _INT_ID.unpack(raw[2:])[0]
-
-
-def iid_of(uid: str | int) -> int:
-    return xxhash.xxh64_intdigest(encode_uid(uid))
-
-
-def normalize_ids(ids: Any) -> list[str | int]:
-    """Validate a batch of user ids: all ``str`` (non-empty, <= 1 KiB) or all ints (int64)."""
-    if isinstance(ids, str | int | np.integer):
-        ids = [ids]
-    if isinstance(ids, bytes | bytearray | memoryview):
-        raise InvalidInputError("ids: got bytes; pass a list of str or int ids")
-    if isinstance(ids, np.ndarray):
-        if ids.ndim != 1:
-            raise InvalidInputError(f"ids must be a 1-d sequence, got an array of shape {ids.shape}")
-        ids = ids.tolist()
-    try:
-        out = list(ids)
-    except TypeError:
-        raise InvalidInputError(f"ids must be a sequence of str or int, got {type(ids).__name__}") from None
-    kinds = set()
-    for i, uid in enumerate(out):
-        if isinstance(uid, bool) or not isinstance(uid, str | int | np.integer):
-            raise InvalidInputError(f"ids[{i}]: {uid!r} is a {type(uid).__name__}; ids must be str or int")
-        if isinstance(uid, np.integer):
-            uid = out[i] = int(uid)
-        if isinstance(uid, str):
-            kinds.add(str)
-            try:
-                size = len(uid.encode("utf-8"))
-            except UnicodeEncodeError:
-                raise InvalidInputError(f"ids[{i}]: {uid!r} is not valid Unicode text") from None
-            if not uid or size > MAX_STR_ID_BYTES:
-                raise InvalidInputError(f"ids[{i}]: string ids must be 1..{MAX_STR_ID_BYTES} bytes of UTF-8")
-        else:
-            kinds.add(int)
-            if not INT64_MIN <= uid <= INT64_MAX:
-                raise InvalidInputError(f"ids[{i}]: {uid} does not fit in a signed 64-bit integer")
-    if len(kinds) > 1:
-        raise InvalidInputError(
-            "ids in one batch must all be str or all be int (mixed types usually mean a bug: "
-            "'5' and 5 are different ids)"
-        )
-    return out
-
-
-class Catalog:
+class Catalog(SideTables):
     """LMDB-backed catalog. Thread-safe: LMDB serialises write transactions; reads never block."""
 
     def __init__(
@@ -340,19 +238,19 @@ class Catalog:
     def decode_hit(raw: bytes | memoryview) -> tuple[str | int, int, dict[str, Any]]:
         """(user id, policy slot, metadata) from a raw entry value: the query path's decode
         (works on LMDB's zero-copy memoryviews without copying the whole value)."""
-        ulen, slot = _HIT_HEADER.unpack_from(raw)
-        end = _ENTRY.size + ulen
-        if raw[_ENTRY.size] == 0x73:  # b"s:" (else b"i:")
-            uid: str | int = str(raw[_ENTRY.size + 2 : end], "utf-8")
+        ulen, slot = HIT_HEADER.unpack_from(raw)
+        end = ENTRY.size + ulen
+        if raw[ENTRY.size] == 0x73:  # b"s:" (else b"i:")
+            uid: str | int = str(raw[ENTRY.size + 2 : end], "utf-8")
         else:
-            uid = int.from_bytes(raw[_ENTRY.size + 2 : end], "big", signed=True)
+            uid = int.from_bytes(raw[ENTRY.size + 2 : end], "big", signed=True)
         return uid, slot, json.loads(bytes(raw[end:])) if len(raw) > end else {}
 
     @staticmethod
     def _decode_entry(iid: int, raw: bytes | memoryview) -> Entry:
-        tier, flags, ulen, slot, seg, pos, version = _ENTRY.unpack_from(raw)
-        end = _ENTRY.size + ulen
-        return Entry(iid, tier, flags, slot, seg, pos, version, decode_uid(raw[_ENTRY.size : end]), bytes(raw[end:]))
+        tier, flags, ulen, slot, seg, pos, version = ENTRY.unpack_from(raw)
+        end = ENTRY.size + ulen
+        return Entry(iid, tier, flags, slot, seg, pos, version, decode_uid(raw[ENTRY.size : end]), bytes(raw[end:]))
 
     def entry(self, txn: lmdb.Transaction, iid: int) -> Entry | None:
         raw = txn.get(key(iid), db=self.entries_db)
@@ -399,7 +297,7 @@ class Catalog:
         if e.tier != TIER_HOT:
             txn.put(b"lower_dirty", b"1", db=self.meta_db)  # -> lower_gen at commit
         uid = encode_uid(e.uid)
-        raw = _ENTRY.pack(e.tier, e.flags, len(uid), e.slot, e.seg, e.pos, e.version) + uid + e.meta
+        raw = ENTRY.pack(e.tier, e.flags, len(uid), e.slot, e.seg, e.pos, e.version) + uid + e.meta
         if old is not None and (old[0] != e.tier or bytes(old[8:16]) != raw[8:16]):
             txn.put(b"move_dirty", b"1", db=self.meta_db)  # -> move_gen at commit
         self._track_growing(txn, e.iid, old, raw)
@@ -504,7 +402,7 @@ class Catalog:
                 vec = records.get(k) if records.set_key(k) else None
                 if vec is not None:
                     uid_len = int.from_bytes(raw[2:4], "little")
-                    yield int.from_bytes(k, "big"), vec, raw[_ENTRY.size + uid_len :]
+                    yield int.from_bytes(k, "big"), vec, raw[ENTRY.size + uid_len :]
 
     def entry_batches(self, tiers: Iterable[int] | None = None, size: int = 50_000) -> Iterator[list[Entry]]:
         """Every entry (of ``tiers``) in internal-id order, a short read transaction per batch."""
@@ -520,13 +418,13 @@ class Catalog:
         iids: list[int] = []
         heads: list[bytes] = []
         metas: list[bytes] = []
-        unpack = _ENTRY.unpack_from
+        unpack = ENTRY.unpack_from
         with self.env.begin(db=self.entries_db) as txn:
             for k, raw in txn.cursor():
                 iids.append(int.from_bytes(k, "big"))
-                heads.append(raw[: _ENTRY.size])
+                heads.append(raw[: ENTRY.size])
                 if with_meta:
-                    metas.append(raw[_ENTRY.size + unpack(raw)[2] :])
+                    metas.append(raw[ENTRY.size + unpack(raw)[2] :])
         rec = np.frombuffer(b"".join(heads), dtype=np.dtype(
             [("tier", "u1"), ("flags", "u1"), ("ulen", "<u2"), ("slot", "<u4"), ("seg", "<u4"),
              ("pos", "<u4"), ("version", "<u8")]))
@@ -569,211 +467,3 @@ class Catalog:
     def counts(self) -> dict[str, int]:
         with self.env.begin() as txn:
             return {name: self.count(code, txn) for code, name in enumerate(TIER_NAMES)}
-
-    # --- vectors (durable float32 copies of hot and warm vectors) ------------------------------
-
-    def put_vector(self, txn: lmdb.Transaction, iid: int, vector: bytes) -> None:
-        txn.put(key(iid), vector, db=self.records_db)
-
-    def delete_vector(self, txn: lmdb.Transaction, iid: int) -> None:
-        txn.delete(key(iid), db=self.records_db)
-
-    def vector(self, txn: lmdb.Transaction, iid: int) -> np.ndarray | None:
-        raw = txn.get(key(iid), db=self.records_db)
-        return None if raw is None else np.frombuffer(raw, dtype=np.float32, count=self.dim).copy()
-
-    def vector_raw(self, txn: lmdb.Transaction, iid: int) -> bytes | None:
-        return txn.get(key(iid), db=self.records_db)
-
-    # --- slots (dense index for the policy arrays) ---------------------------------------------
-
-    def alloc_slots(self, txn: lmdb.Transaction, n: int) -> list[int]:
-        out: list[int] = []
-        cur = txn.cursor(db=self.free_db)
-        while len(out) < n and cur.first():
-            out.append(int.from_bytes(cur.key(), "big"))
-            cur.delete()
-        if len(out) < n:
-            nxt = int(txn.get(b"next_slot", b"0", db=self.meta_db))
-            need = n - len(out)
-            out.extend(range(nxt, nxt + need))
-            txn.put(b"next_slot", str(nxt + need).encode(), db=self.meta_db)
-        return out
-
-    def free_slot(self, txn: lmdb.Transaction, slot: int) -> None:
-        txn.put(slot.to_bytes(4, "big"), b"", db=self.free_db)
-
-    def slot_limit(self) -> int:
-        """One past the highest slot ever allocated (size of the dense policy arrays)."""
-        with self.env.begin() as txn:
-            return int(txn.get(b"next_slot", b"0", db=self.meta_db))
-
-    # --- pending hot-index work (write-ahead for Redis) ----------------------------------------
-
-    def add_pending(self, txn: lmdb.Transaction, iids: Iterable[int]) -> None:
-        for iid in iids:
-            txn.put(key(iid), b"", db=self.pending_db)
-
-    def clear_pending(self, iids: Sequence[int], txn: lmdb.Transaction | None = None) -> None:
-        """Remove pending marks, in ``txn`` if given (piggybacking on a write that commits
-        anyway saves an fsync), else in a transaction of its own."""
-        if txn is not None:
-            for iid in iids:
-                txn.delete(key(iid), db=self.pending_db)
-            return
-        if not iids:
-            return
-        with self.env.begin(write=True, db=self.pending_db) as own:
-            for iid in iids:
-                own.delete(key(iid))
-
-    def pending(self, limit: int | None = None) -> list[int]:
-        out = []
-        with self.env.begin(db=self.pending_db) as txn:
-            for k in txn.cursor().iternext(values=False):
-                out.append(int.from_bytes(k, "big"))
-                if limit is not None and len(out) >= limit:
-                    break
-        return out
-
-    def has_pending(self) -> bool:
-        with self.env.begin(db=self.pending_db) as txn:
-            return txn.stat(self.pending_db)["entries"] > 0
-
-    # --- warm segments ---------------------------------------------------------------------------
-
-    def put_segment(self, txn: lmdb.Transaction, sid: int, info: Mapping[str, Any]) -> None:
-        txn.put(sid.to_bytes(4, "big"), json.dumps(dict(info)).encode(), db=self.segments_db)
-
-    def delete_segment(self, txn: lmdb.Transaction, sid: int) -> None:
-        txn.delete(sid.to_bytes(4, "big"), db=self.segments_db)
-
-    def segments(self) -> dict[int, dict[str, Any]]:
-        with self.env.begin(db=self.segments_db) as txn:
-            return {int.from_bytes(k, "big"): json.loads(v) for k, v in txn.cursor()}
-
-    def next_segment_id(self, txn: lmdb.Transaction) -> int:
-        """Segment ids are never reused (a crashed write's directory can't be mistaken)."""
-        sid = int(txn.get(b"next_segment", b"1", db=self.meta_db))
-        txn.put(b"next_segment", str(sid + 1).encode(), db=self.meta_db)
-        return sid
-
-    def metadata_of(self, iids: Iterable[int]) -> list[dict[str, Any]]:
-        """Metadata of each internal id ({} for one that no longer exists), in one read."""
-        with self.env.begin() as txn:
-            out = []
-            for iid in iids:
-                e = self.entry(txn, int(iid))
-                out.append(e.metadata if e is not None else {})
-            return out
-
-    # --- cold segments, the cold journal and the demotion queue ---------------------------------
-
-    def put_cold_segment(self, txn: lmdb.Transaction, sid: int, info: Mapping[str, Any]) -> None:
-        txn.put(sid.to_bytes(4, "big"), json.dumps(dict(info)).encode(), db=self.cold_db)
-
-    def delete_cold_segment(self, txn: lmdb.Transaction, sid: int) -> None:
-        txn.delete(sid.to_bytes(4, "big"), db=self.cold_db)
-
-    def cold_segments(self) -> dict[int, dict[str, Any]]:
-        with self.env.begin(db=self.cold_db) as txn:
-            return {int.from_bytes(k, "big"): json.loads(v) for k, v in txn.cursor()}
-
-    def put_journal(self, sid: int, value: bytes, txn: lmdb.Transaction | None = None) -> None:
-        if txn is not None:
-            txn.put(sid.to_bytes(4, "big"), value, db=self.journal_db)
-            return
-        with self.env.begin(write=True, db=self.journal_db) as own:
-            own.put(sid.to_bytes(4, "big"), value)
-
-    def delete_journal(self, sid: int, txn: lmdb.Transaction | None = None) -> None:
-        if txn is not None:
-            txn.delete(sid.to_bytes(4, "big"), db=self.journal_db)
-            return
-        with self.env.begin(write=True, db=self.journal_db) as own:
-            own.delete(sid.to_bytes(4, "big"))
-
-    def journal(self) -> dict[int, bytes]:
-        with self.env.begin(db=self.journal_db) as txn:
-            return {int.from_bytes(k, "big"): bytes(v) for k, v in txn.cursor()}
-
-    def queue_cold(self, iids: Iterable[int]) -> None:
-        with self.env.begin(write=True, db=self.coldq_db) as txn:
-            for iid in iids:
-                txn.put(key(iid), b"")
-
-    def unqueue_cold(self, txn: lmdb.Transaction, iids: Iterable[int]) -> None:
-        for iid in iids:
-            txn.delete(key(iid), db=self.coldq_db)
-
-    def cold_queue(self, limit: int | None = None) -> list[int]:
-        out = []
-        with self.env.begin(db=self.coldq_db) as txn:
-            for k in txn.cursor().iternext(values=False):
-                out.append(int.from_bytes(k, "big"))
-                if limit is not None and len(out) >= limit:
-                    break
-        return out
-
-    def cold_queue_len(self) -> int:
-        with self.env.begin(db=self.coldq_db) as txn:
-            return txn.stat(self.coldq_db)["entries"]
-
-    # --- small named blobs (access statistics checkpoints, ...) ----------------------------------
-
-    def get_meta(self, name: bytes) -> bytes | None:
-        with self.env.begin(db=self.meta_db) as txn:
-            raw = txn.get(b"blob:" + name)
-            return None if raw is None else bytes(raw)
-
-    def set_meta(self, name: bytes, value: bytes) -> None:
-        with self.env.begin(db=self.meta_db, write=True) as txn:
-            txn.put(b"blob:" + name, value)
-
-    def delete_meta(self, name: bytes) -> None:
-        with self.env.begin(db=self.meta_db, write=True) as txn:
-            txn.delete(b"blob:" + name)
-
-    def set_flags(self, iids: Iterable[int], set_bits: int, clear_bits: int) -> int:
-        """Set/clear flag bits (e.g. FLAG_PINNED) of existing entries; returns #entries changed."""
-        n = 0
-        with self.write() as txn:
-            for iid in iids:
-                e = self.entry(txn, iid)
-                if e is None:
-                    continue
-                flags = (e.flags | set_bits) & ~clear_bits
-                if flags != e.flags:
-                    self.put_entry(txn, e._replace(flags=flags))
-                    n += 1
-        return n
-
-    # --- housekeeping -------------------------------------------------------------------------
-
-    def disk_bytes(self) -> int:
-        info = self.env.info()
-        stat = self.env.stat()
-        return int(info["last_pgno"] + 1) * int(stat["psize"])
-
-    def sync(self) -> None:
-        if not self.read_only:
-            self.env.sync(True)
-
-    def close(self) -> None:
-        self.env.close()
-
-
-__all__ = [
-    "FLAG_PINNED",
-    "TIER_CODES",
-    "TIER_COLD",
-    "TIER_HOT",
-    "TIER_NAMES",
-    "TIER_WARM",
-    "Catalog",
-    "Entry",
-    "iid_of",
-    "location",
-    "normalize_ids",
-    "split_location",
-]
