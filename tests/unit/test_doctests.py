@@ -7,7 +7,7 @@ import importlib
 
 import pytest
 
-MODULES = ["config", "filters", "catalog.core", "tiers", "kernels", "policy.access", "policy.plan", "policy.admission", "inputs",
+MODULES = ["config.load", "filters", "catalog.core", "tiers", "kernels", "policy.access", "policy.plan", "policy.admission", "inputs",
            "results", "errors", "segment", "datasets", "coldseg", "hot_vectorset", "hot_cluster"]
 
 
