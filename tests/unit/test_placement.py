@@ -314,7 +314,7 @@ def test_access_stats_gained_counts_accesses_since_a_snapshot():
 
 def test_cli_explains_the_half_life_choice():
     """Issue 18: `tierstore policy --dry-run` prints the half-life and the shadow hit ratios."""
-    from tierstore.cli import _half_life_line
+    from tierstore.cli.maintenance import half_life_line as _half_life_line
 
     assert _half_life_line({"mode": "fixed", "seconds": 3600.0}) == "fixed, 3600 s (wall time)"
     assert "not chosen yet" in _half_life_line({"mode": "auto", "accesses": None})
