@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import xxhash
 
-from tierstore import segment
+from tierstore.tiers.warm import segment
 
 
 def main() -> None:

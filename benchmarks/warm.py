@@ -68,7 +68,7 @@ def child(engine: str, work: Path, efs: list[int]) -> dict[str, Any]:
     # not the index's memory. What "open" adds is the index (and, for tierstore, loading the
     # cached compiled kernels on the first call).
     if engine == "tierstore-warm":
-        from tierstore import segment
+        from tierstore.tiers.warm import segment
     elif engine == "hnswlib-ram":
         import hnswlib
     else:
@@ -154,7 +154,7 @@ def build(work: Path, base: np.ndarray) -> dict[str, float]:
     import hnswlib
     from usearch.index import Index
 
-    from tierstore import segment
+    from tierstore.tiers.warm import segment
 
     n, dim = base.shape
     out: dict[str, float] = {}

@@ -12,7 +12,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import tierstore
-from tierstore import cli, segment
+from tierstore import cli
+from tierstore.tiers.warm import segment
 
 SETTINGS = settings(max_examples=30, deadline=None, database=None, derandomize=True,
                     suppress_health_check=list(HealthCheck))

@@ -8,8 +8,9 @@ import hnswlib
 import numpy as np
 import pytest
 
-from tierstore import kernels, segment
+from tierstore import kernels
 from tierstore.errors import IntegrityError
+from tierstore.tiers.warm import segment
 
 
 def unit(x: np.ndarray) -> np.ndarray:

@@ -37,7 +37,7 @@ import numpy as np
 from .. import tiers
 from ..catalog import TIER_COLD, TIER_HOT, Entry
 from ..errors import TierUnavailableError
-from ..warm import GROWING
+from ..tiers.warm import GROWING
 
 log = logging.getLogger("tierstore")
 

@@ -56,8 +56,8 @@ import numba
 import numpy as np
 import xxhash
 
-from . import distance, kernels
-from .errors import IntegrityError
+from ... import distance, kernels
+from ...errors import IntegrityError
 
 FORMAT = 1
 _ARRAYS = ("iids", "links0", "levels", "upper_off", "upper", "codes", "scales", "vectors", "sqnorms")
@@ -289,8 +289,7 @@ class Segment:
         self.metric_code = distance.code(self.metric)  # what the kernels branch on
         for name in _ARRAYS:
             setattr(self, name, arrays[name])
-        self._local = threading.local()
-        self._tag_lock = threading.Lock()
+        self._local = threading.local()  # per searching thread: its visited-tag array (no lock needed)
 
     checksums: dict[str, tuple[int, int]] | None = None  # None: written before checksums existed
 
