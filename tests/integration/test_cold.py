@@ -217,7 +217,7 @@ def test_format_1_segments_still_read_next_to_format_2(open_store, monkeypatch, 
     compaction rewrites them as format 2."""
     import functools
 
-    from tierstore import coldseg
+    from tierstore.tiers.cold import format as coldseg
 
     store = open_store(dim=16, metric=metric, schema={"g": "tag"}, cold={"segment_size": 4000})
     v = vectors(1200, seed=9)
@@ -452,7 +452,7 @@ def test_manifest_publish_survives_a_racing_writer(open_store, s3_server):
 
 CRASH = textwrap.dedent("""
     import os, signal, sys, numpy as np, tierstore
-    from tierstore import cold as coldmod
+    from tierstore.tiers import cold as coldmod
     path, redis_url, endpoint, url, point = sys.argv[1:6]
     v = np.random.default_rng(0).standard_normal((900, 16)).astype(np.float32)
     store = tierstore.open(path=path, dim=16, env={}, hot={"redis_url": redis_url},
@@ -505,7 +505,7 @@ def test_kill_9_while_demoting_to_cold_loses_and_duplicates_nothing(tmp_path, re
 
 
 def test_large_segments_upload_multipart(open_store, monkeypatch):
-    from tierstore import cold as coldmod
+    from tierstore.tiers.cold import writer as coldmod
 
     monkeypatch.setattr(coldmod, "_MULTIPART", 64 * 1024)  # this ~0.5 MiB segment goes multipart
     store = open_store(dim=64)

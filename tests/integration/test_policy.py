@@ -258,7 +258,8 @@ def test_background_thread_migrates_and_queries_stay_exactly_once(open_store):
 
 CRASH = textwrap.dedent("""
     import os, signal, sys, numpy as np, tierstore
-    from tierstore import catalog, cold, hot, warm
+    from tierstore import catalog
+    from tierstore.tiers import cold, hot, warm
     from tierstore.engine.core import Engine
     path, redis_url, endpoint, url, seed = sys.argv[1:6]
     seed = int(seed)

@@ -9,8 +9,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tierstore import coldseg, filters, kernels
+from tierstore import filters, kernels
 from tierstore.errors import IntegrityError
+from tierstore.tiers.cold import format as coldseg
 
 
 def test_nearest_centroid_equals_numpy():

@@ -35,7 +35,8 @@ A query reads the footer once (it is cached locally), ranks partitions by centro
 partition with one ranged GET of ``offsets[p] .. offsets[p+1]``, checked against ``checksums[p]``
 (xxh3_64). Under cosine the partitions, centroids and radii live in the unit-normalised space (a
 query is normalised too); otherwise in the raw space. ``radii[p]`` is the largest Euclidean
-distance from centroid p to a member, rounded up, which makes the pruning bound of cold.py safe.
+distance from centroid p to a member, rounded up, which makes the pruning bound of the query path
+(search.py) safe.
 
 >>> import numpy as np, io
 >>> x = np.random.default_rng(0).normal(size=(50, 4)).astype(np.float32)
@@ -62,8 +63,8 @@ from typing import Any, BinaryIO
 import numpy as np
 import xxhash
 
-from . import filters, kernels
-from .errors import IntegrityError
+from ... import filters, kernels
+from ...errors import IntegrityError
 
 FORMAT = 2  # written; 1 and 2 are read
 PAGE_ROWS = 8  # format 2: exact vectors per checked page (dim 384 float32: 12 KiB)

@@ -1,4 +1,4 @@
-"""BlockCache: fetched cold partitions as files on local disk, LRU-bounded (used by cold.py)."""
+"""BlockCache: fetched cold partitions as files on local disk, LRU-bounded (used by search.py)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from .errors import IntegrityError
+from ...errors import IntegrityError
 
 log = logging.getLogger("tierstore")
 

@@ -1,0 +1,403 @@
+"""The cold tier's query path: partition routing, fetching, scanning and reranking.
+
+Queries rank the partitions of every live segment by their centroid (the footers are cached
+locally), take the best-ranked over all segments until they hold the probe budget of rows
+(:meth:`ColdSearch.probe_budget`: ~``nprobe * sqrt(cold rows)``), skip those whose lower bound
+cannot beat the k-th best answer the other tiers already have, fetch the rest with parallel ranged
+GETs through an LRU block cache on local disk, verify each block's checksum, and score them all in
+one compiled scan (``kernels.cold_scan``). Format-2 segments are scanned on int8 codes; the best
+candidates are then reranked on their exact vectors, read in checked pages (:meth:`ColdSearch.fetch`
+reads stored vectors the same way).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import os
+import threading
+from collections.abc import Sequence
+
+import numpy as np
+
+from ... import distance, filters, kernels
+from ...catalog import Entry, location
+from ...errors import IntegrityError, TierStoreError, TierUnavailableError
+from ...query import TierAnswer
+from . import format as fmt
+from .base import ColdBase, Seg, Table
+from .blockcache import BlockCache
+
+log = logging.getLogger("tierstore")
+
+_COALESCE_GAP = 1  # unwanted partitions one GET may read through to save a request
+_MAX_RUN = 4 * 1024**2
+_RERANK = 32  # format 2: candidates per query reranked on exact vectors (at least 2k)
+_PAGE_GAP = 2  # unwanted pages of exact vectors one rerank GET may read through
+_MAX_PENDING_CACHE = 256 * 1024**2
+
+
+class ColdSearch(ColdBase):
+    """The query path of :class:`~.tier.ColdTier` (``search_many``, ``fetch``) and its block cache."""
+
+    refresh_error: TierStoreError | None = None  # read-only: the last refresh failed (set by refresh)
+    _pending_cache = 0  # bytes of fetched blocks queued for the disk cache
+    _writer_niced = False
+
+    def search_many(self, qs: np.ndarray, k: int, node: filters.Node, ef: int | None = None, *,
+                    nprobe: int | None = None, bounds: Sequence[float] | None = None) -> list[TierAnswer]:
+        """Per query: the best ``k`` (ids, distances, locations, details), best first.
+        ``bounds[i]``: the k-th best distance the other tiers found for query i (partitions that
+        cannot beat it are skipped)."""
+        if self.read_only:
+            if self.refresh_error is not None:
+                raise TierUnavailableError(f"cold tier: could not follow the writer's segments: "
+                                           f"{self.refresh_error}", tier="cold")
+            if not self.connected and self.catalog.cold_segments():
+                self.connect()  # TierUnavailableError: a partial answer, never a silently empty one
+        tab = self.table() if self.connected else None
+        m = len(qs)
+        if tab is None:
+            return [TierAnswer([], [], False, [], {"partitions": 0, "probed": 0, "skipped": 0, "gets": 0,
+                                                   "bytes": 0, "cache_hits": 0, "fetched": 0, "rows": 0,
+                                                   "budget_rows": 0, "pruned_all": False}) for _ in range(m)]
+        qs = distance.prepare(self.metric, qs)
+        rank, lb = self.bounds(qs, tab)
+        total = len(tab.radii)
+        budget = self.probe_budget(nprobe, tab)
+        order = np.argsort(rank, axis=1, kind="stable")
+        meta_skipped = 0
+        if node != filters.TRUE:  # partitions whose metadata summary rules the filter out: never read
+            ok = tab.may_match(node)
+            meta_skipped = int(total - ok.sum())
+            if meta_skipped:
+                order = order[ok[order]].reshape(m, -1)
+        cum = np.cumsum(tab.rows[order], axis=1)
+        total = order.shape[1]
+        at = np.zeros(m, np.int64)  # per query: how far down its ranking it has probed
+        probed: list[list[int]] = [[] for _ in range(m)]
+        skipped = np.zeros(m, np.int64)
+        found: list[list[tuple[float, int, int]]] = [[] for _ in range(m)]  # (dist, iid, loc)
+        # GETs, bytes, cache hits, partitions fetched, rows scanned, rerank GETs, rerank bytes, rows reranked
+        counts = np.zeros((m, 8), np.int64)
+        # format 2 scans int8 codes: keep more candidates than k, reranked on the exact vectors
+        cap = max(1, k) if all(seg.footer.format < 2 for seg in tab.segs) else max(k, _RERANK, 2 * k)
+        active = list(range(m))
+        while active:
+            # Global selection: each query takes its best-ranked partitions over ALL segments until
+            # they hold ``budget`` rows (rows, not partitions: small segments have small partitions)
+            take: dict[int, list[int]] = {}
+            wanted: dict[tuple[int, int], tuple[Seg, int]] = {}
+            for i in active:
+                a = int(at[i])
+                reach = int(cum[i, a - 1]) if a else 0
+                end = min(total, int(np.searchsorted(cum[i], reach + budget, side="left")) + 1)
+                chunk = order[i, a:end]
+                at[i] = end
+                if bounds is not None and math.isfinite(bounds[i]):
+                    keep = chunk[lb[i, chunk] <= bounds[i]]
+                    skipped[i] += len(chunk) - len(keep)
+                else:
+                    keep = chunk
+                take[i] = keep.tolist()
+                probed[i] += take[i]
+                for j in take[i]:
+                    seg = tab.segs[tab.seg_of[j]]
+                    wanted[(seg.sid, int(tab.part_of[j]))] = (seg, int(tab.part_of[j]))
+            blocks, got_in, run_bytes = self._blocks(list(wanted.values()))
+            keys = list(wanted)
+            slot = {key: b for b, key in enumerate(keys)}
+            blks = [blocks[key] for key in keys]
+            masks = []  # kept alive for the scan (it reads them by address)
+            mask_at = np.zeros(len(keys), np.intp)
+            if node != filters.TRUE:
+                for b, blk in enumerate(blks):
+                    ok = np.ascontiguousarray(blk.mask(node, self.schema, self.catalog.metadata_of), np.uint8)
+                    masks.append(ok)
+                    mask_at[b] = ok.ctypes.data if len(ok) else 0
+            vec_at = np.array([blk.scan[0] for blk in blks], np.intp)
+            sqn_at = np.array([blk.scan[1] for blk in blks], np.intp)
+            scale_at = np.array([blk.scan[2] for blk in blks], np.intp)
+            nrows = np.array([len(blk.iids) for blk in blks], np.int64)
+            qptr = np.zeros(len(active) + 1, np.int64)
+            items = []
+            for n_, i in enumerate(active):
+                its = [slot[(tab.segs[tab.seg_of[j]].sid, int(tab.part_of[j]))] for j in take[i]]
+                items += its
+                qptr[n_ + 1] = len(items)
+                c = counts[i]
+                runs_seen: set[int] = set()
+                for b in its:
+                    run = got_in.get(keys[b])
+                    if run is None:
+                        c[2] += 1
+                        continue
+                    c[3] += 1
+                    if run not in runs_seen:
+                        runs_seen.add(run)
+                        c[0] += 1
+                        c[1] += run_bytes[run]
+                c[4] += int(nrows[its].sum()) if its else 0
+            if items:
+                dist, bl, rw = kernels.cold_scan(qs[active], distance.code(self.metric), qptr, np.asarray(items, np.int64),
+                                                 vec_at, sqn_at, scale_at, mask_at, nrows, cap)
+            nxt = []
+            for n_, i in enumerate(active):
+                if items:
+                    ok = bl[n_] >= 0
+                    for d, b, r in zip(dist[n_, ok].tolist(), bl[n_, ok].tolist(), rw[n_, ok].tolist(), strict=True):
+                        seg, p = wanted[keys[b]]
+                        row = int(seg.footer.row_starts[p]) + r
+                        # (distance or its estimate, iid, location, estimate?, segment, object row, |v|^2)
+                        found[i].append((d, int(blks[b].iids[r]), location(seg.sid, row), blks[b].vectors is None,
+                                         seg, row, float(blks[b].sqnorms[r])))
+                # A selective filter can leave fewer than k matches in the budget's partitions:
+                # keep probing (in rank order, another budget's worth) until k match or none are left.
+                if node != filters.TRUE and len(found[i]) < k and at[i] < total:
+                    nxt.append(i)
+            active = nxt
+        total += meta_skipped
+        tops = [sorted(f, key=lambda t: t[0])[:cap] for f in found]
+        self._rerank(qs, tops, counts)
+        out = []
+        for i in range(m):
+            best = sorted(tops[i], key=lambda t: (t[0], t[2]))[:k]
+            c = counts[i]
+            out.append(TierAnswer([b[1] for b in best], [b[0] for b in best], False, [b[2] for b in best],
+                        {"partitions": total, "probed": len(probed[i]), "skipped": int(skipped[i]),
+                         "gets": int(c[0] + c[5]), "bytes": int(c[1] + c[6]), "cache_hits": int(c[2]),
+                         "fetched": int(c[3]), "rows": int(c[4]), "budget_rows": int(min(budget, tab.total_rows)),
+                         "reranked": int(c[7]), "rerank_gets": int(c[5]), "rerank_bytes": int(c[6]),
+                         "meta_skipped": meta_skipped,
+                         "pruned_all": bool(skipped[i]) and not probed[i]}))
+        return out
+
+    def _rerank(self, qs: np.ndarray, tops: list[list[tuple]], counts: np.ndarray) -> None:
+        """Replace the code estimates among each query's candidates (format 2) by exact distances
+        on the stored vectors, read in pages (one parallel round of coalesced GETs for the batch)."""
+        want = {(t[4].sid, t[5]): (t[4], t[5]) for top in tops for t in top if t[3]}
+        if not want:
+            return
+        vecs, got_in, run_bytes = self._exact(list(want.values()))
+        vec_of = dict(zip(want, vecs, strict=True))
+        for i, top in enumerate(tops):
+            est = [t for t in top if t[3]]
+            if not est:
+                continue
+            v = np.stack([vec_of[(t[4].sid, t[5])] for t in est])
+            # stored vectors are not normalised: cosine divides by their norms (t[6] = |v|^2)
+            d = distance.exact_prepared(self.metric, v, qs[i], np.array([t[6] for t in est], np.float32))
+            tops[i] = [t for t in top if not t[3]] + [
+                (dd, t[1], t[2], False, t[4], t[5], t[6]) for dd, t in zip(d.tolist(), est, strict=True)]
+            runs = {r for r in (got_in.get((t[4].sid, t[5] // t[4].footer.page_rows)) for t in est) if r is not None}
+            counts[i, 5] += len(runs)
+            counts[i, 6] += sum(run_bytes[r] for r in runs)
+            counts[i, 7] += len(est)
+
+    def probe_budget(self, nprobe: int | None, tab: Table) -> float:
+        """Rows a query scans: ``nprobe`` (per query, else ``cold.nprobe``) partitions of the size a
+        single segment of every cold row would have (k-means into ~sqrt(rows) partitions), i.e.
+        about ``nprobe * sqrt(cold rows)`` -- the same for one segment or a hundred small ones.
+        ``nprobe`` >= the live partitions: everything."""
+        n = int(tab.total_rows)
+        want = nprobe or self.cfg.nprobe
+        if want >= len(tab.radii) or n == 0:
+            return math.inf
+        return want * n / fmt.default_parts(n)
+
+    def bounds(self, qs: np.ndarray, tab: Table) -> tuple[np.ndarray, np.ndarray]:
+        # float64: the expanded |q|^2 + |c|^2 - 2 q.c loses precision in float32 for large norms
+        return fmt.rank_and_bound(qs.astype(np.float64), tab.centroids, tab.csq, tab.radii, self.metric)
+
+    def fetch(self, entries: Sequence[Entry]) -> dict[int, np.ndarray]:
+        """The stored vectors of cold ``entries`` (internal id -> float32 vector)."""
+        with self._lock:
+            segs = dict(self.segs)
+        wanted, where = {}, []
+        for e in entries:
+            seg = segs.get(e.seg)
+            if seg is None:
+                raise IntegrityError(f"cold segment {e.seg} named by the catalog for {e.uid!r} is not live")
+            p = int(np.searchsorted(seg.footer.row_starts, e.pos, side="right")) - 1
+            wanted[(seg.sid, p)] = (seg, p)
+            where.append((e, seg, p))
+        blocks, _, _ = self._blocks(list(wanted.values()))
+        out = {}
+        exact = []  # format 2: the vectors live in pages, the block only says whose row it is
+        for e, seg, p in where:
+            blk = blocks[(seg.sid, p)]
+            r = e.pos - int(seg.footer.row_starts[p])
+            if int(blk.iids[r]) != e.iid:
+                raise IntegrityError(f"cold segment {seg.info['key']}: row {e.pos} holds another id than the catalog says")
+            if blk.vectors is None:
+                exact.append((e, seg))
+            else:
+                out[e.iid] = np.array(blk.vectors[r], np.float32)
+        if exact:
+            vecs, _, _ = self._exact([(seg, int(e.pos)) for e, seg in exact])
+            for (e, _), v in zip(exact, vecs, strict=True):
+                out[e.iid] = np.array(v, np.float32)
+        return out
+
+    def _blocks(self, wanted: list[tuple[Seg, int]]) -> tuple[dict[tuple[int, int], fmt.Block],
+                                                                 dict[tuple[int, int], int], list[int]]:
+        """Fetch partitions: cache first, then parallel ranged GETs, coalesced -> (blocks, the GET
+        each block came in (absent: from the cache), bytes of each GET)."""
+        out: dict[tuple[int, int], fmt.Block] = {}
+        misses: dict[int, tuple[Seg, list[int]]] = {}
+        for seg, p in wanted:
+            k = (seg.sid, p)
+            if k in out or p in misses.get(seg.sid, (None, ()))[1]:
+                continue
+
+            def load(raw: memoryview, seg: Seg = seg, p: int = p) -> fmt.Block:
+                fmt.verify_block(raw, seg.footer, p, f"cached block of {seg.info['key']}")
+                return self._decode(seg, p, raw)
+
+            blk = self.cache.get(BlockCache.name(seg.sid, p), load)
+            if blk is None:
+                misses.setdefault(seg.sid, (seg, []))[1].append(p)
+            else:
+                out[k] = blk
+        self.tally("cache_hits", len(out))
+        self.tally("cache_misses", sum(len(parts) for _, parts in misses.values()))
+        runs = [r for seg, parts in misses.values() for r in self._runs(seg, sorted(parts))]
+        got_in: dict[tuple[int, int], int] = {}
+        run_bytes: list[int] = []
+        for i, (run, fetched) in enumerate(zip(runs, self._io.map(lambda r: self._fetch_run(*r), runs), strict=True)):
+            seg = run[0]
+            for p, raw in fetched.items():
+                out[(seg.sid, p)] = self._decode(seg, p, raw)
+                got_in[(seg.sid, p)] = i
+            run_bytes.append(int(seg.footer.offsets[run[2] + 1] - seg.footer.offsets[run[1]]))
+        self.tally("gets", len(runs))
+        return out, got_in, run_bytes
+
+    @staticmethod
+    def _runs(seg: Seg, parts: list[int]) -> list[tuple[Seg, int, int, list[int]]]:
+        """Group wanted partitions (sorted) into ranged reads: neighbours closer than
+        ``_COALESCE_GAP`` partitions share one GET (on S3 a request costs more than a few hundred
+        KiB more of transfer; partitions are laid out so that similar ones are adjacent)."""
+        runs: list[tuple[Seg, int, int, list[int]]] = []
+        off = seg.footer.offsets
+        for p in parts:
+            if runs and p - runs[-1][2] - 1 <= _COALESCE_GAP and off[p + 1] - off[runs[-1][1]] <= _MAX_RUN:
+                first, _, members = runs[-1][1:]
+                runs[-1] = (seg, first, p, [*members, p])
+            else:
+                runs.append((seg, p, p, [p]))
+        return runs
+
+    def _fetch_run(self, seg: Seg, first: int, last: int, wanted: list[int]) -> dict[int, memoryview]:
+        f = seg.footer
+        base = int(f.offsets[first])
+        raw = memoryview(self.get_range(seg.info["key"], base, int(f.offsets[last + 1])))
+        self.tally("get_bytes", len(raw))
+        out = {}
+        for p in range(first, last + 1):
+            blk = raw[int(f.offsets[p]) - base : int(f.offsets[p + 1]) - base]  # zero-copy slices
+            if p in wanted:
+                fmt.verify_block(blk, f, p, f"cold segment {seg.info['key']}")
+                out[p] = blk
+            # gap fillers are cached too (a free prefetch), unverified: every cached block is
+            # verified when it is first loaded from the cache
+            self._cache_later(BlockCache.name(seg.sid, p), blk)
+        return out
+
+    def _cache_later(self, name: str, data: memoryview) -> None:
+        """Write a fetched block to the disk cache off the query path (measured: writing the
+        blocks inline cost a cache-cold query more than the GETs themselves). Skipped while more
+        than ``_MAX_PENDING_CACHE`` bytes wait, so a burst of cold queries cannot pile up RAM."""
+        with self._lock:
+            if self._pending_cache + len(data) > _MAX_PENDING_CACHE:
+                return
+            self._pending_cache += len(data)
+
+        def write() -> None:
+            if not self._writer_niced:  # the cache writer yields the CPU to queries and I/O
+                self._writer_niced = True
+                with contextlib.suppress(OSError, AttributeError):
+                    os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
+            try:
+                self.cache.put(name, data)
+            except OSError as exc:
+                log.warning("cold cache: could not write %s: %s", name, exc)
+            finally:
+                with self._lock:
+                    self._pending_cache -= len(data)
+
+        self._writer.submit(write)
+
+    def _decode(self, seg: Seg, p: int, raw: bytes) -> fmt.Block:
+        return fmt.Block(raw, int(seg.footer.counts[p]), self.dim, seg.footer.dtype, seg.footer.format)
+
+    def _pages(self, wanted: list[tuple[Seg, int]]) -> tuple[dict[tuple[int, int], np.ndarray],
+                                                               dict[tuple[int, int], int], list[int]]:
+        """Pages of exact vectors (format 2) for the rerank: cache first, then coalesced ranged
+        GETs in parallel -> (float32 arrays, the GET each page came in, bytes of each GET)."""
+        out: dict[tuple[int, int], np.ndarray] = {}
+        misses: dict[int, tuple[Seg, set[int]]] = {}
+        for seg, g in wanted:
+            if (seg.sid, g) in out:
+                continue
+
+            def load(raw: memoryview, seg: Seg = seg, g: int = g) -> np.ndarray:
+                fmt.verify_page(raw, seg.footer, g, f"cached page of {seg.info['key']}")
+                return fmt.decode_page(raw, seg.footer)
+
+            v = self.cache.get(BlockCache.page_name(seg.sid, g), load)
+            if v is None:
+                misses.setdefault(seg.sid, (seg, set()))[1].add(g)
+            else:
+                out[(seg.sid, g)] = v
+        runs: list[tuple[Seg, int, int, list[int]]] = []
+        for seg, gs in misses.values():
+            for g in sorted(gs):
+                a, b = seg.footer.page_range(g)
+                if (runs and runs[-1][0] is seg and g - runs[-1][2] - 1 <= _PAGE_GAP
+                        and b - seg.footer.page_range(runs[-1][1])[0] <= _MAX_RUN):
+                    runs[-1] = (seg, runs[-1][1], g, [*runs[-1][3], g])
+                else:
+                    runs.append((seg, g, g, [g]))
+        got_in: dict[tuple[int, int], int] = {}
+        run_bytes: list[int] = []
+        for i, (run, fetched) in enumerate(zip(runs, self._io.map(lambda r: self._fetch_pages(*r), runs), strict=True)):
+            seg = run[0]
+            for g, v in fetched.items():
+                out[(seg.sid, g)] = v
+                got_in[(seg.sid, g)] = i
+            run_bytes.append(seg.footer.page_range(run[2])[1] - seg.footer.page_range(run[1])[0])
+        self.tally("gets", len(runs))
+        self.tally("rerank_gets", len(runs))
+        return out, got_in, run_bytes
+
+    def _fetch_pages(self, seg: Seg, first: int, last: int, wanted: list[int]) -> dict[int, np.ndarray]:
+        f = seg.footer
+        base = f.page_range(first)[0]
+        raw = memoryview(self.get_range(seg.info["key"], base, f.page_range(last)[1]))
+        self.tally("get_bytes", len(raw))
+        out = {}
+        for g in range(first, last + 1):
+            a, b = f.page_range(g)
+            page = raw[a - base : b - base]
+            if g in wanted:
+                fmt.verify_page(page, f, g, f"cold segment {seg.info['key']}")
+                out[g] = fmt.decode_page(page, f)
+            self._cache_later(BlockCache.page_name(seg.sid, g), page)
+        return out
+
+    def _exact(self, want: list[tuple[Seg, int]]) -> tuple[list[np.ndarray], dict[tuple[int, int], int], list[int]]:
+        """Exact float32 vectors of format-2 rows ``(segment, object row)`` -> (vectors, the GET
+        each page came in, bytes per GET)."""
+        pages, got_in, run_bytes = self._pages([(seg, r // seg.footer.page_rows) for seg, r in want])
+        out = [pages[(seg.sid, r // seg.footer.page_rows)][r % seg.footer.page_rows] for seg, r in want]
+        return out, got_in, run_bytes
+
+    def drop_cache(self) -> None:
+        """Empty the local block cache (benchmarks: measure cache-cold queries)."""
+        self.settle()
+        self.cache.clear()
+
+
+__all__ = ["ColdSearch"]
