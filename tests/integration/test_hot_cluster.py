@@ -17,8 +17,9 @@ from redis.crc import key_slot
 import tierstore
 from tierstore.datasets import brute_force
 from tierstore.errors import ConfigError, TierUnavailableError
-from tierstore.hot_cluster import ClusterHotTier, tag_for_slot
 from tierstore.testing.servers import RedisCluster
+from tierstore.tiers.hot import ClusterHotTier
+from tierstore.tiers.hot.cluster_shard import tag_for_slot
 
 
 def vectors(n: int, dim: int = 16, seed: int = 0) -> np.ndarray:

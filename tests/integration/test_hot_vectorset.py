@@ -11,8 +11,7 @@ import pytest
 import tierstore
 from tierstore import datasets, filters
 from tierstore.errors import ConfigError
-from tierstore.hot import SearchHotTier
-from tierstore.hot_vectorset import VectorSetHotTier
+from tierstore.tiers.hot import SearchHotTier, VectorSetHotTier
 
 
 def rng_vectors(n: int, dim: int, seed: int = 0) -> np.ndarray:

@@ -18,8 +18,8 @@ import numpy as np
 import pytest
 
 import tierstore
-from tierstore import hot as hot_mod
 from tierstore.services import RedisServer
+from tierstore.tiers import hot as hot_mod
 
 DIM = 32
 

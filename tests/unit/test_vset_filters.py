@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from tierstore import filters
-from tierstore.hot_vectorset import attributes, number, render_filter
+from tierstore.tiers.hot.vectorset import attributes, number, render_filter
 
 SCHEMA = {"kind": "tag", "price": "numeric"}
 

@@ -1,10 +1,10 @@
-"""An in-memory hot tier: a drop-in for the Redis-backed :class:`tierstore.hot.HotTier` in tests.
+"""An in-memory hot tier: a drop-in for the Redis-backed :class:`tierstore.tiers.hot.HotTier` in tests.
 
 ``TierStore(config, hot_factory=MemoryHotTier)`` (or :func:`tierstore.testing.memory_store`)
 runs a whole store -- catalog, warm segments, policy, migrations, the merged query -- with the
 hot tier held in numpy arrays instead of Redis, so unit tests need no redis-server.
 
-What it keeps from the Redis tier's contract (see hot.py):
+What it keeps from the Redis tier's contract (see tierstore/tiers/hot/base.py):
 
 - it is an *index* of the catalog, never the truth: :meth:`sync` is state-based and idempotent
   ("make the index match the catalog for these ids": write the catalog's record when the
@@ -15,7 +15,7 @@ What it keeps from the Redis tier's contract (see hot.py):
   :meth:`protect` / :meth:`unprotect` keep a move's copies from reconciliation;
 - the index starts empty, like a flushed Redis, so :meth:`open` refills it from the catalog
   (:meth:`rebuild`): a closed and reopened store answers as before;
-- search is exact (the catalog stand-in's scan, :class:`tierstore.hot_standby.CatalogStandby`,
+- search is exact (the catalog stand-in's scan, :class:`tierstore.tiers.hot.standby.CatalogStandby`,
   re-scored on the catalog's float32 records), with the Redis tier's distance convention
   (cosine: 1 - cos; ip: 1 - dot; l2: squared distance) and the filter language's reference
   semantics (:func:`tierstore.filters.matches`).
@@ -39,26 +39,14 @@ from ..catalog import TIER_HOT, Catalog
 from ..config import HotConfig
 from ..costs import bytes_per_vector
 from ..errors import TierUnavailableError
-from ..hot_standby import CatalogStandby
+from ..tiers.hot.common import MoveBookkeeping, MoveIds
+from ..tiers.hot.standby import CatalogStandby
 
 # One search answer: (internal ids, distances ascending, incomplete), as the Redis tier answers
 Answer = tuple[list[int], list[float], bool]
 
 
-class _Index(CatalogStandby):
-    """The stand-in's exact scan, plus removal of single ids (the stand-in only removes by
-    re-reading the catalog, in :meth:`CatalogStandby.refresh`)."""
-
-    def remove(self, iids: Sequence[int]) -> None:
-        with self._lock:
-            for iid in iids:
-                row = self._row.pop(int(iid), None)
-                if row is not None:
-                    self._live[row] = False
-            self._masks.clear()
-
-
-class MemoryHotTier:
+class MemoryHotTier(MoveBookkeeping):
     """The hot tier in process memory (see the module docstring). Thread-safe.
 
     Constructed like the store's ``hot_factory``: ``MemoryHotTier(catalog=, config=, schema=,
@@ -80,11 +68,9 @@ class MemoryHotTier:
         self.server = None
         self.url = "memory://"
         self._lock = threading.RLock()  # index contents (as HotTier._lock: sync vs reconcile)
-        self._ids_lock = threading.Lock()  # _synced and _protected, as in HotTier
-        self._index = _Index(catalog, metric, reason="memory")
+        self._index = CatalogStandby(catalog, metric, reason="memory")
         self._copies: dict[int, tuple[int, bytes]] = {}  # iid -> (catalog version, float32 bytes)
-        self._synced: list[int] = []
-        self._protected: set[int] = set()
+        self.ids = MoveIds()  # protected and synced ids, as in HotTier
         self.exclusive: Any = threading.RLock()  # the store passes its write lock
         self.down: str | None = None  # a reason: every operation raises TierUnavailableError
         self.closed = False
@@ -131,8 +117,7 @@ class MemoryHotTier:
             stale = self.stale({i: v for i, v in versions.items() if i in in_index})
             self.stats["version_mismatch"] += len(stale)
             missing = (set(versions) - in_index) | (pending & set(versions)) | stale
-            with self._ids_lock:
-                protected = set(self._protected)
+            protected = self.ids.protected_now()
             extra = ((in_index - set(versions)) | (pending - set(versions))) - protected
             self._sync_now(sorted((missing | extra) - protected))
             self.catalog.clear_pending(sorted(pending - protected))
@@ -144,7 +129,7 @@ class MemoryHotTier:
         """Drop every copy and reload all hot records from the catalog. Returns #vectors."""
         self._check()
         with self._lock:
-            self._index = _Index(self.catalog, self.metric, reason="memory")
+            self._index = CatalogStandby(self.catalog, self.metric, reason="memory")
             self._copies.clear()
             n = self._sync_now([e.iid for e in self._hot_entries()])
             self.catalog.clear_pending(self.catalog.pending())
@@ -205,23 +190,8 @@ class MemoryHotTier:
             for iid, v, ver in zip(iids, vecs, versions, strict=True):
                 self._copies[int(iid)] = (int(ver), v.tobytes())
             self._index.put([int(i) for i in iids], vecs, [m if self.schema else {} for m in metas])
-        with self._ids_lock:
-            self._synced.extend(iids)
+        self.ids.add_synced(iids)
         return len(iids)
-
-    def protect(self, iids: Sequence[int]) -> None:
-        with self._ids_lock:
-            self._protected.update(iids)
-
-    def unprotect(self, iids: Sequence[int]) -> None:
-        with self._ids_lock:
-            self._protected.difference_update(iids)
-
-    def take_synced(self) -> list[int]:
-        """Ids written whose pending marks the caller should now clear."""
-        with self._ids_lock:
-            out, self._synced = self._synced, []
-        return out
 
     # --- reads -----------------------------------------------------------------------------------
 

@@ -3,12 +3,12 @@
 Redis 8 has HNSW vector sets built in, so this backend needs no module. The store's hot vectors
 are the elements of one vector set, ``<prefix>vset``, each named by its internal id (16 hex
 digits); the connection, verification, reconcile/rebuild and move bookkeeping are shared with
-the RediSearch backend (:class:`tierstore.hot.HotTier`).
+the RediSearch backend (:class:`tierstore.tiers.hot.base.HotTier`).
 
 What differs from RediSearch, and how this module deals with it:
 
 - **Cosine only.** Vector sets normalise every vector at insert, so only cosine similarity is
-  exact; :func:`tierstore.hot.make_hot_tier` refuses other metrics.
+  exact; :func:`tierstore.tiers.hot.make_hot_tier` refuses other metrics.
 - **Quantisation** (``hot.quantization``: q8 by default, noquant, bin) makes VSIM's scores
   approximate. Every candidate is therefore re-scored on its exact float32 vector from the
   catalog, so the hot tier's distances are exact (``1 - cos``) like RediSearch's and the other
@@ -48,16 +48,16 @@ from typing import Any
 import numpy as np
 import redis
 
-from . import distance, filters
-from .catalog import TIER_HOT
-from .hot import HotTier, _s, _Stale
-from .query import TierAnswer
+from ... import distance, filters
+from ...catalog import TIER_HOT
+from ...query import TierAnswer
+from .base import HotTier
+from .common import CHUNK, Stale, as_str
 
 # hot.quantization -> (VADD option, VINFO quant-type, candidates fetched per result wanted): a
 # quantised walk ranks by approximate scores, so a true neighbour may come back just past k;
 # fetching more and keeping the best k after the exact rerank recovers it.
 _QUANT = {"q8": ("Q8", "int8", 2), "noquant": ("NOQUANT", "f32", 1), "bin": ("BIN", "bin", 4)}
-_CHUNK = 512  # commands per pipeline round trip
 _ALL = 2**40  # VRANDMEMBER count larger than any set: "return every element"
 # After a filter's graph walk fell short, its next queries go straight to the exact scan (the walk
 # would visit FILTER-EF nodes for nothing), for this many queries; then it walks again, in case
@@ -175,10 +175,10 @@ class VectorSetHotTier(HotTier):
 
     def _check_index(self) -> None:
         info = self.r.execute_command("VINFO", self.vset_key)
-        info = {_s(k): _s(v) for k, v in (info or {}).items()}
+        info = {as_str(k): as_str(v) for k, v in (info or {}).items()}
         written_for = self.r.hget(self.meta_key, "schema")
         if info and (info.get("vector-dim") != str(self.dim) or info.get("quant-type") != self._quant_name
-                     or info.get("hnsw-m") != str(self.cfg.m) or _s(written_for or b"") != self._meta_fields()["schema"]):
+                     or info.get("hnsw-m") != str(self.cfg.m) or as_str(written_for or b"") != self._meta_fields()["schema"]):
             # hot.m / hot.quantization changed (they are fixed when a set is created), or the
             # schema did: drop the set; verify's count check then finds it empty and reconcile
             # re-adds every vector (with attributes for the current schema).
@@ -276,12 +276,12 @@ class VectorSetHotTier(HotTier):
                     self._scan_first_from_now(expr)
             return replies
 
-        return [self._rerank(q, rep, k) for q, rep in zip(qs, self._call(run), strict=True)]
+        return [self._rerank(q, rep, k) for q, rep in zip(qs, self.call(run), strict=True)]
 
     def _check_present(self, meta_exists: int, vcard: int) -> None:
         if not meta_exists or (not vcard and self.catalog.count(TIER_HOT)):
             self._verified = False
-            raise _Stale("hot tier: the vector set or the store's meta key is gone")
+            raise Stale("hot tier: the vector set or the store's meta key is gone")
 
     def _scan_next(self, expr: str, n: int) -> bool:
         """Should queries with this filter skip the graph walk (it fell short recently)?"""
@@ -303,9 +303,9 @@ class VectorSetHotTier(HotTier):
         if len(commands) == 1:  # the common single-query path: no pipeline object
             return [self.r.execute_command(*commands[0])]
         out = []
-        for start in range(0, len(commands), _CHUNK):
+        for start in range(0, len(commands), CHUNK):
             pipe = self.r.pipeline(transaction=False)
-            for args in commands[start : start + _CHUNK]:
+            for args in commands[start : start + CHUNK]:
                 pipe.execute_command(*args)
             out.extend(pipe.execute())
         return out
@@ -350,11 +350,11 @@ class VectorSetHotTier(HotTier):
                 "num_docs": int(info.get(b"size", 0)),
                 "vector_index_bytes": int(self.r.memory_usage(self.vset_key, samples=0) or 0),
                 "redis_used_memory": int(mem.get("used_memory", 0)),
-                "redis_used_memory_human": _s(mem.get("used_memory_human", "")),
+                "redis_used_memory_human": as_str(mem.get("used_memory_human", "")),
                 **self.stats,
             }
 
-        return self._call(run)
+        return self.call(run)
 
 
 __all__ = ["VectorSetHotTier", "attributes", "number", "render_filter"]

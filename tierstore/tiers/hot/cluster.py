@@ -16,7 +16,7 @@ This module builds on exactly that:
   node, i.e. exactly the vectors whose slots the master owns. Next to it, ``P meta{<tag>}`` holds
   the owning store's uuid: a node that lost it (restarted without persistence, flushed) is
   reconciled from the catalog.
-- **A shard** (:class:`ShardTier`) is a :class:`~tierstore.hot.SearchHotTier` on one master's
+- **A shard** (:class:`~.cluster_shard.ShardTier`) is a :class:`~.search.SearchHotTier` on one master's
   address, restricted to the catalog's vectors in that master's slots: verify, reconcile, rebuild,
   index checks and retries are the standalone code, per shard.
 - **Writes** group ids by the master that owns their slot and run one pipeline per master, in
@@ -46,216 +46,20 @@ import threading
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from functools import lru_cache
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import numpy as np
 import redis
-from redis.backoff import ExponentialBackoff
 from redis.crc import key_slot
-from redis.retry import Retry
 
-from . import filters
-from .errors import TierStoreError, TierUnavailableError
-from .hot import _CHUNK, _UNAVAILABLE, HotTier, SearchHotTier, _is_missing_index, _s, _Stale
-from .query import TierAnswer
+from ... import filters
+from ...errors import TierStoreError, TierUnavailableError
+from ...query import TierAnswer
+from .base import HotTier
+from .cluster_shard import SHARD_ERRORS, SLOTS, Plan, ShardTier, TopologyChanged
+from .common import UNAVAILABLE, as_str
 
-SLOTS = 16384
 _TOPOLOGY_EVERY = 5.0  # seconds between topology checks while the tier is in use
-_BACKOFF_MIN, _BACKOFF_MAX = 0.5, 5.0  # a failed shard is skipped this long before the next try
-_SHARD_ERRORS = (*_UNAVAILABLE, redis.exceptions.ClusterDownError, redis.exceptions.TryAgainError,
-                 redis.exceptions.MasterDownError)
-
-
-@lru_cache(maxsize=4096)
-def tag_for_slot(slot: int) -> str:
-    """The shortest decimal string whose CRC16 slot is ``slot`` (a hash tag pinning a key there).
-
-    >>> tag_for_slot(0), key_slot(b"{" + tag_for_slot(16383).encode() + b"}")
-    ('3560', 16383)
-    """
-    i = 0
-    while True:
-        t = str(i)
-        if key_slot(t.encode()) == slot:
-            return t
-        i += 1
-
-
-def node_url(url: str, host: str, port: int) -> str:
-    """``url`` (scheme, credentials, options) pointed at another node of its cluster.
-
-    >>> node_url("rediss://u:pw@10.0.0.1:7000/0?ssl_cert_reqs=none", "10.0.0.2", 7001)
-    'rediss://u:pw@10.0.0.2:7001/0?ssl_cert_reqs=none'
-    """
-    u = urlsplit(url)
-    user = u.netloc.rpartition("@")[0]
-    return urlunsplit((u.scheme, f"{user}@{host}:{port}" if user else f"{host}:{port}", "/0", u.query, ""))
-
-
-def cluster_enabled(r: redis.Redis) -> bool:
-    """Is this node a Redis Cluster node (``INFO cluster`` -> cluster_enabled:1)?"""
-    return int(r.info("cluster").get("cluster_enabled", 0)) == 1
-
-
-class _TopologyChanged(Exception):
-    """A node answered MOVED/ASK: the slot map we planned with is out of date."""
-
-
-class ShardTier(SearchHotTier):
-    """The RediSearch hot tier of one master: its index, its meta key and the catalog's vectors
-    whose keys hash into its slots."""
-
-    sharded = True
-    standby_ok = False
-
-    def __init__(self, cluster: ClusterHotTier, node_id: str, host: str, port: int) -> None:
-        self.cluster = cluster
-        self.node_id, self.host, self.port = node_id, host, port
-        self.node = f"{host}:{port}"
-        self.tag = ""
-        super().__init__(node_url(cluster.url, host, port), catalog=cluster.catalog, config=cluster.cfg,
-                         schema=cluster.schema, metric=cluster.metric)
-        self.read_only = cluster.read_only
-        # moves protect ids cluster-wide: every shard's reconcile must respect them
-        self._protected = cluster._protected
-        self._ids_lock = cluster._ids_lock
-        self._set_tag("")
-        self.down_until = 0.0
-        self.backoff = _BACKOFF_MIN
-        self.error: TierStoreError | None = None
-
-    def _client(self) -> redis.Redis:
-        def on_connect(conn: redis.connection.AbstractConnection) -> None:
-            conn.on_connect()
-            self._conn_gen += 1
-            self._verified = False
-
-        # One retry on a dropped connection (a restarted node), none on a timeout: a stopped node
-        # must cost one socket_timeout, not three, before the shard is reported down.
-        return redis.Redis.from_url(
-            self.url, protocol=3,
-            socket_timeout=self.cfg.socket_timeout,
-            socket_connect_timeout=min(self.cfg.socket_timeout, 5.0),
-            retry=Retry(ExponentialBackoff(cap=0.2, base=0.02), 1, supported_errors=(redis.ConnectionError,)),
-            redis_connect_func=on_connect,
-            client_name="tierstore",
-        )
-
-    def _set_tag(self, tag: str) -> None:
-        self.tag = tag
-        self.index = f"{self.prefix}idx{{{tag}}}"
-        self.meta_key = f"{self.prefix}meta{{{tag}}}"
-
-    def _owns(self, iid: int) -> bool:
-        return self.cluster.owner(iid) is self
-
-    def _unavailable(self, exc: Exception) -> TierUnavailableError:
-        return TierUnavailableError(f"hot tier: Redis Cluster master {self.node} is unavailable: {exc}", tier="hot")
-
-    def _stale_error(self, exc: redis.ResponseError) -> bool:
-        if isinstance(exc, redis.exceptions.AskError | redis.exceptions.MovedError):  # (MovedError is an AskError)
-            self.cluster.topology_changed()
-            raise _TopologyChanged(f"{self.node}: {exc}") from exc
-        return _is_missing_index(exc)
-
-    # --- which index is ours on this node ------------------------------------------------------
-
-    def verify(self) -> None:
-        with self._lock:
-            if self._verified:
-                return
-            self._choose_tag()
-            if not self.read_only and self.r.hget(self.meta_key, "uuid") is None:
-                # A node without our meta key: restarted without persistence, flushed, or its
-                # index renamed after a reshard. Index whatever vectors it still holds, claim it,
-                # and let the reconcile below (forced) add what is missing and drop what is extra:
-                # cheaper than the standalone rebuild when only the names changed.
-                self._check_index()
-                self.r.hset(self.meta_key, mapping={"uuid": self.catalog.uuid, "backend": self.backend,
-                                                    "created": str(time.time())})
-                self._run_id = ""
-                self.stats["rebuilds"] += 1
-            super().verify()
-
-    def _choose_tag(self) -> None:
-        """Keep the index this store already has on the node if its name is still in the
-        node's slots; otherwise name a new one after the node's highest slot."""
-        slots = self.cluster.slots_of(self)
-        if not len(slots):
-            raise TierUnavailableError(f"hot tier: master {self.node} owns no slots any more", tier="hot")
-        owned = set(slots.tolist())
-        lead = f"{self.prefix}idx{{"
-        mine = sorted(n for n in map(_s, self.r.execute_command("FT._LIST")) if n.startswith(lead) and n.endswith("}"))
-        valid = [n for n in mine if key_slot(n.encode()) in owned]
-        self.orphans = [n for n in mine if n not in valid]
-        tag = valid[0][len(lead):-1] if valid else tag_for_slot(int(slots.max()))
-        for extra in valid[1:]:  # a second index of ours on one node double-indexes every key
-            if not self.read_only:
-                self.r.execute_command("FT.DROPINDEX", extra)
-        if tag != self.tag:
-            self._set_tag(tag)
-
-    # --- what differs on a cluster node --------------------------------------------------------
-
-    def _delete_keys(self, iids) -> None:
-        # keys in different slots cannot share one UNLINK: one command each, pipelined
-        keys = [self.key(i) for i in iids]
-        for start in range(0, len(keys), _CHUNK):
-            pipe = self.r.pipeline(transaction=False)
-            for k in keys[start : start + _CHUNK]:
-                pipe.unlink(k)
-            pipe.execute()
-
-    def _purge(self) -> None:  # only this shard's index and keys (a scan of the prefix would cross slots)
-        self._drop_index_and_keys()
-
-    def _search_one(self, q: np.ndarray, k: int, node: filters.Node, ef: int | None = None) -> TierAnswer:
-        if node == filters.FALSE:
-            return TierAnswer([], [])
-        # the arguments name the index, which a verification may rename: build them inside
-        answer = self._parse(self._call(lambda: self.r.execute_command(*self._search_args(q, k, node, ef))))
-        return self._exact(q, answer, k) if self._f16 else answer
-
-    def count(self) -> int:
-        # A write only checks the masters it touches: a node flushed behind our back shows up
-        # here as a missing index, which must re-verify (refill) it rather than count 0.
-        info = self._index_info()
-        if info is None:
-            self._verified = False
-            raise _Stale(f"hot tier: master {self.node} lost the index {self.index}")
-        return int(info.get(b"num_docs", 0))
-
-    def info(self) -> dict[str, Any]:
-        out = super().info()
-        out.update(node=self.node, node_id=self.node_id, slots=int(len(self.cluster.slots_of(self))))
-        if getattr(self, "orphans", None):
-            out["orphaned_indexes"] = list(self.orphans)
-        return out
-
-    # --- failure bookkeeping (used by the cluster tier's fan-out) --------------------------------
-
-    def usable(self) -> bool:
-        return time.monotonic() >= self.down_until
-
-    def failed(self, exc: TierStoreError) -> None:
-        self.error = exc
-        self.down_until = time.monotonic() + self.backoff
-        self.backoff = min(2 * self.backoff, _BACKOFF_MAX)
-
-    def succeeded(self) -> None:
-        if self.error is not None:
-            self.error, self.down_until, self.backoff = None, 0.0, _BACKOFF_MIN
-
-
-class _Plan:
-    """One reading of the slot map: the masters (shards) and which one owns each slot."""
-
-    def __init__(self, shards: list[ShardTier], owner: np.ndarray, signature: tuple) -> None:
-        self.shards = shards
-        self.owner = owner  # (16384,) int16: index into shards, -1 = not served
-        self.signature = signature
 
 
 class ClusterHotTier(HotTier):
@@ -270,7 +74,7 @@ class ClusterHotTier(HotTier):
                         "restarts": 0, "index_recreated": 0, "replans": 0}
         super().__init__(url, **kw)
         self.key_prefix = f"{self.prefix}v:"
-        self._plan: _Plan | None = None
+        self._plan: Plan | None = None
         self._topology_due = 0.0
         self._plan_lock = threading.Lock()
         self._shards_by_id: dict[str, ShardTier] = {}
@@ -325,9 +129,9 @@ class ClusterHotTier(HotTier):
         for r in clients:
             try:
                 return r.execute_command("CLUSTER", "SLOTS")
-            except (*_SHARD_ERRORS, redis.ResponseError) as exc:
+            except (*SHARD_ERRORS, redis.ResponseError) as exc:
                 last = exc
-        raise self._unavailable(last)
+        raise self.unavailable(last)
 
     def drop_orphaned_indexes(self) -> list[str]:
         """Drop this store's indexes left on masters whose slot they are named after has moved
@@ -365,7 +169,7 @@ class ClusterHotTier(HotTier):
             masters: dict[str, tuple[str, int, list[tuple[int, int]]]] = {}
             for row in reply:
                 start, end, primary = int(row[0]), int(row[1]), row[2]
-                host, port, nid = _s(primary[0]) or "127.0.0.1", int(primary[1]), _s(primary[2])
+                host, port, nid = as_str(primary[0]) or "127.0.0.1", int(primary[1]), as_str(primary[2])
                 masters.setdefault(nid, (host, port, []))[2].append((start, end))
             signature = tuple(sorted((nid, h, p, tuple(sorted(rs))) for nid, (h, p, rs) in masters.items()))
             old = self._plan
@@ -387,13 +191,13 @@ class ClusterHotTier(HotTier):
                 shards.append(sh)
                 now = set(np.flatnonzero(owner == len(shards) - 1).tolist())
                 if before is not None and now != before:
-                    sh._verified = False  # re-verify: its index name may be gone, its counts changed
+                    sh.invalidate()  # re-verify: its index name may be gone, its counts changed
                     if now - before:
                         gained[sh] = np.array(sorted(now - before))
             for nid in list(self._shards_by_id):
                 if nid not in {s[0] for s in signature}:
                     self._shards_by_id.pop(nid).close()
-            self._plan = _Plan(shards, owner, signature)
+            self._plan = Plan(shards, owner, signature)
             self._events["replans"] += 1
             self._gained = gained
             self._verified = False  # verify() rewrites what masters gained
@@ -420,11 +224,11 @@ class ClusterHotTier(HotTier):
         with self._lock:
             ids = [e.iid for e in self._iter_hot_entries() if mask[self.slot(e.iid)]]
             try:
-                self._sync_now(ids)
-            except (TierStoreError, _TopologyChanged) as exc:  # reconciled by the shard's next verify
+                self.sync_now(ids)
+            except (TierStoreError, TopologyChanged) as exc:  # reconciled by the shard's next verify
                 for sh in gained:
-                    sh._verified = False
-                self._topology_due = 0.0 if isinstance(exc, _TopologyChanged) else self._topology_due
+                    sh.invalidate()
+                self._topology_due = 0.0 if isinstance(exc, TopologyChanged) else self._topology_due
 
     # --- connection, verification --------------------------------------------------------------
 
@@ -434,7 +238,7 @@ class ClusterHotTier(HotTier):
         self._pool.shutdown(wait=False)
         self.r.close()
 
-    def _call(self, fn, *, verify: bool = True):
+    def call(self, fn, *, verify: bool = True):
         last: Exception | None = None
         for _attempt in range(3):
             try:
@@ -443,7 +247,7 @@ class ClusterHotTier(HotTier):
                     if not self._verified:
                         self.verify()
                 return fn()
-            except _TopologyChanged as exc:
+            except TopologyChanged as exc:
                 last = exc
                 self._topology_due = 0.0
                 self._verified = False
@@ -464,10 +268,10 @@ class ClusterHotTier(HotTier):
             self._rewrite_gained()
             # masters backing off after a failure are tried by the queries that need them
             shards = [sh for sh in self._plan.shards if sh.usable()]
-            errors = self._each(lambda sh: sh._call(lambda: None), shards)
+            errors = self._each(lambda sh: sh.call(lambda: None), shards)
             if len(errors) == len(shards):
                 first = next(iter(errors.values()), None)
-                raise first or next((sh.error for sh in self._plan.shards if sh.error), self._unavailable("no master"))
+                raise first or next((sh.error for sh in self._plan.shards if sh.error), self.unavailable("no master"))
             self._sync_pending([sh for sh in shards if sh not in errors])
             self._verified = True
 
@@ -476,15 +280,14 @@ class ClusterHotTier(HotTier):
         on one master left pending marks on the ids of all of them."""
         if self.read_only or not self.catalog.has_pending():
             return
-        with self._ids_lock:
-            protected = set(self._protected)
+        protected = self.ids.protected_now()
         pending = [i for i in self.catalog.pending() if i not in protected]
         groups, _ = self._by_shard(pending)
         for sh, rows in groups.items():
-            if sh in shards and sh._verified:
+            if sh in shards and sh.verified:
                 part = [pending[j] for j in rows]
                 try:
-                    sh._call(lambda sh=sh, part=part: sh._sync_now(part))
+                    sh.call(lambda sh=sh, part=part: sh.sync_now(part))
                 except TierStoreError as exc:
                     sh.failed(exc)
                     continue
@@ -492,7 +295,7 @@ class ClusterHotTier(HotTier):
 
     def _each(self, fn, shards: Sequence[ShardTier] | None = None) -> dict[ShardTier, TierStoreError]:
         """Run ``fn(shard)`` on every shard in parallel; failures mark the shard down (and are
-        returned), a MOVED reply raises _TopologyChanged after all have finished."""
+        returned), a MOVED reply raises TopologyChanged after all have finished."""
         shards = list(self._plan.shards if shards is None else shards)
         errors: dict[ShardTier, TierStoreError] = {}
         moved = False
@@ -502,7 +305,7 @@ class ClusterHotTier(HotTier):
                 out = fn(sh)
                 sh.succeeded()
                 return out
-            except _TopologyChanged as exc:
+            except TopologyChanged as exc:
                 return exc
             except TierStoreError as exc:
                 return exc
@@ -511,7 +314,7 @@ class ClusterHotTier(HotTier):
         futures = [self._pool.submit(one, sh) for sh in shards[1:]]
         outs = [one(sh) for sh in shards[:1]] + [f.result() for f in futures]
         for sh, out in zip(shards, outs, strict=True):
-            if isinstance(out, _TopologyChanged):
+            if isinstance(out, TopologyChanged):
                 moved = True
             elif isinstance(out, TierStoreError):
                 errors[sh] = out
@@ -520,14 +323,14 @@ class ClusterHotTier(HotTier):
                     self._topology_due = min(self._topology_due, time.monotonic() + 1.0)  # a failover?
                     self._verified = False  # the next call syncs what this failure left pending
         if moved:
-            raise _TopologyChanged("MOVED")
+            raise TopologyChanged("MOVED")
         return errors
 
     def reconcile(self) -> dict[str, int]:
         with self._lock:
             out = {"added": 0, "removed": 0}
             for sh in self._plan.shards if self._plan else []:
-                part = sh._call(sh.reconcile, verify=False)
+                part = sh.call(sh.reconcile, verify=False)
                 out["added"] += part["added"]
                 out["removed"] += part["removed"]
             return out
@@ -538,7 +341,7 @@ class ClusterHotTier(HotTier):
                 self.refresh_topology()
             n = 0
             for sh in self._plan.shards:
-                n += sh._call(lambda sh=sh: (sh._choose_tag(), sh.rebuild())[1], verify=False)
+                n += sh.call(lambda sh=sh: (sh.choose_tag(), sh.rebuild())[1], verify=False)
             self._events["rebuilds"] += 1
             self._verified = True
             return n
@@ -559,7 +362,7 @@ class ClusterHotTier(HotTier):
 
     def _write_groups(self, iids: Sequence[int], work) -> int:
         groups, orphan = self._by_shard(iids)
-        errors = self._each(lambda sh: sh._call(lambda: work(sh, groups[sh])), list(groups))
+        errors = self._each(lambda sh: sh.call(lambda: work(sh, groups[sh])), list(groups))
         if errors:
             raise next(iter(errors.values()))
         if orphan:
@@ -567,40 +370,43 @@ class ClusterHotTier(HotTier):
                                        "serves (cluster_state not ok?)", tier="hot")
         return len(iids)
 
-    def _per_shard(self, iids: Sequence[int], read) -> list:
-        """``read(shard, ids)`` on each master for the ids it owns, in ``iids``' order."""
-        groups, _orphan = self._by_shard(iids)
-        out: list = [None] * len(iids)
+    def _per_shard(self, iids: Sequence[int], read) -> tuple[set[int], list[int]]:
+        """The union of ``read(shard, ids)`` on each master for the ids it owns, and the ids no
+        master serves."""
+        groups, orphan = self._by_shard(iids)
+        out: set[int] = set()
         for sh, rows in groups.items():
-            got = sh._call(lambda sh=sh, rows=rows: read(sh, [iids[j] for j in rows]))
-            for j, v in zip(rows, got, strict=True):
-                out[j] = v
-        return out
+            out |= sh.call(lambda sh=sh, rows=rows: read(sh, [iids[j] for j in rows]))
+        return out, [iids[j] for j in orphan]
 
-    def _versions(self, iids: Sequence[int]) -> list[int | None]:
-        return self._per_shard(iids, lambda sh, ids: sh._versions(ids))
+    def stale(self, versions: dict[int, int]) -> set[int]:
+        """Each master's :meth:`HotTier.stale` for the ids it owns (an id no master serves is
+        not held)."""
+        found, orphan = self._per_shard(list(versions), lambda sh, ids: sh.stale({i: versions[i] for i in ids}))
+        return found | set(orphan)
 
-    def _vectors(self, iids: Sequence[int]) -> list[np.ndarray | None]:
-        return self._per_shard(iids, lambda sh, ids: sh._vectors(ids))
+    def differs(self, iids: Sequence[int]) -> set[int]:
+        """Each master's :meth:`HotTier.differs` for the ids it owns (an id no master serves
+        differs when the catalog holds its record)."""
+        found, orphan = self._per_shard(list(iids), lambda sh, ids: sh.differs(ids))
+        with self.catalog.read() as txn:
+            return found | {i for i in orphan if self.catalog.vector_raw(txn, i) is not None}
 
-    def _same(self, want: np.ndarray, got: np.ndarray) -> bool:
-        return SearchHotTier._same(self._plan.shards[0], want, got) if self._plan and self._plan.shards else False
-
-    def _sync_now(self, iids: Sequence[int]) -> int:
+    def sync_now(self, iids: Sequence[int]) -> int:
         if not len(iids):
             return 0
         written = [0]
 
         def work(sh: ShardTier, rows: list[int]) -> None:
-            written[0] += sh._sync_now([iids[j] for j in rows])
+            written[0] += sh.sync_now([iids[j] for j in rows])
 
         self._write_groups(iids, work)
         return written[0]
 
-    def _write_now(self, iids: Sequence[int], vectors: np.ndarray, metas: Sequence[dict[str, Any]],
+    def write_now(self, iids: Sequence[int], vectors: np.ndarray, metas: Sequence[dict[str, Any]],
                    versions: Sequence[int]) -> int:
         def work(sh: ShardTier, rows: list[int]) -> None:
-            sh._write_now([iids[j] for j in rows], vectors[rows], [metas[j] for j in rows], [versions[j] for j in rows])
+            sh.write_now([iids[j] for j in rows], vectors[rows], [metas[j] for j in rows], [versions[j] for j in rows])
 
         return self._write_groups(iids, work)
 
@@ -632,12 +438,12 @@ class ClusterHotTier(HotTier):
                 errors.update(self._each(one, rest))
             errors.update(skipped)
             if not answers:
-                first = next(iter(errors.values()), None) or self._unavailable("no master to ask")
+                first = next(iter(errors.values()), None) or self.unavailable("no master to ask")
                 raise first
             return [answers[sh] for sh in shards if sh in answers], [], {
                 sh.node: f"{type(e).__name__}: {e}" for sh, e in errors.items()}
 
-        parts, _, shard_errors = self._call(run)
+        parts, _, shard_errors = self.call(run)
         out = []
         details = {"shards": len(parts) + len(shard_errors)}
         if shard_errors:
@@ -667,23 +473,23 @@ class ClusterHotTier(HotTier):
         errors: dict[ShardTier, TierStoreError] = {}
         sent: list[tuple[ShardTier, Any, int]] = []
         for sh in shards:
-            if not sh._verified:
+            if not sh.verified:
                 rest.append(sh)
                 continue
-            gen = sh._conn_gen
+            gen = sh.conn_gen
             try:
                 conn = sh.r.connection_pool.get_connection()
-            except _UNAVAILABLE:
+            except UNAVAILABLE:
                 rest.append(sh)  # the per-master path retries, then reports it
                 continue
-            if sh._conn_gen != gen or not sh._verified:  # a new connection: verify first
+            if sh.conn_gen != gen or not sh.verified:  # a new connection: verify first
                 sh.r.connection_pool.release(conn)
                 rest.append(sh)
                 continue
             try:
                 for q in qs:
-                    conn.send_command(*sh._search_args(q, k, node, ef))
-            except _UNAVAILABLE:
+                    conn.send_command(*sh.knn_command(q, k, node, ef))
+            except UNAVAILABLE:
                 conn.disconnect()
                 sh.r.connection_pool.release(conn)
                 rest.append(sh)
@@ -694,16 +500,15 @@ class ClusterHotTier(HotTier):
                 replies = [conn.read_response() for _ in qs]
             except redis.TimeoutError as exc:  # unresponsive: asking again would wait as long
                 conn.disconnect()
-                errors[sh] = sh._unavailable(exc)
-                sh._verified = False
-            except (*_UNAVAILABLE, redis.ResponseError):
+                errors[sh] = sh.unavailable(exc)
+                sh.invalidate()
+            except (*UNAVAILABLE, redis.ResponseError):
                 # a dropped connection (the per-master path reconnects, verifies and retries) or an
                 # error reply such as a missing index or MOVED (it repairs or re-plans)
                 conn.disconnect()  # (replies may still be queued on it)
                 rest.append(sh)
             else:
-                out = [sh._parse(r) for r in replies]
-                answers[sh] = [sh._exact(q, a, k) for q, a in zip(qs, out, strict=True)] if sh._f16 else out
+                answers[sh] = sh.knn_answers(qs, replies, k)
                 sh.succeeded()
             finally:
                 sh.r.connection_pool.release(conn)
@@ -719,22 +524,22 @@ class ClusterHotTier(HotTier):
         out: set[int] = set()
 
         def run() -> None:
-            errors = self._each(lambda sh: out.update(sh._call(sh.keys)))
+            errors = self._each(lambda sh: out.update(sh.call(sh.keys)))
             if errors:
                 raise next(iter(errors.values()))
 
-        self._call(run)
+        self.call(run)
         return out
 
     def count(self) -> int:
         def run() -> int:
             counts: list[int] = []
-            errors = self._each(lambda sh: counts.append(sh._call(sh.count)))
+            errors = self._each(lambda sh: counts.append(sh.call(sh.count)))
             if errors:
                 raise next(iter(errors.values()))
             return sum(counts)
 
-        return self._call(run)
+        return self.call(run)
 
     def info(self) -> dict[str, Any]:
         def run() -> dict[str, Any]:
@@ -763,7 +568,7 @@ class ClusterHotTier(HotTier):
                 **self.stats,
             }
 
-        return self._call(run)
+        return self.call(run)
 
 
-__all__ = ["ClusterHotTier", "ShardTier", "cluster_enabled", "tag_for_slot"]
+__all__ = ["ClusterHotTier"]
