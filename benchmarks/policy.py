@@ -98,6 +98,7 @@ import numpy as np
 from tierstore import datasets, kernels
 from tierstore import policy as policy_mod
 from tierstore.policy import COLD, HOT, WARM, AccessStats, limit_moves, place
+from tierstore.policy import access as policy_access
 
 from .common import REPO, command, log, publish
 
@@ -201,8 +202,8 @@ def bench_updates(n: int, batch: int, reps: int, rng: np.random.Generator) -> di
             per_call[j] = time.perf_counter() - c0
         st.apply()
         # the same split in two: queueing only (auto-apply switched off in this process), then one drain
-        old = policy_mod._APPLY_AT_ENTRIES
-        policy_mod._APPLY_AT_ENTRIES = 1 << 62
+        old = policy_access._APPLY_AT_ENTRIES
+        policy_access._APPLY_AT_ENTRIES = 1 << 62
         try:
             t0 = time.perf_counter()
             for j, q in enumerate(lists):
@@ -211,7 +212,7 @@ def bench_updates(n: int, batch: int, reps: int, rng: np.random.Generator) -> di
             st.apply()
             t2 = time.perf_counter()
         finally:
-            policy_mod._APPLY_AT_ENTRIES = old
+            policy_access._APPLY_AT_ENTRIES = old
         slow = per_call > 1e-3
         per_query = {"calls": len(lists), "record_mean_us": float(per_call.mean() * 1e6),
                      "record_p50_us": float(np.median(per_call) * 1e6), "record_max_ms": float(per_call.max() * 1e3),
@@ -238,7 +239,7 @@ def bench_shadow_cost(n: int, batch: int, reps: int, rng: np.random.Generator) -
     perm = rng.permutation(n)
     batches = [perm[draw(rng, zipf_cdf(n, 1.0), batch)] for _ in range(reps)]
     k = len(policy_mod.SHADOW_MULTS)
-    rate = policy_mod._sample_rate(n)
+    rate = policy_access._sample_rate(n)
     h = 4.0 * batch
     inv_hs = 1.0 / (np.asarray(policy_mod.SHADOW_MULTS) * batch)
     counts, last = np.zeros(n), np.zeros(n, np.float32)
@@ -848,7 +849,8 @@ def run(args: argparse.Namespace, command: str) -> dict[str, Any]:
         "date": datetime.date.today().isoformat(), "command": command, "quick": quick,
         "machine": {"cpu_count": os.cpu_count(), "python": platform.python_version(), "numpy": np.__version__,
                     "numba": nb.__version__, "cpu": _cpu()},
-        "sources": {f: file_sha(f) for f in ("tierstore/kernels.py", "tierstore/policy.py")},
+        "sources": {f: file_sha(f) for f in ("tierstore/kernels.py", "tierstore/policy/access.py", "tierstore/policy/plan.py",
+                                               "tierstore/policy/admission.py")},
     }
     n = args.slots
     log(f"part 1: access updates, {n} slots, batches of {args.batch}")
@@ -921,7 +923,7 @@ def render(res: dict[str, Any]) -> str:
     out = [TITLE, "",
            f"Command: `{res['command']}` ({res['date']}); {m['cpu_count']} CPUs ({m['cpu']}, a shared VM)"
            f", Python {m['python']}, numpy {m['numpy']}, numba {m['numba']}; "
-           f"kernels.py {res['sources']['tierstore/kernels.py']}, policy.py {res['sources']['tierstore/policy.py']} "
+           f"kernels.py {res['sources']['tierstore/kernels.py']}, policy/access.py {res['sources']['tierstore/policy/access.py']} "
            "(sha256 prefixes of the files measured). No servers.", "",
            f"### Access updates ({u['n'] / 1e6:.0f}M slots, batches of {u['batch'] / 1e6:g}M, one thread)", "",
            f"Median (best) of {u['batches']} batches, interleaved; all updaters give identical arrays: "

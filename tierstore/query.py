@@ -29,6 +29,7 @@ from typing import Any, NamedTuple, Protocol
 import numpy as np
 
 from . import distance, filters
+from . import tiers as tier_registry
 from .catalog import TIER_CODES, TIER_NAMES, Catalog
 from .errors import TierStoreError, TierUnavailableError
 from .results import Hit, Hits, TierReport
@@ -267,13 +268,15 @@ def run(
             live = list(tiers)
         else:
             live = [t for t in tiers if catalog.count(TIER_CODES[t.name], txn) > 0]  # skip empty tiers
-        cold = next((t for t in live if t.name == "cold"), None)
+        # the tier searched last, with the bound of what the faster ones found (cold), and the
+        # first tier, the one the repeat skip asks alone (hot): read from the tier registry
+        cold = next((t for t in live if tier_registry.BY_NAME[t.name].searched_last), None)
         first = [t for t in live if t is not cold]
         reports = [{t.name: TierReport(t.name, searched=False) for t in tiers} for _ in range(m)]
         cands: list[list[tuple[float, int, int, Any]]] = [[] for _ in range(m)]
         incomplete = [False] * m
         outcomes = []
-        hot = next((t for t in live if t.name == "hot"), None)
+        hot = next((t for t in live if t.name == tier_registry.ORDER[0].name), None)
         lower_gen = -1
         if repeat is not None and m == 1 and hot is not None and len(live) > 1:
             lower_gen = catalog.lower_generation(txn)
@@ -309,7 +312,7 @@ def run(
         if lower_gen >= 0 and not errors and not incomplete[0]:
             # What the lower tiers can offer this query: their best confirmed candidate, and the
             # bound cold was pruned with (a pruned partition holds nothing at or below it).
-            best = min((d for d, _iid, code, _raw in cands[0] if code != TIER_CODES["hot"]), default=math.inf)
+            best = min((d for d, _iid, code, _raw in cands[0] if code != tier_registry.ORDER[0].code), default=math.inf)
             repeat.put(repeat_key, lower_gen, best, bounds[0])
         if len(tiers) == 1 and errors and catalog.count(TIER_CODES[tiers[0].name], txn) == 0:
             errors, reports = [], [{tiers[0].name: TierReport(tiers[0].name, searched=False)} for _ in range(m)]

@@ -27,11 +27,11 @@ from typing import Any, Protocol
 
 from .. import paths, policy, query, shared
 from ..catalog import TIER_COLD, Catalog
-from ..cold import ColdTier
 from ..errors import ConfigError, StoreLockedError, TierUnavailableError
-from ..hot import make_hot_tier
 from ..services import MissingBinaryError, RedisServer, redisearch_module
-from ..warm import WarmTier
+from ..tiers.cold import ColdTier
+from ..tiers.hot import make_hot_tier
+from ..tiers.warm import WarmTier
 from . import moves
 from .core import Engine
 
