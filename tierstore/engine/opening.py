@@ -32,7 +32,7 @@ from ..services import MissingBinaryError, RedisServer, redisearch_module
 from ..tiers.cold import ColdTier
 from ..tiers.hot import make_hot_tier
 from ..tiers.warm import WarmTier
-from . import moves
+from . import cycle, moves
 from .core import Engine
 
 log = logging.getLogger("tierstore")
@@ -170,7 +170,7 @@ def open_engine(eng: Engine, op: Opened, hot_factory: Any = None) -> None:
     # (a reader's repeat cache would need this process's own writes: it has none)
     eng.repeat = query.RepeatCache(size, eng.metric) if size and not ro else None
     op.executor = ThreadPoolExecutor(max_workers=3, thread_name_prefix="tierstore-query")
-    eng.policy = policy.PolicyEngine(eng)  # a reader never starts it: its hit window feeds stats()
+    eng.policy = cycle.PolicyEngine(eng)  # a reader never starts it: its hit window feeds stats()
     if not ro:
         eng.policy.interrupted = moves.interrupted_run(eng)
         if eng.policy.interrupted is not None:

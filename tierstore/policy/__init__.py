@@ -11,10 +11,9 @@ The model, one module per step:
 * :mod:`.admission` -- promote on access between cycles (:func:`admit`) within a budget that
   follows what promotions earned (:class:`Admission`).
 * :mod:`.hits` -- :class:`HitWindow`: which tier served the last queries.
-* :mod:`.engine` -- :class:`PolicyEngine`: the cycle (plan, then ``engine.moves.execute``), its
-  background thread, and the promote-on-access thread.
-
-Everything is re-exported here: ``tierstore.policy.AccessStats`` etc. keep working.
+The cycle that applies it -- gather the columns, plan, execute the moves, the background and
+promote-on-access threads -- is part of the engine (:class:`tierstore.engine.cycle.PolicyEngine`):
+this package decides, it never moves anything, and it imports nothing of the engine.
 """
 
 from __future__ import annotations
@@ -30,10 +29,9 @@ from .admission import (
     admit,
     admit_budget,
 )
-from .engine import PolicyEngine
 from .hits import HitWindow
 from .plan import COLD, DIRECTIONS, HOT, WARM, directions, limit_moves, place
 
 __all__ = ["ADMIT_MAX_PER_ACCESS", "ADMIT_PER_ACCESS", "ADMIT_YIELD_DOWN", "ADMIT_YIELD_UP", "COLD", "DIRECTIONS",
-           "HOT", "SHADOW_MULTS", "WARM", "AccessStats", "Admission", "HitWindow", "PolicyEngine", "admit",
+           "HOT", "SHADOW_MULTS", "WARM", "AccessStats", "Admission", "HitWindow", "admit",
            "admit_budget", "bytes_per_vector", "directions", "limit_moves", "place"]

@@ -1,6 +1,6 @@
 """Placement: where every vector should live, as pure functions of the counts.
 
-The cycle (:class:`~tierstore.policy.engine.PolicyEngine`) gathers the columns -- the
+The cycle (:class:`~tierstore.engine.cycle.PolicyEngine`) gathers the columns -- the
 epoch-scaled access counts, each row's current tier, its pin and its grace floor -- and these
 functions turn them into a target tier per row: :func:`place` gives the hot budget to the
 highest counts and the warm budget to the next (with a hysteresis bonus for incumbents),

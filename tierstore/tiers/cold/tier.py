@@ -132,7 +132,7 @@ class ColdTier(ColdSearch, ColdWriter):
                 endpoint = ep["endpoint_url"]
                 kw = {"aws_access_key_id": ep["access_key"], "aws_secret_access_key": ep["secret_key"]}
             elif self.embedded:
-                from .services import S3Server
+                from ...services import S3Server
 
                 self._server = S3Server(self.root / "s3", buckets=(_EMBEDDED_BUCKET,)).start()
                 endpoint = self._server.endpoint_url

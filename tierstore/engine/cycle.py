@@ -1,9 +1,9 @@
 """The policy cycle: plan every vector's tier from its decayed access count and carry out the
 moves (on demand, or on a background thread), plus promote on access between cycles.
 
-The planning itself is pure (:mod:`.plan`); this module gathers its inputs from the catalog
-and the access statistics, explains the moves, and hands the plan to
-:func:`tierstore.engine.moves.execute`.
+The planning itself is pure (:mod:`tierstore.policy`: access statistics, placement, admission);
+this module, part of the engine, gathers its inputs from the catalog and the access statistics,
+explains the moves, and hands the plan to :func:`tierstore.engine.moves.execute`.
 """
 
 from __future__ import annotations
@@ -19,11 +19,11 @@ import numpy as np
 
 from .. import filters
 from ..catalog import FLAG_PINNED, TIER_CODES, TIER_NAMES
-from ..engine import moves
+from ..policy.admission import Admission, admit
+from ..policy.hits import HitWindow
+from ..policy.plan import DIRECTIONS, HOT, WARM, directions, limit_moves, place
 from ..results import Move, PolicyReport
-from .admission import Admission, admit
-from .hits import HitWindow
-from .plan import DIRECTIONS, HOT, WARM, directions, limit_moves, place
+from . import moves
 
 log = logging.getLogger("tierstore")
 
