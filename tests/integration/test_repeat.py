@@ -1,4 +1,4 @@
-"""The repeat skip (query.RepeatCache): a query asked again searches only Redis while warm and
+"""The repeat skip (engine.query.RepeatCache): a query asked again searches only Redis while warm and
 cold cannot change its answer, and gives exactly the answer a full search gives."""
 
 from __future__ import annotations

@@ -8,8 +8,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tierstore import distance, filters, query, tiers
+from tierstore import distance, filters, tiers
 from tierstore.catalog import Catalog, Entry, location
+from tierstore.engine import query
 from tierstore.errors import TierUnavailableError
 
 DIM = 8

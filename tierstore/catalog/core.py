@@ -194,13 +194,13 @@ class Catalog(SideTables):
     def lower_change(self, txn: lmdb.Transaction) -> tuple[int, int]:
         """Inside a write transaction: (the lower generation before it, the generation it will
         commit as). A writer that places vectors in warm or cold hands both to the query's
-        repeat cache with the vectors it added (query.RepeatCache.note)."""
+        repeat cache with the vectors it added (engine.query.RepeatCache.note)."""
         return self.lower_generation(txn), int(bytes(txn.get(b"gen", b"0", db=self.meta_db))) + 1
 
     def lower_generation(self, txn: lmdb.Transaction) -> int:
         """The generation of the last write that placed or changed an entry in warm or cold.
         While it stands, those tiers can only have lost vectors (the query's repeat skip relies
-        on that; see query.RepeatCache)."""
+        on that; see engine.query.RepeatCache)."""
         raw = txn.get(b"lower_gen", db=self.meta_db)
         return 0 if raw is None else int(bytes(raw))
 

@@ -29,7 +29,7 @@ class StoreConfig:
     # How the store is labelled in metrics (label store="..."); absent = the store's path.
     name: str | None = spec(None, "optstr")
     # Queries remembered for the repeat skip (0 = off): a query asked again searches only Redis
-    # while warm and cold provably cannot change its answer (see query.RepeatCache).
+    # while warm and cold provably cannot change its answer (see engine.query.RepeatCache).
     repeat_cache: int = spec(10_000, "int", lo=0, hi=10_000_000)
 
 

@@ -25,14 +25,14 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Protocol
 
-from .. import paths, policy, query, shared
+from .. import paths, policy, shared
 from ..catalog import TIER_COLD, Catalog
 from ..errors import ConfigError, StoreLockedError, TierUnavailableError
 from ..services import MissingBinaryError, RedisServer, redisearch_module
 from ..tiers.cold import ColdTier
 from ..tiers.hot import make_hot_tier
 from ..tiers.warm import WarmTier
-from . import cycle, moves
+from . import cycle, moves, query
 from .core import Engine
 
 log = logging.getLogger("tierstore")

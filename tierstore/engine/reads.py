@@ -14,10 +14,11 @@ from typing import Any
 import numpy as np
 import xxhash
 
-from .. import filters, inputs, query, tiers
+from .. import filters, inputs, tiers
 from ..catalog import TIER_COLD, Entry
 from ..errors import IntegrityError, TierStoreError
 from ..results import Hits, Record
+from . import query
 from .core import Engine
 
 log = logging.getLogger("tierstore")

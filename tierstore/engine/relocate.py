@@ -2,7 +2,8 @@
 
 Every change of where a vector lives goes through :func:`relocate`: an upsert (new vectors or new
 versions), an explicit move, a policy batch, a cold compaction. The crash-critical sequence
-exists only here; each tier contributes the same four steps through a *copy stage*:
+exists only here; each tier contributes the same steps through a *copy stage*
+(``tier.stage(origin, catalog)``, the protocol in :mod:`tierstore.tiers.protocol`):
 
 1. ``copy()``   -- the new home holds the rows before the catalog names them (a query whose
    snapshot predates the flip drops them by the catalog check); returns each row's location.
@@ -25,7 +26,6 @@ warm rows are removed by :meth:`Engine.retire`; a cold row is simply dead (compa
 
 from __future__ import annotations
 
-import contextlib
 import logging
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
@@ -37,11 +37,8 @@ import numpy as np
 from .. import tiers
 from ..catalog import TIER_COLD, TIER_HOT, Entry
 from ..errors import TierUnavailableError
-from ..tiers.warm import GROWING
 
 log = logging.getLogger("tierstore")
-
-
 
 @dataclass
 class Batch:
@@ -72,131 +69,6 @@ class Outcome:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-class _HotCopy:
-    """Copy into Redis. ``durable_first`` (upsert): a Redis failure does not stop the write --
-    the rows are committed with pending marks and indexed when Redis is back. Otherwise (a move)
-    the pending marks are written before the copy, and a Redis failure moves nothing."""
-
-    def __init__(self, engine: Any, durable_first: bool) -> None:
-        self.e = engine
-        self.durable_first = durable_first
-        self.error: TierUnavailableError | None = None
-        self.copied = False
-        self.iids: list[int] = []
-
-    def copy(self, b: Batch, versions: list[int]) -> list[tuple[int, int]]:
-        hot, cat = self.e.hot, self.e.catalog
-        self.iids = b.iids
-        if not self.durable_first:
-            with cat.write() as txn:
-                cat.add_pending(txn, b.iids)
-        try:
-            hot.write(b.iids, b.vecs, b.metas, versions)
-            self.copied = True
-        except TierUnavailableError as exc:
-            if not self.durable_first:
-                raise  # nothing moved (the pending marks make the next sync put Redis right)
-            self.error = exc  # still commit: durable now, indexed when Redis is back
-        return [(0, 0)] * len(b)
-
-    def pending(self) -> list[int]:
-        """Rows the flip must leave pending: not in Redis (it failed, or the catalog stands in
-        for it while it loads)."""
-        return self.iids if self.error is not None or self.e.hot.standby_reason is not None else []
-
-    def commit(self, txn: Any) -> None:
-        pass
-
-    def abort(self) -> None:
-        if self.copied:  # the copy reached Redis but its flip failed: put back what the catalog holds
-            with contextlib.suppress(Exception):
-                self.e.hot.sync(self.iids)
-
-    def after(self) -> TierUnavailableError | None:
-        if self.error is None:
-            return None
-        err = TierUnavailableError(
-            f"{self.error}. The write IS durable in the catalog and will be indexed when Redis is "
-            "back (retrying it is safe)", tier="hot", durable=True)
-        err.__cause__ = self.error
-        return err
-
-
-class _WarmCopy:
-    """Copy into the warm growing segment; a vector whose dead warm row still holds exactly it
-    (it was warm before) is revived in place instead."""
-
-    def __init__(self, engine: Any) -> None:
-        self.e = engine
-        self.labels: list[int] = []
-        self.revived: list[tuple[int, int] | None] = []
-
-    def copy(self, b: Batch, versions: list[int]) -> list[tuple[int, int]]:
-        warm = self.e.warm
-        self.revived = warm.revive(b.iids, b.vecs, b.meta_raw)
-        fresh = [i for i, loc in enumerate(self.revived) if loc is None]
-        self.labels = warm.reserve(len(fresh))
-        if fresh:
-            warm.add(self.labels, [b.iids[i] for i in fresh], b.vecs[fresh], [b.metas[i] for i in fresh])
-        new = iter(self.labels)
-        return [loc if loc is not None else (GROWING, next(new)) for loc in self.revived]
-
-    def pending(self) -> list[int]:
-        return []
-
-    def commit(self, txn: Any) -> None:
-        pass
-
-    def abort(self) -> None:
-        self.e.warm.discard(self.labels)
-        self.e.warm.unrevive(self.revived)
-
-    def after(self) -> None:
-        if self.e.warm.needs_seal():
-            self.e.warm.seal()
-        return None
-
-
-class _ColdCopy:
-    """Copy into one new S3 segment (and its manifest): the vectors leave LMDB in the flip."""
-
-    def __init__(self, engine: Any, op: str) -> None:
-        self.e = engine
-        self.op = op
-        self.written: Any = None
-
-    def copy(self, b: Batch, versions: list[int]) -> list[tuple[int, int]]:
-        cold = self.e.cold
-        self.written = cold.write(np.asarray(b.iids, np.uint64), b.vecs, b.metas, b.uids, op=self.op)
-        cold.activate(self.written)
-        return [(self.written.seg.sid, row) for row in self.written.rows.tolist()]
-
-    def pending(self) -> list[int]:
-        return []
-
-    def commit(self, txn: Any) -> None:
-        self.e.cold.commit(txn, self.written)
-
-    def abort(self) -> None:
-        if self.written is None:
-            return
-        try:
-            self.e.cold.abort(self.written)
-        except Exception as exc:  # keep the original error; the next open repairs the manifest
-            log.warning("cold tier: abort of segment %d failed: %s", self.written.seg.sid, exc)
-
-    def after(self) -> None:
-        return None
-
-
-def _stage(engine: Any, target: str, origin: str) -> Any:
-    if target == "hot":
-        return _HotCopy(engine, durable_first=origin == "upsert")
-    if target == "warm":
-        return _WarmCopy(engine)
-    return _ColdCopy(engine, op={"upsert": "ingest", "compact": "compact"}.get(origin, "move"))
-
-
 def relocate(engine: Any, b: Batch, target: str, *, origin: str, background: Executor | None = None,
              new_version: bool = True, also: Callable[[Any], None] | None = None) -> Outcome:
     """Place ``b``'s rows in ``target``: copy, flip their catalog entries (one transaction),
@@ -218,7 +90,7 @@ def relocate(engine: Any, b: Batch, target: str, *, origin: str, background: Exe
     # Redis keeps the old copies until the reader grace, and new copies written before the flip
     # are not "extra" to a concurrent reconciliation.
     hot.protect(leaving_hot + arriving_hot)
-    stage = _stage(engine, target, origin)
+    stage = engine.tiers[target].stage(origin, engine.catalog)
     try:
         places = stage.copy(b, versions)
         synced = hot.take_synced()  # never take hot's lock inside a catalog write

@@ -24,7 +24,7 @@ import numpy as np
 from ... import distance, filters, kernels
 from ...catalog import Entry, location
 from ...errors import IntegrityError, TierStoreError, TierUnavailableError
-from ...query import TierAnswer
+from ..protocol import TierAnswer
 from . import format as fmt
 from .base import ColdBase, Seg, Table
 from .blockcache import BlockCache

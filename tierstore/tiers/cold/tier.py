@@ -51,6 +51,7 @@ from ...config import ColdConfig
 from ...errors import ConfigError, IntegrityError, TierStoreError, TierUnavailableError
 from . import format as fmt
 from .base import Seg, write_atomic
+from .copy import ColdCopy
 from .search import ColdSearch
 from .writer import ColdWriter
 
@@ -182,6 +183,11 @@ class ColdTier(ColdSearch, ColdWriter):
             raise
         except Exception as exc:
             raise self.unavailable(exc) from exc
+
+    def stage(self, origin: str, catalog: Any) -> ColdCopy:
+        """A relocation's copy into this tier (tierstore.engine.relocate): one new segment,
+        journaled under ``origin``'s name (ingest, move, compact)."""
+        return ColdCopy(self, op={"upsert": "ingest", "compact": "compact"}.get(origin, "move"))
 
     def close(self) -> None:
         self._io.shutdown(wait=True)

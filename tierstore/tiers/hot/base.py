@@ -53,8 +53,8 @@ from ...catalog import TIER_HOT, Catalog
 from ...config import HotConfig
 from ...costs import bytes_per_vector
 from ...errors import IntegrityError, TierUnavailableError
-from ...query import TierAnswer
 from ...services import RedisServer
+from ..protocol import TierAnswer
 from .common import (
     CHUNK,
     UNAVAILABLE,

@@ -54,7 +54,7 @@ from redis.crc import key_slot
 
 from ... import filters
 from ...errors import TierStoreError, TierUnavailableError
-from ...query import TierAnswer
+from ..protocol import TierAnswer
 from .base import HotTier
 from .cluster_shard import SHARD_ERRORS, SLOTS, Plan, ShardTier, TopologyChanged
 from .common import UNAVAILABLE, as_str

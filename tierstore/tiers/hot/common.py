@@ -13,6 +13,7 @@ from typing import Any
 import redis
 
 from ...errors import TierUnavailableError
+from .copy import HotCopy
 
 # Redis cannot answer now (down, restarting, loading its data): retry, restart or stand in
 UNAVAILABLE = (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError, OSError)
@@ -108,6 +109,11 @@ class MoveBookkeeping:
     def take_synced(self) -> list[int]:
         """Ids written to the index whose pending marks the caller should now clear."""
         return self.ids.take()
+
+    def stage(self, origin: str, catalog: Any) -> HotCopy:
+        """A relocation's copy into this tier (tierstore.engine.relocate): an upsert's write is
+        durable even when Redis fails; a move's is not."""
+        return HotCopy(self, catalog, durable_first=origin == "upsert")
 
 
 __all__ = ["CHUNK", "UNAVAILABLE", "InStandby", "MoveBookkeeping", "MoveIds", "Stale", "as_dict", "as_str",

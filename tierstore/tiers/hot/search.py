@@ -21,7 +21,7 @@ import redis
 from ... import distance, filters
 from ...costs import bytes_per_vector
 from ...errors import TierUnavailableError
-from ...query import TierAnswer
+from ..protocol import TierAnswer
 from .base import HotTier
 from .common import CHUNK, as_dict, as_str, is_missing_index
 

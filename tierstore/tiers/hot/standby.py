@@ -42,7 +42,7 @@ import redis
 from ... import distance, filters
 from ...catalog import TIER_HOT, Catalog
 from ...errors import TierUnavailableError
-from ...query import TierAnswer
+from ..protocol import TierAnswer
 from .common import UNAVAILABLE, InStandby, Stale
 
 log = logging.getLogger("tierstore.hot")

@@ -50,7 +50,7 @@ import redis
 
 from ... import distance, filters
 from ...catalog import TIER_HOT
-from ...query import TierAnswer
+from ..protocol import TierAnswer
 from .base import HotTier
 from .common import CHUNK, Stale, as_str
 

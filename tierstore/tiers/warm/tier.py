@@ -48,8 +48,9 @@ from ... import distance, filters
 from ...catalog import TIER_WARM, Catalog, Entry, location
 from ...config import WarmConfig
 from ...errors import IntegrityError
-from ...query import TierAnswer
+from ..protocol import TierAnswer
 from . import segment
+from .copy import WarmCopy
 from .growing import GROWING, Growing, Mirror
 from .sealed import Sealed, StandIn
 
@@ -343,6 +344,10 @@ class WarmTier:
         if sd is None or e.pos >= sd.seg.n or int(sd.seg.iids[e.pos]) != e.iid:
             return f"warm segment {e.seg} row {e.pos} does not hold it"
         return None
+
+    def stage(self, origin: str, catalog: Any) -> WarmCopy:
+        """A relocation's copy into this tier (tierstore.engine.relocate)."""
+        return WarmCopy(self)
 
     def needs_seal(self) -> bool:
         return len(self.growing.iids) >= self.cfg.segment_size

@@ -24,36 +24,18 @@ import threading
 import time
 from collections.abc import Sequence
 from concurrent.futures import Executor
-from typing import Any, NamedTuple, Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
-from . import distance, filters
-from . import tiers as tier_registry
-from .catalog import TIER_CODES, TIER_NAMES, Catalog
-from .errors import TierStoreError, TierUnavailableError
-from .results import Hit, Hits, TierReport
+from .. import distance, filters
+from .. import tiers as tier_registry
+from ..catalog import TIER_CODES, TIER_NAMES, Catalog
+from ..errors import TierStoreError, TierUnavailableError
+from ..results import Hit, Hits, TierReport
+from ..tiers.protocol import TierAnswer
 
 _REFETCH_ROUNDS = 4
-
-
-class TierAnswer(NamedTuple):
-    """One tier's answer to one query: what every tier's ``search_many`` returns, per query.
-
-    A NamedTuple: as cheap to build as the plain tuples it replaces (the hot path builds one per
-    query per tier), and a plain tuple in this order is still accepted (:meth:`of`)."""
-
-    iids: list[int]  # internal ids, best first
-    dists: list[float]  # their distances, ascending (see tierstore.distance)
-    incomplete: bool = False  # the tier may have missed some (a timeout, a master down)
-    locations: list[int] | None = None  # segment tiers: catalog.location() of each row, for the catalog check
-    details: dict[str, Any] | None = None  # shown in Hits.tiers[name].details (cold: probes, GETs, ...)
-
-    @classmethod
-    def of(cls, answer: Any) -> TierAnswer:
-        """``answer`` as a TierAnswer (a tier written against the older protocol returns a tuple
-        ``(iids, dists, incomplete[, locations[, details]])``)."""
-        return answer if type(answer) is cls else cls(*answer)
 
 
 class SearchableTier(Protocol):
