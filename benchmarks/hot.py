@@ -170,7 +170,7 @@ def store_memory(store: tierstore.TierStore, r: redis.Redis, mem0: int, n: int, 
 
 
 def create_bare_index(r: redis.Redis, store: tierstore.TierStore) -> None:
-    # Mirror HotTier._create_index exactly (STOPWORDS 0, 12 HNSW args incl. EF_RUNTIME), taking
+    # Mirror SearchHotTier._create_index exactly (STOPWORDS 0, 12 HNSW args incl. EF_RUNTIME), taking
     # the numbers from the store's own config so the two indexes cannot drift apart. Created on
     # an empty keyspace: FT.CREATE over existing keys starts a background scan, and HSETs racing
     # it get indexed twice (measured: ~2x slower ingest, recall@10 0.92 vs 0.96 at n=5000).

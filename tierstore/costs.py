@@ -15,7 +15,7 @@ Hot backends that store vectors differently (e.g. vector sets with quantization)
 hot figure in their own ``bytes_per_vector()`` method.
 
 This module has no imports from the rest of the package, so any tier may use it without an
-import cycle (hot.py used to import policy.py just for this function).
+import cycle (the hot tier used to import the policy just for this function).
 
 >>> bytes_per_vector("hot", 128, 16)
 1360

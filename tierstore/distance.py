@@ -1,7 +1,7 @@
 """Distance math for the store's metrics, in one place.
 
 Every tier must rank by the *same* number, because the query merges their candidates by distance
-(query.py) and the policy and the repeat cache compare distances across tiers. The convention,
+(engine/query.py) and the policy and the repeat cache compare distances across tiers. The convention,
 everywhere (Redis's, hnswlib's and the numba kernels' own as well): **lower is closer**, and
 
 ==========  =================================  ==================================

@@ -212,7 +212,7 @@ def select_top(cls: np.ndarray, prio: np.ndarray, k: int, out: np.ndarray) -> in
 
 # --- HNSW search over memory-mapped segment arrays (warm tier) ----------------------------------
 #
-# Segment arrays (see segment.py): links0 (n, m0) int32 level-0 neighbours, -1 padded; levels (n)
+# Segment arrays (see tiers/warm/segment.py): links0 (n, m0) int32 level-0 neighbours, -1 padded; levels (n)
 # int8; upper (total,) int32 with upper_off (n + 1) int64: node i's links for level l >= 1 are
 # upper[upper_off[i] + (l - 1) * m : ... + m]; codes (n, dim) int8 with per-dimension scales;
 # vectors (n, dim) float32 (exact, unit length under cosine); sqnorms (n) float32.

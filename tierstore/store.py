@@ -1,7 +1,7 @@
 """TierStore: the facade a host service uses. Wires config, catalog, tiers and access statistics.
 
 Writes go to the catalog (LMDB) first -- durable and acknowledged there -- and then to the tier
-indexes; reads search the tiers and keep only what the catalog confirms (see query.py).
+indexes; reads search the tiers and keep only what the catalog confirms (see engine/query.py).
 
 >>> import tierstore, tempfile, numpy as np                                  # doctest: +SKIP
 >>> with tierstore.open(path=tempfile.mkdtemp(), dim=4) as store:           # doctest: +SKIP

@@ -10,7 +10,7 @@ It holds, in named sub-databases:
               a write-ahead list, so a crash or a Redis outage between the LMDB commit and the
               Redis write is repaired later instead of silently forgotten.
 ``free``      released policy slots, reused by new vectors so the dense policy arrays stay compact.
-``journal``   open cold-tier operations (segment writes, compactions): see cold.py.
+``journal``   open cold-tier operations (segment writes, compactions): see tiers/cold/writer.py.
 ``cold``      live cold segments (S3 object key, footer location), mirroring the S3 manifest.
 ``coldq``     internal ids queued for demotion to the cold tier (flushed as one segment).
 ``growing``   (label u32 BE + internal id u64 BE) of every row the catalog places in the warm

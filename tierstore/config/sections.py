@@ -38,7 +38,7 @@ class HotConfig:
     """``[hot]``: the Redis HNSW tier. ``redis_url`` absent = an embedded redis-server."""
 
     redis_url: str | None = spec(None, "redis_url")
-    # Redis Cluster (one RediSearch index per master, KNN fanned out and merged; see hot_cluster):
+    # Redis Cluster (one RediSearch index per master, KNN fanned out and merged; see tiers/hot/cluster.py):
     # absent or "auto" = when the node at redis_url says cluster_enabled:1; true = require it.
     cluster: bool | None = spec(None, "optbool")
     # "search": RediSearch HNSW over hashes (FT.*); "vectorset": Redis 8 vector sets (VADD/VSIM,
@@ -97,7 +97,7 @@ class ColdConfig:
     endpoint_url: str | None = spec(None, "http_url")
     region: str | None = spec(None, "optstr")
     # a budget of rows, not partitions: ~nprobe * sqrt(cold rows), the best-ranked partitions over
-    # all segments (cold.py ColdTier.probe_budget); recall holds however the cold rows arrived
+    # all segments (tiers/cold/search.py, the probe budget); recall holds however the cold rows arrived
     nprobe: int = spec(56, "int", lo=1, hi=1_000_000)
     cache_size: int = spec(2 * 1024**3, "size")
     segment_size: int = spec(100_000, "int", lo=1)

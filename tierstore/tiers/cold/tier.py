@@ -14,7 +14,7 @@ entries, registers the segment and closes the journal. A crash before that flip 
 the next connect: the manifest is made to list exactly the catalog's segments again, and the
 uploaded object is an orphan that ``compact`` deletes. So a vector leaves warm/LMDB only once its
 segment and the manifest are durable in S3, and it is never in two places at once for a query
-(results are confirmed against the catalog; see query.py). The write path is writer.py.
+(results are confirmed against the catalog; see engine/query.py). The write path is writer.py.
 
 Queries rank the partitions of every live segment by their centroid (the footers are cached
 locally), take the best-ranked over all segments until they hold the probe budget of rows

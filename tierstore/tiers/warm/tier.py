@@ -12,7 +12,7 @@ id points at it (tier warm, same seg and pos). Deletes, moves out and re-upserts
 goes to the growing segment) only flip that, and the in-memory alive masks follow. Compaction
 rewrites segments whose dead fraction passes ``warm.compact_threshold``.
 
-Search returns each candidate with its location (:func:`catalog.location`), which query.py has the
+Search returns each candidate with its location (:func:`catalog.location`), which engine/query.py has the
 catalog confirm, so a vector whose newest version lives elsewhere is never returned twice.
 
 A *read-only* WarmTier (another process queries the store its writer owns) never writes or
