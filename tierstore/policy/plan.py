@@ -12,11 +12,22 @@ from __future__ import annotations
 
 import numpy as np
 
-from .. import kernels
+from .. import kernels, tiers
 
-HOT, WARM, COLD = 0, 1, 2
-DIRECTIONS = ("hot->warm", "hot->cold", "warm->cold", "cold->warm", "warm->hot", "cold->hot")
-_DIR_CODE = {(HOT, WARM): 0, (HOT, COLD): 1, (WARM, COLD): 2, (COLD, WARM): 3, (WARM, HOT): 4, (COLD, HOT): 5}
+HOT, WARM, COLD = (tiers.CODES[n] for n in ("hot", "warm", "cold"))
+
+
+def _pairs() -> list[tuple[int, int]]:
+    """Every (from, to) tier pair: demotions (by source, then destination), then promotions
+    (into the deepest destination first) -- the registry's order, whatever its length."""
+    n = len(tiers.ORDER)
+    down = [(a, b) for a in range(n - 1) for b in range(a + 1, n)]
+    up = [(a, b) for b in reversed(range(n - 1)) for a in range(b + 1, n)]
+    return down + up
+
+
+_PAIRS = _pairs()
+DIRECTIONS = tuple(f"{tiers.NAMES[a]}->{tiers.NAMES[b]}" for a, b in _PAIRS)
 
 
 def place(counts: np.ndarray, cur: np.ndarray, pin: np.ndarray, young: np.ndarray, cap_hot: int,
@@ -38,7 +49,18 @@ def place(counts: np.ndarray, cur: np.ndarray, pin: np.ndarray, young: np.ndarra
     ...       np.zeros(4, bool), cap_hot=1, cap_warm=2, hysteresis=0.2).tolist()
     [1, 1, 0, 2]
     """
+    caps = [cap_hot, cap_warm] if cold_enabled else [cap_hot]
+    return place_tiers(counts, cur, pin, young, caps, hysteresis)
+
+
+def place_tiers(counts: np.ndarray, cur: np.ndarray, pin: np.ndarray, young: np.ndarray, caps: list[int],
+                hysteresis: float) -> np.ndarray:
+    """:func:`place` over any chain of tiers: ``caps[t]`` is the budget of tier ``t`` for every
+    tier but the last (which takes the rest). Each boundary in turn: the tier's budget goes to
+    the best rows the faster tiers did not take. The first tier is a hard limit; a row's grace
+    floor holds in the others even past their budget."""
     n = counts.shape[0]
+    last = len(caps)
     cur = cur.astype(np.int8, copy=False)
     pin = pin.astype(np.int8, copy=False)
     floor = (np.where(young, cur, -1).astype(np.int8) if young.dtype == np.bool_
@@ -47,26 +69,23 @@ def place(counts: np.ndarray, cur: np.ndarray, pin: np.ndarray, young: np.ndarra
     cls = np.empty(n, np.int8)
     prio = np.empty(n, np.float64)
     taken = np.zeros(n, np.bool_)
-    in_hot = np.zeros(n, np.bool_)
-    kernels.tier_priorities(counts, cur, pin, floor, HOT, bonus, taken, cls, prio)
-    kernels.select_top(cls, prio, cap_hot, in_hot)
-    target = np.full(n, COLD if cold_enabled else WARM, np.int8)
-    target[in_hot] = HOT
-    if cold_enabled:
-        in_warm = np.zeros(n, np.bool_)
-        kernels.tier_priorities(counts, cur, pin, floor, WARM, bonus, in_hot, cls, prio)
-        kernels.select_top(cls, prio, cap_warm, in_warm)
-        target[in_warm] = WARM
-    # a pin is kept even past a budget: hot-pinned rows that did not fit stay where they are
+    target = np.full(n, last, np.int8)
+    chosen = []
+    for tier, cap in enumerate(caps):
+        inside = np.zeros(n, np.bool_)
+        kernels.tier_priorities(counts, cur, pin, floor, tier, bonus, taken, cls, prio)
+        kernels.select_top(cls, prio, cap, inside)
+        target[inside] = tier
+        taken |= inside
+        chosen.append(inside)
+    # a pin is kept even past a budget: first-tier pins that did not fit stay where they are
     pinned = pin >= 0
-    target[pinned] = pin[pinned]
-    over = pinned & (pin == HOT) & ~in_hot
-    target[over] = np.where(cur[over] == HOT, WARM, cur[over])
-    if not cold_enabled:
-        target[pinned & (target == COLD)] = WARM
-    # a young row never falls below its floor, even past warm's budget (hot's stays hard)
-    keep = (floor == WARM) & ~pinned & (target == COLD)
-    target[keep] = WARM
+    target[pinned] = np.minimum(pin[pinned], last)
+    over = pinned & (pin == 0) & ~chosen[0]
+    target[over] = np.where(cur[over] == 0, 1, cur[over])
+    # a young row never falls below its floor, even past a later tier's budget (the first's stays hard)
+    keep = (floor > 0) & ~pinned & (target > floor)
+    target[keep] = floor[keep]
     return target
 
 
@@ -86,19 +105,12 @@ def limit_moves(target: np.ndarray, cur: np.ndarray, counts: np.ndarray, cap_hot
     if total <= max_moves:
         return target.astype(np.int8, copy=True)
     budget = max_moves
-    n_hot = int((cur == HOT).sum())
-    # boundary 1 (hot), then boundary 2 (warm/cold) with the counts boundary 1 left behind
-    for upper, cap in ((HOT, cap_hot), (WARM, cap_warm)):
-        if upper == WARM and not cold_enabled:
-            break
-        if upper == HOT:
-            into = np.flatnonzero(moving & (target == HOT))
-            outof = np.flatnonzero(moving & (cur == HOT))
-            have = n_hot
-        else:
-            into = np.flatnonzero(moving & (target == WARM) & (cur == COLD))
-            outof = np.flatnonzero(moving & (cur == WARM) & (target == COLD))
-            have = int((out == WARM).sum())
+    caps = [cap_hot, cap_warm] if cold_enabled else [cap_hot]
+    # boundary by boundary, each with the counts the faster boundaries left behind
+    for upper, cap in enumerate(caps):
+        into = np.flatnonzero(moving & (target == upper) & (cur > upper))
+        outof = np.flatnonzero(moving & (cur == upper) & (target > upper))
+        have = int((out == upper).sum())
         into = into[np.argsort(-counts[into], kind="stable")]
         outof = outof[np.argsort(counts[outof], kind="stable")]
         room = cap - have
@@ -120,7 +132,4 @@ def limit_moves(target: np.ndarray, cur: np.ndarray, counts: np.ndarray, cap_hot
 
 def directions(cur: np.ndarray, target: np.ndarray) -> dict[str, np.ndarray]:
     """Row indices per move direction ("hot->warm", ...), in :data:`DIRECTIONS` order."""
-    out = {}
-    for (a, b), code in _DIR_CODE.items():
-        out[DIRECTIONS[code]] = np.flatnonzero((cur == a) & (target == b))
-    return out
+    return {d: np.flatnonzero((cur == a) & (target == b)) for d, (a, b) in zip(DIRECTIONS, _PAIRS, strict=True)}
