@@ -17,11 +17,11 @@ from typing import Any
 
 import numpy as np
 
-from .. import filters
+from .. import filters, tiers
 from ..catalog import FLAG_PINNED, TIER_CODES, TIER_NAMES
 from ..policy.admission import Admission, admit
 from ..policy.hits import HitWindow
-from ..policy.plan import DIRECTIONS, HOT, WARM, directions, limit_moves, place
+from ..policy.plan import DIRECTIONS, HOT, directions, limit_moves, place
 from ..results import Move, PolicyReport
 from . import moves
 
@@ -240,7 +240,10 @@ class PolicyEngine:
         target = limit_moves(full, cur, counts, caps["hot"], caps["warm"], self.cfg.max_moves_per_cycle, cold)
         report.deferred = int((full != cur).sum() - (target != cur).sum())
         scale = st.access.scale(now)
-        for c, t in ((HOT, "hot"), (WARM, "warm")):
+        for spec in tiers.ORDER:  # each bounded tier's entry threshold
+            if not spec.bounded or spec.name not in caps:
+                continue
+            c, t = spec.code, spec.name
             free = (full == c) & (pin < 0) & (floor != c)
             if free.any():
                 report.thresholds[t] = float(counts[free].min() * scale)

@@ -7,14 +7,14 @@ from typing import Any
 
 import numpy as np
 
-from ..catalog import TIER_CODES
+from .. import tiers
 
 
 class HitWindow:
     """Which tier served the results of the last ``size`` queries (a ring of per-query counts)."""
 
     def __init__(self, size: int) -> None:
-        self.rows = np.zeros((size, 3), dtype=np.int32)
+        self.rows = np.zeros((size, len(tiers.ORDER)), dtype=np.int32)
         self.top1 = np.full(size, -1, dtype=np.int8)
         self.i = 0
         self.n = 0
@@ -27,8 +27,8 @@ class HitWindow:
                 row = self.rows[self.i]
                 row[:] = 0
                 for h in hits:
-                    row[TIER_CODES[h.tier]] += 1
-                self.top1[self.i] = TIER_CODES[hits[0].tier] if hits else -1
+                    row[tiers.CODES[h.tier]] += 1
+                self.top1[self.i] = tiers.CODES[hits[0].tier] if hits else -1
                 self.i = (self.i + 1) % size
                 self.n = min(self.n + 1, size)
 
@@ -38,6 +38,6 @@ class HitWindow:
         total, first = int(rows.sum()), int((top1 >= 0).sum())
         return {
             "queries": self.n,
-            "results": {t: (float(rows[:, c].sum() / total) if total else None) for t, c in (("hot", 0), ("warm", 1), ("cold", 2))},
-            "top1": {t: (float((top1 == c).sum() / first) if first else None) for t, c in (("hot", 0), ("warm", 1), ("cold", 2))},
+            "results": {t: (float(rows[:, c].sum() / total) if total else None) for t, c in tiers.CODES.items()},
+            "top1": {t: (float((top1 == c).sum() / first) if first else None) for t, c in tiers.CODES.items()},
         }
