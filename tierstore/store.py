@@ -264,6 +264,8 @@ class TierStore:
                 cat.unqueue_cold(txn, [e.iid for e in gone])
                 cat.add_pending(txn, [e.iid for e in gone if e.tier == TIER_HOT])
             self.access.forget(np.asarray([e.slot for e in gone], dtype=np.int64))
+            if self._engine.placement is not None:
+                self._engine.placement.drop([e.slot for e in gone])
             self._engine.counters.add(deleted=len(gone))
             # A query that began before the delete may miss the vector or not: both are answers
             # of a moment around the delete, so no reader grace is needed here.
@@ -300,7 +302,7 @@ class TierStore:
             self.move(ids, tier)
         with self._engine.operation(), self._engine.write_lock:
             iids = [self.catalog.iid(u) for u in ids]
-            self.catalog.set_flags(iids, FLAG_PINNED, 0)
+            self._engine.set_flags(iids, FLAG_PINNED, 0)
             return len(self._reader.slots_of(ids))
 
     def unpin(self, ids: Sequence[str | int] | np.ndarray) -> int:
@@ -308,7 +310,7 @@ class TierStore:
         self._writable("unpin")
         ids = normalize_ids(ids)
         with self._engine.operation(), self._engine.write_lock:
-            return self.catalog.set_flags([self.catalog.iid(u) for u in ids], 0, FLAG_PINNED)
+            return self._engine.set_flags([self.catalog.iid(u) for u in ids], 0, FLAG_PINNED)
 
     def run_policy(self, dry_run: bool = False, examples: int = 20) -> PolicyReport:
         """Run one policy cycle now: score every vector by its decayed access count, fill the hot

@@ -130,6 +130,7 @@ class Engine:
         self.policy: Any = None
         self.metrics: Any = None
         self.drain: Any = None  # the writer's reader-access drain (tierstore.shared.AccessDrain)
+        self.placement: Any = None  # the writer's placement index (tierstore.engine.placement)
 
     # --- lifecycle ---------------------------------------------------------------------------
 
@@ -228,6 +229,16 @@ class Engine:
                     groups.setdefault(t, []).append(i)
                     break
         return groups
+
+    def set_flags(self, iids: Sequence[int], set_bits: int, clear_bits: int) -> int:
+        """Set/clear entry flag bits (pins) in the catalog and the placement index (the caller
+        holds the write lock). Returns how many entries changed."""
+        n = self.catalog.set_flags(iids, set_bits, clear_bits)
+        if self.placement is not None and self.placement.built:
+            with self.catalog.read() as txn:
+                found = [e for e in (self.catalog.entry(txn, i) for i in iids) if e is not None]
+            self.placement.set_flags([e.slot for e in found], [e.flags for e in found])
+        return n
 
     # --- after a flip ------------------------------------------------------------------------
 

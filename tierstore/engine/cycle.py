@@ -8,7 +8,6 @@ explains the moves, and hands the plan to :func:`tierstore.engine.moves.execute`
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
@@ -206,11 +205,38 @@ class PolicyEngine:
         log.info("policy: compacted cold: %s", out)
         return True
 
+    @property
+    def has_pins(self) -> bool:
+        """Whether ``policy.pin_*`` filters are configured."""
+        return bool(self._pins)
+
+    def pin_of(self, meta: dict[str, Any]) -> int:
+        """The tier the ``policy.pin_*`` filters pin a vector with this metadata to (-1: none);
+        pin_hot wins over pin_warm over pin_cold."""
+        for code, node in self._pins:
+            if filters.matches(node, meta):
+                return code
+        return -1
+
+    def placement(self) -> dict[str, Any]:
+        """The live entries as columns, from the engine's placement index (built from the
+        catalog on first use; rebuilt if its per-tier counts ever disagree with the catalog's).
+        Taken under the write lock: a consistent snapshot, like one catalog read."""
+        st = self.engine
+        idx = st.placement
+        with st.write_lock:
+            if not idx.built or not idx.agrees(st.catalog.counts(), tiers.NAMES):
+                if idx.built:
+                    idx.rebuilds += 1
+                    log.warning("policy: placement index disagreed with the catalog; rebuilt")
+                idx.build(st.catalog)
+            return idx.snapshot()
+
     def plan(self, dry_run: bool, examples: int = 20) -> tuple[PolicyReport, dict[str, tuple[np.ndarray, np.ndarray]]]:
         st = self.engine
         now = time.time()
         report = PolicyReport(dry_run=dry_run, started=now)
-        snap = st.catalog.placement(with_meta=bool(self._pins))
+        snap = self.placement()
         n = len(snap["iid"])
         report.vectors = n
         cur = snap["tier"]
@@ -225,10 +251,8 @@ class PolicyEngine:
         # fall below the tier ingest put it in, a row the user moved stays where it was put
         floor, hold = st.access.grace(snap["slot"], now, self.cfg.grace_period)
         pin = np.full(n, -1, np.int8)
-        if self._pins:
-            metas = [json.loads(m) if m else {} for m in snap["meta"]]  # decoded once for every filter
-            for code, node in reversed(self._pins):  # pin_hot wins over pin_warm over pin_cold
-                pin[np.fromiter((filters.matches(node, md) for md in metas), bool, n)] = code
+        if self._pins:  # (the index keeps each slot's pin_* verdict, computed when it was written)
+            pin[:] = snap["pin"]
         flagged = (snap["flags"] & FLAG_PINNED) != 0  # store.pin(): stays in its current tier
         pin[flagged] = cur[flagged]
         held = (hold >= 0) & (pin < 0)

@@ -34,6 +34,7 @@ from ..tiers.hot import make_hot_tier
 from ..tiers.warm import WarmTier
 from . import cycle, moves, query
 from .core import Engine
+from .placement import PlacementIndex
 
 log = logging.getLogger("tierstore")
 
@@ -172,6 +173,7 @@ def open_engine(eng: Engine, op: Opened, hot_factory: Any = None) -> None:
     op.executor = ThreadPoolExecutor(max_workers=3, thread_name_prefix="tierstore-query")
     eng.policy = cycle.PolicyEngine(eng)  # a reader never starts it: its hit window feeds stats()
     if not ro:
+        eng.placement = PlacementIndex(eng.policy.pin_of if eng.policy.has_pins else None)
         eng.policy.interrupted = moves.interrupted_run(eng)
         if eng.policy.interrupted is not None:
             log.warning("a policy run was interrupted (pid %s); its open batch was rolled back at open and the "

@@ -122,6 +122,8 @@ def relocate(engine: Any, b: Batch, target: str, *, origin: str, background: Exe
         hot.unprotect(leaving_hot + arriving_hot)
         raise
     hot.unprotect(arriving_hot)
+    if engine.placement is not None:  # the policy's columns follow the flip
+        engine.placement.put(slots, b.iids, code, [0 if e is None else e.flags for e in b.old], versions, b.metas)
     if change is not None and target != "hot":
         engine.note_lower(change, b.vecs)
     if origin in ("explicit", "policy") and engine.metrics is not None:
