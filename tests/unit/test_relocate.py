@@ -134,3 +134,50 @@ def test_spill_fills_each_limited_tier_then_goes_down(tmp_path, ds):
         assert counts == {"hot": 30, "warm": 30, "cold": 0}
         assert store.stats()["queries"]["spilled"] == 30
         finds_itself(store, ds, list(range(60)))
+
+
+def test_a_hot_write_interrupted_after_reaching_redis_is_put_back(tmp_path, ds, monkeypatch):
+    """Anything but TierUnavailableError out of the copy (KeyboardInterrupt, an unmapped
+    Redis error) may come after the pipeline went out: the flip never happened, so Redis is put
+    back to what the catalog holds."""
+    with memory_store(tmp_path, dim=DIM) as store:
+        store.upsert(["a", "b"], ds.base[:2], tier="hot")
+        orig = type(store.hot).write
+
+        def write(self, *a, **k):
+            orig(self, *a, **k)
+            raise KeyboardInterrupt("after the pipeline went out")
+
+        monkeypatch.setattr(type(store.hot), "write", write)
+        with pytest.raises(KeyboardInterrupt):
+            store.upsert(["a", "c"], ds.base[2:4], tier="hot")
+        monkeypatch.undo()
+        assert store.get(["c"]) == [None]
+        assert store.query(ds.base[2], k=1, tiers="hot").ids() != ["a"] or np.allclose(ds.base[0], ds.base[2])
+        assert store.hot.keys() == {store.catalog.iid("a"), store.catalog.iid("b")}
+        assert store.verify(deep=True)["ok"]
+
+
+def test_losing_the_race_to_create_a_store_leaves_the_winners_files(tmp_path, ds, monkeypatch):
+    """Two openers of a path that did not exist: the one whose lock fails must not clean up the
+    other's new store (it did not create it)."""
+    from pathlib import Path
+
+    from tierstore import StoreLockedError, paths
+    from tierstore.engine import opening
+
+    winner = memory_store(tmp_path, dim=DIM)
+    try:
+        winner.upsert(["a"], ds.base[:1])
+        # what the loser saw a moment before the winner created the directory
+        monkeypatch.setattr(opening.paths, "check_new_store_path",
+                            lambda p, src=None: paths.NewStore(Path(p), (Path(p),), frozenset()))
+        with pytest.raises(StoreLockedError):
+            memory_store(tmp_path, dim=DIM)
+        monkeypatch.undo()
+        assert (tmp_path / "store" / "LOCK").exists() and (tmp_path / "store" / "catalog").is_dir()
+        assert winner.get(["a"])[0] is not None
+    finally:
+        winner.close()
+    with memory_store(tmp_path, dim=DIM) as again:
+        assert again.query(ds.base[0], k=1).ids() == ["a"]

@@ -73,15 +73,19 @@ class Opened:
 
 
 def _lock_store(eng: Engine, op: Opened) -> None:
-    op.lock_fd = os.open(eng.path / "LOCK", os.O_RDWR | os.O_CREAT, 0o644)
+    """Take the store's flock. ``op.lock_fd`` is set only once it is held: a failed open cleans
+    up what it created only if it held the lock (else the files are another opener's)."""
+    fd = os.open(eng.path / "LOCK", os.O_RDWR | os.O_CREAT, 0o644)
     try:
-        fcntl.flock(op.lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
+        os.close(fd)
         raise StoreLockedError(
             f"store at {str(eng.path)!r} is open for writing in another process (or another TierStore "
             "in this one); close it first, or open it with read_only=True to query it alongside "
             "that writer (several processes, one store: see the README)"
         ) from None
+    op.lock_fd = fd
 
 
 def _start_embedded_redis(eng: Engine, op: Opened) -> str:

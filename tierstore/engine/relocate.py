@@ -95,7 +95,8 @@ def relocate(engine: Any, b: Batch, target: str, *, origin: str, background: Exe
         places = stage.copy(b, versions)
         synced = hot.take_synced()  # never take hot's lock inside a catalog write
         with cat.write() as txn:
-            # (a compaction changes no content below hot: remembered queries stay valid)
+            # (a compaction changes no content: it notes nothing for the repeat cache, whose
+            # remembered queries then end at the lower generation put_entry moves on)
             change = cat.lower_change(txn) if origin != "compact" else None
             cat.clear_pending(synced, txn)
             new_slots = iter(cat.alloc_slots(txn, sum(e is None for e in b.old)))

@@ -21,7 +21,7 @@ class HotCopy:
         self.hot, self.catalog = hot, catalog
         self.durable_first = durable_first
         self.error: TierUnavailableError | None = None
-        self.copied = False
+        self.attempted = False
         self.iids: list[int] = []
 
     def copy(self, b: Any, versions: list[int]) -> list[tuple[int, int]]:
@@ -29,9 +29,9 @@ class HotCopy:
         if not self.durable_first:
             with self.catalog.write() as txn:
                 self.catalog.add_pending(txn, b.iids)
+        self.attempted = True  # (anything it raised may have reached Redis already)
         try:
             self.hot.write(b.iids, b.vecs, b.metas, versions)
-            self.copied = True
         except TierUnavailableError as exc:
             if not self.durable_first:
                 raise  # nothing moved (the pending marks make the next sync put Redis right)
@@ -47,7 +47,9 @@ class HotCopy:
         pass
 
     def abort(self) -> None:
-        if self.copied:  # the copy reached Redis but its flip failed: put back what the catalog holds
+        if self.attempted and self.error is None:
+            # the copy (or part of it) reached Redis but no flip names it: put back what the
+            # catalog holds (a write that failed as TierUnavailableError left nothing to undo)
             with contextlib.suppress(Exception):
                 self.hot.sync(self.iids)
 
