@@ -193,8 +193,9 @@ class PolicyEngine:
 
     def _maybe_compact(self) -> bool:
         """Merge cold's small segments once ``cold.auto_compact_segments`` have piled up: each
-        ingest batch spilled to cold and each cycle's demotions write one, and a query probes
-        ``nprobe`` partitions over all segments, so many small ones cost recall."""
+        ingest batch spilled to cold and each cycle's demotions write one. (Recall no longer
+        depends on it -- a query's probe budget is in rows, whatever the segments -- but every
+        segment costs a footer, a partition table entry per partition and S3 objects.)"""
         st = self.engine
         limit = st.config.cold.auto_compact_segments
         if not limit or st.cold is None or not st.cold.connected or st.cold.small_segments() < limit:
