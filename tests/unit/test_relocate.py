@@ -181,3 +181,18 @@ def test_losing_the_race_to_create_a_store_leaves_the_winners_files(tmp_path, ds
         winner.close()
     with memory_store(tmp_path, dim=DIM) as again:
         assert again.query(ds.base[0], k=1).ids() == ["a"]
+
+
+def test_dead_warm_rows_remembered_for_revival_are_bounded(tmp_path, ds, monkeypatch):
+    from tierstore.tiers.warm import tier as warm_tier
+
+    monkeypatch.setattr(warm_tier, "DEAD_ROWS", 10)
+    with memory_store(tmp_path, dim=DIM) as store:
+        store.upsert(list(range(40)), ds.base[:40], tier="warm")
+        store.move(list(range(40)), "hot")  # 40 warm rows die, reusable
+        assert len(store.warm._dead_rows) == 10
+        before = store.warm.stats["revived"]
+        store.move(list(range(40)), "warm")  # the 10 remembered (the last killed) come back in place
+        assert store.warm.stats["revived"] - before == 10
+        finds_itself(store, ds, list(range(40)))
+        assert store.verify()["ok"]

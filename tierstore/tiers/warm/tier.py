@@ -38,11 +38,13 @@ import logging
 import shutil
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import xxhash
 
 from ... import distance, filters
 from ...catalog import TIER_WARM, Catalog, Entry, location
@@ -60,6 +62,9 @@ log = logging.getLogger("tierstore")
 def _names(e: Entry | None, seg: int, pos: int) -> bool:
     """Does catalog entry ``e`` place its vector at warm row (seg, pos)?"""
     return e is not None and e.tier == TIER_WARM and e.seg == seg and e.pos == pos
+
+
+DEAD_ROWS = 200_000  # dead rows remembered for revival (a cap on a cache: see WarmTier._dead_rows)
 
 
 class WarmTier:
@@ -81,8 +86,9 @@ class WarmTier:
         self.growing: Any = Mirror(self.dim, metric) if read_only else Growing(self.dim, metric, config)
         # iid -> (seg, pos) of its last dead warm row: a vector that comes back to warm unchanged
         # (the policy moving it hot -> warm after warm -> hot, or cold -> warm) is revived there
-        # instead of being inserted into an HNSW graph again (in RAM only: a cache, not state)
-        self._dead_rows: dict[int, tuple[int, int, bytes]] = {}  # iid -> (seg, pos, metadata JSON)
+        # instead of being inserted into an HNSW graph again (in RAM only: a cache, not state).
+        # Bounded: the DEAD_ROWS most recently killed rows (~150 B each), oldest forgotten first.
+        self._dead_rows: OrderedDict[int, tuple[int, int, int]] = OrderedDict()  # iid -> (seg, pos, xxh64 of metadata)
         self.stats = {"sealed": 0, "compacted": 0, "seal_seconds": 0.0, "revived": 0, "repaired": 0}
         self.damaged: dict[int, str] = {}  # sealed segment id -> why it is not served (see StandIn)
         self._load()
@@ -282,7 +288,10 @@ class WarmTier:
                 else:
                     continue
                 if reusable:
-                    self._dead_rows[e.iid] = (e.seg, e.pos, e.meta)
+                    self._dead_rows[e.iid] = (e.seg, e.pos, xxhash.xxh64_intdigest(e.meta))
+                    self._dead_rows.move_to_end(e.iid)
+                    if len(self._dead_rows) > DEAD_ROWS:
+                        self._dead_rows.popitem(last=False)
                 else:
                     self._dead_rows.pop(e.iid, None)
 
@@ -299,7 +308,7 @@ class WarmTier:
             g = self.growing
             for i, iid in enumerate(iids):
                 dead = self._dead_rows.get(iid)
-                if dead is None or dead[2] != metas[i]:
+                if dead is None or dead[2] != xxhash.xxh64_intdigest(metas[i]):
                     continue
                 seg, pos, _ = dead
                 if seg == GROWING:
@@ -393,9 +402,10 @@ class WarmTier:
                 self.growing = Growing(self.dim, self.metric, self.cfg)
                 self.growing.next_label = g.next_label
                 row_of = {lab: row for row, lab in enumerate(labels)}  # dead rows moved with it
-                self._dead_rows = {iid: ((sid, row_of[pos], meta) if seg == GROWING else (seg, pos, meta))
-                                   for iid, (seg, pos, meta) in self._dead_rows.items()
-                                   if (seg != GROWING or pos in row_of) and (seg == GROWING or seg in self.sealed)}
+                self._dead_rows = OrderedDict(
+                    (iid, (sid, row_of[pos], meta) if seg == GROWING else (seg, pos, meta))
+                    for iid, (seg, pos, meta) in self._dead_rows.items()
+                    if (seg != GROWING or pos in row_of) and (seg == GROWING or seg in self.sealed))
             self.stats["sealed"] += 1
             self.stats["seal_seconds"] += time.perf_counter() - t0
         return int(alive.sum())
