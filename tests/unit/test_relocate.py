@@ -196,3 +196,34 @@ def test_dead_warm_rows_remembered_for_revival_are_bounded(tmp_path, ds, monkeyp
         assert store.warm.stats["revived"] - before == 10
         finds_itself(store, ds, list(range(40)))
         assert store.verify()["ok"]
+
+
+CRASH_CHILD = """
+import os, sys, numpy as np
+from tierstore.testing import memory_store
+base = np.load(sys.argv[2])
+store = memory_store(sys.argv[1], dim=base.shape[1])
+store.upsert(list(range(300)), base[:300], tier="warm")     # growing-segment rows, never sealed
+store.move(list(range(0, 40)), "hot")
+store.move(list(range(0, 20)), "warm")                     # 20 revived or re-added
+store.delete([100, 101])
+store.upsert(list(range(300, 320)), base[300:320], tier="warm")
+os._exit(0)                                                # no close: nothing sealed or checkpointed
+"""
+
+
+def test_growing_segment_rebuilt_from_the_table_after_a_crash(tmp_path, ds):
+    import subprocess
+    import sys
+
+    np.save(tmp_path / "base.npy", ds.base)
+    subprocess.run([sys.executable, "-c", CRASH_CHILD, str(tmp_path), str(tmp_path / "base.npy")], check=True,
+                   timeout=300)
+    for _ in range(2):  # the first reopen reads the growing table; so does the second
+        with memory_store(tmp_path, dim=DIM) as store:
+            assert store.catalog.growing_table_ready()
+            live = [i for i in range(320) if i not in (100, 101)]
+            assert len(store) == len(live) and store.catalog.counts()["warm"] == len(live) - 20
+            finds_itself(store, ds, live)
+            rep = store.verify()
+            assert rep["ok"], rep["problems"]

@@ -351,6 +351,14 @@ class Catalog(SideTables):
             for k in rows:
                 txn.put(k, b"", db=self.growing_db)
             txn.put(b"growing_dirty", b"1", db=self.meta_db)
+            txn.put(b"growing_table", b"1", db=self.meta_db)
+
+    def growing_table_ready(self) -> bool:
+        """Whether the ``growing`` table has been rebuilt from the entries once by this version
+        (it is then kept equal to them in every write transaction, and a writer's open reads the
+        growing segment's rows from it instead of walking every entry)."""
+        with self.env.begin(db=self.meta_db) as txn:
+            return txn.get(b"growing_table") == b"1"
 
     GROWING_ROW = np.dtype([("label", ">u4"), ("iid", ">u8")])
 

@@ -114,24 +114,38 @@ class WarmTier:
         for d in self.root.iterdir():  # crash leftovers: half-written or never-recorded segments
             if d.is_dir() and d.name not in keep:
                 shutil.rmtree(d, ignore_errors=True)
-        # Rebuild the growing segment from the durable records (empty after a clean close).
+        # Rebuild the growing segment from the durable records (empty after a clean close): the
+        # rows the catalog's growing table lists (O(rows), not a walk of every entry), or, the
+        # first time this version opens the store, every warm entry (and the table is rebuilt).
         labels, iids, vecs, metas = [], [], [], []
-        last = None
-        while True:
-            batch = self.catalog.iter_entries(tiers=[TIER_WARM], start_after=last, limit=10_000)
-            if not batch:
-                break
-            last = batch[-1].iid
+        trusted = self.catalog.growing_table_ready()
+        for batch in self._growing_entries(trusted):
             with self.catalog.read() as txn:
                 for e in batch:
-                    if e.seg == GROWING:
+                    if e is not None and e.tier == TIER_WARM and e.seg == GROWING:
                         labels.append(e.pos)
                         iids.append(e.iid)
                         vecs.append(self.catalog.vector(txn, e.iid))
                         metas.append(e.metadata)
         if labels:
             self.growing.add(labels, iids, self.prepare(np.stack(vecs)), metas)
-        self.catalog.reset_growing()  # the table read-only processes mirror: exactly these rows
+        if not trusted:
+            self.catalog.reset_growing()  # the table read-only processes mirror: exactly these rows
+
+    def _growing_entries(self, from_table: bool):
+        """Batches of the catalog entries that may be growing-segment rows."""
+        if from_table:
+            with self.catalog.read() as txn:
+                rows = self.catalog.growing_rows(txn)
+                yield [self.catalog.entry(txn, int(i)) for i in rows["iid"]]
+            return
+        last = None
+        while True:
+            batch = self.catalog.iter_entries(tiers=[TIER_WARM], start_after=last, limit=10_000)
+            if not batch:
+                return
+            last = batch[-1].iid
+            yield batch
 
     def refresh(self, sealed: bool = True) -> None:
         """Read-only: follow the catalog -- map sealed segments it lists that are new, let go of
