@@ -227,3 +227,28 @@ def test_growing_segment_rebuilt_from_the_table_after_a_crash(tmp_path, ds):
             finds_itself(store, ds, live)
             rep = store.verify()
             assert rep["ok"], rep["problems"]
+
+
+def test_sealed_alive_masks_saved_at_close_are_used_only_when_nothing_moved(tmp_path, ds, monkeypatch):
+    from tierstore.tiers.warm import tier as warm_tier
+
+    with memory_store(tmp_path, dim=DIM) as store:
+        store.upsert(list(range(300)), ds.base[:300], tier="warm")
+        store.flush()  # sealed
+        store.move(list(range(0, 30)), "hot")  # 30 dead sealed rows
+        store.delete([50, 51])
+    reads = []
+    orig = warm_tier.WarmTier._alive_rows
+    monkeypatch.setattr(warm_tier.WarmTier, "_alive_rows", lambda self, sid, seg: reads.append(sid) or orig(self, sid, seg))
+    with memory_store(tmp_path, dim=DIM) as store:
+        assert reads == []  # the saved masks were current
+        alive = sum(int(sd.alive.sum()) for sd in store.warm.sealed.values())
+        assert alive == store.catalog.counts()["warm"] == 268
+        finds_itself(store, ds, [i for i in range(300) if i not in (50, 51)])
+        assert store.verify()["ok"]
+        store.move(list(range(30, 40)), "hot")
+        store.warm.save_alive = lambda: None  # as if it crashed after the move: the saved masks are stale
+    with memory_store(tmp_path, dim=DIM) as store:
+        assert reads  # the catalog's move generation moved on: read from the catalog
+        assert sum(int(sd.alive.sum()) for sd in store.warm.sealed.values()) == store.catalog.counts()["warm"]
+        assert store.verify()["ok"]

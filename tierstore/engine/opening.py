@@ -198,6 +198,7 @@ def close_engine(eng: Engine, op: Opened) -> None:
             with eng.write_lock:
                 if eng.warm is not None:
                     eng.warm.seal()  # a clean close leaves nothing to rebuild at the next open
+                    eng.warm.save_alive()  # ... and nothing to re-read row by row
             eng.checkpoint()
             sync_pending(eng, raise_errors=False)
             clean = True

@@ -34,6 +34,8 @@ into a new segment through the compaction path.
 
 from __future__ import annotations
 
+import io
+import json
 import logging
 import shutil
 import threading
@@ -100,6 +102,7 @@ class WarmTier:
             self.refresh()
             return
         listed = self.catalog.segments()
+        saved = self._saved_alive()
         bad: dict[int, str] = {}
         for sid, info in sorted(listed.items()):
             try:
@@ -107,7 +110,10 @@ class WarmTier:
             except IntegrityError as exc:  # a damaged segment must not make the store unusable
                 bad[sid] = str(exc).removeprefix(f"warm segment {self.root / info['dir']}: ")
                 continue
-            self.sealed[sid] = Sealed(sid, seg, self._alive_rows(sid, seg))
+            alive = saved.get(sid)
+            if alive is None or alive.shape[0] != seg.n:
+                alive = self._alive_rows(sid, seg)  # one catalog read per row
+            self.sealed[sid] = Sealed(sid, seg, alive)
         if bad:
             self._damage(bad)
         keep = {info["dir"] for info in listed.values()}
@@ -257,6 +263,34 @@ class WarmTier:
         kept, _ = self._rewrite(victims)
         self.stats["repaired"] += len(victims)
         return {"rebuilt": {str(sid): r for sid, r in why.items()}, "rows": kept}
+
+    def save_alive(self) -> None:
+        """At a clean close: the sealed segments' alive masks, with the catalog's move generation
+        (only a write that moves or deletes an entry can change them), so the next open reads
+        them back instead of one catalog read per sealed row."""
+        with self._lock:
+            gen = self.catalog.move_generation()
+            masks = {str(sid): np.packbits(sd.alive) for sid, sd in self.sealed.items() if sid not in self.damaged}
+            sizes = {str(sid): int(sd.alive.shape[0]) for sid, sd in self.sealed.items() if sid not in self.damaged}
+        buf = io.BytesIO()
+        np.savez(buf, move_gen=np.int64(gen), sizes=np.frombuffer(json.dumps(sizes).encode(), np.uint8), **masks)
+        self.catalog.set_meta(b"warm_alive", buf.getvalue())
+
+    def _saved_alive(self) -> dict[int, np.ndarray]:
+        """The masks :meth:`save_alive` left, if no write moved or deleted an entry since (else
+        none: a crash, or writes after the save)."""
+        raw = self.catalog.get_meta(b"warm_alive")
+        if raw is None:
+            return {}
+        try:
+            z = np.load(io.BytesIO(raw))
+            if int(z["move_gen"]) != self.catalog.move_generation():
+                return {}
+            sizes = json.loads(z["sizes"].tobytes())
+            return {int(s): np.unpackbits(z[s], count=n).astype(bool) for s, n in sizes.items()}
+        except (ValueError, KeyError, OSError) as exc:  # a damaged blob only costs the catalog reads
+            log.warning("warm tier: saved alive masks unreadable (%s); reading them from the catalog", exc)
+            return {}
 
     def _alive_rows(self, sid: int, seg: segment.Segment) -> np.ndarray:
         alive = np.zeros(seg.n, bool)
