@@ -29,7 +29,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -66,7 +66,6 @@ class Batch:
 class Outcome:
     slots: list[int]  # the policy slots of the rows (new rows get one)
     error: TierUnavailableError | None = None  # a durable write whose hot copy failed
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def relocate(engine: Any, b: Batch, target: str, *, origin: str, background: Executor | None = None,
@@ -119,8 +118,10 @@ def relocate(engine: Any, b: Batch, target: str, *, origin: str, background: Exe
             if also is not None:
                 also(txn)
     except BaseException:
-        stage.abort()
-        hot.unprotect(leaving_hot + arriving_hot)
+        try:
+            stage.abort()
+        finally:
+            hot.unprotect(leaving_hot + arriving_hot)
         raise
     hot.unprotect(arriving_hot)
     if engine.placement is not None:  # the policy's columns follow the flip
