@@ -250,6 +250,8 @@ class TierStore:
         with self._engine.operation(), self._engine.write_lock:
             gone: list[Entry] = []
             synced = self.hot.take_synced()  # consumed before new marks: a late clear must not hit them
+            if self._engine.placement is not None:
+                self._engine.placement.expect()
             with cat.write() as txn:
                 cat.clear_pending(synced, txn)
                 for uid in ids:

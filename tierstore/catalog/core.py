@@ -107,6 +107,11 @@ class Catalog(SideTables):
         self.pending_db, self.free_db, self.journal_db, self.segments_db = (self._dbs[n] for n in names[3:7])
         self.cold_db, self.coldq_db = self._dbs["cold"], self._dbs["coldq"]
         self.dim = dim
+        # Whether every write so far came from a version that keeps the growing table and the
+        # move generation (each of its commits records its generation as ``writer_gen``; an older
+        # writer bumps ``gen`` only): read before this process writes anything.
+        with self.env.begin(db=self.meta_db) as txn:
+            self.own_writes_only = txn.get(b"writer_gen", b"0") == txn.get(b"gen", b"0")
         self._init_meta(dim, metric, dict(schema))
         self.vec_bytes = dim * 4
 
@@ -184,6 +189,7 @@ class Catalog(SideTables):
             yield txn
             gen = int(txn.get(b"gen", b"0", db=self.meta_db)) + 1
             txn.put(b"gen", str(gen).encode(), db=self.meta_db)
+            txn.put(b"writer_gen", str(gen).encode(), db=self.meta_db)
             if txn.pop(b"lower_dirty", db=self.meta_db) is not None:
                 txn.put(b"lower_gen", str(gen).encode(), db=self.meta_db)
             if txn.pop(b"move_dirty", db=self.meta_db) is not None:
@@ -358,7 +364,7 @@ class Catalog(SideTables):
         (it is then kept equal to them in every write transaction, and a writer's open reads the
         growing segment's rows from it instead of walking every entry)."""
         with self.env.begin(db=self.meta_db) as txn:
-            return txn.get(b"growing_table") == b"1"
+            return txn.get(b"growing_table") == b"1" and self.own_writes_only
 
     GROWING_ROW = np.dtype([("label", ">u4"), ("iid", ">u8")])
 

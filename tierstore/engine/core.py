@@ -233,8 +233,10 @@ class Engine:
     def set_flags(self, iids: Sequence[int], set_bits: int, clear_bits: int) -> int:
         """Set/clear entry flag bits (pins) in the catalog and the placement index (the caller
         holds the write lock). Returns how many entries changed."""
+        if self.placement is not None:
+            self.placement.expect()
         n = self.catalog.set_flags(iids, set_bits, clear_bits)
-        if self.placement is not None and self.placement.built:
+        if self.placement is not None:
             with self.catalog.read() as txn:
                 found = [e for e in (self.catalog.entry(txn, i) for i in iids) if e is not None]
             self.placement.set_flags([e.slot for e in found], [e.flags for e in found])

@@ -226,7 +226,7 @@ class PolicyEngine:
         st = self.engine
         idx = st.placement
         with st.write_lock:
-            if not idx.built or not idx.agrees(st.catalog.counts(), tiers.NAMES):
+            if not idx.built or idx.stale or not idx.agrees(st.catalog.counts(), tiers.NAMES):
                 if idx.built:
                     idx.rebuilds += 1
                     log.warning("policy: placement index disagreed with the catalog; rebuilt")

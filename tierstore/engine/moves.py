@@ -38,6 +38,7 @@ def move(engine: Any, ids: Sequence[str | int], tier: str, *, defer: bool = Fals
     when they do not fit."""
     target = engine.target_tier(tier)
     code = tiers.CODES[target]
+    ids = list(dict.fromkeys(ids))  # an id named twice moves once
     report = MoveReport(target)
     t0 = time.perf_counter()
     cat = engine.catalog

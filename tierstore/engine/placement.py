@@ -33,6 +33,7 @@ class PlacementIndex:
         self.pin_of = pin_of  # metadata -> the tier its policy.pin_* filters pin it to (-1: none)
         self._lock = threading.Lock()  # a leaf: writers update under the engine's write lock too
         self.built = False
+        self.stale = False  # a catalog change committed (or may have) that the arrays do not show yet
         self.rebuilds = 0
         self._alloc(0)
 
@@ -66,6 +67,12 @@ class PlacementIndex:
             if self.pin_of is not None:
                 self.pin[slots] = [self.pin_of(json.loads(m) if m else {}) for m in snap["meta"]]
             self.built = True
+            self.stale = False
+
+    def expect(self) -> None:
+        """A change is about to commit: until put/drop/set_flags records it, the arrays are
+        stale (an error in between leaves them so, and the next cycle rebuilds them)."""
+        self.stale = True
 
     def put(self, slots: Sequence[int], iids: Sequence[int], tier: int, flags: Sequence[int],
             versions: Sequence[int], metas: Sequence[dict[str, Any]]) -> None:
@@ -81,17 +88,20 @@ class PlacementIndex:
             self.iid[s] = np.asarray(iids, np.uint64)
             if self.pin_of is not None:
                 self.pin[s] = [self.pin_of(m) for m in metas]
+            self.stale = False
 
     def drop(self, slots: Sequence[int]) -> None:
         """After a delete: the slots are free."""
         if self.built and len(slots):
             with self._lock:
                 self.tier[np.asarray(slots, np.int64)] = FREE
+        self.stale = False
 
     def set_flags(self, slots: Sequence[int], flags: Sequence[int]) -> None:
         if self.built and len(slots):
             with self._lock:
                 self.flags[np.asarray(slots, np.int64)] = flags
+        self.stale = False
 
     def agrees(self, counts: dict[str, int], names: Sequence[str]) -> bool:
         """Whether the per-tier counts match the catalog's counters (``counts``)."""

@@ -90,6 +90,8 @@ def relocate(engine: Any, b: Batch, target: str, *, origin: str, background: Exe
     # are not "extra" to a concurrent reconciliation.
     hot.protect(leaving_hot + arriving_hot)
     stage = engine.tiers[target].stage(origin, engine.catalog)
+    if engine.placement is not None:
+        engine.placement.expect()  # stale until put() below: an error in between makes the next cycle rebuild it
     try:
         places = stage.copy(b, versions)
         synced = hot.take_synced()  # never take hot's lock inside a catalog write
@@ -123,18 +125,21 @@ def relocate(engine: Any, b: Batch, target: str, *, origin: str, background: Exe
         finally:
             hot.unprotect(leaving_hot + arriving_hot)
         raise
-    hot.unprotect(arriving_hot)
-    if engine.placement is not None:  # the policy's columns follow the flip
-        engine.placement.put(slots, b.iids, code, [0 if e is None else e.flags for e in b.old], versions, b.metas)
-    if change is not None and target != "hot":
-        engine.note_lower(change, b.vecs)
-    if origin in ("explicit", "policy") and engine.metrics is not None:
-        engine.metrics.moved([e for e in b.old if e is not None], target, origin)
     # Old versions that lived elsewhere (another tier, another warm row) go after the reader
-    # grace; a hot -> hot update overwrote its Redis copy in place.
+    # grace, whatever else fails now that the flip is durable; a hot -> hot update overwrote its
+    # Redis copy in place.
     displaced = [e for e in b.old if e is not None and (e.tier != TIER_HOT or target != "hot")]
-    if displaced:
-        engine.retire(displaced, background)
+    try:
+        hot.unprotect(arriving_hot)
+        if engine.placement is not None:  # the policy's columns follow the flip
+            engine.placement.put(slots, b.iids, code, [0 if e is None else e.flags for e in b.old], versions, b.metas)
+        if change is not None and target != "hot":
+            engine.note_lower(change, b.vecs)
+        if origin in ("explicit", "policy") and engine.metrics is not None:
+            engine.metrics.moved([e for e in b.old if e is not None], target, origin)
+    finally:
+        if displaced:
+            engine.retire(displaced, background)
     return Outcome(slots, stage.after())
 
 

@@ -135,6 +135,13 @@ class WarmTier:
                         metas.append(e.metadata)
         if labels:
             self.growing.add(labels, iids, self.prepare(np.stack(vecs)), metas)
+        if saved and not bad:
+            alive = sum(int(sd.alive.sum()) for sd in self.sealed.values()) + len(labels)
+            if alive != self.catalog.count(TIER_WARM):  # a mask the catalog disagrees with: recompute
+                log.warning("warm tier: saved alive masks count %d rows, the catalog %d; reading them from the "
+                            "catalog", alive, self.catalog.count(TIER_WARM))
+                for sid, sd in self.sealed.items():
+                    sd.alive = self._alive_rows(sid, sd.seg)
         if not trusted:
             self.catalog.reset_growing()  # the table read-only processes mirror: exactly these rows
 
@@ -280,7 +287,7 @@ class WarmTier:
         """The masks :meth:`save_alive` left, if no write moved or deleted an entry since (else
         none: a crash, or writes after the save)."""
         raw = self.catalog.get_meta(b"warm_alive")
-        if raw is None:
+        if raw is None or not self.catalog.own_writes_only:  # (an older version wrote since)
             return {}
         try:
             z = np.load(io.BytesIO(raw))
