@@ -212,7 +212,7 @@ def split(tmp: Path, redis_url: str, s3: S3Server, ds: datasets.Dataset, stream:
                 lat.append(time.perf_counter() - t0)
                 found.append(h.ids())
                 d = h.tiers["cold"].details
-                gets.append(d["gets"])
+                gets.append(d.get("gets", 0))  # (no cold search at all: a repeat skip, or cold skipped)
                 pruned += bool(d.get("pruned_all"))
                 cold_returned += h.tiers["cold"].returned
             rows.append({"nprobe": nprobe, "recall@10": datasets.recall_at(found, ds.gt[draws], K),
