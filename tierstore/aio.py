@@ -32,7 +32,7 @@ import inspect
 import logging
 import os
 import threading
-from collections.abc import AsyncIterator, Callable, Generator, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Coroutine, Generator, Iterator, Mapping
 from typing import Any
 
 from . import store as sync_store
@@ -72,32 +72,37 @@ def _check_workers(max_workers: Any) -> int:
     return workers
 
 
-class Opening:
-    """What :func:`open` returns: await it for the :class:`AsyncTierStore`, or use it as an
-    async context manager (open on enter, close on exit). It opens once: awaited or entered a
-    second time it raises ``RuntimeError``."""
+class Opening(Coroutine[Any, Any, "AsyncTierStore"]):
+    """What :func:`open` returns: a coroutine (await it, or hand it to ``asyncio.run``) whose
+    result is the :class:`AsyncTierStore`, and an async context manager (open on enter, close on
+    exit). Like any coroutine it runs once."""
 
     def __init__(self, config: Any, workers: int, kwargs: Mapping[str, Any]) -> None:
-        self._args = (config, workers, dict(kwargs))
-        self._started = False
+        self._coro = self._open(config, workers, dict(kwargs))
         self._store: AsyncTierStore | None = None
 
+    def send(self, value: Any) -> Any:
+        return self._coro.send(value)
+
+    def throw(self, *args: Any) -> Any:
+        return self._coro.throw(*args)
+
+    def close(self) -> None:
+        self._coro.close()
+
     def __await__(self) -> Generator[Any, None, AsyncTierStore]:
-        return self._open().__await__()
+        return self._coro.__await__()
 
     async def __aenter__(self) -> AsyncTierStore:
-        self._store = await self._open()
+        self._store = await self._coro
         return self._store
 
     async def __aexit__(self, *exc: object) -> None:
         if self._store is not None:
             await self._store.close()
 
-    async def _open(self) -> AsyncTierStore:
-        if self._started:
-            raise RuntimeError("tierstore.aio.open(...) opens once: await it or enter it, not both or twice")
-        self._started = True
-        config, workers, kwargs = self._args
+    @staticmethod
+    async def _open(config: Any, workers: int, kwargs: dict[str, Any]) -> AsyncTierStore:
         # its own thread: the store's pool is made once the store exists
         opener = cf.ThreadPoolExecutor(max_workers=1, thread_name_prefix="tierstore-aio-open")
         fut = opener.submit(sync_store.open, config, **kwargs)
