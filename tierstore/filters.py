@@ -5,7 +5,9 @@ Grammar (fields must be declared in ``[schema]``)::
     {"field": value}                      equality (tag: the record's tag set contains value)
     {"field": {"$in": [v1, v2]}}          any of
     {"field": {"$ne": v}}                 not equal (also true when the record lacks the field)
+    {"field": {"$nin": [v1, v2]}}         none of (also true when the record lacks the field)
     {"field": {"$gt"|"$gte"|"$lt"|"$lte": x}}   numeric ranges (numeric fields only)
+    {"field": {"$exists": true|false}}    the record has a value for it (numeric fields only)
     {"$and": [f1, f2]}, {"$or": [f1, f2]} combinations; several keys in one dict mean AND
 
 Semantics are defined by :func:`matches` (a plain Python predicate over one record's metadata);
@@ -35,8 +37,10 @@ import numpy as np
 from .errors import SchemaError
 
 TAG_SEP = ","
-_NUM_OPS = ("$eq", "$ne", "$gt", "$gte", "$lt", "$lte", "$in")
-_TAG_OPS = ("$eq", "$ne", "$in")
+_NUM_OPS = ("$eq", "$ne", "$gt", "$gte", "$lt", "$lte", "$in", "$nin", "$exists")
+_TAG_OPS = ("$eq", "$ne", "$in", "$nin")
+# a negated operator and the one it negates: true where that one is false, absent fields included
+NEGATED = {"$ne": "$eq", "$nin": "$in"}
 
 
 @dataclass(frozen=True)
@@ -148,13 +152,20 @@ def _parse_field(name: str, cond: Any, schema: Mapping[str, str], where: str) ->
     for op, value in ops.items():
         allowed = _TAG_OPS if kind == "tag" else _NUM_OPS
         if op not in allowed:
+            why = (" ($exists needs an index of absent values, which RediSearch keeps for numeric "
+                   "fields only: store an explicit tag value such as 'none' instead)"
+                   if op == "$exists" else "")
             raise SchemaError(
-                f"{where}: operator {op!r} is not valid on a {kind} field (allowed: {', '.join(allowed)})"
+                f"{where}: operator {op!r} is not valid on a {kind} field (allowed: {', '.join(allowed)}){why}"
             )
-        if op == "$in":
+        if op == "$exists":
+            if not isinstance(value, bool):
+                raise SchemaError(f"{where}.$exists: must be true or false, got {value!r}")
+            values: tuple[Any, ...] = (value,)
+        elif op in ("$in", "$nin"):
             if not isinstance(value, Sequence) or isinstance(value, str):
-                raise SchemaError(f"{where}.$in: must be a list of values, got {value!r}")
-            values = tuple(_value(kind, v, f"{where}.$in") for v in value)
+                raise SchemaError(f"{where}.{op}: must be a list of values, got {value!r}")
+            values = tuple(_value(kind, v, f"{where}.{op}") for v in value)
         else:
             values = (_value(kind, value, f"{where}.{op}"),)
         parts.append(Cmp(name, kind, op, values))
@@ -176,7 +187,9 @@ def _value(kind: str, v: Any, where: str) -> Any:
 
 def _simplify(node: Node) -> Node:
     if isinstance(node, Cmp):
-        return FALSE if node.op == "$in" and not node.values else node
+        if node.op in ("$in", "$nin") and not node.values:
+            return FALSE if node.op == "$in" else TRUE
+        return node
     if isinstance(node, Const):
         return node
     kids = [_simplify(c) for c in node.children]
@@ -209,12 +222,14 @@ def matches(node: Node, metadata: Mapping[str, Any]) -> bool:
     if isinstance(node, Or):
         return any(matches(c, metadata) for c in node.children)
     raw = metadata.get(node.field)
-    if node.op == "$ne":
-        return not _test(node.kind, "$eq", raw, node.values)
+    if node.op in NEGATED:
+        return not _test(node.kind, NEGATED[node.op], raw, node.values)
     return _test(node.kind, node.op, raw, node.values)
 
 
 def _test(kind: str, op: str, raw: Any, values: tuple[Any, ...]) -> bool:
+    if op == "$exists":
+        return (raw is not None) == values[0]
     if raw is None:
         return False
     if kind == "tag":
@@ -245,15 +260,16 @@ def to_redis(node: Node) -> str:
     if isinstance(node, Or):
         return "(" + " | ".join(to_redis(c) for c in node.children) + ")"
     f = node.field
+    neg = "-" if node.op in NEGATED else ""
     if node.kind == "tag":
         body = " | ".join(encode_tag(v) for v in node.values)
-        text = f"@{f}:{{{body}}}"
-        return "-" + text if node.op == "$ne" else text
+        return f"{neg}@{f}:{{{body}}}"
+    if node.op == "$exists":  # a numeric field is indexed exactly when the record has it
+        return f"{'' if node.values[0] else '-'}@{f}:[-inf +inf]"
     if node.op in ("$eq", "$ne"):
-        text = f"@{f}:[{_num(node.values[0])} {_num(node.values[0])}]"
-        return "-" + text if node.op == "$ne" else text
-    if node.op == "$in":
-        return "(" + " | ".join(f"@{f}:[{_num(v)} {_num(v)}]" for v in node.values) + ")"
+        return f"{neg}@{f}:[{_num(node.values[0])} {_num(node.values[0])}]"
+    if node.op in ("$in", "$nin"):
+        return neg + "(" + " | ".join(f"@{f}:[{_num(v)} {_num(v)}]" for v in node.values) + ")"
     v = _num(node.values[0])
     lo, hi = {
         "$gt": (f"({v}", "+inf"), "$gte": (v, "+inf"), "$lt": ("-inf", f"({v}"), "$lte": ("-inf", v)
@@ -314,21 +330,24 @@ def mask(node: Node, columns: Mapping[str, TagColumn | NumericColumn], n: int) -
             out = (out & mask(c, columns, n)) if isinstance(node, And) else (out | mask(c, columns, n))
         return out
     col = columns[node.field]
-    op = "$eq" if node.op == "$ne" else node.op
+    op = NEGATED.get(node.op, node.op)
     if isinstance(col, TagColumn):
         hit = col.contains_any(node.values)
     else:
         x = col.data
         with np.errstate(invalid="ignore"):
-            if op in ("$eq", "$in"):
+            if op == "$exists":
+                hit = ~np.isnan(x) if node.values[0] else np.isnan(x)
+            elif op in ("$eq", "$in"):
                 hit = np.isin(x, np.asarray(node.values, dtype=np.float64))
             else:
                 v = node.values[0]
                 hit = {"$gt": x > v, "$gte": x >= v, "$lt": x < v, "$lte": x <= v}[op]
-    return ~hit if node.op == "$ne" else hit
+    return ~hit if node.op in NEGATED else hit
 
 
 __all__ = [
+    "NEGATED",
     "FALSE",
     "TRUE",
     "And",

@@ -14,6 +14,7 @@ tierstore.errors.DimensionError: vectors[0] holds NaN or inf; every value must b
 
 from __future__ import annotations
 
+import datetime
 import json
 import math
 from collections.abc import Mapping, Sequence
@@ -22,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from . import filters
+from .catalog import TEXT_KEY
 from .errors import DimensionError, InvalidInputError, SchemaError
 
 MAX_K = 10_000  # RediSearch's KNN limit per query; larger pages should use scan()
@@ -122,52 +124,97 @@ def check_unique(ids: Sequence[str | int]) -> None:
             seen.add(uid)
 
 
-def _check_value(value: Any, where: str) -> Any:
-    """The value as plain JSON-able Python (numpy scalars unwrapped, tuples -> lists)."""
-    if isinstance(value, np.generic) and isinstance(value, np.bool_ | np.integer | np.floating):
-        value = value.item()
-    if isinstance(value, bool | str | int):
+_MAX_DEPTH = 64  # nesting deeper than this is almost surely a cycle or a bug
+
+
+def _check_value(value: Any, where: str, depth: int = 0) -> Any:
+    """``value`` as plain JSON Python: what ``json.loads(json.dumps(value))`` gives back, so a
+    record reads back exactly as it was stored. Numpy scalars and arrays are unwrapped, tuples
+    become lists (JSON has no tuple), dates and datetimes become ISO 8601 strings (the documented
+    rule: declare a numeric field and store epoch seconds to range-filter on time). Anything
+    else JSON cannot hold -- NaN/inf, non-str dict keys, sets, bytes, objects -- is an error."""
+    if value is None or isinstance(value, bool | str):
         return value
+    if isinstance(value, int):
+        return int(value)  # an IntEnum or bool subclass becomes the plain int JSON reads back
     if isinstance(value, float):
         if not math.isfinite(value):
             raise SchemaError(f"{where}: {value!r} is not a finite number")
-        return value
-    if isinstance(value, list | tuple) and all(isinstance(v, str) for v in value):
-        return list(value)
+        return float(value)
+    if isinstance(value, np.generic) and isinstance(value, np.bool_ | np.integer | np.floating):
+        return _check_value(value.item(), where, depth)
+    if isinstance(value, datetime.date | datetime.time):
+        return value.isoformat()
+    if depth >= _MAX_DEPTH:
+        raise SchemaError(f"{where}: nested more than {_MAX_DEPTH} levels deep")
+    if isinstance(value, np.ndarray):
+        value = value.tolist()
+    if isinstance(value, list | tuple):
+        return [_check_value(v, f"{where}[{i}]", depth + 1) for i, v in enumerate(value)]
+    if isinstance(value, Mapping):
+        out = {}
+        for k, v in value.items():
+            if not isinstance(k, str):
+                raise SchemaError(f"{where}: key {k!r} is not a str (JSON object keys are strings)")
+            out[k] = _check_value(v, f"{where}[{k!r}]", depth + 1)
+        return out
     raise SchemaError(
-        f"{where}: {value!r} ({type(value).__name__}) is not supported; metadata values are "
-        "str, int, float, bool or a list of str"
+        f"{where}: {value!r} ({type(value).__name__}) is not supported; metadata values are what "
+        "JSON holds: None, bool, int, float, str, lists and dicts of them (dates become ISO strings)"
     )
 
 
-def clean_metadata(metadata: Any, n: int, schema: Mapping[str, str]) -> list[tuple[dict[str, Any], bytes]]:
+def check_texts(texts: Any, n: int) -> list[str | None]:
+    """``texts``: None, or one str (or None) per vector -- the records' document text."""
+    if texts is None:
+        return [None] * n
+    if isinstance(texts, str | bytes) or not isinstance(texts, Sequence):
+        raise InvalidInputError("texts: expected a list with one str (or None) per vector")
+    if len(texts) != n:
+        raise InvalidInputError(f"texts: {len(texts)} entries for {n} vectors")
+    for i, t in enumerate(texts):
+        if t is not None and not isinstance(t, str):
+            raise InvalidInputError(f"texts[{i}]: expected a str or None, got {type(t).__name__}")
+    return list(texts)
+
+
+def clean_metadata(metadata: Any, n: int, schema: Mapping[str, str],
+                   texts: Sequence[str | None] | None = None) -> list[tuple[dict[str, Any], bytes]]:
     """Validate ``metadata`` (None or one mapping-or-None per vector) -> per row, the clean dict
-    (numpy scalars unwrapped, tuples as lists) and its JSON bytes (``b""`` for none)."""
+    (as JSON reads it back; with the row's text under the catalog's text key) and its JSON bytes
+    (``b""`` for none). Declared ``[schema]`` fields must have their type (or be None: absent)."""
     if metadata is None:
-        return [({}, b"")] * n
-    if isinstance(metadata, Mapping) or not isinstance(metadata, Sequence):
+        metadata = [None] * n
+    elif isinstance(metadata, Mapping) or not isinstance(metadata, Sequence):
         raise InvalidInputError("metadata: expected a list with one dict (or None) per vector")
     if len(metadata) != n:
         raise InvalidInputError(f"metadata: {len(metadata)} entries for {n} vectors")
     out: list[tuple[dict[str, Any], bytes]] = []
     for i, md in enumerate(metadata):
-        if md is None or (isinstance(md, Mapping) and not md):
+        text = texts[i] if texts is not None else None
+        if (md is None or (isinstance(md, Mapping) and not md)) and text is None:
             out.append(({}, b""))
             continue
-        if not isinstance(md, Mapping):
+        if md is not None and not isinstance(md, Mapping):
             raise InvalidInputError(f"metadata[{i}]: expected a dict or None, got {type(md).__name__}")
         clean: dict[str, Any] = {}
-        for key, value in md.items():
+        for key, value in (md or {}).items():
             if not isinstance(key, str):
                 raise SchemaError(f"metadata[{i}]: key {key!r} is not a str")
+            if key.startswith("\x00"):
+                raise SchemaError(f"metadata[{i}]: key {key!r} starts with NUL (reserved for the store)")
             where = f"metadata[{i}][{key!r}]"
             value = _check_value(value, where)
             kind = schema.get(key)
-            if kind == "tag":
+            if value is None:
+                pass  # a declared field with None is absent: no filter matches it (but $ne/$nin)
+            elif kind == "tag":
                 filters.tag_values(value, key)
             elif kind == "numeric":
                 filters.numeric_value(value, key)
             clean[key] = value
+        if text is not None:
+            clean[TEXT_KEY] = text
         try:
             raw = json.dumps(clean, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode()
         except UnicodeEncodeError as exc:
@@ -181,5 +228,6 @@ def encode_metadata(metadata: Any, n: int, schema: Mapping[str, str]) -> list[by
     return [raw for _clean, raw in clean_metadata(metadata, n, schema)]
 
 
-__all__ = ["MAX_K", "check_k", "check_positive", "check_tiers", "check_unique", "clean_metadata", "encode_metadata",
+__all__ = ["MAX_K", "check_k", "check_positive", "check_texts", "check_tiers", "check_unique", "clean_metadata",
+           "encode_metadata",
            "query_vector", "vectors_2d"]

@@ -15,17 +15,19 @@ import numpy as np
 
 @dataclass(frozen=True)
 class Record:
-    """One stored vector: user id, float32 vector, metadata, and the tier it lives in now."""
+    """One stored vector: user id, float32 vector, metadata, the tier it lives in now, and its
+    document text (``upsert(texts=...)``; None when it has none)."""
 
     id: str | int
     vector: np.ndarray
     metadata: dict[str, Any]
     tier: str
+    text: str | None = None
 
     def __eq__(self, other: object) -> bool:
         return (
             isinstance(other, Record)
-            and (self.id, self.metadata, self.tier) == (other.id, other.metadata, other.tier)
+            and (self.id, self.metadata, self.tier, self.text) == (other.id, other.metadata, other.tier, other.text)
             and np.array_equal(self.vector, other.vector)
         )
 
@@ -34,12 +36,16 @@ class Record:
 
 class Hit(NamedTuple):
     """One query result. ``distance``: lower is closer (cosine 1-cos, ip 1-dot, l2 squared).
+    ``text``: the record's document text (None when it has none); ``vector``: its stored vector
+    with ``query(..., include_vectors=True)``, else None.
     (A NamedTuple: immutable, and cheap to build on the query path.)"""
 
     id: str | int
     distance: float
     tier: str
     metadata: dict[str, Any]
+    text: str | None = None
+    vector: np.ndarray | None = None
 
 
 @dataclass

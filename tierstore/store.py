@@ -22,10 +22,10 @@ from typing import Any
 
 import numpy as np
 
-from . import inputs, paths
+from . import filters, inputs, paths
 from .catalog import FLAG_PINNED, TIER_CODES, TIER_HOT, TIER_WARM, Entry, normalize_ids
 from .config import Config, load_config
-from .engine import moves, opening, verify
+from .engine import moves, opening, updates, verify
 from .engine.core import Engine, release_memory
 from .engine.reads import Reader
 from .engine.relocate import Batch, relocate
@@ -177,8 +177,14 @@ class TierStore:
         vectors: Any,
         metadata: Sequence[Mapping[str, Any] | None] | None = None,
         tier: str | None = None,
+        *,
+        texts: Sequence[str | None] | None = None,
     ) -> int:
         """Insert or replace vectors; returns how many were written.
+
+        ``metadata``: one dict (or None) per vector, any JSON value (see :meth:`get` for how it
+        reads back); ``texts``: one document text (or None) per vector, kept apart from the
+        metadata and returned as ``Record.text`` / ``Hit.text``.
 
         ``tier`` places the whole batch ("hot", "warm" or "cold"; default ``policy.ingest_tier``).
         An update is a new version and is placed the same way, wherever the old one lived (the old
@@ -203,7 +209,7 @@ class TierStore:
         if vecs.shape[0] != n:
             raise InvalidInputError(f"upsert: {n} ids but {vecs.shape[0]} vectors")
         inputs.check_unique(ids)
-        metas = inputs.clean_metadata(metadata, n, self.schema)
+        metas = inputs.clean_metadata(metadata, n, self.schema, inputs.check_texts(texts, n))
         eng = self._engine
         target = eng.target_tier(tier)
         cat = eng.catalog
@@ -278,6 +284,24 @@ class TierStore:
                 log.warning("delete is durable; Redis removal deferred: %s", exc)
         return len(gone)
 
+    @_counted("update_metadata")
+    def update_metadata(self, ids: Sequence[str | int] | np.ndarray, patch: Mapping[str, Any] | Sequence[Mapping[str, Any]],
+                        *, replace: bool = False, text: Any = ...) -> int:
+        """Change the metadata of ``ids`` without sending their vectors; returns how many exist
+        (unknown ids are skipped).
+
+        ``patch``: one dict for every id, or one per id; its keys are merged into the stored
+        metadata (a key set to None stays, with None), or with ``replace=True`` it becomes the
+        whole metadata. ``text=`` sets the records' text too (default: kept). Validated like an
+        upsert first: a rejected patch writes nothing. A change to free-form fields or the text
+        rewrites the catalog entry only; a change to a ``[schema]`` field re-writes the vector
+        into the tier it lives in (a cold one into a new segment: batch such updates)."""
+        self._writable("update_metadata")
+        if not isinstance(replace, bool):
+            raise InvalidInputError(f"replace: expected True or False, got {replace!r}")
+        return updates.update_metadata(self._engine, self._reader, normalize_ids(ids), patch,
+                                       replace=replace, text=text)
+
     @_counted("move")
     def move(self, ids: Sequence[str | int] | np.ndarray, tier: str, *, defer: bool = False) -> MoveReport:
         """Move vectors to ``tier`` ("hot", "warm" or "cold"): copy, flip the catalog entry, remove
@@ -351,16 +375,20 @@ class TierStore:
         ef: int | None = None,
         nprobe: int | None = None,
         strict: bool = False,
+        include_vectors: bool = False,
     ) -> Hits:
         """The ``k`` nearest stored vectors to ``vector`` over every tier (or ``tiers``).
 
-        ``filter`` uses the DESIGN filter language over ``[schema]`` fields; ``ef`` overrides the
-        HNSW search breadth, ``nprobe`` the cold partitions probed. The result is sorted by
-        distance (lower is closer); ``hits.partial`` is true when a tier failed or timed out --
-        or, with ``strict=True``, the tier's error is raised instead.
+        ``filter`` uses the filter language over ``[schema]`` fields (README: Filters); ``ef``
+        overrides the HNSW search breadth, ``nprobe`` the cold partitions probed. The result is
+        sorted by distance (lower is closer); ``hits.partial`` is true when a tier failed or timed
+        out -- or, with ``strict=True``, the tier's error is raised instead.
+        ``include_vectors=True`` fills each ``Hit.vector`` with the stored vector (hot and warm
+        ones from the local record store, cold ones through the block cache: e.g. for MMR).
         """
         q = inputs.query_vector(vector, dim=self.dim, metric=self.metric)
-        return self._reader.search(q.reshape(1, -1), k, filter, tiers, ef, nprobe, strict)[0]
+        return self._reader.search(q.reshape(1, -1), k, filter, tiers, ef, nprobe, strict,
+                                   include_vectors=include_vectors)[0]
 
     @_counted("query")
     def query_batch(
@@ -372,6 +400,7 @@ class TierStore:
         ef: int | None = None,
         nprobe: int | None = None,
         strict: bool = False,
+        include_vectors: bool = False,
     ) -> list[Hits]:
         """:meth:`query` for each row of ``vectors`` (n, dim), in pipelined round trips. No rows
         (``[]``, an array of shape ``(0, dim)``): no queries, ``[]`` (like ``get([])``)."""
@@ -379,7 +408,7 @@ class TierStore:
                                                                     and vectors.shape == (0,)):
             vectors = np.empty((0, self.dim), np.float32)
         qs = inputs.vectors_2d(vectors, dim=self.dim, metric=self.metric)
-        return self._reader.search(qs, k, filter, tiers, ef, nprobe, strict)
+        return self._reader.search(qs, k, filter, tiers, ef, nprobe, strict, include_vectors=include_vectors)
 
     @_counted("touch")
     def touch(self, ids: Sequence[str | int] | np.ndarray) -> int:
@@ -392,31 +421,48 @@ class TierStore:
             self._engine.counters.add(touched=len(slots))
         return len(slots)
 
-    def scan(self, batch_size: int = 10_000, tiers: Sequence[str] | str | None = None) -> Iterator[list[Record]]:
-        """Every live record exactly once, in batches, in internal-id order.
+    def scan(self, batch_size: int = 10_000, tiers: Sequence[str] | str | None = None,
+             filter: Mapping[str, Any] | None = None) -> Iterator[list[Record]]:
+        """Every live record (of ``tiers``, matching ``filter``) exactly once, in batches of up
+        to ``batch_size``, in internal-id order.
 
         Safe to run while writing: each batch is read in its own short transaction and the scan
-        resumes after the last internal id it returned, so it never holds the catalog open."""
+        resumes after the last internal id it returned, so it never holds the catalog open. The
+        filter is evaluated on the catalog's metadata before any vector is read."""
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise InvalidInputError(f"batch_size: {batch_size!r} must be a positive integer")
         codes = [TIER_CODES[n] for n in inputs.check_tiers(tiers, list(self.tiers))]
+        node = filters.compile_filter(filter, self.schema)
         last: int | None = None
         while True:
             with self._engine.operation():
                 entries = self.catalog.iter_entries(tiers=codes, start_after=last, limit=batch_size)
                 if not entries:
                     return
+                last = entries[-1].iid
+                if node != filters.TRUE:
+                    entries = [e for e in entries if filters.matches(node, e.metadata)]
                 # re-read now: skip what was deleted since the listing; a moved one is read where it is
                 batch = [r for r in self._reader.records(list(entries)) if r is not None]
                 if tiers is not None:
                     batch = [r for r in batch if TIER_CODES[r.tier] in codes]
-                last = entries[-1].iid
+                if node != filters.TRUE:  # updated since the listing
+                    batch = [r for r in batch if filters.matches(node, r.metadata)]
             if batch:
                 yield batch
 
-    def __len__(self) -> int:
+    def count(self, filter: Mapping[str, Any] | None = None) -> int:
+        """How many records there are (``len(store)``), or how many match ``filter``: a pass
+        over the catalog's metadata (about 1 s per million records), no vector read."""
+        node = filters.compile_filter(filter, self.schema)
         with self._engine.operation():
-            return sum(self.catalog.counts().values())
+            if node == filters.TRUE:
+                return sum(self.catalog.counts().values())
+            return sum(sum(1 for e in batch if filters.matches(node, e.metadata))
+                       for batch in self.catalog.entry_batches())
+
+    def __len__(self) -> int:
+        return self.count()
 
     # --- maintenance -----------------------------------------------------------------------------
 

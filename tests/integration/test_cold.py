@@ -102,6 +102,8 @@ FILTERS = [
     ({"lexname": "noun.act"}, {"cluster": "c1"}),
     ({"lexname": {"$in": ["noun.Tops", "noun.animal"]}}, {"cluster": {"$in": ["c2", "c3"]}}),
     ({"nlemmas": {"$gte": 3}}, {"rank": {"$gte": 500}}),
+    ({"lexname": {"$nin": ["noun.act", "noun.artifact"]}, "nlemmas": {"$exists": True}},
+     {"cluster": {"$nin": ["c1", "c2"]}, "rank": {"$exists": True}}),
     ({"$and": [{"lexname": "noun.animal"}, {"nlemmas": {"$gte": 6}}]}, {"$and": [{"cluster": "c4"}, {"rank": {"$lt": 20}}]}),
 ]
 

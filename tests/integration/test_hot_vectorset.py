@@ -158,10 +158,12 @@ def random_filter(rng: np.random.Generator, depth: int = 0) -> dict:
     field = ["t", "u", "x", "y"][rng.integers(4)]
     if field in ("t", "u"):
         pick = lambda: TAGS[rng.integers(len(TAGS))]  # noqa: E731
-        return {field: rng.choice([pick(), {"$ne": pick()}, {"$in": [pick(), pick()]}])}
+        return {field: rng.choice([pick(), {"$ne": pick()}, {"$in": [pick(), pick()]}, {"$nin": [pick(), pick()]}])}
     num = lambda: NUMBERS[rng.integers(len(NUMBERS))] if field == "x" else int(rng.integers(-3, 4))  # noqa: E731
-    op = ["$eq", "$ne", "$gt", "$gte", "$lt", "$lte", "$in"][rng.integers(7)]
-    return {field: {op: [num(), num(), num()] if op == "$in" else num()}}
+    op = ["$eq", "$ne", "$gt", "$gte", "$lt", "$lte", "$in", "$nin", "$exists"][rng.integers(9)]
+    if op == "$exists":
+        return {field: {op: bool(rng.integers(2))}}
+    return {field: {op: [num(), num(), num()] if op in ("$in", "$nin") else num()}}
 
 
 def test_random_filters_match_the_reference_semantics(tmp_path, redis_server):

@@ -68,6 +68,9 @@ FILTERS = [
     {"lexname": {"$ne": "noun.Tops"}, "nlemmas": {"$lt": 2}, "pos": "a"},
     {"$and": [{"pos": "s"}, {"nlemmas": {"$lte": 1}}, {"lexname": {"$in": ["adj.all", "adj.pert"]}}]},
     {"lexname": {"$in": []}},
+    {"lexname": {"$nin": ["noun.animal", "noun.plant", "noun.Tops"]}, "pos": {"$nin": ["n"]}},
+    {"nlemmas": {"$nin": [1, 2]}, "$or": [{"nlemmas": {"$exists": True}}, {"pos": "v"}]},
+    {"nlemmas": {"$exists": False}},
 ]
 
 

@@ -52,7 +52,8 @@ def test_warm_recall_sealed_plus_growing(wn_warm, wordnet_20k):
 @pytest.mark.parametrize("flt", [{"lexname": "noun.animal"},
                                  {"lexname": {"$in": ["noun.plant", "noun.food"]}, "nlemmas": {"$gte": 2}},
                                  {"lexname": {"$ne": "noun.artifact"}, "nlemmas": {"$lt": 2}, "pos": "n"},
-                                 {"pos": "v"}])
+                                 {"pos": "v"},
+                                 {"lexname": {"$nin": ["noun.artifact", "noun.act"]}, "nlemmas": {"$exists": True}}])
 def test_warm_filters_equal_numpy(wn_warm, wordnet_20k, flt):
     ds = wordnet_20k
     node = filters.compile_filter(flt, wn_warm.schema)

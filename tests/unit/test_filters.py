@@ -241,6 +241,13 @@ def test_matches_examples():
     assert not matches(compile_({"price": {"$gte": -1e300}}), {})
     assert matches(compile_({"cat": True}), {"cat": True})
     assert matches(compile_({"cat": "true"}), {"cat": True})
+    assert not matches(compile_({"cat": {"$nin": ["x", "new"]}}), row)
+    assert matches(compile_({"cat": {"$nin": ["x", "old"]}}), row)
+    assert matches(compile_({"tags": {"$nin": ["x"]}}), row)  # missing field: $nin is true
+    assert matches(compile_({"price": {"$exists": True}}), row)
+    assert not matches(compile_({"price": {"$exists": False}}), row)
+    assert matches(compile_({"price": {"$exists": False}}), {"price": None})
+    assert compile_({"cat": {"$nin": []}}) == filters.TRUE
 
 
 def test_to_redis_examples():
@@ -255,6 +262,17 @@ def test_to_redis_examples():
     assert to_redis(compile_({"price": {"$lte": 0}})) == "@price:[-inf 0]"
     assert to_redis(compile_({"price": {"$in": [1, 2]}})) == "(@price:[1 1] | @price:[2 2])"
     assert to_redis(compile_({"$or": [{"cat": "a"}, {"price": 1}]})) == "(@cat:{x61} | @price:[1 1])"
+    assert to_redis(compile_({"cat": {"$nin": ["a", "b"]}})) == "-@cat:{x61 | x62}"
+    assert to_redis(compile_({"price": {"$nin": [1, 2]}})) == "-(@price:[1 1] | @price:[2 2])"
+    assert to_redis(compile_({"price": {"$exists": True}})) == "@price:[-inf +inf]"
+    assert to_redis(compile_({"price": {"$exists": False}})) == "-@price:[-inf +inf]"
+
+
+def test_exists_on_a_tag_field_is_a_clear_error():
+    with pytest.raises(SchemaError, match=r"operator '\$exists' is not valid on a tag field .*RediSearch"):
+        compile_({"cat": {"$exists": True}})
+    with pytest.raises(SchemaError, match=r"\$exists: must be true or false"):
+        compile_({"price": {"$exists": 1}})
 
 
 def test_encode_tag_examples():
@@ -389,6 +407,7 @@ def leaf_filters(draw):
                 st.builds(lambda v: {"$eq": v}, tag_filter_values),
                 st.builds(lambda v: {"$ne": v}, tag_filter_values),
                 st.builds(lambda vs: {"$in": vs}, st.lists(tag_filter_values, max_size=3)),
+                st.builds(lambda vs: {"$nin": vs}, st.lists(tag_filter_values, max_size=3)),
                 st.builds(
                     lambda v, vs: {"$ne": v, "$in": vs},
                     tag_filter_values,
@@ -403,6 +422,8 @@ def leaf_filters(draw):
                 numbers,
                 st.dictionaries(ops, numbers, min_size=1, max_size=3),
                 st.builds(lambda vs: {"$in": vs}, st.lists(numbers, max_size=3)),
+                st.builds(lambda vs: {"$nin": vs}, st.lists(numbers, max_size=3)),
+                st.builds(lambda b: {"$exists": b}, st.booleans()),
             )
         )
     return {field: cond}

@@ -7,13 +7,16 @@ import json
 import numpy as np
 import pytest
 
+from tierstore.catalog import TEXT_KEY
 from tierstore.errors import DimensionError, InvalidInputError, SchemaError, TierStoreError
 from tierstore.inputs import (
     MAX_K,
     check_k,
     check_positive,
+    check_texts,
     check_tiers,
     check_unique,
+    clean_metadata,
     encode_metadata,
     query_vector,
     vectors_2d,
@@ -201,20 +204,46 @@ def test_encode_metadata_values():
 @pytest.mark.parametrize(
     ("value", "pattern"),
     [
-        ({"a": 1}, r"\(dict\) is not supported"),
-        (["a", None], r"\(list\) is not supported"),
-        (["a", 1], r"\(list\) is not supported"),
         (b"abc", r"\(bytes\) is not supported"),
-        (None, r"\(NoneType\) is not supported"),
         (float("nan"), r"nan is not a finite number"),
         (float("inf"), r"inf is not a finite number"),
         ({1, 2}, r"\(set\) is not supported"),
-        (np.array([1.0]), r"\(ndarray\) is not supported"),
+        (object(), r"\(object\) is not supported"),
+        ({"a": [1, float("nan")]}, r"nan is not a finite number"),
+        ({"a": {2: "b"}}, r"key 2 is not a str"),
     ],
 )
 def test_encode_metadata_unsupported_values(value, pattern):
-    with pytest.raises(SchemaError, match=r"^metadata\[1\]\['x'\]: .*" + pattern):
+    with pytest.raises(SchemaError, match=r"^metadata\[1\]\['x'\][^:]*: .*" + pattern):
         encode_metadata([{}, {"x": value}], 2, SCHEMA)
+
+
+def test_metadata_any_json_value_round_trips():
+    """What document loaders produce is stored as JSON reads it back: None, nested objects,
+    lists of numbers, numpy values; tuples become lists and dates ISO strings (documented)."""
+    import datetime
+
+    md = {"author": None, "source": {"path": "/a/b.txt", "page": 3, "tags": ["x", 1, None]},
+          "ints": [1, 2, 3], "np": np.float32(0.5), "arr": np.array([1, 2]), "tup": (1, "a"),
+          "when": datetime.date(2024, 1, 2), "at": datetime.datetime(2024, 1, 2, 3, 4, 5),
+          "cat": None, "price": None, "deep": [[{"a": []}]]}
+    (clean, raw), = clean_metadata([md], 1, SCHEMA)
+    assert json.loads(raw) == clean
+    assert clean == {"author": None, "source": {"path": "/a/b.txt", "page": 3, "tags": ["x", 1, None]},
+                     "ints": [1, 2, 3], "np": 0.5, "arr": [1, 2], "tup": [1, "a"], "when": "2024-01-02",
+                     "at": "2024-01-02T03:04:05", "cat": None, "price": None, "deep": [[{"a": []}]]}
+
+
+def test_texts_are_kept_apart_from_metadata():
+    (clean, raw), (clean2, _raw2) = clean_metadata([{"a": 1}, None], 2, SCHEMA, check_texts(["doc", None], 2))
+    assert clean == {"a": 1, TEXT_KEY: "doc"} and json.loads(raw) == clean
+    assert clean2 == {}
+    with pytest.raises(SchemaError, match=r"metadata\[0\]: key '\\x00text' starts with NUL"):
+        clean_metadata([{TEXT_KEY: "x"}], 1, SCHEMA)
+    with pytest.raises(InvalidInputError, match=r"texts\[1\]: expected a str or None, got int"):
+        check_texts(["a", 5], 2)
+    with pytest.raises(InvalidInputError, match=r"texts: 1 entries for 2 vectors"):
+        check_texts(["a"], 2)
 
 
 @pytest.mark.parametrize("value", [5, 1.5, 0])

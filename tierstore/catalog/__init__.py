@@ -8,6 +8,7 @@ from .encoding import (
     INT64_MAX,
     INT64_MIN,
     MAX_STR_ID_BYTES,
+    TEXT_KEY,
     TIER_CODES,
     TIER_COLD,
     TIER_HOT,
@@ -21,6 +22,7 @@ from .encoding import (
     location,
     normalize_ids,
     split_location,
+    split_text,
 )
 
 __all__ = [
@@ -34,6 +36,7 @@ __all__ = [
     "TIER_HOT",
     "TIER_NAMES",
     "TIER_WARM",
+    "TEXT_KEY",
     "Catalog",
     "Entry",
     "decode_uid",
@@ -43,4 +46,5 @@ __all__ = [
     "location",
     "normalize_ids",
     "split_location",
+    "split_text",
 ]

@@ -27,6 +27,12 @@ TIER_CODES = tiers.CODES
 
 FLAG_PINNED = 1  # pinned to its tier: the policy never moves it
 
+# A record's document text (``upsert(texts=...)``) is kept in its metadata JSON under this key,
+# which no user key can be (``inputs`` rejects keys starting with NUL). Kept there, the text
+# travels with every copy of the metadata for free -- moves, cold segments' record blocks,
+# exports -- and only the two places that hand metadata to callers split it out (:func:`split_text`).
+TEXT_KEY = "\x00text"
+
 # tier u8, flags u8, uid length u16, slot u32, seg u32, pos u32, version u64 (24 bytes),
 # then the encoded user id, then the metadata JSON (empty when there is none)
 ENTRY = struct.Struct("<BBHIIIQ")
@@ -53,6 +59,16 @@ class Entry(NamedTuple):
     @property
     def metadata(self) -> dict[str, Any]:
         return json.loads(self.meta) if self.meta else {}
+
+
+def split_text(meta: dict[str, Any]) -> tuple[dict[str, Any], str | None]:
+    """(the user's metadata, the record's text or None) of a decoded metadata dict. ``meta`` is
+    modified in place (callers pass a dict they just decoded).
+
+    >>> split_text({"a": 1, TEXT_KEY: "hello"}), split_text({"a": 1})
+    (({'a': 1}, 'hello'), ({'a': 1}, None))
+    """
+    return meta, (meta.pop(TEXT_KEY) if TEXT_KEY in meta else None)
 
 
 def location(seg: int, pos: int) -> int:

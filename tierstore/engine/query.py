@@ -30,7 +30,7 @@ import numpy as np
 
 from .. import distance, filters
 from .. import tiers as tier_registry
-from ..catalog import TIER_CODES, TIER_NAMES, Catalog
+from ..catalog import TEXT_KEY, TIER_CODES, TIER_NAMES, Catalog
 from ..errors import TierStoreError, TierUnavailableError
 from ..results import Hit, Hits, TierReport
 from ..tiers.protocol import TierAnswer
@@ -352,7 +352,7 @@ def _merge(catalog: Catalog, reports: list[dict[str, TierReport]], cands: list[l
         for dist, _iid, code, raw in c[:k]:
             uid, slot, meta = decode(raw)
             name = TIER_NAMES[code]
-            hits.append(Hit(uid, dist, name, meta))
+            hits.append(Hit(uid, dist, name, meta, meta.pop(TEXT_KEY) if TEXT_KEY in meta else None))
             reports[i][name].returned += 1
             slots.append(slot)
         results.append(Hits(hits, partial=failed or incomplete[i], tiers=reports[i]))

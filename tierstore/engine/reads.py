@@ -15,7 +15,7 @@ import numpy as np
 import xxhash
 
 from .. import filters, inputs, tiers
-from ..catalog import TIER_COLD, Entry
+from ..catalog import TIER_COLD, Entry, split_text
 from ..errors import IntegrityError, TierStoreError
 from ..results import Hits, Record
 from . import query
@@ -75,7 +75,7 @@ class Reader:
             self.view.refresh()
 
     def search(self, qs: np.ndarray, k: Any, flt: Any, tier_names: Any, ef: Any, nprobe: Any,
-               strict: bool) -> list[Hits]:
+               strict: bool, *, include_vectors: bool = False) -> list[Hits]:
         eng = self.eng
         if type(k) is not int or not 0 < k <= inputs.MAX_K:
             k = inputs.check_k(k)
@@ -118,7 +118,26 @@ class Reader:
         else:
             flat = slots[0] if len(slots) == 1 else [x for s in slots for x in s]
         eng.access.record(flat)
+        if include_vectors:
+            self.attach_vectors(out)
         return out
+
+    def attach_vectors(self, out: list[Hits]) -> None:
+        """Fill each hit's ``vector`` with its stored vector, read after the search like
+        :meth:`records` reads (so: the current version). A hit deleted in between is dropped from
+        its list -- an answer of a moment after the delete -- rather than returned without one."""
+        cat = self.eng.catalog
+        flat = [h for hits in out for h in hits]
+        if not flat:
+            return
+        with self.eng.operation():
+            with cat.read() as txn:
+                entries = [cat.entry(txn, cat.iid(h.id)) for h in flat]
+            found = iter(self.records([e if e is not None and e.uid == h.id else None
+                                       for e, h in zip(entries, flat, strict=True)]))
+        for hits in out:
+            kept = [h._replace(vector=r.vector) for h in hits if (r := next(found)) is not None]
+            hits[:] = kept
 
     def _search_shared(self, qs: np.ndarray, k: int, node: Any, ef: Any, nprobe: Any, strict: bool,
                        searched: list[Any]) -> tuple[list[Hits], list[list[int]]]:
@@ -173,7 +192,8 @@ class Reader:
                     continue
                 vec = eng.catalog.vector(txn, e.iid)
                 if vec is not None:
-                    out[i] = Record(now.uid, vec, now.metadata, tiers.NAMES[now.tier])
+                    meta, text = split_text(now.metadata)
+                    out[i] = Record(now.uid, vec, meta, tiers.NAMES[now.tier], text)
         if cold:
             try:
                 vecs = eng.cold.fetch([e for _, e in cold])
@@ -190,7 +210,8 @@ class Reader:
                 with eng.write_lock:
                     return self.records(entries, locked=True)
             for i, e in cold:
-                out[i] = Record(e.uid, vecs[e.iid], e.metadata, "cold")
+                meta, text = split_text(e.metadata)
+                out[i] = Record(e.uid, vecs[e.iid], meta, "cold", text)
         return out
 
     def slots_of(self, ids: Sequence[str | int]) -> np.ndarray:

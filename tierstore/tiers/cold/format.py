@@ -307,7 +307,8 @@ def may_match(node: filters.Node, summaries: dict[str, Any], part: int) -> bool:
     if isinstance(node, filters.Or):
         return any(may_match(c, summaries, part) for c in node.children)
     s = summaries.get(node.field)
-    if node.op == "$ne" or s is None or s.get("kind") != node.kind:
+    if (node.op in filters.NEGATED or (node.op == "$exists" and not node.values[0]) or s is None
+            or s.get("kind") != node.kind):
         return True
     have = s["parts"][part]
     if have is None:
@@ -315,7 +316,9 @@ def may_match(node: filters.Node, summaries: dict[str, Any], part: int) -> bool:
     if node.kind == "tag":
         return any(v in have for v in node.values)
     if not have:
-        return False  # no row has a value: a comparison is false for every row
+        return False  # no row has a value: a comparison ($exists: true too) is false for every row
+    if node.op == "$exists":
+        return True
     lo, hi = have
     if node.op in ("$eq", "$in"):
         return any(lo <= v <= hi for v in node.values)

@@ -128,11 +128,13 @@ def render_filter(node: filters.Node) -> str:
         # an element's tags are a list: "in" tests membership (on two strings it would test
         # substrings, which is why absent tags are [] rather than "")
         text = " or ".join(f'"{filters.encode_tag(v)}" in .{f}' for v in node.values)
+    elif node.op == "$exists":
+        return f"(.__{f})" if node.values[0] else f"not (.__{f})"
     else:
         literals = [number(v) for v in node.values]
         if node.op in ("$eq", "$ne"):
             cond = f".{f} == {literals[0]}"
-        elif node.op == "$in":
+        elif node.op in ("$in", "$nin"):
             if all(not lit.startswith("(") for lit in literals):
                 cond = f".{f} in [{', '.join(literals)}]"
             else:  # a tuple holds plain literals only
@@ -141,7 +143,7 @@ def render_filter(node: filters.Node) -> str:
             op = {"$gt": ">", "$gte": ">=", "$lt": "<", "$lte": "<="}[node.op]
             cond = f".{f} {op} {literals[0]}"
         text = f".__{f} and {cond}"  # an absent number is stored as 0: never compare it
-    return f"not ({text})" if node.op == "$ne" else f"({text})"
+    return f"not ({text})" if node.op in filters.NEGATED else f"({text})"
 
 
 # --- the backend ----------------------------------------------------------------------------------
