@@ -206,12 +206,15 @@ def clean_metadata(metadata: Any, n: int, schema: Mapping[str, str],
             where = f"metadata[{i}][{key!r}]"
             value = _check_value(value, where)
             kind = schema.get(key)
-            if value is None:
-                pass  # a declared field with None is absent: no filter matches it (but $ne/$nin)
-            elif kind == "tag":
-                filters.tag_values(value, key)
-            elif kind == "numeric":
-                filters.numeric_value(value, key)
+            try:
+                if value is None:
+                    pass  # a declared field with None is absent: no filter matches it (but $ne/$nin)
+                elif kind == "tag":
+                    filters.tag_values(value, key)
+                elif kind == "numeric":
+                    filters.numeric_value(value, key)
+            except SchemaError as exc:
+                raise SchemaError(f"metadata[{i}][{key!r}]: {exc}") from None
             clean[key] = value
         if text is not None:
             clean[TEXT_KEY] = text
