@@ -93,19 +93,7 @@ class TierStoreVectorStore(VectorStore):
 
     def _prepare(self, texts: Iterable[str], metadatas: Sequence[dict[str, Any] | None] | None,
                  ids: Sequence[str | None] | None, kwargs: dict[str, Any]) -> tuple[list[str], list | None, list[str], Any]:
-        """Validate a write before anything is embedded: lengths, ids, the tier, no stray keywords."""
-        texts = list(texts)
-        tier = common.check_tier(kwargs.pop("tier", self.tier))
-        if kwargs:
-            raise InvalidInputError(f"add_texts: unknown keyword argument(s) {', '.join(map(repr, sorted(kwargs)))}")
-        for i, t in enumerate(texts):
-            if not isinstance(t, str):
-                raise InvalidInputError(f"texts[{i}]: expected a str, got {type(t).__name__}")
-        if metadatas is not None:
-            metadatas = list(metadatas)
-            if len(metadatas) != len(texts):
-                raise InvalidInputError(f"metadatas: {len(metadatas)} metadatas for {len(texts)} texts")
-        return texts, metadatas, common.new_ids(ids, len(texts)), tier
+        return _check_write(texts, metadatas, ids, kwargs, self.tier)
 
     @staticmethod
     def _upsert_args(texts: list[str], metadatas: list | None, ids: list[str], vectors: Any,
@@ -280,14 +268,17 @@ class TierStoreVectorStore(VectorStore):
         """A store holding ``texts``: ``store=`` an open one (not closed by the adapter), or one
         opened from ``config=`` and ``tierstore.open`` keywords (owned: :meth:`close` closes it;
         ``dim`` defaults to the embedding model's). ``tier``: see the class."""
+        texts, metadatas, ids, tier_ = _check_write(texts, metadatas, ids, {}, common.check_tier(tier))
+        vectors = embedding.embed_documents(texts) if texts else []
         if store is not None:
-            if config is not None or open_kwargs:
-                raise InvalidInputError("store: pass an open store or config=/open keywords, not both")
-            vs = cls(store, embedding, tier=tier)
+            vs = cls(_given(store, config, open_kwargs), embedding, tier=tier)
         else:
-            vs = cls.open(embedding, config, tier=tier, **open_kwargs)
+            dim = len(vectors[0]) if vectors else _dim_probe(embedding)
+            vs = cls(common.open_for(config, dim, open_kwargs), embedding, tier=tier, owns_store=True)
         try:
-            vs.add_texts(texts, metadatas, ids=ids)
+            if texts:
+                args, kw = vs._upsert_args(texts, metadatas, ids, vectors, tier_)
+                vs.store.upsert(*args, **kw)
         except BaseException:
             vs.close()
             raise
@@ -299,19 +290,45 @@ class TierStoreVectorStore(VectorStore):
                           config: Any = None, tier: str | None = None, **open_kwargs: Any) -> TierStoreVectorStore:
         """:meth:`from_texts` for asyncio: the store is opened as a :class:`~tierstore.aio.AsyncTierStore`
         (``max_workers=`` sizes its pool) off the event loop."""
+        texts, metadatas, ids, tier_ = _check_write(texts, metadatas, ids, {}, common.check_tier(tier))
+        vectors = await embedding.aembed_documents(texts) if texts else []
         if store is not None:
-            if config is not None or open_kwargs:
-                raise InvalidInputError("store: pass an open store or config=/open keywords, not both")
-            vs = cls(store, embedding, tier=tier)
+            vs = cls(_given(store, config, open_kwargs), embedding, tier=tier)
         else:
-            probe = _dim_probe(embedding)
-            vs = cls(await common.aopen_for(config, probe, open_kwargs), embedding, tier=tier, owns_store=True)
+            dim = len(vectors[0]) if vectors else _dim_probe(embedding)
+            vs = cls(await common.aopen_for(config, dim, open_kwargs), embedding, tier=tier, owns_store=True)
         try:
-            await vs.aadd_texts(texts, metadatas, ids=ids)
+            if texts:
+                args, kw = vs._upsert_args(texts, metadatas, ids, vectors, tier_)
+                await vs._stores.aio.upsert(*args, **kw)
         except BaseException:
             await vs.aclose()
             raise
         return vs
+
+
+def _check_write(texts: Iterable[str], metadatas: Sequence[dict[str, Any] | None] | None,
+                 ids: Sequence[str | None] | None, kwargs: dict[str, Any],
+                 default_tier: str | None) -> tuple[list[str], list | None, list[str], Any]:
+    """Validate a write before anything is embedded: lengths, ids, the tier, no stray keywords."""
+    texts = list(texts)
+    tier = common.check_tier(kwargs.pop("tier", default_tier))
+    if kwargs:
+        raise InvalidInputError(f"add_texts: unknown keyword argument(s) {', '.join(map(repr, sorted(kwargs)))}")
+    for i, t in enumerate(texts):
+        if not isinstance(t, str):
+            raise InvalidInputError(f"texts[{i}]: expected a str, got {type(t).__name__}")
+    if metadatas is not None:
+        metadatas = list(metadatas)
+        if len(metadatas) != len(texts):
+            raise InvalidInputError(f"metadatas: {len(metadatas)} metadatas for {len(texts)} texts")
+    return texts, metadatas, common.new_ids(ids, len(texts)), tier
+
+
+def _given(store: Any, config: Any, open_kwargs: dict[str, Any]) -> Any:
+    if config is not None or open_kwargs:
+        raise InvalidInputError("store: pass an open store or config=/open keywords, not both")
+    return store
 
 
 def _dim_probe(embedding: Embeddings) -> Callable[[], int]:
