@@ -214,13 +214,13 @@ class TierStoreVectorStore(BasePydanticVectorStore):
     def query(self, query: VectorStoreQuery, **kwargs: Any) -> VectorStoreQueryResult:
         """The ``similarity_top_k`` nearest nodes to ``query.query_embedding`` (modes DEFAULT and
         MMR), within ``filters``, ``doc_ids`` (needs ``ref_doc_id`` declared) and ``node_ids``
-        (those are read and scored here, exactly, not searched). ``similarities``: higher is
+        (those are read and scored here, exactly, not searched; empty restricts nothing). ``similarities``: higher is
         closer (cosine: cos, ip: the dot product, l2: 1 / (1 + squared distance)). ``tiers``,
         ``ef``, ``nprobe`` and ``strict`` keywords pass through to ``TierStore.query``;
         ``mmr_threshold``, ``mmr_prefetch_k``, ``mmr_prefetch_factor`` (default 4) tune MMR."""
         plan = _Plan(self, query, kwargs)
         if plan.node_ids is not None:
-            records = self.client.get(plan.node_ids) if plan.node_ids else []
+            records = self.client.get(plan.node_ids)
             return plan.result(plan.rank(self._named(records, plan.spec)))
         return plan.result(self.client.query(plan.vector, **plan.query_kwargs))
 
@@ -228,7 +228,7 @@ class TierStoreVectorStore(BasePydanticVectorStore):
         plan = _Plan(self, query, kwargs)
         aio = self._stores.aio
         if plan.node_ids is not None:
-            records = await aio.get(plan.node_ids) if plan.node_ids else []
+            records = await aio.get(plan.node_ids)
             return plan.result(plan.rank(self._named(records, plan.spec)))
         return plan.result(await aio.query(plan.vector, **plan.query_kwargs))
 
@@ -255,7 +255,9 @@ class _Plan:
             spec = restrict if spec is None else {"$and": [spec, restrict]}
         self.metric, self.spec, self.k = store.metric, spec, query.similarity_top_k
         self.vector = np.asarray(query.query_embedding, dtype=np.float32)
-        self.node_ids = None if query.node_ids is None else list(query.node_ids)
+        # an empty list restricts nothing, as in LlamaIndex's other stores: VectorStoreIndex passes
+        # its index struct's node ids, which is [] for a store that keeps the text itself
+        self.node_ids = list(query.node_ids) if query.node_ids else None
         self.mmr = query.mode == VectorStoreQueryMode.MMR
         self.threshold = query.mmr_threshold if query.mmr_threshold is not None else mmr.get("mmr_threshold")
         fetch = self.k
