@@ -100,7 +100,11 @@ SIMILARITY: dict[str, Callable[[float], float]] = {
 
 
 def relevance_fn(metric: str) -> Callable[[float], float]:
-    """Distance -> relevance in [0, 1] (1 = identical direction / point) for ``metric``."""
+    """Distance -> relevance in [0, 1] (1 = identical direction / point) for ``metric``.
+
+    >>> [relevance_fn("cosine")(d) for d in (0.0, 1.0, 2.0)], relevance_fn("ip")(3.5), relevance_fn("l2")(1.0)
+    ([1.0, 0.5, 0.0], 0.0, 0.5)
+    """
     return RELEVANCE[metric]
 
 
