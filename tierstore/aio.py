@@ -199,16 +199,20 @@ class AsyncTierStore:
     ``len()``; :meth:`scan` is an async generator). Errors are the sync store's, unchanged.
 
     Made by :func:`open`, or around an open sync store: ``AsyncTierStore(store)`` (then
-    :meth:`close` closes that store too). ``sync`` is the wrapped store, for attributes such as
-    ``metrics`` and for sync code sharing it (the engine is thread-safe).
+    :meth:`close` closes that store too, unless ``close_store=False``: sync code that shares the
+    store keeps it). ``sync`` is the wrapped store, for attributes such as ``metrics`` and for
+    sync code sharing it (the engine is thread-safe).
 
     Concurrency is the engine's: queries run in parallel, writes serialise on its write lock.
     ``max_workers`` bounds how many calls run at once; the others wait, in order, without
-    blocking the loop. A store is not tied to one event loop."""
+    blocking the loop. A store is not tied to one event loop. Callbacks passed to a method
+    (``progress=``) are called on the worker thread: hand results to the loop with
+    ``loop.call_soon_threadsafe``."""
 
-    def __init__(self, store: TierStore, *, max_workers: int | None = None) -> None:
+    def __init__(self, store: TierStore, *, max_workers: int | None = None, close_store: bool = True) -> None:
         workers = _check_workers(max_workers)
         self.sync = store
+        self.close_store = close_store
         self.max_workers = workers
         self._pool = cf.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="tierstore-aio")
         self._lock = threading.Lock()
@@ -265,7 +269,8 @@ class AsyncTierStore:
 
     async def close(self) -> None:
         """Refuse new calls, wait for the calls in flight (queued ones included: each was
-        accepted), close the sync store (flush, stop owned servers), then stop the pool.
+        accepted), close the sync store (flush, stop owned servers; not with
+        ``close_store=False``), then stop the pool.
         Idempotent; cancelling the await does not stop the close."""
         with self._lock:
             if self._closing is None:
@@ -278,7 +283,8 @@ class AsyncTierStore:
 
     def _close_sync(self, waiting: list[cf.Future]) -> None:
         cf.wait(waiting)
-        self.sync.close()
+        if self.close_store:
+            self.sync.close()
 
     def __repr__(self) -> str:
         return f"<AsyncTierStore {str(self.sync.path)!r} dim={self.dim} metric={self.metric} " \
