@@ -25,6 +25,7 @@ import numpy as np
 from .. import tiers
 from ..catalog import FLAG_PINNED, TIER_COLD, Entry
 from ..errors import CapacityError
+from ..progress import ProgressFn, Ticker
 from ..results import MoveReport
 from .relocate import Batch, relocate
 
@@ -216,10 +217,27 @@ def flush_cold_queue(engine: Any) -> int:
         moved += move_entries(engine, todo, "cold", "explicit")
 
 
-def compact_cold(engine: Any, threshold: float | None = None) -> dict[str, int]:
+def compact(engine: Any, threshold: float | None = None, progress: ProgressFn | None = None) -> dict[str, Any]:
+    """``TierStore.compact``: warm segments, then cold ones (called with the store's write lock
+    held). ``progress(done, total)`` counts rows rewritten: the warm tier's once it finished (its
+    rewrite has no hook of its own), then the cold tier's group by group -- the long part (every
+    row is downloaded from S3 and uploaded again)."""
+    tick = Ticker(progress)
+    out: dict[str, Any] = {"warm": engine.warm.compact(threshold)}
+    base = out["warm"]["rows_kept"] + out["warm"]["rows_dropped"]
+    tick.set(base)
+    cold = engine.cold
+    if cold is not None and (cold.connected or cold.needs_connect_at_open()):
+        out["cold"] = compact_cold(engine, threshold, progress=lambda d, n: tick.set(base + d, base + (n or 0)))
+    tick.finish()
+    return out
+
+
+def compact_cold(engine: Any, threshold: float | None = None, progress: ProgressFn | None = None) -> dict[str, int]:
     """Rewrite cold segments whose dead fraction exceeds ``threshold`` and merge small ones into
     new segments (copy -> new manifest -> flip -> reader grace -> delete the old objects), then
-    delete objects no manifest lists. Called with the store's write lock held."""
+    delete objects no manifest lists. Called with the store's write lock held. ``progress``:
+    rows of the rewritten segments (live and dead) done so far, of all of them."""
     cold, cat = engine.cold, engine.catalog
     cold.connect()
     threshold = engine.config.cold.compact_threshold if threshold is None else threshold
@@ -242,6 +260,7 @@ def compact_cold(engine: Any, threshold: float | None = None) -> dict[str, int]:
         n += live.get(s.sid, 0)
     if cur:
         groups.append(cur)
+    tick = Ticker(progress, sum(s.info["rows"] for s in victims))
     rows_of: dict[int, list[Entry]] = {s.sid: [] for s in victims}  # one catalog pass for all groups
     for batch in cat.entry_batches(tiers=[TIER_COLD]):
         for e in batch:
@@ -270,9 +289,11 @@ def compact_cold(engine: Any, threshold: float | None = None) -> dict[str, int]:
         gone = cold.unlist(sorted(sids))
         engine.gate.wait()  # ... and so may queries that took the partition table meanwhile
         out["bytes_freed"] += cold.retire(gone)
+        tick.add(sum(s.info["rows"] for s in group))
     out.update(cold.collect_garbage())
+    tick.finish()
     return out
 
 
-__all__ = ["compact_cold", "execute", "flush_cold_queue", "interrupted_run", "load", "move", "move_entries",
+__all__ = ["compact", "compact_cold", "execute", "flush_cold_queue", "interrupted_run", "load", "move", "move_entries",
            "plan_order"]

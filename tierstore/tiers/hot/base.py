@@ -53,6 +53,7 @@ from ...catalog import TIER_HOT, Catalog
 from ...config import HotConfig
 from ...costs import bytes_per_vector
 from ...errors import IntegrityError, TierUnavailableError
+from ...progress import ProgressFn, Ticker
 from ...services import RedisServer
 from ..protocol import TierAnswer
 from .common import (
@@ -359,8 +360,11 @@ class HotTier(StandbyServing, MoveBookkeeping):
             return self.catalog.count(TIER_HOT)
         return sum(1 for _e in self._iter_hot_entries())
 
-    def rebuild(self) -> int:
-        """Drop the index and every vector of this store, recreate, reload all hot records."""
+    def rebuild(self, progress: ProgressFn | None = None) -> int:
+        """Drop the index and every vector of this store, recreate, reload all hot records.
+        ``progress(done, total)``: vectors reloaded so far (tierstore.progress; a rebuild of 100k
+        vectors takes about a minute, most of it RediSearch inserting each into its graph)."""
+        tick = Ticker(progress, self._catalog_hot_count() if progress is not None else None)
         with self._lock:
             self.r.hdel(self.meta_key, "serving")  # readers: not usable until refilled
             self._reset_index()
@@ -370,10 +374,12 @@ class HotTier(StandbyServing, MoveBookkeeping):
             batch: list[int] = []
             for e in self._iter_hot_entries():
                 batch.append(e.iid)
-                if len(batch) >= 5000:
+                if len(batch) >= 2000:
                     n += self.sync_now(batch)
+                    tick.add(len(batch))
                     batch = []
             n += self.sync_now(batch)
+            tick.finish(tick.done + len(batch))
             self.catalog.clear_pending(self._own_pending())
             self.stats["rebuilds"] += 1
             self._verified = True

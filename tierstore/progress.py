@@ -1,0 +1,79 @@
+"""Progress callbacks for long calls: ``rebuild_hot``, ``compact``, ``verify`` and the CLI's
+ingest, export and migrate.
+
+A callback is ``progress(done: int, total: int | None)`` (``total`` is ``None`` while the amount
+of work is not known yet). The long loops report through a :class:`Ticker`, which calls the
+callback at most every ``every`` seconds (0.2 by default) and exactly once more at the end with
+the final counts: the loop may report after every batch without a slow callback (a terminal
+write, a network push) slowing the work, and the caller always learns where it finished.
+
+>>> seen = []
+>>> t = Ticker(lambda d, n: seen.append((d, n)), total=3)
+>>> for _ in range(3):
+...     t.add(1)
+>>> t.finish()
+>>> seen[0], seen[-1]
+((1, 3), (3, 3))
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from .errors import InvalidInputError
+
+ProgressFn = Callable[[int, "int | None"], None]
+EVERY = 0.2  # seconds between two calls of a callback (the last call is always made)
+
+
+def check(progress: object) -> ProgressFn | None:
+    """``progress`` itself if it is ``None`` or callable; else :class:`InvalidInputError` naming
+    the argument (raised before the call does any work)."""
+    if progress is not None and not callable(progress):
+        raise InvalidInputError(f"progress: {progress!r} is not allowed: pass a callable progress(done, total) "
+                                "or None")
+    return progress
+
+
+class Ticker:
+    """Throttles a progress callback (``None``: every method is a no-op)."""
+
+    def __init__(self, callback: ProgressFn | None, total: int | None = None, every: float = EVERY) -> None:
+        self.callback = check(callback)
+        self.total = total
+        self.done = 0
+        self.every = every
+        self._last = float("-inf")
+        self._finished = False
+
+    def set(self, done: int, total: int | None = None) -> None:
+        """The work done so far (and the total, when it became known or changed)."""
+        self.done = done
+        if total is not None:
+            self.total = total
+        if self.callback is None:
+            return
+        now = time.monotonic()
+        if now - self._last >= self.every:
+            self._last = now
+            self.callback(self.done, self.total)
+
+    def add(self, n: int) -> None:
+        self.set(self.done + n)
+
+    def finish(self, done: int | None = None) -> None:
+        """The final call (once; later calls do nothing). Without a known total the total is
+        what was done."""
+        if self._finished:
+            return
+        self._finished = True
+        if done is not None:
+            self.done = done
+        if self.total is None:
+            self.total = self.done
+        if self.callback is not None:
+            self.callback(self.done, self.total)
+
+
+__all__ = ["EVERY", "ProgressFn", "Ticker", "check"]
