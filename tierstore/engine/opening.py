@@ -8,13 +8,21 @@ The two roles differ in what they own, not in how the tiers are built:
 store lock          ``LOCK`` (flock, exclusive)                none (LMDB's multi-process readers)
 catalog             read-write                                 read-only; the store's own ``[schema]``
 Redis               starts the embedded server if no URL       the writer's (embedded or not), never its own
-access recorder     :class:`policy.AccessStats` (in memory)    :class:`shared.AccessLog` (files the writer drains)
-policy thread       started                                    built for its hit window, never started
+                                                               (none running: the catalog stands in)
+embedded S3         started by the cold tier when needed       the writer's; while none runs, its own
+                                                               (:class:`services.ServerKeeper`)
+access recorder     :class:`policy.AccessStats` (in memory)    :class:`ReaderAccess` (files the writer drains)
+policy thread       started                                    built for its hit window and dry runs, never started
 repairs             at open (journals, pending marks)          none: nothing is written
 ==================  =========================================  ==========================================
 
 Both recorders follow the :class:`AccessRecorder` protocol (``record``, ``apply``, ``flush``,
 ``total_accesses``).
+
+A read-only process with no writer running still answers completely: the hot tier's vectors are
+in the catalog (``records``), and the hot tier stands in for Redis with an exact scan of them (see
+tiers/hot/standby.py); cold vectors exist only in S3, so where S3 is the store's embedded server
+the reader runs that server itself from its data directory until a writer takes it over.
 """
 
 from __future__ import annotations
@@ -28,7 +36,7 @@ from typing import Any, Protocol
 from .. import paths, policy, shared
 from ..catalog import TIER_COLD, Catalog
 from ..errors import ConfigError, StoreLockedError, TierUnavailableError
-from ..services import MissingBinaryError, RedisServer, redisearch_module
+from ..services import MissingBinaryError, RedisServer, S3Server, ServerKeeper, redisearch_module
 from ..tiers.cold import ColdTier
 from ..tiers.hot import make_hot_tier
 from ..tiers.warm import WarmTier
@@ -37,6 +45,42 @@ from .core import Engine
 from .placement import PlacementIndex
 
 log = logging.getLogger("tierstore")
+
+
+class ReaderAccess(shared.AccessLog):
+    """A read-only process's accesses: appended to files the writer's policy drains
+    (:class:`shared.AccessLog`). A dry-run policy cycle here (``tierstore policy --dry-run
+    --read-only``) plans from the access counts the writer last saved in the catalog (after each
+    of its cycles, and at flush and close): ``columns``, ``grace`` and ``scale`` answer from that
+    checkpoint, read afresh by ``columns`` (the first of them a plan asks)."""
+
+    def __init__(self, root: Any, catalog: Catalog, half_life: float | str) -> None:
+        super().__init__(root)
+        self._catalog, self._half_life = catalog, half_life
+        self._saved: policy.AccessStats | None = None
+
+    def saved(self) -> policy.AccessStats:
+        """The writer's last checkpoint of the access counts (empty if it never saved one)."""
+        raw = self._catalog.get_meta(b"access")
+        return (policy.AccessStats.loads(raw, self._half_life) if raw
+                else policy.AccessStats(self._half_life, size=self._catalog.slot_limit()))
+
+    def columns(self, slots: Any, now: float, grace: float) -> Any:
+        self._saved = self.saved()
+        return self._saved.columns(slots, now, grace)
+
+    def grace(self, slots: Any, now: float, grace: float) -> Any:
+        return (self._saved or self.saved()).grace(slots, now, grace)
+
+    def scale(self, now: float) -> float:
+        return (self._saved or self.saved()).scale(now)
+
+
+class ReaderPlacement(PlacementIndex):
+    """A read-only process's placement index: the writer changes entries without telling it, so
+    it never counts as built, and each dry-run plan reads the catalog afresh."""
+
+    built = property(lambda self: False, lambda self, value: None)
 
 
 class AccessRecorder(Protocol):
@@ -70,6 +114,7 @@ class Opened:
         self.server: RedisServer | None = None
         self.executor: ThreadPoolExecutor | None = None
         self.new_store: paths.NewStore | None = None  # set when this open created the store
+        self.keeper: ServerKeeper | None = None  # read-only: the embedded S3 server while no writer runs it
 
 
 def _lock_store(eng: Engine, op: Opened) -> None:
@@ -102,6 +147,24 @@ def _start_embedded_redis(eng: Engine, op: Opened) -> str:
     return op.server.url
 
 
+_EMBEDDED_S3_BUCKET = "tierstore"  # the embedded S3 server's bucket (tiers/cold/tier.py)
+
+
+def _keep_embedded_s3(eng: Engine, op: Opened) -> None:
+    """A read-only process of a store on its embedded S3 server: the cold vectors are only there,
+    and only the writer starts that server. With none running (no writer), run it ourselves --
+    started now, so the first query is complete, and kept running by a thread (a writer that
+    opens takes it over on the same port; one that closes leaves it to us again). Only while the
+    catalog lists cold segments: else there is nothing to serve. (If it cannot start, the cold
+    tier says so in every answer: ``partial``.)"""
+    root = eng.path / "cold"
+    catalog = eng.catalog
+    server = S3Server(root / "s3", buckets=(_EMBEDDED_S3_BUCKET,), endpoint_file=root / "s3.json")
+    op.keeper = ServerKeeper(server, wanted=lambda: bool(catalog.cold_segments()))
+    op.keeper.check()
+    op.keeper.start()
+
+
 def open_engine(eng: Engine, op: Opened, hot_factory: Any = None) -> None:
     """Build the engine's parts (the writer when ``eng.read_only`` is false). ``hot_factory``
     replaces the Redis-backed hot tier (tierstore.testing.MemoryHotTier)."""
@@ -128,7 +191,7 @@ def open_engine(eng: Engine, op: Opened, hot_factory: Any = None) -> None:
         if stored != eng.schema:
             log.info("read-only store: using the store's [schema] %s (the config says %s)", stored, eng.schema)
             eng.schema = stored
-        eng.access = shared.AccessLog(eng.path / "access")
+        eng.access = ReaderAccess(eng.path / "access", eng.catalog, cfg.policy.half_life)
     else:
         raw = eng.catalog.get_meta(b"access")
         eng.access = (policy.AccessStats.loads(raw, cfg.policy.half_life) if raw
@@ -141,6 +204,8 @@ def open_engine(eng: Engine, op: Opened, hot_factory: Any = None) -> None:
         else:
             url = _start_embedded_redis(eng, op)
     eng.gate = query.ReaderGate()
+    if ro and cfg.cold.enabled and cfg.cold.url is None:
+        _keep_embedded_s3(eng, op)
     if cfg.cold.enabled:
         # An external bucket (or one already holding this store's data) is checked now, so a
         # wrong URL or credentials fail at open; an embedded S3 server starts when first needed.
@@ -176,8 +241,9 @@ def open_engine(eng: Engine, op: Opened, hot_factory: Any = None) -> None:
     eng.repeat = query.RepeatCache(size, eng.metric) if size and not ro else None
     op.executor = ThreadPoolExecutor(max_workers=3, thread_name_prefix="tierstore-query")
     eng.policy = cycle.PolicyEngine(eng)  # a reader never starts it: its hit window feeds stats()
+    # (a reader's is built only when it plans a dry run, from the catalog each time)
+    eng.placement = (ReaderPlacement if ro else PlacementIndex)(eng.policy.pin_of if eng.policy.has_pins else None)
     if not ro:
-        eng.placement = PlacementIndex(eng.policy.pin_of if eng.policy.has_pins else None)
         eng.policy.interrupted = moves.interrupted_run(eng)
         if eng.policy.interrupted is not None:
             log.warning("a policy run was interrupted (pid %s); its open batch was rolled back at open and the "
@@ -236,6 +302,9 @@ def shutdown(eng: Engine, op: Opened, clean: bool = False) -> None:
         eng.hot.close()
     if eng.cold is not None:
         eng.cold.close()
+    if op.keeper is not None:
+        op.keeper.stop()
+        op.keeper = None
     if op.server is not None:
         if clean and eng.hot is not None and eng.hot.standby_reason is None:
             op.server.rewrite_aof()  # so the next open loads an RDB base, not one command per vector
@@ -250,4 +319,4 @@ def shutdown(eng: Engine, op: Opened, clean: bool = False) -> None:
     op.claim = None
 
 
-__all__ = ["AccessRecorder", "Opened", "close_engine", "embedded_search", "open_engine", "shutdown", "sync_pending"]
+__all__ = ["AccessRecorder", "Opened", "ReaderAccess", "ReaderPlacement", "close_engine", "embedded_search", "open_engine", "shutdown", "sync_pending"]

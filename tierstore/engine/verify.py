@@ -1,7 +1,9 @@
-"""verify(): the catalog against every tier and S3 (see TierStore.verify)."""
+"""verify(): the catalog against every tier and S3 (see TierStore.verify), in the writer or in
+a read-only process (:func:`verify_shared`); and rebuild_hot, the repair of the hot tier."""
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 import redis
@@ -9,6 +11,9 @@ import redis
 from .. import tiers
 from ..catalog import TIER_COLD, TIER_HOT, TIER_WARM
 from ..errors import TierStoreError, TierUnavailableError
+from ..progress import ProgressFn, Ticker, check
+
+_SHARED_TRIES = 3  # a read-only verify repeated while the writer commits under it
 
 
 def _verify_hot(engine: Any, hot_ids: set[int], versions: dict[int, int], pending: set[int], deep: bool,
@@ -42,11 +47,28 @@ def _verify_hot(engine: Any, hot_ids: set[int], versions: dict[int, int], pendin
     return problems
 
 
-def verify(engine: Any, deep: bool = True, repair: bool = False) -> dict[str, Any]:
-    """Catalog vs tiers vs S3 (see TierStore.verify)."""
+def _cold_checked(engine: Any) -> bool:
+    return engine.cold is not None and (engine.cold.connected or engine.cold.needs_connect_at_open())
+
+
+def verify(engine: Any, deep: bool = True, repair: bool = False, progress: ProgressFn | None = None) -> dict[str, Any]:
+    """Catalog vs tiers vs S3 (see TierStore.verify). ``progress(done, total)`` counts vectors
+    through four phases: the warm segments' files (``warm`` vectors), the catalog walk (every
+    entry), the Redis check (``hot``), the cold objects (``cold``); a phase the tier runs on its
+    own (file hashing, S3 downloads) reports when it ends."""
+    tick = Ticker(progress)
+    report = _check(engine, deep, repair, tick)
+    tick.finish(tick.total)
+    return report
+
+
+def _check(engine: Any, deep: bool, repair: bool, tick: Ticker) -> dict[str, Any]:
     cat = engine.catalog
     problems: list[str] = []
-    report: dict[str, Any] = {"counts": cat.counts()}
+    counts = cat.counts()
+    report: dict[str, Any] = {"counts": counts}
+    tick.set(0, counts["warm"] + sum(counts.values()) + counts["hot"]
+             + (counts.get("cold", 0) if _cold_checked(engine) else 0))
     # warm files first (``deep``: every byte against its checksums; a failing segment stops being
     # served), and ``repair`` rebuilds from the catalog, so the row checks below see the result
     warm_rep = engine.warm.verify(deep)
@@ -54,6 +76,7 @@ def verify(engine: Any, deep: bool = True, repair: bool = False) -> dict[str, An
         report["repaired"] = {"warm": engine.warm.repair()}
         warm_rep = engine.warm.verify(deep)
     problems += warm_rep.pop("problems")
+    tick.add(counts["warm"])
     # hot: Redis holds exactly the hot ids (minus pending work not yet applied)
     pending = set(cat.pending(limit=10_000_000))
     hot_ids, warm_rows = set(), 0
@@ -74,6 +97,7 @@ def verify(engine: Any, deep: bool = True, repair: bool = False) -> dict[str, An
                     where = engine.warm.missing_row(e)
                     if where is not None:
                         problems.append(f"{e.uid!r}: {where}")
+        tick.add(len(batch))
     standby = engine.hot.standby_reason
     if standby is not None:
         # Redis is loading or being refilled; the catalog answers for it meanwhile (not a fault)
@@ -82,9 +106,14 @@ def verify(engine: Any, deep: bool = True, repair: bool = False) -> dict[str, An
         try:
             problems += _verify_hot(engine, hot_ids, hot_versions, pending, deep, report)
         except TierStoreError as exc:
-            problems.append(f"hot tier not checked: {exc}")
+            if not engine.read_only:
+                problems.append(f"hot tier not checked: {exc}")
+            else:  # no writer serves Redis now: this process answers from the catalog (not a fault)
+                report["hot"] = {"catalog": len(hot_ids), "standby": f"Redis not readable ({exc})",
+                                 "pending": len(pending)}
+    tick.add(counts["hot"])
     report["warm"] = {"catalog": warm_rows, **warm_rep}
-    if engine.cold is not None and (engine.cold.connected or engine.cold.needs_connect_at_open()):
+    if _cold_checked(engine):
         try:
             rep = engine.cold.verify(deep, repair)
             problems += rep.pop("problems")
@@ -99,4 +128,44 @@ def verify(engine: Any, deep: bool = True, repair: bool = False) -> dict[str, An
     return report
 
 
-__all__ = ["verify"]
+def verify_shared(engine: Any, refresh: Any, deep: bool = True, progress: ProgressFn | None = None) -> dict[str, Any]:
+    """verify() in a read-only process (no repair: that writes). The writer may commit while it
+    runs, and a check that straddles a commit can see, say, a Redis key the catalog does not list
+    yet: so the check is repeated (``refresh`` brings this process's view of the tiers up to the
+    catalog first) until no commit landed during it, up to 3 times; a report that never got a
+    quiet run says so (``concurrent_writes``) instead of presenting a race as damage."""
+    rep: dict[str, Any] = {}
+    tick = Ticker(progress)
+    for _ in range(_SHARED_TRIES):
+        before = engine.catalog.view_state()
+        refresh()
+        rep = _check(engine, deep, False, tick)  # (a repeat starts the count again)
+        rep["read_only"] = True
+        if engine.catalog.view_state() == before:
+            break
+    else:
+        rep["concurrent_writes"] = True
+        if rep["problems"]:
+            rep["problems"].append("the writer committed during each of 3 checks: the problems above may be "
+                                   "writes in flight; rerun verify in the writer (or while it is idle) to be sure")
+    tick.finish(tick.total)
+    return rep
+
+
+def rebuild_hot(engine: Any, progress: ProgressFn | None = None) -> int:
+    """``TierStore.rebuild_hot``: drop the Redis index and reload it from the catalog, reporting
+    vectors reloaded to ``progress``. A hot tier whose ``rebuild`` takes no progress (a Redis
+    Cluster, the in-memory test tier) reports only when it is done."""
+    hot = engine.hot
+    if check(progress) is None:
+        return hot.rebuild()
+    if "progress" in inspect.signature(hot.rebuild).parameters:
+        return hot.rebuild(progress=progress)
+    tick = Ticker(progress, engine.catalog.count(TIER_HOT))
+    tick.set(0)
+    n = hot.rebuild()
+    tick.finish(n)
+    return n
+
+
+__all__ = ["rebuild_hot", "verify", "verify_shared"]
