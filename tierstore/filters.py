@@ -232,10 +232,16 @@ def _test(kind: str, op: str, raw: Any, values: tuple[Any, ...]) -> bool:
         return (raw is not None) == values[0]
     if raw is None:
         return False
+    # A value of another type (stored before the field was declared in [schema]) never matches.
     if kind == "tag":
-        have = set(tag_values(raw, "?"))
+        try:
+            have = set(tag_values(raw, "?"))
+        except SchemaError:
+            return False
         return any(v in have for v in values)
-    x = float(raw)
+    x = _finite(raw)
+    if x is None:
+        return False
     if op in ("$eq", "$in"):
         return any(x == v for v in values)
     v = values[0]
@@ -294,7 +300,11 @@ class TagColumn:
         for i, raw in enumerate(values):
             if raw is None:
                 continue
-            for v in tag_values(raw, field):
+            try:
+                tags = tag_values(raw, field)
+            except SchemaError:  # stored before the field was declared: matches like an absent one
+                continue
+            for v in tags:
                 rows.append(i)
                 codes.append(vocab.setdefault(v, len(vocab)))
         return cls(len(values), np.asarray(rows, np.int64), np.asarray(codes, np.int32), vocab)
@@ -316,7 +326,8 @@ class NumericColumn:
 
     @classmethod
     def build(cls, values: Sequence[Any], field: str) -> NumericColumn:
-        data = np.array([np.nan if v is None else numeric_value(v, field) for v in values], dtype=np.float64)
+        # (a value of another type, stored before the field was declared, is absent: NaN)
+        data = np.array([np.nan if (x := _finite(v)) is None else x for v in values], dtype=np.float64)
         return cls(data)
 
 

@@ -125,6 +125,7 @@ def check_unique(ids: Sequence[str | int]) -> None:
 
 
 _MAX_DEPTH = 64  # nesting deeper than this is almost surely a cycle or a bug
+_MAX_INT_BITS = 8192  # ~2,466 digits: below Python's default int <-> str limit (4,300 digits)
 
 
 def _check_value(value: Any, where: str, depth: int = 0) -> Any:
@@ -136,6 +137,9 @@ def _check_value(value: Any, where: str, depth: int = 0) -> Any:
     if value is None or isinstance(value, bool | str):
         return value
     if isinstance(value, int):
+        if value.bit_length() > _MAX_INT_BITS:
+            raise SchemaError(f"{where}: an integer of {value.bit_length()} bits is too large to store "
+                              f"(at most {_MAX_INT_BITS} bits: every reader must be able to parse it back)")
         return int(value)  # an IntEnum or bool subclass becomes the plain int JSON reads back
     if isinstance(value, float):
         if not math.isfinite(value):
@@ -175,6 +179,11 @@ def check_texts(texts: Any, n: int) -> list[str | None]:
     for i, t in enumerate(texts):
         if t is not None and not isinstance(t, str):
             raise InvalidInputError(f"texts[{i}]: expected a str or None, got {type(t).__name__}")
+        if t is not None and not t.isascii():
+            try:
+                t.encode("utf-8")
+            except UnicodeEncodeError as exc:
+                raise InvalidInputError(f"texts[{i}]: not valid Unicode text ({exc.reason})") from None
     return list(texts)
 
 

@@ -34,18 +34,41 @@ class Record:
     __hash__ = None  # type: ignore[assignment]
 
 
-class Hit(NamedTuple):
-    """One query result. ``distance``: lower is closer (cosine 1-cos, ip 1-dot, l2 squared).
-    ``text``: the record's document text (None when it has none); ``vector``: its stored vector
-    with ``query(..., include_vectors=True)``, else None.
-    (A NamedTuple: immutable, and cheap to build on the query path.)"""
-
+class _HitFields(NamedTuple):
     id: str | int
     distance: float
     tier: str
     metadata: dict[str, Any]
+
+
+class Hit(_HitFields):
+    """One query result: ``(id, distance, tier, metadata)``. ``distance``: lower is closer
+    (cosine 1-cos, ip 1-dot, l2 squared). Two more attributes, outside the tuple so that
+    ``id, distance, tier, metadata = hit`` keeps working: ``text``, the record's document text
+    (None when it has none), and ``vector``, its stored vector with
+    ``query(..., include_vectors=True)`` (else None). Equality compares the tuple.
+    (A NamedTuple: immutable fields, and cheap to build on the query path.)"""
+
     text: str | None = None
     vector: np.ndarray | None = None
+
+    def __new__(cls, id: str | int, distance: float, tier: str, metadata: dict[str, Any],
+                text: str | None = None, vector: np.ndarray | None = None) -> Hit:
+        self = super().__new__(cls, id, distance, tier, metadata)
+        if text is not None:
+            self.text = text
+        if vector is not None:
+            self.vector = vector
+        return self
+
+    def with_vector(self, vector: np.ndarray | None) -> Hit:
+        return Hit(self.id, self.distance, self.tier, self.metadata, self.text, vector)
+
+    def __repr__(self) -> str:
+        extra = "" if self.text is None else f", text={self.text!r}"
+        if self.vector is not None:
+            extra += f", vector=<{self.vector.shape[0]} floats>"
+        return f"Hit(id={self.id!r}, distance={self.distance!r}, tier={self.tier!r}, metadata={self.metadata!r}{extra})"
 
 
 @dataclass

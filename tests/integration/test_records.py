@@ -182,3 +182,70 @@ def test_read_only_process_cannot_update_metadata(open_store, tmp_path):
     with pytest.raises(ReadOnlyError):
         reader.update_metadata(["a"], {"x": 1})
     assert reader.count({"kind": "a"}) == 1
+
+
+def test_update_metadata_edge_cases(open_store):
+    """Review findings: duplicate ids, a deferred cold move, errors naming the caller's patch,
+    a failing S3 read leaving nothing written, integers too large to read back."""
+    store = open_store(schema=SCHEMA)
+    vecs = _vectors(30, seed=5)
+    store.upsert(list(range(10)), vecs[:10], [{"kind": "a", "year": 1}] * 10, tier="hot")
+    store.upsert(list(range(10, 20)), vecs[10:20], [{"kind": "a", "year": 1}] * 10, tier="warm")
+    store.upsert(list(range(20, 30)), vecs[20:30], [{"kind": "a", "year": 1}] * 10, tier="cold")
+    with pytest.raises(InvalidInputError, match=r"ids\[1\]: 3 appears more than once"):
+        store.update_metadata([3, 3], [{"year": 2}, {"note": "x"}])
+    with pytest.raises(SchemaError, match=r"^patch\[1\] \(id 5\)\['year'\]: .*numeric"):
+        store.update_metadata([999, 5], [{}, {"year": "x"}])
+    with pytest.raises(SchemaError, match=r"too large to store"):
+        store.update_metadata([5], {"big": 10**5000})
+
+    # a deferred demotion stays queued through a metadata update
+    report = store.move(list(range(10, 15)), "cold", defer=True)
+    assert report.queued == 5
+    store.update_metadata([10, 11], {"year": 5})
+    store.flush()
+    assert {r.tier for r in store.get(list(range(10, 15)))} == {"cold"}
+    assert store.get([10])[0].metadata == {"kind": "a", "year": 5}
+
+    # the cold vectors are read before anything is written: a failing read writes nothing
+    real = store.cold.fetch
+
+    def broken(*_a, **_k):
+        raise OSError("S3 down")
+
+    store.cold.fetch = broken
+    try:
+        with pytest.raises(OSError):
+            store.update_metadata([0, 16, 25], [{"note": "x"}, {"year": 9}, {"year": 9}])
+    finally:
+        store.cold.fetch = real
+    assert [r.metadata for r in store.get([0, 16, 25])] == [{"kind": "a", "year": 1}] * 3
+    assert len(store.query(vecs[0], k=30, filter={"year": 9}, nprobe=64)) == 0
+
+
+def test_hits_keep_their_four_field_tuple(open_store):
+    store = open_store(schema=SCHEMA)
+    vecs = _vectors(3, seed=6)
+    store.upsert([1, 2, 3], vecs, texts=["a", "b", "c"])
+    hits = store.query(vecs[0], k=3, include_vectors=True)
+    uid, dist, tier, meta = hits[0]
+    assert (uid, tier, meta, hits[0].text) == (1, "hot", {}, "a")
+    again = store.query(vecs[0], k=3, include_vectors=True)
+    assert hits == again and hits[0] in again  # equality compares the tuple (vectors are arrays)
+    import pickle
+
+    back = pickle.loads(pickle.dumps(hits[0]))
+    assert back.text == "a" and np.array_equal(back.vector, vecs[0])
+
+
+def test_filters_skip_values_stored_before_a_field_was_declared(open_store, tmp_path):
+    path = tmp_path / "s"
+    store = open_store(path=path, schema={"kind": "tag"})
+    vecs = _vectors(4, seed=7)
+    store.upsert([1, 2], vecs[:2], [{"year": "soon"}, {"year": 2020}], tier="warm")
+    store.upsert([3, 4], vecs[2:], [{"year": [1]}, {"year": 2021}], tier="cold")
+    store.close()
+    store = open_store(path=path, schema={"kind": "tag", "year": "numeric"})
+    assert store.count({"year": {"$gt": 1}}) == 2
+    assert sorted(store.query(vecs[0], k=4, filter={"year": {"$gt": 1}}, nprobe=64).ids()) == [2, 4]
+    assert sorted(store.query(vecs[0], k=4, filter={"year": {"$ne": 2020}}, nprobe=64).ids()) == [1, 3, 4]

@@ -316,10 +316,11 @@ def test_columns_build():
     num = NumericColumn.build([1, None, 2.5], "price")
     assert num.n == 3
     assert np.isnan(num.data[1])
-    with pytest.raises(SchemaError):
-        NumericColumn.build(["x"], "price")
-    with pytest.raises(SchemaError):
-        TagColumn.build([5], "cat")
+    # a value of another type (stored before the field was declared) is absent, as in matches()
+    assert np.isnan(NumericColumn.build(["x"], "price").data[0])
+    assert TagColumn.build([5], "cat").contains_any(("5",)).tolist() == [False]
+    assert not matches(compile_({"price": {"$gte": 0}}), {"price": "x"})
+    assert matches(compile_({"price": {"$ne": 0}}), {"price": "x"})
 
 
 # --- property: mask == matches, to_redis renders -------------------------------------------------

@@ -345,14 +345,17 @@ def _merge(catalog: Catalog, reports: list[dict[str, TierReport]], cands: list[l
            failed: bool, k: int) -> tuple[list[Hits], list[list[int]]]:
     results: list[Hits] = []
     hit_slots: list[list[int]] = []
-    decode = catalog.decode_hit
+    decode, make_hit = catalog.decode_hit, Hit._make
     for i, c in enumerate(cands):
         c.sort()  # distance, then internal id: deterministic ties
         hits, slots = [], []
         for dist, _iid, code, raw in c[:k]:
             uid, slot, meta = decode(raw)
             name = TIER_NAMES[code]
-            hits.append(Hit(uid, dist, name, meta, meta.pop(TEXT_KEY) if TEXT_KEY in meta else None))
+            hit = make_hit((uid, dist, name, meta))  # (the tuple constructor: the query path's fast way)
+            if TEXT_KEY in meta:
+                hit.text = meta.pop(TEXT_KEY)
+            hits.append(hit)
             reports[i][name].returned += 1
             slots.append(slot)
         results.append(Hits(hits, partial=failed or incomplete[i], tiers=reports[i]))
@@ -372,6 +375,12 @@ def _confirmed_page(
         iids = answer.iids
         # same tier and, for segment tiers, the very row the catalog names (not an old version)
         kept = catalog.confirm(txn, code, iids, answer.dists, answer.locations)
+        if node != filters.TRUE and answer.locations is None:
+            # A tier without row locations (hot) is checked by tier only, and its copy is written
+            # before the catalog flip: a candidate whose indexed fields are a version ahead of (or
+            # behind) the catalog's may not match. The catalog's metadata is the answer's.
+            decode = catalog.decode_hit
+            kept = [c for c in kept if filters.matches(node, decode(c[3])[2])]
         dropped = len(iids) - len(kept)
         if not dropped or len(kept) >= k or len(iids) < fetch or rounds == _REFETCH_ROUNDS:
             return kept, len(iids), dropped, answer.incomplete

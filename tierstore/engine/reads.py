@@ -136,7 +136,7 @@ class Reader:
             found = iter(self.records([e if e is not None and e.uid == h.id else None
                                        for e, h in zip(entries, flat, strict=True)]))
         for hits in out:
-            kept = [h._replace(vector=r.vector) for h in hits if (r := next(found)) is not None]
+            kept = [h.with_vector(r.vector) for h in hits if (r := next(found)) is not None]
             hits[:] = kept
 
     def _search_shared(self, qs: np.ndarray, k: int, node: Any, ef: Any, nprobe: Any, strict: bool,

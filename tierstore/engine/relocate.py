@@ -69,7 +69,8 @@ class Outcome:
 
 
 def relocate(engine: Any, b: Batch, target: str, *, origin: str, background: Executor | None = None,
-             new_version: bool = True, also: Callable[[Any], None] | None = None) -> Outcome:
+             new_version: bool = True, also: Callable[[Any], None] | None = None,
+             keep_queued: bool = False) -> Outcome:
     """Place ``b``'s rows in ``target``: copy, flip their catalog entries (one transaction),
     retire the old copies after the reader grace. The caller holds ``engine.write_lock`` and has
     validated the batch (capacity included).
@@ -78,7 +79,9 @@ def relocate(engine: Any, b: Batch, target: str, *, origin: str, background: Exe
     segment's journal op, the Redis failure mode). ``new_version=False`` keeps the versions (a
     compaction changes a row's place, not its content). ``also(txn)`` runs inside the flip
     (compaction drops the old segments' catalog records there). ``background``: where Redis
-    removals of old copies run (the policy overlaps them with its next batch)."""
+    removals of old copies run (the policy overlaps them with its next batch). ``keep_queued``:
+    rows queued for a deferred demotion stay queued (a metadata update re-places a row in its
+    own tier; it does not decide where the row goes next)."""
     cat, hot = engine.catalog, engine.hot
     code = tiers.BY_NAME[target].code
     durable_in_catalog = tiers.BY_NAME[target].in_catalog
@@ -115,7 +118,8 @@ def relocate(engine: Any, b: Batch, target: str, *, origin: str, background: Exe
                                          b.uids[i], b.meta_raw[i]))
             # Redis work that must survive a crash: rows not yet indexed, old copies to remove
             cat.add_pending(txn, stage.pending() + leaving_hot)
-            cat.unqueue_cold(txn, b.iids)  # placed explicitly: no longer waiting for demotion
+            if not keep_queued:
+                cat.unqueue_cold(txn, b.iids)  # placed explicitly: no longer waiting for demotion
             stage.commit(txn)
             if also is not None:
                 also(txn)
