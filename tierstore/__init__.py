@@ -27,7 +27,18 @@ from .errors import (
 from .results import Hit, Hits, Move, MoveReport, PolicyReport, Record, TierReport
 from .store import TierStore, open
 
-__version__ = "0.1.0"
+
+def _version() -> str:
+    """The installed distribution's version (pyproject's, through the package metadata)."""
+    import importlib.metadata
+
+    try:
+        return importlib.metadata.version("tierstore")
+    except importlib.metadata.PackageNotFoundError:  # imported from a source tree that was never installed
+        return "0+unknown"
+
+
+__version__ = _version()
 
 __all__ = [
     "CapacityError",

@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pyarrow.parquet as pq
 
 import tierstore
 
@@ -41,7 +42,9 @@ def test_init_ingest_query_stats_rebuild(tmp_path):
 
     stats = json.loads(cli("stats", "--json", cwd=tmp_path).stdout)
     assert stats["store"]["vectors"] == 60 and stats["tiers"]["hot"]["num_docs"] == 60
-    assert json.loads(cli("rebuild-hot", "--json", cwd=tmp_path).stdout)["rebuilt"] == 60
+    rebuilt = cli("rebuild-hot", "--json", cwd=tmp_path)
+    assert json.loads(rebuilt.stdout)["rebuilt"] == 60
+    assert "rebuild-hot: 60/60 (100%)" in rebuilt.stderr  # progress: a line per 10% when stderr is no terminal
     (tmp_path / "ids.txt").write_text("\n".join(str(i) for i in range(0, 50, 2)) + "\n")
     moved = json.loads(cli("move", "ids.txt", "--tier", "warm", "--int-ids", "--json", cwd=tmp_path).stdout)
     assert moved["moved"] == 25
@@ -72,8 +75,8 @@ def test_cold_move_verify_export_on_the_embedded_s3(tmp_path):
     assert res["tiers"]["cold"]["details"]["probed"] >= 1
     rep = json.loads(cli("verify", "--json", cwd=tmp_path).stdout)
     assert rep["ok"] and rep["cold"]["live"] == 30 and rep["cold"]["checked_bytes"] > 0
-    cli("export", "all.jsonl", cwd=tmp_path)
-    rows = [json.loads(x) for x in (tmp_path / "all.jsonl").read_text().splitlines()]
+    cli("export", "all.parquet", cwd=tmp_path)  # (.jsonl: tests/integration/test_io.py)
+    rows = pq.read_table(tmp_path / "all.parquet").to_pylist()
     assert len(rows) == 40 and sum(r["tier"] == "cold" for r in rows) == 30
     got = {r["id"]: r["vector"] for r in rows}
     np.testing.assert_array_equal(np.asarray(got["d3"], np.float32), vecs[3])
@@ -82,11 +85,20 @@ def test_cold_move_verify_export_on_the_embedded_s3(tmp_path):
     assert z["vectors"].shape == (30, 8) and set(z["tiers"].tolist()) == {"cold"}
     stats = json.loads(cli("stats", "--json", cwd=tmp_path).stdout)
     assert stats["tiers"]["cold"]["embedded"] and stats["tiers"]["cold"]["count"] == 30
+    # what export writes, ingest reads: .parquet (every record) and .npz (the cold ones) into a new store
+    cli("init", "--config", "two.toml", "--path", "two", "--dim", "8", "--schema", "color=tag", cwd=tmp_path)
+    assert json.loads(cli("ingest", "all.parquet", "--config", "two.toml", "--json", cwd=tmp_path).stdout)["written"] == 40
+    assert json.loads(cli("ingest", "cold.npz", "--config", "two.toml", "--json", cwd=tmp_path).stdout)["written"] == 30
+    with tierstore.open(tmp_path / "two.toml", env={}) as two:
+        recs = two.get([f"d{i}" for i in range(40)])
+        assert all(r is not None and r.metadata == {"color": "red"} for r in recs)
+        np.testing.assert_array_equal(np.stack([r.vector for r in recs]), vecs)
 
 
 def test_exit_codes_and_messages(tmp_path):
     proc = cli("stats", cwd=tmp_path, check=False)
     assert proc.returncode == 2 and "no config" in proc.stderr
+    assert cli("--version", cwd=tmp_path).stdout.strip() == f"tierstore {tierstore.__version__}"
     (tmp_path / "bad.toml").write_text("[store]\ndim = 8\n[hot]\nef_runtme = 10\n")
     proc = cli("stats", "--config", "bad.toml", cwd=tmp_path, check=False)
     assert proc.returncode == 2 and "hot.ef_runtme: unknown key (did you mean 'ef_runtime'?)" in proc.stderr
@@ -101,7 +113,12 @@ def test_exit_codes_and_messages(tmp_path):
     assert proc.returncode == 2 and "no such file" in proc.stderr
     with tierstore.open(tmp_path / "tierstore.toml", env={}):
         proc = cli("stats", cwd=tmp_path, check=False)
-        assert proc.returncode == 3 and "StoreLockedError" in proc.stderr
+        assert proc.returncode == 3 and "StoreLockedError" in proc.stderr and "add --read-only" in proc.stderr
+        proc = cli("compact", cwd=tmp_path, check=False)  # (a write: no such hint)
+        assert proc.returncode == 3 and "--read-only" not in proc.stderr.split("README)")[-1]
+        assert json.loads(cli("stats", "--read-only", "--json", cwd=tmp_path).stdout)["store"]["read_only"]
+        proc = cli("verify", "--read-only", "--repair", cwd=tmp_path, check=False)
+        assert proc.returncode == 2 and "--repair" in proc.stderr
 
 
 def test_demo_reports_recall(tmp_path):

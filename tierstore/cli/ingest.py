@@ -1,5 +1,6 @@
 """Getting a store and data in: ``tierstore init`` (a config file and an empty store) and
-``tierstore ingest`` (.npy or .jsonl, checked batch by batch before anything is written)."""
+``tierstore ingest`` (.npy, .npz, .jsonl or .parquet, checked batch by batch before anything is
+written; the .npz and .parquet readers are tierstore.io's)."""
 
 from __future__ import annotations
 
@@ -9,10 +10,11 @@ import os
 import re
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any, NamedTuple
 
 import numpy as np
 
-from .. import inputs, paths
+from .. import inputs, io, paths
 from ..catalog import normalize_ids
 from ..config import Config, load_config
 from ..errors import (
@@ -80,23 +82,52 @@ def _load_npy(path: Path, dim: int) -> np.ndarray:
     return arr
 
 
-def _read_input(path: Path, id_field: str, offset: int,
-                dim: int) -> Iterator[tuple[list, np.ndarray, list | None, list[int]]]:
-    """Yield (ids, vectors, metadata, where) batches of up to 10,000 rows from .npy or .jsonl;
-    ``where[i]`` is the row's index in the .npy or its line number in the .jsonl. A row that
+class Batch(NamedTuple):
+    """Rows read from an input file: ``where[i]`` is row i's row (.npy/.npz/.parquet) or line
+    (.jsonl) in the file; ``texts`` is None when the file has none."""
+
+    ids: list
+    vectors: np.ndarray
+    metadata: list | None
+    where: list[int]
+    texts: list | None = None
+
+
+PARQUET = (".parquet", ".pq")
+SUFFIXES = (".npy", ".npz", ".jsonl", ".ndjson", *PARQUET)
+
+
+def read_input(path: Path, id_field: str, offset: int, dim: int) -> Iterator[Batch]:
+    """Yield batches of up to 10,000 rows, each with one kind of id (int or str). A row that
     cannot be read (not JSON, no id, a vector that is not ``dim`` numbers) raises a typed error
-    naming its line."""
+    naming its line or row."""
+    for b in _read_file(path, id_field, offset, dim):
+        for run in io.id_runs(b.ids):
+            yield Batch(b.ids[run], b.vectors[run], None if b.metadata is None else b.metadata[run], b.where[run],
+                        None if b.texts is None else b.texts[run])
+
+
+def _read_file(path: Path, id_field: str, offset: int, dim: int) -> Iterator[Batch]:
     if path.suffix == ".npy":
         arr = _load_npy(path, dim)
         for s in range(0, arr.shape[0], _BATCH_ROWS):
             block = np.asarray(arr[s : s + _BATCH_ROWS], dtype=np.float32)
             rows = list(range(s, s + len(block)))
-            yield [offset + r for r in rows], block, None, rows
+            yield Batch([offset + r for r in rows], block, None, rows)
+        return
+    if path.suffix in (".npz", *PARQUET):
+        reader: Iterator[Any] = (io.read_npz(path, dim=dim, batch_size=_BATCH_ROWS, id_offset=offset)
+                                 if path.suffix == ".npz" else io.read_parquet(path, dim=dim, batch_size=_BATCH_ROWS))
+        row = 0
+        for ids, vecs, metas, texts in reader:
+            yield Batch(ids, vecs, metas, list(range(row, row + len(ids))), texts)
+            row += len(ids)
         return
     ids: list = []
     vecs: list[np.ndarray] = []
     metas: list = []
     where: list[int] = []
+    texts: list = []
     lineno = 0
     with open(path, encoding="utf-8") as fh:
         try:
@@ -116,33 +147,37 @@ def _read_input(path: Path, id_field: str, offset: int,
                     raise DimensionError(f"{path} line {lineno}: vector has {got}; this store's dim is {dim}")
                 ids.append(uid)
                 vecs.append(v)
+                # "text": the record's text (where records have one; else a metadata key)
+                texts.append(row.pop("text", None) if io.SUPPORTS_TEXT else None)
+                if "metadata" in row:
+                    row.pop("tier", None)  # (what `export` writes beside it)
                 metas.append(row.pop("metadata", row))
                 where.append(lineno)
                 if len(ids) == _BATCH_ROWS:
-                    yield ids, np.stack(vecs), metas, where
-                    ids, vecs, metas, where = [], [], [], []
+                    yield Batch(ids, np.stack(vecs), metas, where, texts if any(t is not None for t in texts) else None)
+                    ids, vecs, metas, where, texts = [], [], [], [], []
         except UnicodeDecodeError as exc:
             raise InvalidInputError(f"{path} line {lineno + 1}: not UTF-8 text ({exc.reason})") from None
     if ids:
-        yield ids, np.stack(vecs), metas, where
+        yield Batch(ids, np.stack(vecs), metas, where, texts if any(t is not None for t in texts) else None)
 
 
-_ROW_ERROR = re.compile(r"^(ids|vectors|metadata)\[(\d+)\]")
-_ROW_FIELD = {"ids": "id", "vectors": "vector", "metadata": "metadata"}
+_ROW_ERROR = re.compile(r"^(ids|vectors|metadata|texts)\[(\d+)\]")
+_ROW_FIELD = {"ids": "id", "vectors": "vector", "metadata": "metadata", "texts": "text"}
 
 
-def _check_batch(cfg: Config, batch: tuple[list, np.ndarray, list | None, list[int]], batch_size: int,
-                 label: str) -> None:
-    """Validate a batch read by :func:`_read_input` exactly as ``upsert`` will (each upsert of
+def _check_batch(cfg: Config, batch: Batch, batch_size: int, label: str) -> None:
+    """Validate a batch read by :func:`read_input` exactly as ``upsert`` will (each upsert of
     ``batch_size`` rows: ids, vectors, duplicates, metadata), before any of it is written; the
     error names the file's line (``label`` "line") or row ("row") instead of the batch index."""
-    ids, vecs, metas, where = batch
+    ids, vecs, metas, where, texts = batch
 
     def check(sl: slice) -> None:
         part = normalize_ids(ids[sl])
         inputs.vectors_2d(vecs[sl], dim=cfg.store.dim, metric=cfg.store.metric)
         inputs.check_unique(part)
-        inputs.clean_metadata(None if metas is None else metas[sl], len(part), cfg.schema)
+        extra = () if texts is None else (inputs.check_texts(texts[sl], len(part)),)  # (texts: issue 20)
+        inputs.clean_metadata(None if metas is None else metas[sl], len(part), cfg.schema, *extra)
 
     for s in range(0, len(ids), batch_size):
         end = min(s + batch_size, len(ids))
@@ -164,12 +199,20 @@ def _check_batch(cfg: Config, batch: tuple[list, np.ndarray, list | None, list[i
             raise
 
 
-def _count_rows(path: Path) -> int:
+def _count_rows(path: Path) -> int | None:
+    if path.suffix in PARQUET:
+        return io.parquet_rows(path) or None
+    if path.suffix == ".npz":
+        try:
+            with np.load(path) as z:
+                return int(z["vectors"].shape[0])
+        except (OSError, ValueError, EOFError, KeyError, IndexError):
+            return None
     if path.suffix == ".npy":
         try:
             return int(np.load(path, mmap_mode="r").shape[0])
         except (OSError, ValueError, EOFError, AttributeError, IndexError):
-            return 0  # _read_input says what is wrong with it
+            return 0  # read_input says what is wrong with it
     with open(path, "rb") as fh:
         return sum(1 for line in fh if line.strip())
 
@@ -181,14 +224,16 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     path = Path(args.file)
     if not path.is_file():
         raise UsageError(f"{path}: no such file")
-    if path.suffix not in (".npy", ".jsonl", ".ndjson"):
-        raise UsageError(f"{path}: unsupported input (use .npy, or .jsonl with one record per line)")
+    if path.suffix not in SUFFIXES:
+        raise UsageError(f"{path}: unsupported input (use .npy, .npz, .parquet, or .jsonl with one record per line)")
+    if path.suffix in PARQUET:
+        io.pyarrow()  # a missing pyarrow says which extra installs it, before anything else
     if args.batch_size < 1:
         raise UsageError(f"--batch-size {args.batch_size}: must be >= 1")
     cfg = load(args)
-    unit = "row" if path.suffix == ".npy" else "line"
+    unit = "line" if path.suffix in (".jsonl", ".ndjson") else "row"
     label = f"{path} {unit}"
-    batches = _read_input(path, args.id_field, args.id_offset, cfg.store.dim)
+    batches = read_input(path, args.id_field, args.id_offset, cfg.store.dim)
     written, last = 0, None
     bar: Progress | None = None
     try:
@@ -198,10 +243,12 @@ def cmd_ingest(args: argparse.Namespace) -> int:
         with TierStore(cfg) as store:
             bar = Progress(_count_rows(path), f"ingest {path.name}")
             while batch is not None:
-                ids, vecs, metas, where = batch
+                ids, vecs, metas, where, texts = batch
                 for s in range(0, len(ids), args.batch_size):
                     sl = slice(s, s + args.batch_size)
-                    written += store.upsert(ids[sl], vecs[sl], None if metas is None else metas[sl], tier=args.tier)
+                    kw = {} if texts is None else {"texts": texts[sl]}
+                    written += store.upsert(ids[sl], vecs[sl], None if metas is None else metas[sl], tier=args.tier,
+                                            **kw)
                     last = where[min(s + args.batch_size, len(ids)) - 1]
                     bar.update(len(ids[sl]))
                 batch = next(batches, None)

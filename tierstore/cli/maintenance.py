@@ -6,7 +6,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from pathlib import Path
 
 from .. import migrate
@@ -23,7 +22,9 @@ def cmd_move(args: argparse.Namespace) -> int:
 
 
 def cmd_policy(args: argparse.Namespace) -> int:
-    with open_existing(args) as store:
+    if args.read_only and not args.dry_run:
+        raise UsageError("--read-only plans only: add --dry-run (a policy cycle moves vectors: the writer runs it)")
+    with open_existing(args, reads_only=args.dry_run) as store:
         progress: Progress | None = None
         if not args.dry_run:
             plan = store.run_policy(dry_run=True, examples=0)
@@ -32,6 +33,9 @@ def cmd_policy(args: argparse.Namespace) -> int:
                                progress=(lambda d, n: progress.update(n)) if progress else None)
         if progress is not None:
             progress.close()
+        if store.read_only:
+            rep.warnings.append("read-only: planned from the access counts the writer saved at its last policy "
+                                "cycle, flush or close (accesses since then are not counted yet)")
     if args.json:
         emit(rep.to_dict(), True)
         return EXIT_OK
@@ -63,6 +67,8 @@ def half_life_line(hl: dict | None) -> str:
     that chose it (issue 18)."""
     if not hl:
         return "n/a"
+    if hl.get("mode") == "writer's" or (hl.get("mode") == "fixed" and hl.get("seconds") is None):
+        return "the writer's (a read-only process plans from the access counts the writer last saved)"
     if hl.get("mode") == "fixed":
         return f"fixed, {hl['seconds']:g} s (wall time)"
     if hl.get("accesses") is None:
@@ -120,10 +126,15 @@ def _read_ids(path: Path, int_ids: bool) -> list:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    with open_existing(args) as store:
-        t0 = time.perf_counter()
-        rep = store.verify(deep=not args.quick, repair=args.repair)
-        rep["seconds"] = round(time.perf_counter() - t0, 2)
+    if args.read_only and args.repair:
+        raise UsageError("--repair rewrites damaged segments: run it without --read-only (in the writer)")
+    with open_existing(args, reads_only=not args.repair) as store:
+        bar = Progress(None, "verify")
+        try:
+            rep = store.verify(deep=not args.quick, repair=args.repair, progress=bar.callback)
+        finally:
+            rep_secs = bar.close()
+        rep["seconds"] = round(rep_secs, 2)
     if args.json:
         emit(rep, True)
     else:
@@ -136,16 +147,22 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 def cmd_compact(args: argparse.Namespace) -> int:
     with open_existing(args) as store:
-        t0 = time.perf_counter()
-        res = store.compact(args.threshold)
-        res["seconds"] = round(time.perf_counter() - t0, 2)
+        bar = Progress(None, "compact (rows)")
+        try:
+            res = store.compact(args.threshold, progress=bar.callback)
+        finally:
+            res_secs = bar.close()
+        res["seconds"] = round(res_secs, 2)
         emit(res, args.json)
     return EXIT_OK
 
 
 def cmd_rebuild_hot(args: argparse.Namespace) -> int:
     with open_existing(args) as store:
-        t0 = time.perf_counter()
-        n = store.rebuild_hot()
-        emit({"rebuilt": n, "seconds": round(time.perf_counter() - t0, 2)}, args.json)
+        bar = Progress(None, "rebuild-hot")
+        try:
+            n = store.rebuild_hot(progress=bar.callback)
+        finally:
+            secs = bar.close()
+        emit({"rebuilt": n, "seconds": round(secs, 2)}, args.json)
     return EXIT_OK

@@ -1,4 +1,5 @@
-"""Commands that read a store: ``query``, ``stats``, ``export`` and ``serve-metrics``."""
+"""Commands that read a store: ``query``, ``stats``, ``export`` and ``serve-metrics``; each runs
+beside a writer with ``--read-only``."""
 
 from __future__ import annotations
 
@@ -10,12 +11,13 @@ from typing import Any
 
 import numpy as np
 
+from .. import io
 from .common import EXIT_OK, Progress, UsageError, emit, open_existing
 
 
 def cmd_query(args: argparse.Namespace) -> int:
     flt = json.loads(args.filter) if args.filter else None
-    with open_existing(args) as store:
+    with open_existing(args, reads_only=True) as store:
         if args.like is not None:
             like: Any = args.like
             rec = store.get([like])[0]
@@ -39,11 +41,14 @@ def cmd_query(args: argparse.Namespace) -> int:
             print(f"{i:3d}. {h.id!s:<24} {h.distance:.6f}  {h.tier:<5} {json.dumps(h.metadata)}")
         if hits.partial:
             print("(partial: a tier failed or timed out; see --json for details)")
+        standby = (out["tiers"].get("hot") or {}).get("details", {}).get("standby")
+        if standby:
+            print(f"(hot tier answered from the catalog by an exact scan: {standby})")
     return EXIT_OK
 
 
 def cmd_stats(args: argparse.Namespace) -> int:
-    with open_existing(args) as store:
+    with open_existing(args, reads_only=True) as store:
         emit(store.stats(), args.json)
     return EXIT_OK
 
@@ -60,7 +65,7 @@ def cmd_serve_metrics(args: argparse.Namespace) -> int:
         metrics["port"] = args.port
     if args.addr is not None:
         metrics["addr"] = args.addr
-    with open_existing(args, metrics=metrics) as store:
+    with open_existing(args, reads_only=True, metrics=metrics) as store:
         if store.metrics.port is None:  # neither --port nor metrics.port: the default port
             store.metrics.serve(9464, store.config.metrics.addr)
         info = {"store": store.metrics.name, "url": store.metrics.url}
@@ -75,38 +80,21 @@ def cmd_serve_metrics(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+EXPORTS = {".jsonl": io.write_jsonl, ".npz": io.write_npz, ".parquet": io.write_parquet, ".pq": io.write_parquet}
+
+
 def cmd_export(args: argparse.Namespace) -> int:
     out = Path(args.out)
-    if out.suffix not in (".jsonl", ".npz"):
-        raise UsageError(f"{out}: export writes .jsonl (one record per line, re-ingestable) or .npz")
-    with open_existing(args) as store:
-        bar = Progress(len(store), f"export {out.name}")
-        ids, vecs, metas, tiers = [], [], [], []
-        n = 0
-        with open(out, "w", encoding="utf-8") if out.suffix == ".jsonl" else _null() as fh:
-            for batch in store.scan(tiers=args.tier):
-                for r in batch:
-                    if fh is not None:
-                        fh.write(json.dumps({"id": r.id, "vector": r.vector.tolist(), "metadata": r.metadata,
-                                             "tier": r.tier}) + "\n")
-                    else:
-                        ids.append(r.id)
-                        vecs.append(r.vector)
-                        metas.append(json.dumps(r.metadata))
-                        tiers.append(r.tier)
-                n += len(batch)
-                bar.update(len(batch))
-        if out.suffix == ".npz":
-            np.savez(out, ids=np.asarray(ids), vectors=np.asarray(vecs, np.float32).reshape(len(vecs), store.dim),
-                     metadata=np.asarray(metas), tiers=np.asarray(tiers))
-        secs = bar.close()
+    write = EXPORTS.get(out.suffix)
+    if write is None:
+        raise UsageError(f"{out}: export writes .jsonl (one record per line), .npz or .parquet (all re-ingestable)")
+    if write is io.write_parquet:
+        io.pyarrow()  # a missing pyarrow says which extra installs it, before the store opens
+    with open_existing(args, reads_only=True) as store:
+        bar = Progress(None, f"export {out.name}")
+        try:
+            n = write(store, out, tiers=args.tier, progress=bar.callback)
+        finally:
+            secs = bar.close()
     emit({"exported": n, "file": str(out), "seconds": round(secs, 2)}, args.json)
     return EXIT_OK
-
-
-class _null:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: object) -> None:
-        pass
