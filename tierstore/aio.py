@@ -48,9 +48,12 @@ MAX_WORKERS = 256
 
 
 def default_workers() -> int:
-    """``min(32, 4 * cpus)``: enough calls in flight to overlap every tier's waits (Redis, S3,
-    the reader gate) on a few cores; more only adds GIL contention (benchmarks/aio.py measures)."""
-    return min(32, 4 * (os.cpu_count() or 1))
+    """``min(8, 4 * cpus)``. A query's Python work holds the GIL, so however many cores there are,
+    one process runs about one core of it; 8 calls in flight keep that busy while others wait on
+    Redis, S3 or a numba kernel. More workers add no throughput but lengthen the loop's waits for
+    the GIL (measured by benchmarks/aio.py); raise ``max_workers`` when queries mostly wait on a
+    remote S3."""
+    return min(8, 4 * (os.cpu_count() or 1))
 
 
 def open(config: Any = None, *, max_workers: int | None = None, **kwargs: Any) -> Opening:
