@@ -180,6 +180,24 @@ def test_an_async_store_passed_in(open_kwargs):
     asyncio.run(main())
 
 
+def test_aclose_stops_the_adapters_pool_not_a_store_it_was_given(open_store, open_kwargs):
+    store = open_store()
+
+    async def main():
+        vs = TierStoreVectorStore(store, AxisEmbeddings())
+        await vs.aadd_texts(["x"], ids=["x"])
+        await vs.aclose()
+        assert not store.closed
+        assert [d.id for d in await vs.asimilarity_search("x", k=1)] == ["x"]  # a new pool
+        await vs.aclose()
+        owned = TierStoreVectorStore.open(AxisEmbeddings(), **open_kwargs())
+        await owned.aadd_texts(["y"])
+        await owned.aclose()
+        assert owned.store.closed
+
+    asyncio.run(main())
+
+
 def test_delete_by_ids_and_filter(open_store):
     store = open_store(schema={"kind": "tag", "year": "numeric"})
     vs = TierStoreVectorStore(store, AxisEmbeddings())

@@ -179,14 +179,14 @@ async def aopen_for(config: Any, dim: int | Callable[[], int] | None, open_kwarg
 class Stores:
     """An adapter's store, sync and async: what it was given (a :class:`TierStore` or an
     :class:`AsyncTierStore`), the sync store (``sync``) its sync methods call, and the async twin
-    (``aio``) its ``a*`` methods await -- made on first use around a sync store, with its own
-    worker pool (threads that end when it is garbage collected)."""
+    (``aio``) its ``a*`` methods await -- around a sync store, made on first use with its own
+    worker pool and ``close_store=False`` (closing the twin stops its pool, never the store)."""
 
     def __init__(self, store: Any, owns: bool) -> None:
         if isinstance(store, AsyncTierStore):
-            self.sync, self._aio = store.sync, store
+            self.sync, self._aio, self._made = store.sync, store, False
         elif isinstance(store, tierstore.TierStore):
-            self.sync, self._aio = store, None
+            self.sync, self._aio, self._made = store, None, False
         else:
             raise InvalidInputError(f"store: expected an open tierstore.TierStore or tierstore.aio.AsyncTierStore, "
                                     f"got {type(store).__name__}")
@@ -197,21 +197,26 @@ class Stores:
     def aio(self) -> AsyncTierStore:
         with self._lock:
             if self._aio is None:
-                self._aio = AsyncTierStore(self.sync)
+                self._aio, self._made = AsyncTierStore(self.sync, close_store=False), True
             return self._aio
 
     def close(self) -> None:
-        """Close the store if the adapter owns it (a sync close; the async twin's idle workers
-        end with it)."""
+        """Close the store if the adapter owns it. (A sync close cannot await the twin's pool:
+        its idle workers end when it is garbage collected; :meth:`aclose` stops them.)"""
         if self.owns:
             self.sync.close()
 
     async def aclose(self) -> None:
-        if not self.owns:
-            return
-        if self._aio is not None:
-            await self._aio.close()  # waits for its calls in flight, then closes the sync store
-        else:
+        """Stop the twin's pool if the adapter made it, and close the store if it owns it
+        (after the async calls in flight)."""
+        twin, made = self._aio, self._made
+        if twin is not None and (made or self.owns):
+            await twin.close()  # a made twin leaves the store open; a given one closes it (owned)
+        if made:
+            with self._lock:  # a later a* call makes a new twin
+                if self._aio is twin:
+                    self._aio, self._made = None, False
+        if self.owns and not self.sync.closed:
             await in_thread(self.sync.close)
 
 
