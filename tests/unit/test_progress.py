@@ -92,6 +92,18 @@ def test_rebuild_hot_reports_vectors(store):
     assert seen[0] == (0, 250)
 
 
+def test_rebuild_hot_waits_while_the_catalog_stands_in_for_redis(store, monkeypatch):
+    """(An embedded Redis loading its data at open: what a CLI run meets on a large store.)"""
+    from tierstore.testing import MemoryHotTier
+
+    reasons = iter(["Redis is loading its data"] * 3)
+    monkeypatch.setattr(MemoryHotTier, "standby_reason", property(lambda self: next(reasons, None)))
+    seen = []
+    assert store.rebuild_hot(progress=lambda d, n: seen.append((d, n))) == 250
+    assert seen[0] == (0, 250) and seen[-1] == (250, 250)
+    assert next(reasons, None) is None  # it asked until the stand-in was gone
+
+
 @pytest.mark.parametrize("call", ["verify", "compact", "rebuild_hot"])
 def test_a_bad_progress_argument_is_rejected_before_any_work(store, call):
     gen = store.catalog.generation()
@@ -140,3 +152,6 @@ def test_cli_progress_as_a_callback_with_an_unknown_total():
     bar.callback(80, 80)
     bar.close()
     assert "80/80" in out.getvalue().split("\r")[-1]
+    out = Tty()
+    Progress(10, "wait", stream=out).callback(0, 10)  # no rate yet: no made-up ETA
+    assert "ETA --" in out.getvalue()

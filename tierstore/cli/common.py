@@ -81,8 +81,10 @@ class Progress:
             return f"{self.label}: {self.done:,} {_rate(rate)} {_duration(secs)}"
         frac = min(self.done / self.total, 1.0)
         bar = "#" * int(self.WIDTH * frac)
-        left = (self.total - self.done) / rate if rate > 0 and self.done < self.total else 0.0
-        eta = f"ETA {_duration(left)}" if self.done < self.total else f"in {_duration(secs)}"
+        if self.done >= self.total:
+            eta = f"in {_duration(secs)}"
+        else:  # (nothing done yet, e.g. waiting for Redis to load: no rate to tell from)
+            eta = f"ETA {_duration((self.total - self.done) / rate)}" if rate > 0 else "ETA --"
         if self.tty:
             return (f"{self.label} [{bar:<{self.WIDTH}}] {self.done:,}/{self.total:,} {100 * frac:3.0f}% "
                     f"{_rate(rate)} {eta}")

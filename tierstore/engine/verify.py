@@ -4,6 +4,7 @@ a read-only process (:func:`verify_shared`); and rebuild_hot, the repair of the 
 from __future__ import annotations
 
 import inspect
+import time
 from typing import Any
 
 import redis
@@ -152,18 +153,36 @@ def verify_shared(engine: Any, refresh: Any, deep: bool = True, progress: Progre
     return rep
 
 
+_STANDBY_WAIT = 1800.0  # seconds rebuild_hot waits for Redis to load (~1 min per 100k vectors)
+
+
 def rebuild_hot(engine: Any, progress: ProgressFn | None = None) -> int:
     """``TierStore.rebuild_hot``: drop the Redis index and reload it from the catalog, reporting
     vectors reloaded to ``progress``. A hot tier whose ``rebuild`` takes no progress (a Redis
-    Cluster, the in-memory test tier) reports only when it is done."""
+    Cluster, the in-memory test tier) reports only when it is done.
+
+    While the catalog stands in for Redis (an embedded server loading its data -- which every CLI
+    run that opens a store with a large AOF meets -- or being refilled), it first waits for the
+    background warm-up to switch back (which needs the write lock, so it is taken only after),
+    reporting ``(0, total)``; a Redis that is still not back after 30 min is an error."""
     hot = engine.hot
-    if check(progress) is None:
-        return hot.rebuild()
-    if "progress" in inspect.signature(hot.rebuild).parameters:
-        return hot.rebuild(progress=progress)
-    tick = Ticker(progress, engine.catalog.count(TIER_HOT))
-    tick.set(0)
-    n = hot.rebuild()
+    check(progress)
+    total = engine.catalog.count(TIER_HOT)
+    tick = Ticker(progress, total)
+    deadline = time.monotonic() + _STANDBY_WAIT
+    while hot.standby_reason is not None:
+        if time.monotonic() > deadline:
+            raise TierUnavailableError(f"hot tier: rebuild_hot waited {_STANDBY_WAIT:.0f}s for Redis: "
+                                       f"{hot.standby_reason}", tier="hot")
+        tick.set(0)
+        time.sleep(0.2)
+    with engine.write_lock:
+        if progress is None:
+            return hot.rebuild()
+        if "progress" in inspect.signature(hot.rebuild).parameters:
+            return hot.rebuild(progress=progress)
+        tick.set(0)
+        n = hot.rebuild()
     tick.finish(n)
     return n
 
