@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+import zipfile
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -467,8 +468,10 @@ def read_npz(path: str | os.PathLike[str], *, dim: int | None = None, batch_size
     path = Path(path)
     try:
         z = np.load(path, allow_pickle=False)
-    except (OSError, ValueError, EOFError) as exc:
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
         raise InvalidInputError(f"{path}: not a readable .npz archive ({exc})") from None
+    if not hasattr(z, "files"):  # an .npy (one array) under an .npz name
+        raise InvalidInputError(f"{path}: a single array, not an .npz archive of named arrays ('vectors', ...)")
     with z:
         if "vectors" not in z.files:
             raise InvalidInputError(f"{path}: no 'vectors' array (arrays: {', '.join(z.files) or 'none'})")
@@ -502,6 +505,18 @@ def read_npz(path: str | os.PathLike[str], *, dim: int | None = None, batch_size
         for run in id_runs(ids):
             yield (ids[run], block[run], None if metadata is None else metadata[run],
                    None if texts is None else texts[run])
+
+
+def npz_rows(path: str | os.PathLike[str]) -> int | None:
+    """The number of vectors in an ``.npz`` (from the ``vectors`` array's header, without reading
+    it; None if it cannot be read)."""
+    try:
+        with np.load(path) as z, z.zip.open("vectors.npy") as f:
+            major, _ = np.lib.format.read_magic(f)
+            header = np.lib.format.read_array_header_1_0 if major == 1 else np.lib.format.read_array_header_2_0
+            return int(header(f)[0][0])
+    except (OSError, ValueError, EOFError, KeyError, IndexError, AttributeError, zipfile.BadZipFile):
+        return None
 
 
 def _json_cell(path: Path, name: str, row: int, raw: str) -> Any:
@@ -539,5 +554,5 @@ def write_jsonl(store_or_records: Any, path: str | os.PathLike[str], *, tiers: S
     return n
 
 
-__all__ = ["SUPPORTS_TEXT", "MissingDependencyError", "id_runs", "parquet_rows", "pyarrow", "read_npz", "read_parquet",
+__all__ = ["SUPPORTS_TEXT", "MissingDependencyError", "id_runs", "npz_rows", "parquet_rows", "pyarrow", "read_npz", "read_parquet",
            "write_jsonl", "write_npz", "write_parquet"]

@@ -203,11 +203,7 @@ def _count_rows(path: Path) -> int | None:
     if path.suffix in PARQUET:
         return io.parquet_rows(path) or None
     if path.suffix == ".npz":
-        try:
-            with np.load(path) as z:
-                return int(z["vectors"].shape[0])
-        except (OSError, ValueError, EOFError, KeyError, IndexError):
-            return None
+        return io.npz_rows(path)
     if path.suffix == ".npy":
         try:
             return int(np.load(path, mmap_mode="r").shape[0])
