@@ -53,6 +53,7 @@ class FakeStore:
         self.started = threading.Event()
         self.release = threading.Event()
         self.scan_closed = False
+        self.closed_event = threading.Event()
 
     def query(self, vector, k=10, **kw):
         self.started.set()
@@ -80,6 +81,7 @@ class FakeStore:
     def close(self):
         self.calls.append("close")
         self.closed = True
+        self.closed_event.set()
 
 
 def test_cancel_queued_and_running_reads_a_queued_write_still_runs():
@@ -184,3 +186,40 @@ def test_real_engine_across_event_loops(tmp_path):
     assert asyncio.run(store.count()) == len(store.sync) == 50
     asyncio.run(store.close())
     assert store.sync.closed
+
+
+def test_a_cancelled_open_closes_the_store_it_opened(monkeypatch):
+    fake, release, started = FakeStore(), threading.Event(), threading.Event()
+
+    def slow_open(config=None, **kw):
+        started.set()
+        release.wait(30)
+        return fake
+
+    monkeypatch.setattr(tierstore.store, "open", slow_open)
+
+    async def main():
+        opening = asyncio.ensure_future(aio.open(path="/fake", dim=4))
+        await asyncio.to_thread(started.wait, 30)
+        opening.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await opening
+        release.set()
+        await asyncio.to_thread(fake.closed_event.wait, 30)  # closed on the opener's thread
+
+    asyncio.run(main())
+    assert fake.calls == ["close"]
+    # and an open that is not cancelled: a coroutine (asyncio.run takes it) and an async context manager
+    fake2 = FakeStore()
+    monkeypatch.setattr(tierstore.store, "open", lambda config=None, **kw: fake2)
+    store = asyncio.run(aio.open(max_workers=3))
+    assert store.sync is fake2 and store.max_workers == 3
+    asyncio.run(store.close())
+
+    async def ctx():
+        async with aio.open() as s:
+            assert s.sync is fake2
+        return s
+
+    assert asyncio.run(ctx()).closed
+
