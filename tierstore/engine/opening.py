@@ -267,6 +267,8 @@ def close_engine(eng: Engine, op: Opened) -> None:
                     eng.warm.save_alive()  # ... and nothing to re-read row by row
             eng.checkpoint()
             sync_pending(eng, raise_errors=False)
+            if eng.hot is not None:
+                eng.hot.mark_clean()  # the last catalog write is done: the next open may trust Redis
             clean = True
     finally:
         shutdown(eng, op, clean)

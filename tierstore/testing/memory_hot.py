@@ -88,6 +88,12 @@ class MemoryHotTier(MoveBookkeeping):
         self._check()
         self.rebuild()
 
+    def note_unsynced(self) -> None:
+        pass
+
+    def mark_clean(self) -> bool:
+        return False  # nothing outlives the process
+
     def close(self) -> None:
         self.closed = True
 

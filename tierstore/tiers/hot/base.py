@@ -141,8 +141,10 @@ class HotTier(StandbyServing, MoveBookkeeping):
         self._closing = threading.Event()
         self.exclusive: Any = threading.RLock()  # the store passes its write lock
         self.r = self._client()
+        self._unsynced = False  # see note_unsynced
         self.stats = {"verifies": 0, "rebuilds": 0, "reconciled_added": 0, "reconciled_removed": 0,
-                      "restarts": 0, "index_recreated": 0, "standby": 0, "version_mismatch": 0}
+                      "restarts": 0, "index_recreated": 0, "standby": 0, "version_mismatch": 0,
+                      "reconciles": 0, "trusted_clean_close": 0}
 
     # --- connection ----------------------------------------------------------------------------
 
@@ -264,7 +266,12 @@ class HotTier(StandbyServing, MoveBookkeeping):
                 self._verify_read_only()
                 return
             self.catalog.clear_pending(self.take_synced())
-            owner, backend = self.r.hmget(self.meta_key, ["uuid", "backend"])
+            owner, backend, clean = self.r.hmget(self.meta_key, ["uuid", "backend", "clean"])
+            if clean is not None:
+                # One use only, and gone before this process can write anything to Redis (every
+                # write goes through call(), which verifies first): a crash from now on leaves
+                # no marker, so the next open reconciles.
+                self.r.hdel(self.meta_key, "clean")
             if owner is None:
                 # Empty server, FLUSHALL, or our keys were removed: rebuild everything.
                 self.rebuild()
@@ -284,11 +291,39 @@ class HotTier(StandbyServing, MoveBookkeeping):
                 # last second of AOF: writes AND removals, which equal counts would not reveal.
                 run_id = as_str(self.r.info("server").get("run_id", ""))
                 restarted, self._run_id = run_id != self._run_id, run_id
-                if restarted or self.catalog.has_pending() or self.count() != self._catalog_hot_count():
+                # ... unless the last writer closed cleanly and nothing changed the catalog since:
+                # its marker is the last thing it wrote, so a server that kept the marker kept
+                # everything written before it (an AOF or RDB restores a prefix of the writes).
+                trusted = (clean is not None and not self.sharded
+                           and as_str(clean) == f"{self.catalog.uuid}:{self.catalog.generation()}")
+                if (restarted and not trusted) or self.catalog.has_pending() or self.count() != self._catalog_hot_count():
                     self.reconcile()
+                elif trusted:
+                    self.stats["trusted_clean_close"] += 1
             if self._standby is None:  # (standing in: the warm-up stamps it once it switched back)
                 self._stamp_serving()
             self._verified = True
+
+    def note_unsynced(self) -> None:
+        """Redis may hold a copy the catalog does not name and no pending mark covers (a
+        relocation's undo failed): this run ends without a clean-close marker."""
+        self._unsynced = True
+
+    def mark_clean(self) -> bool:
+        """At a clean close, once every pending change reached Redis: record that Redis agrees
+        with the catalog at its current generation, so the next open need not diff the whole hot
+        set against the catalog (a full reconcile: every key, every version). Not for a cluster
+        (its slots may move between runs) or a tier that is not verified or stands in."""
+        if self.read_only or self.sharded or not self._verified or self._standby is not None or self._unsynced:
+            return False
+        with self._lock:
+            if self.catalog.has_pending():
+                return False
+            try:
+                self.r.hset(self.meta_key, "clean", f"{self.catalog.uuid}:{self.catalog.generation()}")
+            except redis.RedisError:
+                return False
+        return True
 
     def _stamp_serving(self) -> None:
         """Tell read-only processes that this Redis (by its run id) holds everything the
@@ -317,6 +352,7 @@ class HotTier(StandbyServing, MoveBookkeeping):
         held at another version than the catalog's (an update whose commit never came, or one
         a replayed AOF lost), remove extra ones."""
         with self._lock:
+            self.stats["reconciles"] += 1
             in_redis = self.keys()
             versions = {e.iid: e.version for e in self._iter_hot_entries()}
             in_catalog = set(versions)

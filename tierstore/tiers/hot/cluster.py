@@ -232,6 +232,10 @@ class ClusterHotTier(HotTier):
 
     # --- connection, verification --------------------------------------------------------------
 
+    def mark_clean(self) -> bool:
+        """Never: slots may move between runs, so each master is reconciled at every open."""
+        return False
+
     def close(self) -> None:
         for sh in list(self._shards_by_id.values()):
             sh.close()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 from typing import Any
 
 from ...errors import TierUnavailableError
@@ -50,8 +49,10 @@ class HotCopy:
         if self.attempted and self.error is None:
             # the copy (or part of it) reached Redis but no flip names it: put back what the
             # catalog holds (a write that failed as TierUnavailableError left nothing to undo)
-            with contextlib.suppress(Exception):
+            try:
                 self.hot.sync(self.iids)
+            except Exception:
+                self.hot.note_unsynced()  # Redis may hold a copy no flip names: reconcile at next open
 
     def after(self) -> TierUnavailableError | None:
         if self.error is None:
