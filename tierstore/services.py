@@ -387,20 +387,31 @@ class ServerKeeper:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.starts = 0
+        self.failures = 0  # consecutive failed starts: the next try waits 2^failures rounds (<= 60 s)
+        self._next_try = 0.0
+        self._last_error = ""
 
     def check(self) -> bool:
-        """One round; returns whether a server of ours is running. Errors are logged, not raised:
-        without it the cold tier answers ``partial`` and the next round tries again."""
+        """One round; returns whether a server of ours is running. Errors are logged (once per
+        distinct message), not raised: without the server the cold tier answers ``partial``, and
+        a later round tries again."""
         try:
-            if not self.server.alive() and self.wanted() and self.server.start_unless_running():
-                self.starts += 1
-                log.info("read-only store: started the embedded S3 server (no writer is running it)")
+            if not self.server.alive() and time.monotonic() >= self._next_try and self.wanted():
+                if self.server.start_unless_running():
+                    self.starts += 1
+                    log.info("read-only store: started the embedded S3 server (no writer is running it)")
+                self.failures = 0
             if self.server.alive() and not self.server.endpoint_current():
                 self.server.write_endpoint()
             elif not self.server.alive():
                 self.server.complete_endpoint()
         except (TierStoreError, OSError) as exc:
-            log.warning("read-only store: could not start the embedded S3 server: %s", exc)
+            self.failures += 1
+            self._next_try = time.monotonic() + min(60.0, self.interval * 2 ** self.failures)
+            if str(exc) != self._last_error:
+                log.warning("read-only store: could not start the embedded S3 server (cold queries answer "
+                            "partial until it runs): %s", exc)
+            self._last_error = str(exc)
         return self.server.alive()
 
     def _run(self) -> None:
