@@ -19,12 +19,14 @@ write, a network push) slowing the work, and the caller always learns where it f
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
+from typing import TypeVar
 
 from .errors import InvalidInputError
 
 ProgressFn = Callable[[int, "int | None"], None]
 EVERY = 0.2  # seconds between two calls of a callback (the last call is always made)
+T = TypeVar("T")
 
 
 def check(progress: object) -> ProgressFn | None:
@@ -76,4 +78,28 @@ class Ticker:
             self.callback(self.done, self.total)
 
 
-__all__ = ["EVERY", "ProgressFn", "Ticker", "check"]
+def chunks(items: Iterable[T], size: int, progress: ProgressFn | None = None,
+           total: int | None = None) -> Iterator[list[T]]:
+    """``items`` in lists of ``size`` (the last may be shorter); each list counts as done for
+    ``progress`` once the caller has handled it and asks for the next, and the end is reported
+    once the items run out.
+
+    >>> seen = []
+    >>> [len(c) for c in chunks(range(5), 2, lambda d, n: seen.append((d, n)), total=5)], seen[-1]
+    ([2, 2, 1], (5, 5))
+    """
+    tick = Ticker(progress, total)
+    batch: list[T] = []
+    for item in items:
+        batch.append(item)
+        if len(batch) >= size:
+            yield batch
+            tick.add(len(batch))
+            batch = []
+    if batch:
+        yield batch
+        tick.add(len(batch))
+    tick.finish()
+
+
+__all__ = ["EVERY", "ProgressFn", "Ticker", "check", "chunks"]

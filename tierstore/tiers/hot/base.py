@@ -53,7 +53,7 @@ from ...catalog import TIER_HOT, Catalog
 from ...config import HotConfig
 from ...costs import bytes_per_vector
 from ...errors import IntegrityError, TierUnavailableError
-from ...progress import ProgressFn, Ticker
+from ...progress import ProgressFn, chunks
 from ...services import RedisServer
 from ..protocol import TierAnswer
 from .common import (
@@ -397,25 +397,17 @@ class HotTier(StandbyServing, MoveBookkeeping):
         return sum(1 for _e in self._iter_hot_entries())
 
     def rebuild(self, progress: ProgressFn | None = None) -> int:
-        """Drop the index and every vector of this store, recreate, reload all hot records.
-        ``progress(done, total)``: vectors reloaded so far (tierstore.progress; a rebuild of 100k
-        vectors takes about a minute, most of it RediSearch inserting each into its graph)."""
-        tick = Ticker(progress, self._catalog_hot_count() if progress is not None else None)
+        """Drop the index and every vector of this store, recreate, reload all hot records
+        (``progress(done, total)``: vectors reloaded; about a minute per 100k with RediSearch)."""
+        total = self._catalog_hot_count() if progress is not None else None
         with self._lock:
             self.r.hdel(self.meta_key, "serving")  # readers: not usable until refilled
             self._reset_index()
             self.r.hset(self.meta_key, mapping={"uuid": self.catalog.uuid, "backend": self.backend,
                                                 "created": str(time.time()), **self._meta_fields()})
             n = 0
-            batch: list[int] = []
-            for e in self._iter_hot_entries():
-                batch.append(e.iid)
-                if len(batch) >= 2000:
-                    n += self.sync_now(batch)
-                    tick.add(len(batch))
-                    batch = []
-            n += self.sync_now(batch)
-            tick.finish(tick.done + len(batch))
+            for batch in chunks(self._iter_hot_entries(), 2000, progress, total):
+                n += self.sync_now([e.iid for e in batch])
             self.catalog.clear_pending(self._own_pending())
             self.stats["rebuilds"] += 1
             self._verified = True
