@@ -302,25 +302,6 @@ class S3Server(ManagedProcess):
         except (OSError, ValueError, AttributeError):
             return False
 
-    def complete_endpoint(self) -> None:
-        """Give an endpoint file another process wrote the credential keys read-only processes
-        read (``access_key``/``secret_key``): the writer's cold tier names them
-        ``access_key_id``/``secret_access_key``, and a reader's connect then failed with a
-        KeyError. (Harmless once the writer writes both: nothing to add then.)"""
-        if self.endpoint_file is None:
-            return
-        try:
-            ep = json.loads(self.endpoint_file.read_text())
-        except (OSError, ValueError):
-            return
-        if not isinstance(ep, dict) or "access_key" in ep or "access_key_id" not in ep:
-            return
-        ep.setdefault("access_key", ep["access_key_id"])
-        ep.setdefault("secret_key", ep.get("secret_access_key"))
-        tmp = self.endpoint_file.with_name(f".{self.endpoint_file.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(ep))
-        os.replace(tmp, self.endpoint_file)
-
     def stopped(self, pid: int) -> None:
         if self.endpoint_file is None:
             return
@@ -403,8 +384,6 @@ class ServerKeeper:
                 self.failures = 0
             if self.server.alive() and not self.server.endpoint_current():
                 self.server.write_endpoint()
-            elif not self.server.alive():
-                self.server.complete_endpoint()
         except (TierStoreError, OSError) as exc:
             self.failures += 1
             self._next_try = time.monotonic() + min(60.0, self.interval * 2 ** self.failures)

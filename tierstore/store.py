@@ -16,7 +16,7 @@ from __future__ import annotations
 import functools
 import logging
 import os
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -349,7 +349,8 @@ class TierStore:
         >>> report.planned, report.thresholds                              # doctest: +SKIP
         ({'cold->hot': 120, 'hot->warm': 120}, {'hot': 3.2, 'warm': 0.4})
         """
-        self._writable("run_policy")
+        if not dry_run:  # (a read-only process may plan: from the access counts the writer saved)
+            self._writable("run_policy")
         with self._engine.operation():
             return self.policy.run(dry_run=dry_run, examples=examples)
 
@@ -467,19 +468,20 @@ class TierStore:
     # --- maintenance -----------------------------------------------------------------------------
 
     @_counted("compact")
-    def compact(self, threshold: float | None = None) -> dict[str, Any]:
+    def compact(self, threshold: float | None = None,
+                progress: Callable[[int, int | None], None] | None = None) -> dict[str, Any]:
         """Rewrite warm and cold segments whose dead fraction exceeds ``threshold`` (default
         ``warm.compact_threshold`` / ``cold.compact_threshold``; 0 rewrites every segment with any
-        dead row), merge small ones, and delete S3 objects no manifest lists (crash leftovers)."""
+        dead row), merge small ones, and delete S3 objects no manifest lists (crash leftovers).
+        ``progress(done, total)``: rows rewritten (at most every 0.2 s, and once at the end)."""
         self._writable("compact")
         with self._engine.operation(), self._engine.write_lock:
-            out = {"warm": self.warm.compact(threshold)}
-            if self.cold is not None and (self.cold.connected or self.cold.needs_connect_at_open()):
-                out["cold"] = moves.compact_cold(self._engine, threshold)
+            out = moves.compact(self._engine, threshold, progress)
         release_memory()
         return out
 
-    def verify(self, deep: bool = True, repair: bool = False) -> dict[str, Any]:
+    def verify(self, deep: bool = True, repair: bool = False,
+               progress: Callable[[int, int | None], None] | None = None) -> dict[str, Any]:
         """Check that the catalog, the tiers and S3 agree: every hot id is in Redis and nothing
         else is, every warm id's segment row holds it, every cold object's checksums (``deep``
         downloads every object) and the manifest. ``deep`` also hashes every byte of every warm
@@ -487,16 +489,23 @@ class TierStore:
         damaged cache file is dropped). ``repair``: rebuild damaged warm segments (and those
         written before checksums existed) from the catalog; ``report["repaired"]`` says which.
         Returns a report; ``report["ok"]`` says if all is well (after any repair),
-        ``report["problems"]`` lists what is not."""
-        self._writable("verify (it repairs what it can; run it in the writer)")
-        with self._engine.operation(), self._engine.write_lock:
-            return verify.verify(self._engine, deep, repair)
+        ``report["problems"]`` lists what is not. A read-only process may verify (not repair):
+        the check is repeated if the writer commits under it (see engine.verify.verify_shared).
+        ``progress(done, total)``: vectors checked (at most every 0.2 s, and once at the end)."""
+        if repair:
+            self._writable("verify(repair=True) (it rewrites damaged segments; run it in the writer)")
+        with self._engine.operation():
+            if self.read_only:
+                return verify.verify_shared(self._engine, self._reader.refresh, deep, progress)
+            with self._engine.write_lock:
+                return verify.verify(self._engine, deep, repair, progress)
 
-    def rebuild_hot(self) -> int:
-        """Drop and rebuild the Redis index from the catalog's durable records. Returns #vectors."""
+    def rebuild_hot(self, progress: Callable[[int, int | None], None] | None = None) -> int:
+        """Drop and rebuild the Redis index from the catalog's durable records. Returns #vectors.
+        ``progress(done, total)``: vectors reloaded (at most every 0.2 s, and once at the end)."""
         self._writable("rebuild_hot")
-        with self._engine.operation(), self._engine.write_lock:
-            return self.hot.rebuild()
+        with self._engine.operation():  # (the write lock is taken inside, once Redis has loaded)
+            return verify.rebuild_hot(self._engine, progress)
 
     def stats(self) -> dict[str, Any]:
         """Counts, bytes and latencies per tier, plus query counters (a JSON-able dict)."""

@@ -90,10 +90,9 @@ def writes(store: tierstore.TierStore, args: dict, out: dict) -> None:
         "pin": lambda: store.pin([0]),
         "unpin": lambda: store.unpin([0]),
         "run_policy": lambda: store.run_policy(),
-        "run_policy_dry": lambda: store.run_policy(dry_run=True),
         "compact": lambda: store.compact(),
         "rebuild_hot": lambda: store.rebuild_hot(),
-        "verify": lambda: store.verify(),
+        "verify": lambda: store.verify(repair=True),
     }
     out["errors"] = {}
     for name, fn in ops.items():
@@ -102,6 +101,7 @@ def writes(store: tierstore.TierStore, args: dict, out: dict) -> None:
             out["errors"][name] = None
         except Exception as exc:  # noqa: BLE001 -- reported to the test
             out["errors"][name] = type(exc).__name__
+    out["dry_run_planned"] = store.run_policy(dry_run=True).total_planned  # planning is a read
     out["get"] = [r.id if r else None for r in store.get([0, 1])]
     out["query_top"] = store.query(v, k=1).ids()
     out["touch"] = store.touch([0, 1])

@@ -119,6 +119,7 @@ def test_read_only_refuses_writes(open_store, tmp_path: Path) -> None:
     res = result(proc, out)
     assert res["errors"] == {op: "ReadOnlyError" for op in res["errors"]}
     assert res["get"] == [0, 1] and res["query_top"] == [0] and res["touch"] == 2
+    assert res["dry_run_planned"] >= 0
     name, msg = res["writer_open"]
     assert name == "StoreLockedError" and "read_only=True" in msg
     assert store.stats()["access"]["from_readers"] >= 3  # the query's hits and the touch

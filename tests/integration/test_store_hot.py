@@ -173,7 +173,9 @@ BAD_WRITES = [
     (InvalidInputError, lambda v: ([1.5], v[:1])),
     (SchemaError, lambda v: ([1], v[:1], [{"kind": 3}])),
     (SchemaError, lambda v: ([1], v[:1], [{"price": "cheap"}])),
-    (SchemaError, lambda v: ([1], v[:1], [{"other": {"nested": 1}}])),
+    (SchemaError, lambda v: ([1], v[:1], [{"other": {"nested": {1, 2}}}])),  # a set: JSON has none
+    (SchemaError, lambda v: ([1], v[:1], [{"other": b"bytes"}])),
+    (SchemaError, lambda v: ([1], v[:1], [{"\x00text": "reserved"}])),
     (SchemaError, lambda v: ([1], v[:1], [{"other": float("nan")}])),
     (InvalidInputError, lambda v: ([1], v[:1], [{"kind": "a"}, {"kind": "b"}])),
     (InvalidInputError, lambda v: ([1], v[:1], None, "attic")),

@@ -131,16 +131,16 @@ class ColdTier(ColdSearch, ColdWriter):
                         "cold tier: the embedded S3 server is not running (the process that has the "
                         "store open for writing starts it)", tier="cold") from None
                 endpoint = ep["endpoint_url"]
-                kw = {"aws_access_key_id": ep["access_key"], "aws_secret_access_key": ep["secret_key"]}
+                # (writers before this version named them access_key_id / secret_access_key)
+                kw = {"aws_access_key_id": ep.get("access_key", ep.get("access_key_id")),
+                      "aws_secret_access_key": ep.get("secret_key", ep.get("secret_access_key"))}
             elif self.embedded:
                 from ...services import S3Server
 
                 self._server = S3Server(self.root / "s3", buckets=(_EMBEDDED_BUCKET,)).start()
                 endpoint = self._server.endpoint_url
                 kw = {"aws_access_key_id": self._server.access_key, "aws_secret_access_key": self._server.secret_key}
-                write_atomic(self.root / "s3.json", json.dumps(
-                    {"endpoint_url": endpoint, "pid": self._server.pid, **{
-                        k.replace("aws_", ""): v for k, v in kw.items()}}).encode())
+                write_atomic(self.root / "s3.json", json.dumps(self._server.endpoint()).encode())
             boto_cfg = BotoConfig(
                 region_name=self.cfg.region or "us-east-1",
                 connect_timeout=self.cfg.timeout, read_timeout=self.cfg.timeout,
