@@ -190,12 +190,20 @@ class _Layout:
 
 
 def id_runs(ids: list) -> list[slice]:
-    """Slices of ``ids`` in which every id has the same kind (int or str)."""
-    out, s = [], 0
-    for i in range(1, len(ids) + 1):
-        if i == len(ids) or isinstance(ids[i], str) != isinstance(ids[s], str):
+    """Slices of ``ids`` in which every id has the same kind (int or str). An id of neither kind
+    (a float, None) stays in the run it interrupts, so that run's validation names it."""
+    def kind(uid: Any) -> type | None:
+        return str if isinstance(uid, str) else (int if isinstance(uid, int) and not isinstance(uid, bool) else None)
+
+    out, s, current = [], 0, None
+    for i, uid in enumerate(ids):
+        k = kind(uid)
+        if k is not None and current is not None and k is not current:
             out.append(slice(s, i))
             s = i
+        current = k or current
+    if ids:
+        out.append(slice(s, len(ids)))
     return out
 
 

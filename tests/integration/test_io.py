@@ -176,7 +176,7 @@ def test_jsonl_export_is_what_ingest_reads(source, tmp_path):
     fresh = memory_store(tmp_path / "b", dim=DIM, hot={"capacity": 200})
     try:
         n = 0
-        for b in cli_ingest.read_input(out, "id", 0, DIM):
+        for b in (run for block in cli_ingest.read_input(out, "id", 0, DIM) for run in block):
             n += fresh.upsert(b.ids, b.vectors, b.metadata, **({"texts": b.texts} if b.texts is not None else {}))
         assert n == len(ids)
         _same_records(store, fresh, ids)

@@ -97,14 +97,14 @@ PARQUET = (".parquet", ".pq")
 SUFFIXES = (".npy", ".npz", ".jsonl", ".ndjson", *PARQUET)
 
 
-def read_input(path: Path, id_field: str, offset: int, dim: int) -> Iterator[Batch]:
-    """Yield batches of up to 10,000 rows, each with one kind of id (int or str). A row that
-    cannot be read (not JSON, no id, a vector that is not ``dim`` numbers) raises a typed error
-    naming its line or row."""
+def read_input(path: Path, id_field: str, offset: int, dim: int) -> Iterator[list[Batch]]:
+    """Yield the file in blocks of up to 10,000 rows, each block as runs with one kind of id
+    (int or str: an export of a store holding both re-ingests; one upsert takes one kind). A row
+    that cannot be read (not JSON, no id, a vector that is not ``dim`` numbers) raises a typed
+    error naming its line or row."""
     for b in _read_file(path, id_field, offset, dim):
-        for run in io.id_runs(b.ids):
-            yield Batch(b.ids[run], b.vectors[run], None if b.metadata is None else b.metadata[run], b.where[run],
-                        None if b.texts is None else b.texts[run])
+        yield [Batch(b.ids[run], b.vectors[run], None if b.metadata is None else b.metadata[run], b.where[run],
+                     None if b.texts is None else b.texts[run]) for run in io.id_runs(b.ids)]
 
 
 def _read_file(path: Path, id_field: str, offset: int, dim: int) -> Iterator[Batch]:
@@ -229,27 +229,31 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     cfg = load(args)
     unit = "line" if path.suffix in (".jsonl", ".ndjson") else "row"
     label = f"{path} {unit}"
-    batches = read_input(path, args.id_field, args.id_offset, cfg.store.dim)
+    blocks = read_input(path, args.id_field, args.id_offset, cfg.store.dim)
     written, last = 0, None
     bar: Progress | None = None
-    try:
-        batch = next(batches, None)
-        if batch is not None:
+
+    def next_checked() -> list[Batch] | None:
+        """The next block, every row of it checked before any of it is written."""
+        block = next(blocks, None)
+        for batch in block or ():
             _check_batch(cfg, batch, args.batch_size, label)
+        return block
+
+    try:
+        block = next_checked()
         with TierStore(cfg) as store:
             bar = Progress(_count_rows(path), f"ingest {path.name}")
-            while batch is not None:
-                ids, vecs, metas, where, texts = batch
-                for s in range(0, len(ids), args.batch_size):
-                    sl = slice(s, s + args.batch_size)
-                    kw = {} if texts is None else {"texts": texts[sl]}
-                    written += store.upsert(ids[sl], vecs[sl], None if metas is None else metas[sl], tier=args.tier,
-                                            **kw)
-                    last = where[min(s + args.batch_size, len(ids)) - 1]
-                    bar.update(len(ids[sl]))
-                batch = next(batches, None)
-                if batch is not None:
-                    _check_batch(cfg, batch, args.batch_size, label)
+            while block is not None:
+                for ids, vecs, metas, where, texts in block:
+                    for s in range(0, len(ids), args.batch_size):
+                        sl = slice(s, s + args.batch_size)
+                        kw = {} if texts is None else {"texts": texts[sl]}
+                        written += store.upsert(ids[sl], vecs[sl], None if metas is None else metas[sl],
+                                                tier=args.tier, **kw)
+                        last = where[min(s + args.batch_size, len(ids)) - 1]
+                        bar.update(len(ids[sl]))
+                block = next_checked()
             secs = bar.close()
             bar = None
             emit({"written": written, "seconds": round(secs, 2), "vectors_per_s": round(written / max(secs, 1e-9))},
