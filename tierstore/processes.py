@@ -141,7 +141,8 @@ def running_pid(pidfile: Path, name: str) -> int | None:
         cwd = os.readlink(f"/proc/{pid}/cwd")
     except OSError:
         return None
-    if pid_alive(pid) and name.startswith(comm or "\0") and cwd == str(pidfile.parent.resolve()):
+    # /proc/<pid>/comm is the program name cut to 15 characters: it must equal ours so cut
+    if pid_alive(pid) and comm and comm == name[:15] and cwd == str(pidfile.parent.resolve()):
         return pid
     return None
 

@@ -239,7 +239,7 @@ class S3Server(ManagedProcess):
     """
 
     name = "weed"
-    stop_grace = 2.0
+    stop_grace = 5.0  # weed's own SIGTERM shutdown takes ~2.1 s
 
     def __init__(
         self,
