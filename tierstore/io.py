@@ -35,10 +35,6 @@ from .errors import DimensionError, InvalidInputError, TierStoreError
 from .progress import ProgressFn, Ticker
 from .results import Record
 
-# ``Record.text`` (a record's document text) exists from issue 20 on; before it, a ``text``
-# column is an ordinary metadata key.
-SUPPORTS_TEXT = "text" in getattr(Record, "__dataclass_fields__", {})
-
 ID, VECTOR, TEXT, TIER = "id", "vector", "text", "tier"
 _SCHEMA_KEY = b"tierstore"
 _BATCH = 10_000
@@ -64,8 +60,7 @@ def pyarrow() -> Any:
 def read_parquet(path: str | os.PathLike[str], *, dim: int | None = None, batch_size: int = _BATCH,
                  ) -> Iterator[tuple[list[str | int], np.ndarray, list[dict[str, Any]], list[str | None] | None]]:
     """Batches of ``(ids, vectors, metadata, texts)`` from a Parquet file, ``batch_size`` rows at
-    a time (``vectors``: float32 ``(n, dim)``; ``texts``: None when the file has no text column,
-    or before ``Record.text`` existed, when ``text`` is metadata). ``dim``: the length every
+    a time (``vectors``: float32 ``(n, dim)``; ``texts``: None when the file has no text column). ``dim``: the length every
     vector must have (default: the first row's). A batch never mixes int and str ids (a file
     written by :func:`write_parquet` from a store holding both yields them in separate batches).
     A bad file or row raises :class:`InvalidInputError`/:class:`DimensionError` naming the row."""
@@ -123,7 +118,7 @@ class _Layout:
         keys = {c: c for c in names}
         keys.update(info.get("keys", {}))
         return cls(names, keys, set(info.get("json", [])), set(info.get("skip", [])),
-                   SUPPORTS_TEXT and TEXT in names, path)
+                   TEXT in names, path)
 
     def decode(self, rb: Any, start: int, dim: int | None) -> tuple[list, np.ndarray, list[dict[str, Any]],
                                                                       list[str | None] | None]:
@@ -317,7 +312,7 @@ class _Part:
         dim = vecs.shape[1]
         vec_arr = pa.FixedSizeListArray.from_arrays(pa.array(vecs.reshape(-1), pa.float32()), dim)
         cols = {"id": id_arr, "vector": vec_arr, "tier": pa.array([r.tier for r in batch], pa.string())}
-        texts = [getattr(r, "text", None) for r in batch]
+        texts = [r.text for r in batch]
         has_text = any(t is not None for t in texts)
         if has_text:
             cols["text"] = pa.array(texts, pa.string())
@@ -351,7 +346,7 @@ class _Final:
         ids_str = {p.id_str for p in parts if not p.id_json}
         self.id_json = any(p.id_json for p in parts) or len(ids_str) > 1
         id_type = pa.string() if self.id_json or ids_str == {True} else pa.int64()
-        self.has_text = SUPPORTS_TEXT and any(p.has_text for p in parts)
+        self.has_text = any(p.has_text for p in parts)
         order: list[str] = []
         kinds: dict[str, set] = {}
         for p in parts:
@@ -444,7 +439,7 @@ def write_npz(store_or_records: Any, path: str | os.PathLike[str], *, tiers: Seq
             vecs.append(np.asarray(r.vector, np.float32))
             metas.append(json.dumps(r.metadata, ensure_ascii=False))
             where.append(r.tier)
-            texts.append(getattr(r, "text", None))
+            texts.append(r.text)
         tick.set(len(ids))
     dim = vecs[0].shape[0] if vecs else dim
     arrays: dict[str, np.ndarray] = {"vectors": np.asarray(vecs, np.float32).reshape(len(vecs), dim),
@@ -505,10 +500,6 @@ def read_npz(path: str | os.PathLike[str], *, dim: int | None = None, batch_size
         texts = None
         if "texts" in cols:
             texts = [_json_cell(path, "texts", s + i, t) for i, t in enumerate(cols["texts"][sl].tolist())]
-            if not SUPPORTS_TEXT:  # before Record.text: the text is a metadata key
-                metadata = [dict(m or {}, **({TEXT: t} if t is not None else {}))
-                            for m, t in zip(metadata or [None] * len(texts), texts, strict=True)]
-                texts = None
         block = np.asarray(vecs[sl], dtype=np.float32)
         for run in id_runs(ids):
             yield (ids[run], block[run], None if metadata is None else metadata[run],
@@ -550,7 +541,7 @@ def write_jsonl(store_or_records: Any, path: str | os.PathLike[str], *, tiers: S
                 for r in batch:
                     row = {"id": r.id, "vector": np.asarray(r.vector, np.float32).tolist(), "metadata": r.metadata,
                            "tier": r.tier}
-                    if getattr(r, "text", None) is not None:
+                    if r.text is not None:
                         row["text"] = r.text
                     fh.write(json.dumps(row, ensure_ascii=False) + "\n")
                 n += len(batch)
@@ -562,5 +553,5 @@ def write_jsonl(store_or_records: Any, path: str | os.PathLike[str], *, tiers: S
     return n
 
 
-__all__ = ["SUPPORTS_TEXT", "MissingDependencyError", "id_runs", "npz_rows", "parquet_rows", "pyarrow", "read_npz", "read_parquet",
+__all__ = ["MissingDependencyError", "id_runs", "npz_rows", "parquet_rows", "pyarrow", "read_npz", "read_parquet",
            "write_jsonl", "write_npz", "write_parquet"]

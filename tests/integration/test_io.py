@@ -59,7 +59,7 @@ def records() -> tuple[list, np.ndarray, list[dict], list]:
 
 
 def upsert_all(store, ids, vecs, metas, texts) -> None:
-    kw = {"texts": texts} if io.SUPPORTS_TEXT else {}
+    kw = {"texts": texts}
     store.upsert(ids[:80], vecs[:80], metas[:80], **{k: v[:80] for k, v in kw.items()})
     store.upsert(ids[80:], vecs[80:], metas[80:], tier="warm", **{k: v[80:] for k, v in kw.items()})
 
@@ -107,8 +107,7 @@ def test_export_then_ingest_into_a_fresh_store_gives_identical_records(source, t
         read = io.read_parquet(out, dim=DIM, batch_size=50) if fmt == "parquet" else io.read_npz(out, dim=DIM)
         assert ingest(fresh, read) == len(ids)
         _same_records(store, fresh, ids)
-        if io.SUPPORTS_TEXT:
-            assert [r.text for r in get(fresh, ids)] == texts
+        assert [r.text for r in get(fresh, ids)] == texts
     finally:
         fresh.close()
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["a", "b", out.name])  # no temporary files left

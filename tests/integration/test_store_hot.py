@@ -329,6 +329,7 @@ def test_float16_vectors_keep_exact_distances(open_store, hot_backend, tmp_path)
     """hot.vector_type = "float16" (RediSearch): half the vector bytes in Redis, answers re-scored
     on the exact float32 vectors; switching the type back re-indexes from the catalog."""
     if hot_backend == "vectorset":
+        # a parametrisation that does not apply (a RediSearch-only setting), not a missing server
         pytest.skip("hot.vector_type is RediSearch's (vector sets have hot.quantization)")
     base, qs = rng_vectors(1000, 32, seed=7), rng_vectors(10, 32, seed=8)
     d = 1.0 - (qs @ base.T) / np.outer(np.linalg.norm(qs, axis=1), np.linalg.norm(base, axis=1))

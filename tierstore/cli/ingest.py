@@ -148,7 +148,7 @@ def _read_file(path: Path, id_field: str, offset: int, dim: int) -> Iterator[Bat
                 ids.append(uid)
                 vecs.append(v)
                 # "text": the record's text (where records have one; else a metadata key)
-                texts.append(row.pop("text", None) if io.SUPPORTS_TEXT else None)
+                texts.append(row.pop("text", None))
                 if "metadata" in row:
                     row.pop("tier", None)  # (what `export` writes beside it)
                 metas.append(row.pop("metadata", row))
