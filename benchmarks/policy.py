@@ -110,6 +110,7 @@ MAX_MOVES = 50_000  # PolicyConfig.max_moves_per_cycle default
 TRACE_SECONDS = 3000.0
 CYCLE_SECONDS = 30.0  # PolicyConfig.interval default
 RECORD_SECONDS = 1.0
+PROMOTE_SECONDS = 0.1  # PolicyConfig.promote_interval default: the defaults' promotion delay
 BUDGETS = (0.01, 0.05, 0.10)
 KEYS = 100_000
 SWEEP_HALF_LIVES = (30.0, 60.0, 150.0, 300.0, 600.0, 1200.0, 3600.0)
@@ -775,17 +776,18 @@ def simulate(tr: Trace, half_lives: list[float], budgets: tuple[float, ...], cyc
     sec = TRACE_SECONDS / n
     cycle = int(round(cycle_seconds / sec))
     record_batch = max(1, int(round(RECORD_SECONDS / sec)))
+    promote_batch = max(1, int(round(PROMOTE_SECONDS / sec)))
     caps = [int(round(b * tr.keys)) for b in budgets]
     t0 = time.perf_counter()
     orc = oracle_hits(tr.accesses, tr.keys, caps, cycle)
     dist = dist_hits(tr, caps)
     lru = {c: lru_hits(tr.accesses, tr.keys, c, cycle) for c in caps}
     pol = {h: policy_hits(tr, caps, h, sec, cycle, record_batch, hysteresis) for h in half_lives}
-    # the defaults (issue 18): half_life = "auto" + promote on access after every record batch
-    # (= policy.promote_interval, 1 s), against an LRU whose admissions take as long
-    dflt = {c: store_path_hits(tr.accesses, tr.keys, c, cycle, record_batch, hysteresis=hysteresis)
+    # the defaults (issue 18): half_life = "auto" + promote on access every policy.promote_interval
+    # (100 ms), against an LRU whose admissions take as long
+    dflt = {c: store_path_hits(tr.accesses, tr.keys, c, cycle, promote_batch, hysteresis=hysteresis)
             for c in caps} if defaults else {}
-    lru_d = {c: lru_delayed_hits(tr.accesses, tr.keys, c, cycle, record_batch) for c in caps}
+    lru_d = {c: lru_delayed_hits(tr.accesses, tr.keys, c, cycle, promote_batch) for c in caps}
     res: dict[str, Any] = {"trace": tr.name, "note": tr.note, "shifting": tr.shifting, "accesses": n,
                            "distinct_keys": int(len(np.unique(tr.accesses))), "cycle_accesses": cycle,
                            "seconds_per_access": sec, "phase_starts": [p[0] for p in tr.phases], "rows": []}
@@ -796,7 +798,7 @@ def simulate(tr: Trace, half_lives: list[float], budgets: tuple[float, ...], cyc
         row["lru_delayed"] = lru_d[c].sum() / n
         d = dflt.get(c, {"hits": np.zeros(1), "promotions": 0, "promoted_on_access": 0, "half_lives": [],
                          "admit_rates": []})
-        ratio = d["hits"].sum() / n
+        ratio = dratio = d["hits"].sum() / n
         row["default"] = None if not defaults else {
             "hit_ratio": ratio, "vs_oracle": ratio / row["oracle"], "vs_dist": ratio / max(row["dist"], 1e-12),
             "vs_lru": ratio - row["lru"], "vs_lru_delayed": ratio - row["lru_delayed"],
@@ -818,7 +820,7 @@ def simulate(tr: Trace, half_lives: list[float], budgets: tuple[float, ...], cyc
             row["series"][f"policy_{h:g}"] = p["hits"].tolist()
         res["rows"].append(row)
         log(f"  {tr.name} B={b:.0%}: oracle {row['oracle']:.3f} dist {row['dist']:.3f} lru {row['lru']:.3f} "
-            f"lru-delayed {row['lru_delayed']:.3f} default {ratio:.3f} ({row['default']['promotions_per_1k']:.1f}/1k) "
+            f"lru-delayed {row['lru_delayed']:.3f} default {dratio:.3f} ({row['default']['promotions_per_1k']:.1f}/1k) "
             + " ".join(f"pol(H={h:g}s) {row['policy'][f'{h:g}']['hit_ratio']:.3f}" for h in half_lives))
     res["seconds"] = time.perf_counter() - t0
     return res
@@ -864,6 +866,7 @@ def run(args: argparse.Namespace, command: str) -> dict[str, Any]:
     sweep = [] if quick else [h for h in SWEEP_HALF_LIVES if h not in half_lives]
     res["sim_params"] = {"keys": KEYS, "accesses": accesses, "trace_seconds": TRACE_SECONDS,
                          "cycle_seconds": CYCLE_SECONDS, "record_batch_seconds": RECORD_SECONDS,
+                         "promote_seconds": PROMOTE_SECONDS,
                          "half_lives_s": half_lives, "sweep_half_lives_s": sorted(half_lives + sweep),
                          "hysteresis": HYSTERESIS, "max_moves": MAX_MOVES, "budgets": list(BUDGETS), "zipf_s": 1.0}
     res["traces"] = []
@@ -997,9 +1000,10 @@ def render(res: dict[str, Any]) -> str:
     out += ["", "#### The defaults (`half_life = \"auto\"` + promote on access) vs LRU", "",
             "The store's own path with every setting at its default (`store_path_hits`: AccessStats in logical "
             "time with the shadow half-lives, `tune` + `place` + `limit_moves` at each cycle, `policy.admit` after "
-            "every 1-s record batch within `policy.Admission`'s budget). LRU is updated on every access and "
-            "changes instantly; *LRU delayed* admits the same way but a key it admits serves hits only from the end "
-            "of its 1-s batch, as a promotion by the store's promote thread does.", "",
+            f"every {sp.get('promote_seconds', 1.0):g} s (`policy.promote_interval`) within `policy.Admission`'s budget). "
+            "LRU is updated on every access and changes instantly; *LRU delayed* admits the same way but a key it "
+            "admits serves hits only from the end of that interval, as a promotion by the store's promote thread "
+            "does.", "",
             _default_table(res["traces"]), "",
             "promotions/1k: LRU's are its misses; the defaults' count the cycles' and the on-access ones "
             "(in parentheses); half-lives: those `auto` chose, in accesses (x cycle traffic).", ""]

@@ -323,3 +323,48 @@ def test_cli_explains_the_half_life_choice():
                             "smoothed": {"750": 0.41, "3000": 0.52, "12000": 0.56}})
     assert line.startswith("auto (logical time): 12,000 accesses") and "12,000: 0.560 *" in line
     assert "shadows not scored yet" in _half_life_line({"mode": "auto", "accesses": 3000.0, "candidates": [750.0]})
+
+
+def _auto_run(st: AccessStats, rng: np.random.Generator, cycles: int, slots: np.ndarray) -> list:
+    out = []
+    for _ in range(cycles):
+        st.record(rng.zipf(1.3, 4000) % len(slots), now=0.0)
+        out.append(st.tune(slots, 50))
+    return out
+
+
+def test_auto_shadow_state_survives_a_checkpoint():
+    """Issue 18: the shadow scores, their hot sets and smoothed ratios are checkpointed with the
+    counts: a store reopened from a checkpoint tunes exactly as one that never stopped."""
+    slots = np.arange(5000, dtype=np.int64)
+    a = AccessStats(half_life="auto", t0=0.0, size=5000)
+    _auto_run(a, np.random.default_rng(1), 4, slots)
+    b = AccessStats.loads(a.dumps(), half_life="auto")
+    ra = _auto_run(a, np.random.default_rng(2), 3, slots)
+    rb = _auto_run(b, np.random.default_rng(2), 3, slots)
+    assert rb[0]["shadows"] is not None  # scored at the first cycle after the reopen
+    assert ra == rb
+    assert np.array_equal(a.counts, b.counts) and a.half_life == b.half_life
+
+
+def test_promote_candidates_are_the_slots_accessed_past_the_threshold():
+    """Promote on access: take_candidates returns each flagged slot once, not those known hot,
+    nor those flagged before the last cycle's watch() or reset by forget()."""
+    st = AccessStats(half_life="auto", t0=0.0, size=1000)
+    st.watch(np.array([7], np.int64), 1.5)  # slot 7 is hot; two accesses pass the threshold
+    st.record(np.array([1, 1, 2, 7, 7, 3, 3, 3]), now=0.0)
+    st.record(np.array([1]), now=0.0)
+    assert st.take_candidates().tolist() == [1, 3]
+    assert st.take_candidates().tolist() == []
+    st.record(np.array([4, 4, 5, 5]), now=0.0)
+    st.apply()
+    st.forget(np.array([5]))
+    assert st.take_candidates().tolist() == [4]
+    st.record(np.array([6, 6]), now=0.0)
+    st.apply()
+    st.watch(np.array([7], np.int64), 1.5)  # a new cycle: earlier flags are stale
+    assert st.take_candidates().tolist() == []
+    for _ in range(70_000):  # never taken: the remembered flags stay bounded by the slots
+        st.record([8, 9], now=0.0)
+    st.apply()
+    assert st._n_flagged <= 2 * (1 << 16) and st.take_candidates().tolist() == [8, 9]

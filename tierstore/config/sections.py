@@ -119,8 +119,10 @@ class PolicyConfig:
     # a duration: a fixed half-life in wall time
     half_life: float | str = spec("auto", "halflife")
     interval: float = spec(30.0, "duration")
-    # promote on access between cycles (checked this often; 0 = only at cycles)
-    promote_interval: float = spec(1.0, "duration")
+    # promote on access between cycles, checked this often (0 = only at cycles). Short: every
+    # access a newly popular vector serves from warm/cold before it is promoted is a slow one;
+    # a check costs O(accesses since the last), so 10 checks/s cost nothing when idle
+    promote_interval: float = spec(0.1, "duration")
     ingest_tier: str = spec("hot", "choice", choices=TIERS)
     hysteresis: float = spec(0.2, "float", lo=0.0, hi=10.0)
     max_moves_per_cycle: int = spec(50_000, "int", lo=0)

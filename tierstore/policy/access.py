@@ -73,6 +73,10 @@ class AccessStats:
         # and the slots that passed it since the last look
         self.hot = np.zeros(self.counts.shape[0], dtype=np.bool_)
         self.cand = np.zeros(self.counts.shape[0], dtype=np.bool_)
+        # the flagged slots as they were flagged (the promoter polls often: it must not scan
+        # every slot to find a few candidates)
+        self._flagged: list[np.ndarray] = []
+        self._n_flagged, self._flagged_cap = 0, 1 << 16
         self.admit_thr = np.inf
         # auto: shadow scores (see tune); none until the first cycle has measured the traffic
         self.grid: np.ndarray | None = None  # shadow half-lives in accesses
@@ -146,7 +150,21 @@ class AccessStats:
                                    np.float32(now - self.t0))
             if self.admit_thr < np.inf:
                 kernels.flag_candidates(self.counts, slots, self.hot, self.admit_thr, self.cand)
+                self._collect_flagged(slots)
             self.total_accesses += len(slots)
+
+    def _collect_flagged(self, slots: np.ndarray) -> None:
+        """(lock held) Remember which of the just-applied ``slots`` are flagged: O(accesses), so
+        :meth:`take_candidates` never scans the whole flag array."""
+        ok = (slots >= 0) & (slots < self.cand.shape[0])
+        hit = slots[ok][self.cand[slots[ok]]]
+        if len(hit):
+            self._flagged.append(hit)
+            self._n_flagged += len(hit)
+            if self._n_flagged > self._flagged_cap:  # nobody took them yet: keep each slot once
+                merged = np.unique(np.concatenate(self._flagged))
+                self._flagged, self._n_flagged = [merged], len(merged)
+                self._flagged_cap = max(self._flagged_cap, 2 * len(merged))
 
     def _apply_logical(self, slots: np.ndarray, now: float) -> None:
         h_min = self.half_life if self.grid is None else min(self.half_life, float(self.grid[0]))
@@ -157,6 +175,8 @@ class AccessStats:
         kernels.access_logical(self.counts, self.last, slots, self.clock - self.t0, 1.0 / self.half_life,
                                np.float32(now - self.wall0), self.shadow, inv_hs, self.rate, block,
                                self.hot, self.admit_thr, self.cand)
+        if self.admit_thr < np.inf:
+            self._collect_flagged(slots)
         self.clock += len(slots)
         self.total_accesses += len(slots)
 
@@ -286,16 +306,20 @@ class AccessStats:
             self.hot[:] = False
             self.hot[hot_slots] = True
             self.cand[:] = False
+            self._flagged, self._n_flagged = [], 0
             self.admit_thr = float(thr)
 
     def take_candidates(self) -> np.ndarray:
-        """Slots flagged since the last call (cleared)."""
+        """Slots flagged since the last call (cleared), ascending; O(accesses since), not O(slots)."""
         with self._lock:
             self._apply_locked()
-            out = np.flatnonzero(self.cand)
+            if not self._flagged:
+                return np.zeros(0, np.int64)
+            out = np.unique(np.concatenate(self._flagged))
+            self._flagged, self._n_flagged = [], 0
+            out = out[self.cand[out]]  # (forget() or watch() may have cleared some since)
             self.cand[out] = False
-            out = out[~self.hot[out]]
-            return out
+            return out[~self.hot[out]]
 
     # --- auto half-life ---------------------------------------------------------------------------
 
@@ -376,10 +400,15 @@ class AccessStats:
             buf = io.BytesIO()
             state = {"auto": self.auto, "half_life": self.half_life, "clock": self.clock, "wall0": self.wall0,
                      "grid": None if self.grid is None else self.grid.tolist(), "chosen": self.chosen,
-                     "cycle_clock": self._cycle_clock}
+                     "cycle_clock": self._cycle_clock, "rate": self.rate,
+                     "smoothed": None if self.smoothed is None else self.smoothed.tolist()}
+            # the shadows (a sampled miniature simulation) travel too: a reopen goes on scoring them
+            sets = self._sets or []
             np.savez(buf, counts=self.counts, last=self.last, placed=self.placed, placed_tier=self.placed_tier,
                      t0=np.float64(self.t0), total=np.int64(self.total_accesses),
-                     state=np.frombuffer(json.dumps(state).encode(), np.uint8))
+                     state=np.frombuffer(json.dumps(state).encode(), np.uint8), shadow=self.shadow,
+                     sets=np.concatenate(sets) if sets else np.zeros(0, np.int64),
+                     set_lens=np.asarray([len(x) for x in sets], np.int64), has_sets=np.bool_(self._sets is not None))
             return buf.getvalue()
 
     @classmethod
@@ -398,15 +427,29 @@ class AccessStats:
                               else np.full(n, -1, dtype=np.int8))
             st.hot, st.cand = np.zeros(n, np.bool_), np.zeros(n, np.bool_)
             st.total_accesses = int(z["total"])
+            z_shadow = z["shadow"].copy() if "shadow" in z.files else None
+            z_sets = None
+            if "has_sets" in z.files and bool(z["has_sets"]):
+                z_sets = np.split(z["sets"].astype(np.int64), np.cumsum(z["set_lens"])[:-1])
         was_auto = bool(state.get("auto"))
         if st.auto and was_auto:
             st.t0, st.clock, st.half_life = t0, state["clock"], state["half_life"]
             st.chosen, st._cycle_clock = state["chosen"], state["cycle_clock"]
-            if state["grid"] is not None:  # the shadows start again from here
+            if state["grid"] is not None:
                 st.grid = np.asarray(state["grid"])
-                st.rate = _sample_rate(n)
-                st.shadow = np.zeros((n // st.rate + 1, len(SHADOW_MULTS) + 1))
-                st._rebase(st.clock)
+                st.rate = int(state.get("rate", _sample_rate(n)))
+                shadow = z_shadow
+                if shadow is not None and shadow.shape[1] == len(SHADOW_MULTS) + 1 and shadow.shape[0] > 0:
+                    # the shadows go on where they were (same epoch t0 as the counts)
+                    st.shadow = shadow
+                    if state.get("smoothed") is not None:
+                        st.smoothed = np.asarray(state["smoothed"])
+                    if z_sets is not None:
+                        st._sets = z_sets
+                else:  # (a checkpoint from before the shadows were kept: they start again from here)
+                    st.rate = _sample_rate(n)
+                    st.shadow = np.zeros((n // st.rate + 1, len(SHADOW_MULTS) + 1))
+                    st._rebase(st.clock)
         elif not st.auto and not was_auto:
             st.t0 = t0
         else:  # the mode changed: the decayed counts, as plain counts at the new epoch
