@@ -6,7 +6,16 @@ SIGTERM when the owner dies, even by SIGKILL), from a dedicated long-lived spawn
 signal fires when the *thread* that forked exits, so it must not be a short-lived worker), and
 stopped at interpreter exit. A stale server left by a crashed owner is found by its pid file and
 stopped before a new one starts. Starts on one data directory are serialised across processes (a
-flock on ``<name>.lock`` there). The servers themselves (redis-server, weed) are tierstore.services'.
+flock on ``<name>.lock`` there, waited for at most the start timeout); so is the removal of a
+stopped server's pid file, so a starter never sees the file of the server it just started removed
+by the owner of the previous one (and then starts a second server on the directory).
+
+Recognising a server by its pid file reads ``/proc/<pid>/comm`` and ``/proc/<pid>/cwd`` on Linux.
+Elsewhere (no ``/proc``; the servers' pip packages are built for Linux, so this is a fallback) the
+program name comes from ``ps`` and the working directory is not checked: a live process of the
+same name is taken for ours; without ``ps`` none is, and a stale server is then not stopped. The
+parent-death signal is Linux-only too: elsewhere servers are stopped at interpreter exit only.
+The servers themselves (redis-server, weed) are tierstore.services'.
 """
 
 from __future__ import annotations
@@ -129,22 +138,43 @@ def read_pid(pidfile: Path) -> int | None:
         return None
 
 
+_HAS_PROC = Path("/proc/self/comm").exists()
+
+
+def _identity(pid: int) -> tuple[str, str | None] | None:
+    """(program name, working directory) of ``pid``; None if it cannot be read. Without /proc
+    (not Linux) the name comes from ``ps`` and the directory is unknown (None)."""
+    if _HAS_PROC:
+        try:
+            return Path(f"/proc/{pid}/comm").read_text().strip(), os.readlink(f"/proc/{pid}/cwd")
+        except OSError:
+            return None
+    try:
+        out = subprocess.run(["ps", "-o", "comm=", "-p", str(pid)], capture_output=True, text=True,
+                             timeout=10, check=False).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return (os.path.basename(out), None) if out else None
+
+
 def running_pid(pidfile: Path, name: str) -> int | None:
     """The pid of the server ``pidfile`` names if it is running and is ours: the same program in
     the pid file's directory (servers are started with cwd = the data dir; redis rewrites its
-    argv, so the command line cannot be used to recognise it)."""
+    argv, so the command line cannot be used to recognise it). Without /proc the directory is
+    not checked (see the module docstring)."""
     pid = read_pid(pidfile)
     if pid is None:
         return None
-    try:
-        comm = Path(f"/proc/{pid}/comm").read_text().strip()
-        cwd = os.readlink(f"/proc/{pid}/cwd")
-    except OSError:
+    ident = _identity(pid)
+    if ident is None:
         return None
+    comm, cwd = ident
     # /proc/<pid>/comm is the program name cut to 15 characters: it must equal ours so cut
-    if pid_alive(pid) and comm and comm == name[:15] and cwd == str(pidfile.parent.resolve()):
-        return pid
-    return None
+    if not (comm and (comm == name[:15] or (not _HAS_PROC and comm == name))):
+        return None
+    if cwd is not None and cwd != str(pidfile.parent.resolve()):
+        return None
+    return pid if pid_alive(pid) else None
 
 
 def _kill_stale(pidfile: Path, name: str) -> None:
@@ -158,7 +188,15 @@ def _kill_stale(pidfile: Path, name: str) -> None:
                 break
             time.sleep(0.05)
         else:
-            os.kill(pid, signal.SIGKILL)
+            # only if it is still that server: its pid may have been reused since (or a
+            # server of another process took its place and rewrote the file)
+            if running_pid(pidfile, name) == pid:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+                for _ in range(100):
+                    if not pid_alive(pid):
+                        break
+                    time.sleep(0.05)
     with contextlib.suppress(OSError):
         pidfile.unlink()
 
@@ -168,6 +206,7 @@ class ManagedProcess:
 
     name = "server"
     stop_grace = 10.0
+    stop_lock_timeout = 60.0  # stop() waits this long for a start on the directory to finish
 
     def __init__(self, data_dir: str | os.PathLike[str]) -> None:
         self.data_dir = Path(data_dir)
@@ -175,6 +214,10 @@ class ManagedProcess:
         self.proc: subprocess.Popen | None = None
         self.log_path = self.data_dir / f"{self.name}.log"
         self.pidfile = self.data_dir / f"{self.name}.pid"
+        self.lockfile = self.data_dir / f"{self.name}.lock"
+        self._lock_mutex = threading.RLock()  # this object's threads; the flock is for processes
+        self._lock_depth = 0
+        self._lock_fd: int | None = None
 
     # subclasses supply these
     def command(self) -> list[str]:
@@ -194,29 +237,62 @@ class ManagedProcess:
         return self.proc is not None and self.proc.poll() is None
 
     @contextlib.contextmanager
-    def _start_lock(self):
-        """Held while a server starts on this data dir, by whichever process starts it."""
-        fd = os.open(self.data_dir / f"{self.name}.lock", os.O_RDWR | os.O_CREAT, 0o644)
+    def _start_lock(self, timeout: float = 30.0):
+        """Held while a server starts on this data dir (by whichever process starts it) and while
+        a stopped one's pid and endpoint files are removed. Re-entrant within this object (a
+        failed start stops its server under it); waits at most ``timeout`` seconds, then raises
+        TierUnavailableError naming the lock file (a start in another process that hangs must
+        not hang this one)."""
+        deadline = time.monotonic() + timeout
+        if not self._lock_mutex.acquire(timeout=max(timeout, 0.0)):
+            raise TierUnavailableError(f"{self.name}: another thread held the start lock {self.lockfile} "
+                                       f"for over {timeout:.0f}s")
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            yield
+            if self._lock_depth == 0:
+                fd = os.open(self.lockfile, os.O_RDWR | os.O_CREAT, 0o644)
+                while True:
+                    try:
+                        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                        break
+                    except BlockingIOError:
+                        if time.monotonic() >= deadline:
+                            os.close(fd)
+                            raise TierUnavailableError(
+                                f"{self.name}: another process has held the start lock {self.lockfile} for "
+                                f"over {timeout:.0f}s (a server start there hangs; it may be stopped, or "
+                                "the file removed if no process of this store runs)") from None
+                        time.sleep(0.05)
+                self._lock_fd = fd
+            self._lock_depth += 1
+            try:
+                yield
+            finally:
+                self._lock_depth -= 1
+                if self._lock_depth == 0 and self._lock_fd is not None:
+                    os.close(self._lock_fd)  # releases the flock
+                    self._lock_fd = None
         finally:
-            os.close(fd)
+            self._lock_mutex.release()
 
     def start(self, timeout: float = 30.0) -> ManagedProcess:
         """Start the server (stopping a stale one on the same data dir first)."""
-        with self._start_lock():
+        with self._start_lock(timeout):
             return self._start(timeout)
 
     def start_unless_running(self, timeout: float = 30.0) -> bool:
         """Start the server unless one (of any process) already runs on this data dir; returns
         whether this call started it. Never stops a running server: for read-only processes,
         which must not take a writer's server away."""
-        with self._start_lock():
-            if self.alive() or running_pid(self.pidfile, self.name) is not None:
+        with self._start_lock(timeout):
+            if self.alive() or running_pid(self.pidfile, self.name) is not None or self.dir_in_use():
                 return False
             self._start(timeout)
             return True
+
+    def dir_in_use(self) -> bool:
+        """Whether a server runs on this data dir that its pid file does not name (a server
+        can tell by a lock of its own; none here). Checked under the start lock."""
+        return False
 
     def prepare(self) -> None:
         """Called before each start, once a stale server is gone (e.g. to choose ports)."""
@@ -226,6 +302,12 @@ class ManagedProcess:
 
     def _start(self, timeout: float) -> ManagedProcess:
         _kill_stale(self.pidfile, self.name)
+        deadline = time.monotonic() + timeout
+        while self.dir_in_use():  # (one we cannot stop, not knowing its pid: it may be exiting)
+            if time.monotonic() >= deadline:
+                raise TierUnavailableError(f"{self.name}: another server (not named by {self.pidfile}) "
+                                           f"runs on {self.data_dir}; stop it first")
+            time.sleep(0.05)
         self.prepare()
         log = open(self.log_path, "ab")  # noqa: SIM115 - closed after Popen dup()s it
         try:
@@ -275,14 +357,19 @@ class ManagedProcess:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
-        if read_pid(self.pidfile) == proc.pid:  # (another process's server may have replaced ours)
-            with contextlib.suppress(OSError):
-                self.pidfile.unlink()
-        self.stopped(proc.pid)
         _live.discard(self)
+        # Under the start lock, so a starter's new pid (and endpoint) file is never removed as
+        # ours. If it cannot be had, the files stay: they name a dead pid, which no check takes
+        # for a running server.
+        with contextlib.suppress(TierUnavailableError), self._start_lock(self.stop_lock_timeout):
+            if read_pid(self.pidfile) == proc.pid:  # (another process's server may have replaced ours)
+                with contextlib.suppress(OSError):
+                    self.pidfile.unlink()
+            self.stopped(proc.pid)
 
     def stopped(self, pid: int) -> None:
-        """Called when a server this object started (``pid``) was stopped (or found dead)."""
+        """Called when a server this object started (``pid``) was stopped (or found dead), under
+        the start lock."""
 
     def kill(self) -> None:
         """SIGKILL (tests: simulate a crash)."""

@@ -24,6 +24,7 @@ True
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import json
 import logging
@@ -268,12 +269,52 @@ class S3Server(ManagedProcess):
         return f"http://127.0.0.1:{self.ports['s3']}"
 
     def prepare(self) -> None:
+        """Choose the ports, under the start lock: the S3 port is the directory's last one when
+        that is free (clients of the old server carry on), else this object's, else a new one
+        (``endpoint_file`` names it once the server is ready, and readers follow it); a ``port``
+        given to the constructor is kept. Every other port weed listens on (each is given
+        explicitly: weed opens no other) must be free and distinct from the rest, or is chosen
+        again -- a saved S3 port may have been handed to another of them meanwhile."""
         last = read_pid(self.port_file)  # (the same format: one integer)
-        if not self.fixed_port and last is not None and last != self.ports["s3"] and port_free(last):
-            self.ports["s3"] = last
+        if not self.fixed_port:
+            if last is not None and last != self.ports["s3"] and port_free(last):
+                self.ports["s3"] = last
+            elif not port_free(self.ports["s3"]):
+                self.ports["s3"] = self._new_port({self.ports["s3"]})
+        taken = {self.ports["s3"]}
         for name, port in self.ports.items():  # a restart: a port taken since is chosen again
-            if name != "s3" and not port_free(port):
-                self.ports[name] = free_port()
+            if name == "s3":
+                continue
+            if port in taken or not port_free(port):
+                port = self.ports[name] = self._new_port(taken)
+            taken.add(port)
+
+    @staticmethod
+    def _new_port(avoid: set[int]) -> int:
+        while True:
+            port = free_port()
+            if port not in avoid:
+                return port
+
+    def dir_in_use(self) -> bool:
+        """Whether a weed holds this data dir (a flock on its filer's leveldb ``LOCK`` files, held
+        while it runs), whatever the pid file says: e.g. one whose pid file another process removed.
+        Probed with a shared, non-blocking flock, released at once, under our start lock (so no
+        weed of ours is opening the leveldb meanwhile)."""
+        for lock in sorted((self.data_dir / "filerldb2").glob("*/LOCK"))[:1]:
+            try:
+                fd = os.open(lock, os.O_RDONLY)
+            except OSError:
+                return False
+            try:
+                fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return True
+            except OSError:
+                return False
+            finally:
+                os.close(fd)  # (releases the probe's lock)
+        return False
 
     def started(self) -> None:
         with contextlib.suppress(OSError):
@@ -286,12 +327,16 @@ class S3Server(ManagedProcess):
                 "secret_key": self.secret_key}
 
     def write_endpoint(self) -> None:
-        """(Re)write ``endpoint_file`` for this running server (atomically)."""
-        if self.endpoint_file is None or not self.alive():
+        """(Re)write ``endpoint_file`` for this running server (atomically), under the start lock:
+        a server that starts meanwhile (and stops this one) writes its own after it."""
+        if self.endpoint_file is None:
             return
-        tmp = self.endpoint_file.with_name(f".{self.endpoint_file.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(self.endpoint()))
-        os.replace(tmp, self.endpoint_file)
+        with self._start_lock():
+            if not self.alive() or read_pid(self.pidfile) != self.pid:
+                return  # (stopped, or another process's server has replaced it)
+            tmp = self.endpoint_file.with_name(f".{self.endpoint_file.name}.{os.getpid()}.tmp")
+            tmp.write_text(json.dumps(self.endpoint()))
+            os.replace(tmp, self.endpoint_file)
 
     def endpoint_current(self) -> bool:
         """Whether ``endpoint_file`` names this running server."""
@@ -303,6 +348,7 @@ class S3Server(ManagedProcess):
             return False
 
     def stopped(self, pid: int) -> None:
+        """Remove ``endpoint_file`` if it names the stopped server (under the start lock)."""
         if self.endpoint_file is None:
             return
         try:
@@ -395,7 +441,13 @@ class ServerKeeper:
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval):
-            self.check()
+            try:
+                self.check()
+            except Exception as exc:  # noqa: BLE001 - a bug in one round must not end the keeping
+                if str(exc) != self._last_error:
+                    log.exception("read-only store: the embedded S3 server's keeper failed a round "
+                                  "(it carries on): %s", exc)
+                self._last_error = str(exc)
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="tierstore-keeper", daemon=True)

@@ -26,7 +26,10 @@ compiled scan (``kernels.cold_scan``): search.py.
 A *read-only* ColdTier (another process querying the store its writer owns) never writes S3 or
 the catalog: it connects without recovery (to the writer's embedded S3 server through the
 endpoint file ``<path>/cold/s3.json`` the writer leaves), follows the catalog's segment list
-(:meth:`ColdTier.refresh`) and shares the block cache directory.
+(:meth:`ColdTier.refresh`) and shares the block cache directory. The embedded server may come
+back on another port (restarted by a writer, or by a reader's keeper, when its last port was
+taken): a request that fails re-reads the endpoint file, and if it names another server, the
+tier reconnects to it and tries once more.
 
 >>> store.move(ids, "cold")                                   # doctest: +SKIP
 MoveReport(tier='cold', moved=1000, already=0, missing=0, seconds=0.9)
@@ -89,7 +92,8 @@ class ColdTier(ColdSearch, ColdWriter):
         super().__init__(root, catalog, config, schema, metric, bucket, prefix, read_only)
         self._wait_readers = wait_readers
         self._server: Any = None
-        self._connect_lock = threading.Lock()
+        self._endpoint: dict[str, Any] | None = None  # read-only, embedded: the s3.json connected to
+        self._connect_lock = threading.RLock()  # (re-entered: a request of connect() may follow a moved server)
         self.manifest_seq = 0
         self.manifest: dict[int, dict[str, Any]] = {}
         (self.root / "footers").mkdir(exist_ok=True)
@@ -117,38 +121,29 @@ class ColdTier(ColdSearch, ColdWriter):
         with self._connect_lock:
             if self._client is not None:
                 return
-            import boto3
-            from botocore.config import Config as BotoConfig
-
             kw: dict[str, Any] = {}
             endpoint = self.cfg.endpoint_url
             if self.embedded and self.read_only:
                 # the writer's server: never start a second one on the same data directory
-                try:
-                    ep = json.loads((self.root / "s3.json").read_text())
-                except (OSError, ValueError):
+                ep = self._read_endpoint()
+                if ep is None:
                     raise TierUnavailableError(
                         "cold tier: the embedded S3 server is not running (the process that has the "
-                        "store open for writing starts it)", tier="cold") from None
-                endpoint = ep["endpoint_url"]
-                # (writers before this version named them access_key_id / secret_access_key)
-                kw = {"aws_access_key_id": ep.get("access_key", ep.get("access_key_id")),
-                      "aws_secret_access_key": ep.get("secret_key", ep.get("secret_access_key"))}
-            elif self.embedded:
-                from ...services import S3Server
+                        "store open for writing starts it)", tier="cold")
+                client = self._client_for(ep)
+                self._endpoint = ep
+            else:
+                if self.embedded:
+                    from ...services import S3Server
 
-                self._server = S3Server(self.root / "s3", buckets=(_EMBEDDED_BUCKET,)).start()
-                endpoint = self._server.endpoint_url
-                kw = {"aws_access_key_id": self._server.access_key, "aws_secret_access_key": self._server.secret_key}
-                write_atomic(self.root / "s3.json", json.dumps(self._server.endpoint()).encode())
-            boto_cfg = BotoConfig(
-                region_name=self.cfg.region or "us-east-1",
-                connect_timeout=self.cfg.timeout, read_timeout=self.cfg.timeout,
-                retries={"max_attempts": self.cfg.max_attempts, "mode": "standard"},
-                max_pool_connections=32,
-                s3={"addressing_style": "path" if endpoint else "auto"},
-            )
-            client = boto3.session.Session().client("s3", endpoint_url=endpoint, config=boto_cfg, **kw)
+                    # it writes s3.json (under its start lock, once ready) and removes it when it
+                    # stops, only while the file still names it
+                    self._server = S3Server(self.root / "s3", buckets=(_EMBEDDED_BUCKET,),
+                                            endpoint_file=self.root / "s3.json").start()
+                    endpoint = self._server.endpoint_url
+                    kw = {"aws_access_key_id": self._server.access_key,
+                          "aws_secret_access_key": self._server.secret_key}
+                client = self._make_client(endpoint, kw)
             try:
                 self._check_bucket(client)
                 self._client = client  # recover and _footer issue requests through it
@@ -163,6 +158,74 @@ class ColdTier(ColdSearch, ColdWriter):
                     self._server.stop()
                     self._server = None
                 raise
+
+    def _make_client(self, endpoint: str | None, kw: dict[str, Any]) -> Any:
+        import boto3
+        from botocore.config import Config as BotoConfig
+
+        boto_cfg = BotoConfig(
+            region_name=self.cfg.region or "us-east-1",
+            connect_timeout=self.cfg.timeout, read_timeout=self.cfg.timeout,
+            retries={"max_attempts": self.cfg.max_attempts, "mode": "standard"},
+            max_pool_connections=32,
+            s3={"addressing_style": "path" if endpoint else "auto"},
+        )
+        return boto3.session.Session().client("s3", endpoint_url=endpoint, config=boto_cfg, **kw)
+
+    def _read_endpoint(self) -> dict[str, Any] | None:
+        """The embedded server's endpoint file (``s3.json``), or None when there is none."""
+        try:
+            ep = json.loads((self.root / "s3.json").read_text())
+        except (OSError, ValueError):
+            return None
+        return ep if isinstance(ep, dict) and isinstance(ep.get("endpoint_url"), str) else None
+
+    def _client_for(self, ep: dict[str, Any]) -> Any:
+        # (writers before this version named them access_key_id / secret_access_key)
+        return self._make_client(ep["endpoint_url"], {
+            "aws_access_key_id": ep.get("access_key", ep.get("access_key_id")),
+            "aws_secret_access_key": ep.get("secret_key", ep.get("secret_access_key"))})
+
+    def _follow_endpoint(self) -> bool:
+        """Read-only on the embedded server, after a failed request: if ``s3.json`` now names
+        another server than the one connected to (it was restarted on another port), connect to
+        that one. Returns whether it did (the caller then tries once more)."""
+        if not (self.embedded and self.read_only) or self._client is None:
+            return False
+        with self._connect_lock:
+            ep = self._read_endpoint()
+            if ep is None or self._endpoint is None:
+                return False
+            keys = ("endpoint_url", "access_key", "secret_key", "access_key_id", "secret_access_key")
+            if all(ep.get(k) == self._endpoint.get(k) for k in keys):
+                return False  # the same server (down, or restarting on its port): nothing to follow
+            client = self._client_for(ep)
+            self._urls.clear()  # presigned URLs name the old server
+            self._client, self._endpoint = client, ep
+            log.info("cold tier: the embedded S3 server moved to %s; reconnected", ep["endpoint_url"])
+            return True
+
+    def s3(self, fn: Callable[[Any], Any]) -> Any:
+        """One S3 call (:meth:`ColdBase.s3`); a read-only tier whose embedded server moved
+        reconnects to it and tries once more."""
+        client = self._client
+        try:
+            return super().s3(fn)
+        except TierUnavailableError:
+            if not (self._client is not client or self._follow_endpoint()):
+                raise
+        return super().s3(fn)
+
+    def get_range(self, key: str, start: int, end: int) -> bytes:
+        """One ranged GET (:meth:`ColdBase.get_range`); a read-only tier whose embedded server
+        moved reconnects to it and tries once more."""
+        client = self._client
+        try:
+            return super().get_range(key, start, end)
+        except TierUnavailableError:
+            if not (self._client is not client or self._follow_endpoint()):
+                raise
+        return super().get_range(key, start, end)
 
     def _check_bucket(self, client: Any) -> None:
         from botocore.exceptions import ClientError
@@ -194,8 +257,7 @@ class ColdTier(ColdSearch, ColdWriter):
         self._writer.shutdown(wait=True)
         self._client = None
         if self._server is not None:
-            (self.root / "s3.json").unlink(missing_ok=True)
-            self._server.stop()
+            self._server.stop()  # (removes s3.json if it still names this server)
             self._server = None
 
     def refresh(self) -> None:
