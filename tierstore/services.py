@@ -13,7 +13,8 @@ A read-only process keeps a store's embedded S3 server running while no writer d
 (:class:`ServerKeeper`): it starts one only when none runs on the directory, the writer that opens
 later stops it and starts its own (a stale-server kill), and an S3 server reuses its directory's
 last port (``weed.port``) when it is free, so clients of the old server talk to the new one without
-reconnecting.
+reconnecting (when it is not, the server takes another, the endpoint file names it, and readers'
+cold tiers follow it on their next failed request).
 
 >>> import tempfile
 >>> with RedisServer(tempfile.mkdtemp()) as srv:        # doctest: +SKIP
