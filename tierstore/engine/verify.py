@@ -260,9 +260,16 @@ def _recheck(engine: Any, refresh: Any, deep: bool, found: _Found, rep: dict[str
         moved = {i for i, e in first.items() if cat.entry(txn, i) != e}
     found.rows = {i: m for i, m in rows.items() if i not in moved}
     found.hot = {k: {i for i in v if i not in moved} for k, v in hot.items()}
-    if cold and found.cold and _cold_checked(engine):
+    if cold and any(not _local_cache(p) for p in found.cold) and _cold_checked(engine):
         again = set(_verify_cold(engine, deep, False, {}))
-        found.cold = [p for p in found.cold if p in again]
+        found.cold = [p for p in found.cold if p in again or _local_cache(p)]
+
+
+def _local_cache(problem: str) -> bool:
+    """A cold finding about a local cache file (``ColdTier._verify_local``): damage on this
+    machine's disk, never a write in flight (cache files are replaced whole), so it is not
+    rechecked -- a recheck would not see it again where the first check dropped the file."""
+    return ": the local footer cache " in problem or ": cached " in problem
 
 
 def _recheck_hot(engine: Any, entries: dict[int, Entry | None], deep: bool) -> dict[str, set[int]]:
