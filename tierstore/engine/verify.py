@@ -183,8 +183,7 @@ def _verify_cold(engine: Any, deep: bool, repair: bool, report: dict[str, Any]) 
 
 
 def verify_shared(engine: Any, refresh: Any, deep: bool = True, progress: ProgressFn | None = None) -> dict[str, Any]:
-    """verify() in a read-only process (no repair: that writes; nothing is deleted either, not
-    even a damaged cache file: the writer repairs). The writer may move vectors while it runs: a
+    """verify() in a read-only process (no repair: that writes). The writer may move vectors while it runs: a
     move copies the vector, flips its catalog entry, then removes the old copy, and a check that
     lands in between sees a copy the catalog does not name yet, or one it no longer names. So
     every finding is checked again (:func:`_recheck`: ``refresh`` brings this process's view of
