@@ -43,7 +43,7 @@ with store:
     parent, deadline, n = os.getppid(), time.monotonic() + 120, 0
     while (n < args["rounds"] or not (d / args["stop"]).exists()) and os.getppid() == parent \
             and time.monotonic() < deadline:
-        rep = store.verify(deep=bool(n % 2))
+        rep = store.verify(deep=args.get("deep", n % 2 == 1))
         out.write(json.dumps(rep, default=str) + "\n")
         out.flush()
         n += 1
@@ -54,9 +54,9 @@ def vecs(ids: list[int]) -> np.ndarray:
     return np.random.default_rng(0).standard_normal((len(ids), DIM)).astype(np.float32) + np.array(ids)[:, None]
 
 
-def run_reader(tmp: Path, store: tierstore.TierStore, name: str, rounds: int) -> subprocess.Popen:
+def run_reader(tmp: Path, store: tierstore.TierStore, name: str, rounds: int, **extra) -> subprocess.Popen:
     cfg = store.config
-    args = {"dir": str(tmp), "out": name, "stop": name + ".stop", "rounds": rounds, "path": str(store.path), "dim": DIM,
+    args = {**extra, "dir": str(tmp), "out": name, "stop": name + ".stop", "rounds": rounds, "path": str(store.path), "dim": DIM,
             "hot": {"redis_url": cfg.hot.redis_url, "backend": cfg.hot.backend},
             "cold": {"url": cfg.cold.url, "endpoint_url": cfg.cold.endpoint_url, "max_attempts": 2,
                      "timeout": "5s"}}
@@ -173,3 +173,27 @@ def test_read_only_verify_beside_a_moving_writer(open_store, tmp_path: Path) -> 
         assert r["rechecked"]["flagged"] - r["rechecked"]["in_flight"] == 1 + deep
         assert any(p.startswith(CAVEAT) for p in r["problems"]) == r.get("concurrent_writes", False) \
             == (not r["quiet"]), r
+
+
+def test_read_only_deep_verify_reports_a_damaged_cache_file_and_leaves_it(open_store, tmp_path: Path) -> None:
+    """Readers delete nothing: a read-only deep verify names a damaged local cold cache file and
+    leaves it; the writer's deep verify drops it."""
+    store = open_store(dim=DIM, cold={"segment_size": 500}, policy={"interval": 0})
+    ids = list(range(500))
+    store.upsert(ids, vecs(ids), tier="cold")
+    store.query(vecs([3])[0], k=5, tiers=["cold"], nprobe=100_000)  # fetches blocks into the cache
+    store.cold.settle()
+    blk = sorted(store.cold.cache.root.glob("*.blk"))[0]
+    raw = bytearray(blk.read_bytes())
+    raw[3] ^= 0x80
+    blk.write_bytes(bytes(raw))
+    proc = run_reader(tmp_path, store, "cache.jsonl", rounds=1, deep=True)
+    (tmp_path / "cache.jsonl.stop").write_text("1")
+    assert proc.wait(timeout=120) == 0
+    [rep] = reports(tmp_path, "cache.jsonl")
+    assert not rep["ok"] and any(blk.name in p and "left in place" in p for p in rep["problems"]), rep["problems"]
+    assert blk.read_bytes() == bytes(raw)  # still there, as it was
+    rep = store.verify(deep=True)
+    assert not rep["ok"] and any(blk.name in p and "dropped" in p for p in rep["problems"]), rep["problems"]
+    assert not blk.exists()
+    assert store.verify(deep=True)["ok"]

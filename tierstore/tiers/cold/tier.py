@@ -319,7 +319,8 @@ class ColdTier(ColdSearch, ColdWriter):
         downloads every object and checks every byte of it: header, blocks, records, footer,
         trailer; and every local footer and block cache file), and that each cold catalog entry
         names a row holding its id. A damaged cache file is dropped (or rewritten from S3): it is
-        a problem, or with ``repair`` listed under ``repaired``. S3 holds the only copy of a cold
+        a problem, or with ``repair`` listed under ``repaired``; a read-only process only reports
+        it (readers delete nothing: the writer's verify, or its read path, replaces it). S3 holds the only copy of a cold
         segment: a damaged object is reported (``damaged``: segment -> partitions), not repaired."""
         self.connect()
         problems: list[str] = []
@@ -387,7 +388,8 @@ class ColdTier(ColdSearch, ColdWriter):
 
     def _verify_local(self, registry: dict[int, dict[str, Any]]) -> list[str]:
         """Every local footer file and cached block of a live segment against its checksum; a
-        damaged one is dropped (a footer rewritten from S3). Returns what was fixed."""
+        damaged one is dropped (a footer rewritten from S3), except in a read-only process, which
+        leaves it for the writer. Returns what was fixed (or found)."""
         fixed = []
         for sid, info in sorted(registry.items()):
             path = self.root / "footers" / f"{sid}.ftr"
@@ -395,7 +397,10 @@ class ColdTier(ColdSearch, ColdWriter):
                 ok = fmt.checksum(path.read_bytes()) == info["footer"][2]
             except FileNotFoundError:
                 continue
-            if not ok:
+            if not ok and self.read_only:  # readers never delete: the writer's verify or reads repair it
+                fixed.append(f"cold segment {sid}: the local footer cache {path.name} is damaged (left in place: "
+                             "a read-only process deletes nothing; verify in the writer rewrites it)")
+            elif not ok:
                 path.unlink(missing_ok=True)
                 try:
                     self._footer(sid, info)  # fetched again (checked) and written back
@@ -418,8 +423,12 @@ class ColdTier(ColdSearch, ColdWriter):
             except (ValueError, OSError):
                 continue  # not a cache file of ours, or evicted meanwhile
             except IntegrityError:
-                self.cache.drop(blk.stem)  # never served again: the next query fetches it from S3
                 what = f"page {part} of exact vectors" if page else f"block of partition {part}"
+                if self.read_only:  # readers never delete (the writer's verify or its next read drops it)
+                    fixed.append(f"cold segment {sid}: cached {what} ({blk.name}) is damaged on local disk "
+                                 "(left in place: a read-only process deletes nothing; verify in the writer drops it)")
+                    continue
+                self.cache.drop(blk.stem)  # never served again: the next query fetches it from S3
                 fixed.append(f"cold segment {sid}: cached {what} ({blk.name}) was damaged "
                              "on local disk (dropped; fetched again from S3 when needed)")
         return fixed
