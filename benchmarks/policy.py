@@ -730,6 +730,9 @@ def store_path_hits(acc: np.ndarray, keys: int, cap: int, cycle: int, record_bat
     evictable, room = np.zeros(0, np.int64), cap
     adm = policy_mod.Admission()
     chosen, rates = [], []
+    if promote:  # armed at start (PolicyEngine._arm_at_start): the empty hot tier fills on access
+        adm.cycle(st, 0, MAX_MOVES)
+        st.watch(np.zeros(0, np.int64), 0.0)
     for lo in range(0, len(acc), cycle):
         hi = min(lo + cycle, len(acc))
         h = 0
@@ -737,7 +740,7 @@ def store_path_hits(acc: np.ndarray, keys: int, cap: int, cycle: int, record_bat
             e = min(s + record_batch, hi)
             h += int((cur[acc[s:e]] == HOT).sum())
             st.record(acc[s:e], now=e * sec_per_access)
-            if promote and adm.budget > 0:
+            if promote and (adm.budget > 0 or room > 0):
                 cand = st.take_candidates()
                 if len(cand):
                     up, down = policy_mod.admit(st.counts, cand, evictable, room, adm.budget, hysteresis)
@@ -745,7 +748,7 @@ def store_path_hits(acc: np.ndarray, keys: int, cap: int, cycle: int, record_bat
                     st.hot[up], st.hot[down] = True, False
                     fill = min(max(room, 0), len(up))
                     room -= fill
-                    adm.promoted(st, up, down)
+                    adm.promoted(st, up, down, fill)
                     evictable = np.concatenate([np.setdiff1d(evictable, down), up])
                     promotions += len(up)
                     on_access += len(up)

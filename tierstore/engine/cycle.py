@@ -44,10 +44,9 @@ class PolicyEngine:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._promoter: threading.Thread | None = None
-        # promote on access: from the last cycle, slot -> internal id, the hot slots it may
-        # evict (not pinned, not young in hot) and what is left of its move budget
-        self._slot_iid = np.zeros(0, np.uint64)  # internal ids are 64-bit unsigned
-        self._slot_live = np.zeros(0, np.bool_)
+        # promote on access: from the last cycle (or arm()), the hot slots it may evict (not
+        # pinned, not young in hot) and hot's free room; candidates are checked against the
+        # placement index as it is when they are promoted
         self._evictable = np.zeros(0, np.int64)
         self._room = 0
         self.admission = Admission()  # the promote-on-access budget (follows what promotions earn)
@@ -89,9 +88,19 @@ class PolicyEngine:
             return 0  # a cycle is running: it places everything anyway
         try:
             cand = st.access.take_candidates()
-            cand = cand[cand < len(self._slot_iid)]
-            cand = cand[self._slot_live[cand]]
-            if not len(cand) or self.admission.budget <= 0:
+            if not len(cand) or not st.placement.built:
+                return 0
+            # hot's free room as it is now (ingest may have filled what the last cycle left)
+            self._room = min(self._room, st.capacity("hot") - st.catalog.counts()["hot"])
+            if self.admission.budget <= 0 and self._room <= 0:
+                return 0
+            # as the placement index has them now (vectors written since the last cycle included):
+            # live, not hot, not pinned (pin(), policy.pin_*), not held where a move() put them
+            col = st.placement.lookup(cand)
+            _, hold = st.access.grace(cand, time.time(), self.cfg.grace_period)
+            ok = (col["tier"] > HOT) & ((col["flags"] & FLAG_PINNED) == 0) & (col["pin"] < 0) & (hold < 0)
+            cand = cand[ok]
+            if not len(cand):
                 return 0
             counts = st.access.counts
             up, down = admit(counts, cand, self._evictable, self._room, self.admission.budget, self.cfg.hysteresis)
@@ -100,8 +109,8 @@ class PolicyEngine:
             plan: dict[str, list[tuple[int, int]]] = {}
             with st.catalog.read() as txn:
                 for slots, dst in ((down, "warm"), (up, "hot")):
-                    for s in slots.tolist():
-                        e = st.catalog.entry(txn, int(self._slot_iid[s]))
+                    for s, iid in zip(slots.tolist(), st.placement.lookup(slots)["iid"].tolist(), strict=True):
+                        e = st.catalog.entry(txn, int(iid))
                         if e is None or e.slot != s or e.flags & FLAG_PINNED:
                             continue
                         src = TIER_NAMES[e.tier]
@@ -114,10 +123,10 @@ class PolicyEngine:
                 self.moves_total[d] += n
             n_up = sum(n for d, n in moved.items() if d.endswith("->hot"))
             self.promoted += n_up
-            self.admission.promoted(st.access, up, down)
+            fill = min(max(self._room, 0), len(up))
+            self.admission.promoted(st.access, up, down, fill)
             # the hot set as now believed (a skipped move is put right by the next cycle)
             st.access.believe_hot(up, down)
-            fill = min(max(self._room, 0), len(up))
             self._room -= fill
             self._evictable = np.concatenate([np.setdiff1d(self._evictable, down), up])
             return n_up
@@ -140,7 +149,23 @@ class PolicyEngine:
             # whole, not return before its first batch because the event is still set.
             self._stop.clear()
 
+    def arm(self) -> None:
+        """Arm promote on access against the hot set as it is now: a dry run's plan (no tuning, no
+        moves). The policy thread does it at start, so promote on access works from the start,
+        not from the first cycle an interval later: a hot tier with room fills as vectors are
+        accessed, and a reopened store promotes on its checkpointed counts at once."""
+        if self.cfg.promote_interval <= 0:
+            return
+        with self.engine.operation(), self._run_lock:
+            self.plan(dry_run=True, examples=0)
+            self._arm(*self._watch)
+
     def _loop(self) -> None:
+        try:
+            self.arm()
+        except Exception as exc:  # noqa: BLE001 -- the first cycle arms it anyway
+            if not self._stop.is_set():
+                log.warning("promote on access not armed at start: %s: %s", type(exc).__name__, exc)
         while not self._stop.wait(self.cfg.interval):
             try:
                 with self.engine.operation():  # counted: close() waits for it to finish
@@ -278,7 +303,7 @@ class PolicyEngine:
         evict = hot_rows & (pin < 0) & (floor != HOT)
         room = caps["hot"] - int(hot_rows.sum())
         thr = 0.0 if room > 0 else (float(counts[evict].min()) * (1 + self.cfg.hysteresis) if evict.any() else np.inf)
-        self._watch = (snap["slot"], snap["iid"], hot_rows, evict, room, thr)
+        self._watch = (snap["slot"], hot_rows, evict, room, thr)
         hot_over = int((pin == HOT).sum()) - caps["hot"]
         if hot_over > 0:
             report.warnings.append(f"{hot_over} vectors pinned to hot (policy.pin_hot / pin) do not fit hot.capacity "
@@ -296,16 +321,10 @@ class PolicyEngine:
                 report.moves += self._explain(d, rows[:examples], snap, counts * scale, pin, report.thresholds)
         return report, plan
 
-    def _arm(self, slots: np.ndarray, iids: np.ndarray, hot_rows: np.ndarray, evict: np.ndarray, room: int,
-             thr: float) -> None:
+    def _arm(self, slots: np.ndarray, hot_rows: np.ndarray, evict: np.ndarray, room: int, thr: float) -> None:
         """After a cycle: what promote-on-access works against until the next one."""
         if self.cfg.promote_interval <= 0:
             return
-        size = int(slots.max()) + 1 if len(slots) else 0
-        self._slot_iid = np.zeros(size, np.uint64)
-        self._slot_iid[slots] = iids.astype(np.uint64)
-        self._slot_live = np.zeros(size, np.bool_)
-        self._slot_live[slots] = True
         self._evictable = slots[evict].astype(np.int64)
         self._room = room
         a = self.engine.access

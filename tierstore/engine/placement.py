@@ -103,6 +103,19 @@ class PlacementIndex:
                 self.flags[np.asarray(slots, np.int64)] = flags
         self.stale = False
 
+    def lookup(self, slots: np.ndarray) -> dict[str, np.ndarray]:
+        """The columns of ``slots`` as they are now (tier ``FREE`` for a slot no entry holds,
+        or one beyond the arrays): what promote on access checks a candidate against."""
+        slots = np.asarray(slots, np.int64)
+        with self._lock:
+            inside = (slots >= 0) & (slots < self.tier.shape[0])
+            s = slots[inside]
+            out = {"tier": np.full(len(slots), FREE, np.int8), "flags": np.zeros(len(slots), np.uint8),
+                   "iid": np.zeros(len(slots), np.uint64), "pin": np.full(len(slots), -1, np.int8)}
+            for k in out:
+                out[k][inside] = getattr(self, k)[s]
+        return out
+
     def agrees(self, counts: dict[str, int], names: Sequence[str]) -> bool:
         """Whether the per-tier counts match the catalog's counters (``counts``)."""
         with self._lock:

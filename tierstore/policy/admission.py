@@ -47,8 +47,11 @@ class Admission:
         self._up: list[tuple[np.ndarray, np.ndarray, float]] = []
         self._down: list[tuple[np.ndarray, np.ndarray, float]] = []
 
-    def promoted(self, access: AccessStats, up: np.ndarray, down: np.ndarray) -> None:
-        """Promotions just made (``up`` into hot, ``down`` out of it): remember their counts."""
+    def promoted(self, access: AccessStats, up: np.ndarray, down: np.ndarray, fills: int = 0) -> None:
+        """Promotions just made (``up`` into hot, the first ``fills`` of them into free room,
+        the rest each in place of one of ``down``): remember the replacements' counts. Fills
+        evict nothing, so they neither use the budget nor count in its yield."""
+        up = up[fills:]
         self.budget -= len(up)
         if len(up):
             self._up.append((up, *access.snapshot(up)))
@@ -78,18 +81,22 @@ class Admission:
 def admit(counts: np.ndarray, cand: np.ndarray, evictable: np.ndarray, room: int, budget: int,
           hysteresis: float) -> tuple[np.ndarray, np.ndarray]:
     """Promote on access (W-TinyLFU-style admission): of the candidate slots ``cand`` (not hot,
-    accessed past the last cycle's hot threshold), the best fill hot's free ``room``, then each
-    next best replaces the lowest-scored ``evictable`` hot slot if its count beats that one's
-    times ``1 + hysteresis``; at most ``budget`` promotions. ``counts`` by slot (epoch-scaled).
-    Returns (slots to promote, slots to demote).
+    accessed past the last cycle's hot threshold), the best fill hot's free ``room`` (they evict
+    nothing: an empty or part-filled hot tier fills as it is accessed, like a cache, whatever the
+    budget), then each next best replaces the lowest-scored ``evictable`` hot slot if its count
+    beats that one's times ``1 + hysteresis``; at most ``budget`` such replacements. ``counts``
+    by slot (epoch-scaled). Returns (slots to promote, the fills first; slots to demote).
 
     >>> admit(np.array([0., 5., 1., 9., 2.]), np.array([1, 3]), np.array([2, 4]), room=0, budget=9,
     ...       hysteresis=0.2)
     (array([3, 1]), array([2, 4]))
+    >>> admit(np.array([0., 5., 1., 9., 2.]), np.array([1, 3]), np.array([2, 4]), room=1, budget=0,
+    ...       hysteresis=0.2)
+    (array([3]), array([], dtype=int64))
     """
-    cand = cand[np.argsort(-counts[cand], kind="stable")][: max(budget, 0)]
+    cand = cand[np.argsort(-counts[cand], kind="stable")]
     fill = min(max(room, 0), len(cand))
-    rest = cand[fill:]
+    rest = cand[fill:][: max(budget, 0)]
     ev = evictable[np.argsort(counts[evictable], kind="stable")][: len(rest)]
     k = len(ev)
     ok = counts[rest[:k]] > counts[ev] * (1.0 + hysteresis)
