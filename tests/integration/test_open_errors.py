@@ -101,6 +101,14 @@ def test_failed_creation_unreachable_redis_leaves_nothing(tmp_path, where):
     assert tree(tmp_path) == before
 
 
+def test_an_unreachable_redis_is_named_without_its_password(tmp_path):
+    """Error messages (and stats()'s error strings, made from them) never show the password."""
+    url = f"redis://default:s3cret-pw@127.0.0.1:{closed_port()}/0"
+    with pytest.raises(TierUnavailableError) as err:
+        tierstore.open(path=str(tmp_path / "s"), dim=4, env={}, hot={"redis_url": url, "socket_timeout": "2s"})
+    assert "s3cret-pw" not in str(err.value) and "default:***@127.0.0.1" in str(err.value)
+
+
 def test_failed_creation_after_the_embedded_redis_started_leaves_nothing(tmp_path, s3_server):
     """The embedded redis-server (data under <path>/redis) is stopped, then its files go too."""
     path = tmp_path / "store"

@@ -7,7 +7,7 @@ import importlib
 
 import pytest
 
-MODULES = ["config.load", "filters", "catalog.core", "tiers", "kernels", "policy.access", "policy.plan", "policy.admission", "inputs",
+MODULES = ["config.load", "config.parse", "filters", "catalog.core", "tiers", "kernels", "policy.access", "policy.plan", "policy.admission", "inputs",
            "results", "errors", "tiers.warm.segment", "datasets", "tiers.cold.format", "tiers.hot.vectorset", "tiers.hot.cluster_shard", "engine.query"]
 
 

@@ -151,8 +151,15 @@ def parse_host(value: Any, path: str) -> str:
     raise fail(path, value, allowed)
 
 
-def _redact(url: str) -> str:
-    """``url`` with its password (if any) replaced by ``***``, for error messages."""
+def redact_url(url: str) -> str:
+    """``url`` with its password (if any) replaced by ``***``: every message, log line and
+    ``stats()`` value that names a server URL goes through it (passwords never leave the config).
+
+    >>> redact_url("redis://default:s3cret@10.0.0.5:6379/0")
+    'redis://default:***@10.0.0.5:6379/0'
+    >>> redact_url("redis://:s3cret@h:1"), redact_url("redis://h:1")
+    ('redis://:***@h:1', 'redis://h:1')
+    """
     head, sep, tail = url.partition("://")
     userinfo, at, rest = tail.rpartition("@")
     if not sep or not at or ":" not in userinfo:
@@ -203,7 +210,7 @@ def parse_redis_url(value: Any, path: str) -> str | None:
         except ValueError as exc:
             why = str(exc).rstrip(".")
     if why is not None:
-        raise fail(path, _redact(url), f"{why}; {form}")
+        raise fail(path, redact_url(url), f"{why}; {form}")
     return url.strip()
 
 
@@ -224,7 +231,7 @@ def parse_http_url(value: Any, path: str) -> str | None:
     else:
         why = _url_port(u)
     if why is not None:
-        raise fail(path, _redact(url), f"{why}; {form}")
+        raise fail(path, redact_url(url), f"{why}; {form}")
     return url.strip()
 
 

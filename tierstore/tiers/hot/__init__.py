@@ -26,7 +26,7 @@ from __future__ import annotations
 import redis
 
 from ...catalog import Catalog
-from ...config import HotConfig
+from ...config import HotConfig, redact_url
 from ...errors import ConfigError, TierUnavailableError
 from ...services import RedisServer
 from .base import HotTier
@@ -56,9 +56,9 @@ def server_has(url: str, config: HotConfig, feature: str) -> bool:
     except redis.ResponseError as exc:
         if is_unknown_command(exc):
             return False
-        raise TierUnavailableError(f"hot tier: Redis at {url} refused {probe[0]}: {exc}", tier="hot") from exc
+        raise TierUnavailableError(f"hot tier: Redis at {redact_url(url)} refused {probe[0]}: {exc}", tier="hot") from exc
     except UNAVAILABLE as exc:
-        raise TierUnavailableError(f"hot tier: Redis at {url} is unavailable: {exc}", tier="hot") from exc
+        raise TierUnavailableError(f"hot tier: Redis at {redact_url(url)} is unavailable: {exc}", tier="hot") from exc
     finally:
         r.close()
 
@@ -82,11 +82,11 @@ def choose_backend(url: str, config: HotConfig, metric: str, *, server: RedisSer
         try:
             clustered = cluster_enabled(probe)
         except UNAVAILABLE as exc:
-            raise TierUnavailableError(f"hot tier: Redis at {url} is unavailable: {exc}", tier="hot") from exc
+            raise TierUnavailableError(f"hot tier: Redis at {redact_url(url)} is unavailable: {exc}", tier="hot") from exc
         finally:
             probe.close()
         if config.cluster and not clustered:
-            raise ConfigError(f"hot.cluster: true is not allowed: {url} is not a Redis Cluster node "
+            raise ConfigError(f"hot.cluster: true is not allowed: {redact_url(url)} is not a Redis Cluster node "
                               "(INFO cluster says cluster_enabled:0)")
         if clustered:
             if config.prefix and "{" in config.prefix:
@@ -96,7 +96,7 @@ def choose_backend(url: str, config: HotConfig, metric: str, *, server: RedisSer
                 raise ConfigError("hot.backend: 'vectorset' is not allowed on a Redis Cluster: a vector set is "
                                   "one key on one node; use backend = 'search' (RediSearch on every master)")
             if not server_has(url, config, "search"):
-                raise ConfigError(f"hot.backend: {backend!r} is not allowed: the Redis Cluster at {url} has no "
+                raise ConfigError(f"hot.backend: {backend!r} is not allowed: the Redis Cluster at {redact_url(url)} has no "
                                   "RediSearch module (FT.*); the cluster hot tier needs it loaded on every master")
             return "cluster"
     elif config.cluster and known is not None:

@@ -50,7 +50,7 @@ from redis.retry import Retry
 
 from ... import filters
 from ...catalog import TIER_HOT, Catalog
-from ...config import HotConfig
+from ...config import HotConfig, redact_url
 from ...costs import bytes_per_vector
 from ...errors import IntegrityError, TierUnavailableError
 from ...progress import ProgressFn, chunks
@@ -197,7 +197,7 @@ class HotTier(StandbyServing, MoveBookkeeping):
         self.r.close()
 
     def unavailable(self, exc: Exception) -> TierUnavailableError:
-        where = "embedded redis-server" if self.server else self.url
+        where = "embedded redis-server" if self.server else redact_url(self.url)
         return TierUnavailableError(f"hot tier: Redis at {where} is unavailable: {exc}", tier="hot")
 
     def _stale_error(self, exc: redis.ResponseError) -> bool:
