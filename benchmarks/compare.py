@@ -708,7 +708,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--filtered", type=int, help="filtered queries (default 200; quick 50)")
     ap.add_argument("--engines", default=",".join(ORDER), help="comma-separated subset of " + ",".join(ORDER))
     ap.add_argument("--policy-interval", default="2s")
-    ap.add_argument("--policy-half-life", default="60s")
+    ap.add_argument("--policy-half-life", default="auto")
     ap.add_argument("--results-md", default=str(REPO / "benchmarks/RESULTS.md"))
     ap.add_argument("--out", help="result JSON (default benchmarks/results/<date>-<dataset>.json)")
     ap.add_argument("--render", metavar="JSON", help="re-derive costs and goals (e.g. after editing PRICES), "

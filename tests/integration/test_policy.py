@@ -505,3 +505,32 @@ def test_promote_on_access_fills_free_hot_room_from_the_start(open_store):
     assert tiers_of(store, [50, 100]) == ["warm", "warm"]
     check_budgets(store)
     assert store.verify()["ok"]
+
+
+def test_promote_on_access_never_demotes_a_reused_slots_new_vector(open_store):
+    """Review finding: the hot slots promote may evict come from the last cycle; a deleted
+    vector's slot reused by a new hot vector (in its grace period) must not be evicted."""
+    store = open_store(dim=8, hot={"capacity": 10}, cold={"enabled": False}, policy={"interval": 0})
+    store.upsert(list(range(100)), vecs(100, dim=8), tier="warm")
+    store.touch(list(range(10)) * 100)
+    store.run_policy()  # 0..9 hot, evictable for promote
+    store.delete([0])
+    store.upsert([1000], vecs(1, dim=8, seed=5))  # into hot, in the freed slot
+    store.touch([50] * 300)
+    store.policy.promote()
+    assert tiers_of(store, [1000]) == ["hot"]
+    check_budgets(store)
+
+
+def test_promote_on_access_never_demotes_a_vector_moved_to_hot(open_store):
+    """Review finding: a vector the user move()d to hot is held there for the grace period,
+    by promote on access as by the cycle."""
+    store = open_store(dim=8, hot={"capacity": 10}, cold={"enabled": False}, policy={"interval": 0})
+    store.upsert(list(range(100)), vecs(100, dim=8), tier="warm")
+    store.touch(list(range(1, 10)) * 100 + [0] * 20)
+    store.run_policy()
+    store.move([0], "hot")  # explicit: held in hot for the grace period
+    store.touch([50] * 300)
+    store.policy.promote()
+    assert tiers_of(store, [0, 50]) == ["hot", "hot"]  # 50 replaced another (1..9), not 0
+    check_budgets(store)

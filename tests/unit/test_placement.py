@@ -368,3 +368,18 @@ def test_promote_candidates_are_the_slots_accessed_past_the_threshold():
         st.record([8, 9], now=0.0)
     st.apply()
     assert st._n_flagged <= 2 * (1 << 16) and st.take_candidates().tolist() == [8, 9]
+
+
+def test_auto_shadows_follow_a_growing_store():
+    """The shadow sample is sized at the first cycle; a store that outgrows it gets shadows at
+    its new size (else they would keep sampling only the first slots), checkpoint or not."""
+    st = AccessStats(half_life="auto", t0=0.0, size=1024)
+    rng = np.random.default_rng(3)
+    _auto_run(st, rng, 3, np.arange(1000, dtype=np.int64))
+    big = np.arange(200_000, dtype=np.int64)
+    st = AccessStats.loads(st.dumps(), half_life="auto")
+    for _ in range(3):
+        st.record(rng.integers(0, 200_000, 20_000), now=0.0)
+        info = st.tune(big, 5000)
+    assert info["shadows"] is not None
+    assert st.shadow.shape[0] * st.rate > 200_000 and st.rate > 1

@@ -18,6 +18,7 @@ import numpy as np
 
 from .. import filters, tiers
 from ..catalog import FLAG_PINNED, TIER_CODES, TIER_NAMES
+from ..errors import ClosedError
 from ..policy.admission import Admission, admit
 from ..policy.hits import HitWindow
 from ..policy.plan import DIRECTIONS, HOT, directions, limit_moves, place
@@ -48,9 +49,11 @@ class PolicyEngine:
         # pinned, not young in hot) and hot's free room; candidates are checked against the
         # placement index as it is when they are promoted
         self._evictable = np.zeros(0, np.int64)
+        self._evict_iid = np.zeros(0, np.uint64)  # who held each evictable slot then (slots are reused)
         self._room = 0
         self.admission = Admission()  # the promote-on-access budget (follows what promotions earn)
-        self._last_total = 0
+        # (the first budget counts the traffic since open, not since the store was created)
+        self._last_total = int(getattr(engine.access, "total_accesses", 0) or 0)
         self.promoted = 0
         self._pins = []
         for code, name in enumerate(("pin_hot", "pin_warm", "pin_cold")):
@@ -69,14 +72,20 @@ class PolicyEngine:
                 self._promoter.start()
 
     def _promote_loop(self) -> None:
-        while not self._stop.wait(self.cfg.promote_interval):
+        wait = self.cfg.promote_interval
+        while not self._stop.wait(wait):
             try:
                 with self.engine.operation():
                     self.promote()
+                wait = self.cfg.promote_interval
+            except ClosedError:
+                return
             except Exception as exc:  # noqa: BLE001 -- statistics-driven: the next try comes soon
                 if self._stop.is_set():
                     return
-                log.warning("promote on access failed: %s: %s", type(exc).__name__, exc)
+                # (a tier down: back off, up to 30 s, rather than fail and log 10 times a second)
+                wait = min(max(2 * wait, 1.0), 30.0)
+                log.warning("promote on access failed (next try in %.0fs): %s: %s", wait, type(exc).__name__, exc)
 
     def promote(self) -> int:
         """Promote on access (between cycles): the vectors whose accesses since the last cycle
@@ -96,26 +105,38 @@ class PolicyEngine:
                 return 0
             # as the placement index has them now (vectors written since the last cycle included):
             # live, not hot, not pinned (pin(), policy.pin_*), not held where a move() put them
+            now = time.time()
             col = st.placement.lookup(cand)
-            _, hold = st.access.grace(cand, time.time(), self.cfg.grace_period)
+            _, hold = st.access.grace(cand, now, self.cfg.grace_period)
             ok = (col["tier"] > HOT) & ((col["flags"] & FLAG_PINNED) == 0) & (col["pin"] < 0) & (hold < 0)
-            cand = cand[ok]
+            cand, cand_iid = cand[ok], col["iid"][ok]
             if not len(cand):
                 return 0
+            # the hot vectors it may evict: still the ones the cycle saw in those slots (a freed
+            # slot may hold a new vector now), still hot, and not pinned, held or young in hot
+            ev = st.placement.lookup(self._evictable)
+            floor, hold = st.access.grace(self._evictable, now, self.cfg.grace_period)
+            keep = ((ev["iid"] == self._evict_iid) & (ev["tier"] == HOT) & ((ev["flags"] & FLAG_PINNED) == 0)
+                    & (ev["pin"] < 0) & (hold < 0) & (floor != HOT))
+            self._evictable, self._evict_iid = self._evictable[keep], self._evict_iid[keep]
             counts = st.access.counts
             up, down = admit(counts, cand, self._evictable, self._room, self.admission.budget, self.cfg.hysteresis)
             if not len(up):
                 return 0
+            iid_of = dict(zip(cand.tolist(), cand_iid.tolist(), strict=True))
+            iid_of.update(zip(self._evictable.tolist(), self._evict_iid.tolist(), strict=True))
             plan: dict[str, list[tuple[int, int]]] = {}
             with st.catalog.read() as txn:
                 for slots, dst in ((down, "warm"), (up, "hot")):
-                    for s, iid in zip(slots.tolist(), st.placement.lookup(slots)["iid"].tolist(), strict=True):
-                        e = st.catalog.entry(txn, int(iid))
+                    for s in slots.tolist():
+                        e = st.catalog.entry(txn, int(iid_of[s]))
                         if e is None or e.slot != s or e.flags & FLAG_PINNED:
                             continue
                         src = TIER_NAMES[e.tier]
                         if src != dst:
                             plan.setdefault(f"{src}->{dst}", []).append((e.iid, e.version))
+            if not plan:
+                return 0
             arrays = {d: (np.array([i for i, _ in v], np.uint64), np.array([x for _, x in v], np.int64))
                       for d, v in plan.items()}
             moved, _ = moves.execute(st, arrays, stop=self._stop.is_set)
@@ -128,7 +149,10 @@ class PolicyEngine:
             # the hot set as now believed (a skipped move is put right by the next cycle)
             st.access.believe_hot(up, down)
             self._room -= fill
-            self._evictable = np.concatenate([np.setdiff1d(self._evictable, down), up])
+            gone = np.isin(self._evictable, down)
+            self._evictable = np.concatenate([self._evictable[~gone], up])
+            self._evict_iid = np.concatenate([self._evict_iid[~gone],
+                                              np.array([iid_of[s] for s in up.tolist()], np.uint64)])
             return n_up
         finally:
             self._run_lock.release()
@@ -144,9 +168,9 @@ class PolicyEngine:
             self._thread.join(timeout)
             if not self._thread.is_alive():
                 self._thread = None
-        if self._thread is None:
-            # Only the thread's cycles were to stop: a later run_policy() (or start()) must run
-            # whole, not return before its first batch because the event is still set.
+        if self._thread is None and self._promoter is None:
+            # Only the threads were to stop: a later run_policy() (or start()) must run whole,
+            # not return before its first batch because the event is still set.
             self._stop.clear()
 
     def arm(self) -> None:
@@ -303,7 +327,7 @@ class PolicyEngine:
         evict = hot_rows & (pin < 0) & (floor != HOT)
         room = caps["hot"] - int(hot_rows.sum())
         thr = 0.0 if room > 0 else (float(counts[evict].min()) * (1 + self.cfg.hysteresis) if evict.any() else np.inf)
-        self._watch = (snap["slot"], hot_rows, evict, room, thr)
+        self._watch = (snap["slot"], snap["iid"], hot_rows, evict, room, thr)
         hot_over = int((pin == HOT).sum()) - caps["hot"]
         if hot_over > 0:
             report.warnings.append(f"{hot_over} vectors pinned to hot (policy.pin_hot / pin) do not fit hot.capacity "
@@ -321,10 +345,12 @@ class PolicyEngine:
                 report.moves += self._explain(d, rows[:examples], snap, counts * scale, pin, report.thresholds)
         return report, plan
 
-    def _arm(self, slots: np.ndarray, hot_rows: np.ndarray, evict: np.ndarray, room: int, thr: float) -> None:
+    def _arm(self, slots: np.ndarray, iids: np.ndarray, hot_rows: np.ndarray, evict: np.ndarray, room: int,
+             thr: float) -> None:
         """After a cycle: what promote-on-access works against until the next one."""
         if self.cfg.promote_interval <= 0:
             return
+        self._evict_iid = iids[evict].astype(np.uint64)
         self._evictable = slots[evict].astype(np.int64)
         self._room = room
         a = self.engine.access

@@ -352,6 +352,13 @@ class AccessStats:
                 info = {"half_life": float(self.half_life), "traffic": traffic, "shadows": None}
                 self._sets = None
             else:
+                n = max(int(self.counts.shape[0]), int(slots.max()) + 1 if len(slots) else 1)
+                if _sample_rate(n) != self.rate or n // self.rate + 1 > len(self.shadow):
+                    # the store outgrew the sample (the shadows see only slots below their rows):
+                    # they start again at its size, as at the first cycle (once per doubling)
+                    self.rate = _sample_rate(n)
+                    self.shadow = np.zeros((n // self.rate + 1, len(SHADOW_MULTS) + 1))
+                    self._sets, self.smoothed = None, None
                 samp = slots[slots % self.rate == 0] // self.rate
                 samp = samp[samp < len(self.shadow)]
                 k = len(SHADOW_MULTS)
