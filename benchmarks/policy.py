@@ -823,7 +823,8 @@ def simulate(tr: Trace, half_lives: list[float], budgets: tuple[float, ...], cyc
             row["series"][f"policy_{h:g}"] = p["hits"].tolist()
         res["rows"].append(row)
         log(f"  {tr.name} B={b:.0%}: oracle {row['oracle']:.3f} dist {row['dist']:.3f} lru {row['lru']:.3f} "
-            f"lru-delayed {row['lru_delayed']:.3f} default {dratio:.3f} ({row['default']['promotions_per_1k']:.1f}/1k) "
+            f"lru-delayed {row['lru_delayed']:.3f} "
+            + (f"default {dratio:.3f} ({row['default']['promotions_per_1k']:.1f}/1k) " if defaults else "")
             + " ".join(f"pol(H={h:g}s) {row['policy'][f'{h:g}']['hit_ratio']:.3f}" for h in half_lives))
     res["seconds"] = time.perf_counter() - t0
     return res
