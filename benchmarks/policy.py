@@ -1139,15 +1139,17 @@ def load_trace(path: str) -> np.ndarray:
 def trace_report(path: str, cycle: int) -> int:
     acc = load_trace(path)
     keys, n = int(acc.max()) + 1, len(acc)
+    # a cycle is policy.interval (30 s) of traffic; promote on access runs every promote_interval
+    every = max(1, int(round(cycle * PROMOTE_SECONDS / CYCLE_SECONDS)))
     print(f"{path}: {n} accesses, {keys} distinct ids; policy cycle every {cycle} accesses, promote on access "
-          f"every {max(1, cycle // 30)}; hit ratio = share of accesses served by hot (all start empty)")
+          f"every {every}; hit ratio = share of accesses served by hot (all start empty)")
     print("| budget | hot vectors | oracle | LRU | tierstore | tierstore - LRU | promotions/1k: LRU / tierstore | half-lives used |")
     print("|---|---:|---:|---:|---:|---:|---:|---|")
     for b in BUDGETS:
         cap = max(1, int(round(b * keys)))
         orc = oracle_hits(acc, keys, [cap], cycle)[cap].sum() / n
         lru = lru_hits(acc, keys, cap, cycle).sum() / n
-        r = store_path_hits(acc, keys, cap, cycle, max(1, cycle // 30))
+        r = store_path_hits(acc, keys, cap, cycle, every)
         pol = r["hits"].sum() / n
         hl = sorted({f"{h:g}" for h in r["half_lives"]}, key=float)
         print(f"| {b:.0%} | {cap} | {orc:.3f} | {lru:.3f} | {pol:.3f} | {pol - lru:+.3f} | "
