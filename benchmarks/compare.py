@@ -528,7 +528,13 @@ def mib(b: float) -> str:
 
 
 def plots(res: dict[str, Any], stem: Path) -> dict[str, str]:
-    import matplotlib
+    """The figures (PNG beside the JSON); none without matplotlib (the `bench` extra): a run's
+    results must not be lost at the very end for want of a plotting library."""
+    try:
+        import matplotlib
+    except ImportError:
+        log("matplotlib is not installed (pip install 'tierstore[bench]'): no figures")
+        return {}
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
