@@ -730,9 +730,6 @@ def store_path_hits(acc: np.ndarray, keys: int, cap: int, cycle: int, record_bat
     evictable, room = np.zeros(0, np.int64), cap
     adm = policy_mod.Admission()
     chosen, rates = [], []
-    if promote:  # armed at start (PolicyEngine._arm_at_start): the empty hot tier fills on access
-        adm.cycle(st, 0, MAX_MOVES)
-        st.watch(np.zeros(0, np.int64), 0.0)
     for lo in range(0, len(acc), cycle):
         hi = min(lo + cycle, len(acc))
         h = 0

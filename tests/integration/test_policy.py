@@ -433,8 +433,6 @@ def test_store_path_reproduces_the_simulators_hit_ratio(open_store, promote):
     store = open_store(dim=8, hot={"capacity": cap}, cold={"enabled": False}, policy={"interval": 0})
     ids = list(range(keys))
     store.upsert(ids, vecs(keys, dim=8), tier="warm")
-    if promote:
-        store.policy.arm()  # as the policy thread does at start
     hits = []
     for lo in range(0, len(acc), window):
         h = 0
@@ -474,20 +472,20 @@ def test_promote_thread_promotes_between_cycles(open_store):
     hot = _hot_ids(store, list(range(100)))
     assert set(range(50, 55)) <= hot and len(hot) == 10
     st = store.stats()["policy"]
-    # (the first ten may go hot on access, filling hot's free room, before the cycle does it)
-    assert 5 <= st["promoted_on_access"] <= 15 and st["cycles"] == 1 and st["running"]
+    assert st["promoted_on_access"] == 5 and st["cycles"] == 1 and st["running"]
     assert st["moves_total"]["warm->hot"] == 15 and st["moves_total"]["hot->warm"] == 5
     check_budgets(store)
     assert store.verify()["ok"]
 
 
-def test_promote_on_access_fills_free_hot_room_from_the_start(open_store):
-    """Issue 18: the policy thread arms promote on access when it starts, so a hot tier with
-    room fills as vectors are accessed -- before any cycle, vectors written after the thread
-    started included -- within hot.capacity; a vector pinned or held where move() put it is
-    not promoted."""
+def test_promote_on_access_fills_free_hot_room_between_cycles(open_store):
+    """Issue 18: after a cycle (here one that moves nothing), a hot tier with room fills as
+    vectors are accessed, whatever the promote budget -- vectors written after the cycle
+    included -- within hot.capacity; a vector pinned or held where move() put it is not
+    promoted."""
     store = open_store(dim=8, hot={"capacity": 8}, cold={"enabled": False},
                        policy={"interval": "1h", "promote_interval": "0.05s"})
+    store.run_policy()  # arms promote on access on an empty store
     store.upsert(list(range(100)), vecs(100, dim=8), tier="warm")
     store.upsert(list(range(100, 103)), vecs(3, dim=8, seed=1), tier="hot")
     store.move([100], "warm")  # held in warm for the grace period
@@ -501,7 +499,7 @@ def test_promote_on_access_fills_free_hot_room_from_the_start(open_store):
     assert 50 not in hot and 100 not in hot
     time.sleep(0.3)  # nothing more goes in: hot is full, no cycle has set a threshold to beat
     st = store.stats()["policy"]
-    assert st["promoted_on_access"] == 6 and st["cycles"] == 0
+    assert st["promoted_on_access"] == 6 and st["cycles"] == 1
     assert tiers_of(store, [50, 100]) == ["warm", "warm"]
     check_budgets(store)
     assert store.verify()["ok"]

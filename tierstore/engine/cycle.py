@@ -173,23 +173,7 @@ class PolicyEngine:
             # not return before its first batch because the event is still set.
             self._stop.clear()
 
-    def arm(self) -> None:
-        """Arm promote on access against the hot set as it is now: a dry run's plan (no tuning, no
-        moves). The policy thread does it at start, so promote on access works from the start,
-        not from the first cycle an interval later: a hot tier with room fills as vectors are
-        accessed, and a reopened store promotes on its checkpointed counts at once."""
-        if self.cfg.promote_interval <= 0:
-            return
-        with self.engine.operation(), self._run_lock:
-            self.plan(dry_run=True, examples=0)
-            self._arm(*self._watch)
-
     def _loop(self) -> None:
-        try:
-            self.arm()
-        except Exception as exc:  # noqa: BLE001 -- the first cycle arms it anyway
-            if not self._stop.is_set():
-                log.warning("promote on access not armed at start: %s: %s", type(exc).__name__, exc)
         while not self._stop.wait(self.cfg.interval):
             try:
                 with self.engine.operation():  # counted: close() waits for it to finish
