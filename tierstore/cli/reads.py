@@ -69,10 +69,10 @@ def cmd_serve_metrics(args: argparse.Namespace) -> int:
         if store.metrics.port is None:  # neither --port nor metrics.port: the default port
             store.metrics.serve(9464, store.config.metrics.addr)
         info = {"store": store.metrics.name, "url": store.metrics.url}
-        print(json.dumps(info) if args.json else f"serving metrics of {info['store']} on {info['url']} "
-              "(Ctrl-C to stop)", flush=True)
         signal.signal(signal.SIGTERM, stop)
-        try:
+        try:  # (entered before the line is printed: a Ctrl-C right after it lands here)
+            print(json.dumps(info) if args.json else f"serving metrics of {info['store']} on {info['url']} "
+                  "(Ctrl-C to stop)", flush=True)
             while True:
                 time.sleep(3600)
         except KeyboardInterrupt:

@@ -168,12 +168,15 @@ def _check(engine: Any, deep: bool, repair: bool, tick: Ticker) -> tuple[dict[st
     return report, found
 
 
+_COLD_NOT_CHECKED = "cold tier not checked: "  # (S3 unreachable: its message may differ between rounds)
+
+
 def _verify_cold(engine: Any, deep: bool, repair: bool, report: dict[str, Any]) -> list[str]:
     """The cold tier's own check, its counts into ``report["cold"]``; returns its problems."""
     try:
         rep = engine.cold.verify(deep, repair)
     except TierStoreError as exc:
-        return [f"cold tier not checked: {exc}"]
+        return [f"{_COLD_NOT_CHECKED}{exc}"]
     problems = rep.pop("problems")
     rep.pop("ok")
     if "repaired" in rep:
@@ -260,8 +263,12 @@ def _recheck(engine: Any, refresh: Any, deep: bool, found: _Found, rep: dict[str
     found.rows = {i: m for i, m in rows.items() if i not in moved}
     found.hot = {k: {i for i in v if i not in moved} for k, v in hot.items()}
     if cold and any(not _local_cache(p) for p in found.cold) and _cold_checked(engine):
-        again = set(_verify_cold(engine, deep, False, {}))
-        found.cold = [p for p in found.cold if p in again or _local_cache(p)]
+        # (into the report: a recheck that reaches S3 where the first check could not is the
+        # check whose counts the report must show)
+        again = set(_verify_cold(engine, deep, False, rep))
+        unreachable = any(q.startswith(_COLD_NOT_CHECKED) for q in again)
+        found.cold = [p for p in found.cold if p in again or _local_cache(p)
+                      or (unreachable and p.startswith(_COLD_NOT_CHECKED))]
 
 
 def _local_cache(problem: str) -> bool:
