@@ -166,7 +166,10 @@ def test_cli_serve_metrics_until_interrupted(tmp_path, redis_server):
         store.upsert([1, 2, 3], np.eye(4, dtype=np.float32)[:3])
     proc = subprocess.Popen([sys.executable, "-m", "tierstore.cli", "serve-metrics", "--port", "0", "--json"],
                             cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={"PATH": "/usr/bin:/bin"})
+                            env={"PATH": "/usr/bin:/bin"},
+                            # Ctrl-C as a terminal delivers it: a suite run in the background (a
+                            # shell's `&`) ignores SIGINT, and the child would inherit that
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         line = proc.stdout.readline()
         assert line, proc.stderr.read()
