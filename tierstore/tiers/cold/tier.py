@@ -205,27 +205,24 @@ class ColdTier(ColdSearch, ColdWriter):
             log.info("cold tier: the embedded S3 server moved to %s; reconnected", ep["endpoint_url"])
             return True
 
-    def s3(self, fn: Callable[[Any], Any]) -> Any:
-        """One S3 call (:meth:`ColdBase.s3`); a read-only tier whose embedded server moved
-        reconnects to it and tries once more."""
+    def _following(self, call: Callable[[], Any]) -> Any:
+        """``call()``; when it fails and a read-only tier's embedded server has moved (or another
+        thread already followed it), once more on the new connection."""
         client = self._client
         try:
-            return super().s3(fn)
+            return call()
         except TierUnavailableError:
             if not (self._client is not client or self._follow_endpoint()):
                 raise
-        return super().s3(fn)
+        return call()
+
+    def s3(self, fn: Callable[[Any], Any]) -> Any:
+        """One S3 call (:meth:`ColdBase.s3`), following a moved embedded server."""
+        return self._following(lambda: super(ColdTier, self).s3(fn))
 
     def get_range(self, key: str, start: int, end: int) -> bytes:
-        """One ranged GET (:meth:`ColdBase.get_range`); a read-only tier whose embedded server
-        moved reconnects to it and tries once more."""
-        client = self._client
-        try:
-            return super().get_range(key, start, end)
-        except TierUnavailableError:
-            if not (self._client is not client or self._follow_endpoint()):
-                raise
-        return super().get_range(key, start, end)
+        """One ranged GET (:meth:`ColdBase.get_range`), following a moved embedded server."""
+        return self._following(lambda: super(ColdTier, self).get_range(key, start, end))
 
     def _check_bucket(self, client: Any) -> None:
         from botocore.exceptions import ClientError
