@@ -234,7 +234,7 @@ class PolicyEngine:
         if not limit or st.cold is None or not st.cold.connected or st.cold.small_segments() < limit:
             return False
         with st.write_lock:
-            out = moves.compact_cold(st)
+            out = moves.compact_cold_journaled(st)
         self.compactions += 1
         log.info("policy: compacted cold: %s", out)
         return True

@@ -197,6 +197,19 @@ def interrupted_run(engine: Any) -> dict[str, Any] | None:
     return json.loads(raw)
 
 
+def compact_cold_journaled(engine: Any) -> dict[str, int]:
+    """:func:`compact_cold` as a step of a policy cycle, journaled like the executor's batches
+    (``{"compacting": true}``), so a crash inside it is reported at the next open as an
+    interrupted policy run. (The compaction itself needs no journal: its new segment is
+    unpublished until the catalog flip, and the cold tier's own journal removes it.)"""
+    cat = engine.catalog
+    cat.set_meta(_JOURNAL, json.dumps({"pid": os.getpid(), "started": time.time(), "compacting": True}).encode())
+    try:
+        return compact_cold(engine)
+    finally:
+        cat.delete_meta(_JOURNAL)
+
+
 def flush_cold_queue(engine: Any) -> int:
     """Write the vectors queued for demotion as cold segments (of up to ``cold.segment_size``).
     Queued ids deleted or moved to cold since are dropped from the queue. Returns #moved."""
