@@ -35,14 +35,14 @@ _COALESCE_GAP = 1  # unwanted partitions one GET may read through to save a requ
 _MAX_RUN = 4 * 1024**2
 _RERANK = 32  # format 2: candidates per query reranked on exact vectors (at least 2k)
 _PAGE_GAP = 2  # unwanted pages of exact vectors one rerank GET may read through
-_MAX_PENDING_CACHE = 256 * 1024**2
+_MAX_PENDING_CACHE = 256 * 1024**2  # fetched bytes staged in RAM for the disk cache, at most
+_WRITER_NICE = 10  # the cache writer's nice: below queries, but not starved by a busy query loop
 
 
 class ColdSearch(ColdBase):
     """The query path of :class:`~.tier.ColdTier` (``search_many``, ``fetch``) and its block cache."""
 
     refresh_error: TierStoreError | None = None  # read-only: the last refresh failed (set by refresh)
-    _pending_cache = 0  # bytes of fetched blocks queued for the disk cache
     _writer_niced = False
 
     def search_many(self, qs: np.ndarray, k: int, node: filters.Node, ef: int | None = None, *,
@@ -306,26 +306,21 @@ class ColdSearch(ColdBase):
         return out
 
     def _cache_later(self, name: str, data: memoryview) -> None:
-        """Write a fetched block to the disk cache off the query path (measured: writing the
-        blocks inline cost a cache-cold query more than the GETs themselves). Skipped while more
-        than ``_MAX_PENDING_CACHE`` bytes wait, so a burst of cold queries cannot pile up RAM."""
-        with self._lock:
-            if self._pending_cache + len(data) > _MAX_PENDING_CACHE:
-                return
-            self._pending_cache += len(data)
+        """Stage a fetched block in the cache (readable at once) and queue its write to disk off
+        the query path (measured: writing the blocks inline cost a cache-cold query more than the
+        GETs themselves). Not staged while more than ``_MAX_PENDING_CACHE`` bytes wait."""
+        if not self.cache.stage(name, data, _MAX_PENDING_CACHE):
+            return
 
         def write() -> None:
             if not self._writer_niced:  # the cache writer yields the CPU to queries and I/O
                 self._writer_niced = True
                 with contextlib.suppress(OSError, AttributeError):
-                    os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
+                    os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), _WRITER_NICE)
             try:
-                self.cache.put(name, data)
+                self.cache.write_staged(name)
             except OSError as exc:
                 log.warning("cold cache: could not write %s: %s", name, exc)
-            finally:
-                with self._lock:
-                    self._pending_cache -= len(data)
 
         self._writer.submit(write)
 

@@ -1,0 +1,61 @@
+"""The cold tier's block cache: staged (fetched, not yet written) blocks are served like cached
+ones, and a dropped segment's staged blocks are never written."""
+
+from __future__ import annotations
+
+import pytest
+
+from tierstore.errors import IntegrityError
+from tierstore.tiers.cold.blockcache import BlockCache
+
+
+def load(raw: memoryview) -> bytes:
+    if bytes(raw[:3]) == b"bad":
+        raise IntegrityError("checksum")
+    return bytes(raw)
+
+
+def test_a_staged_block_is_served_before_and_after_it_is_written(tmp_path):
+    cache = BlockCache(tmp_path, capacity=1 << 20)
+    assert cache.get("7-1", load) is None
+    assert cache.stage("7-1", memoryview(b"block one"), limit=1 << 20)
+    assert not cache.stage("7-1", memoryview(b"block one"), limit=1 << 20)  # staged once
+    assert cache.get("7-1", load) == b"block one"  # not on disk yet, served from RAM
+    assert not (tmp_path / "7-1.blk").exists() and cache.staged_bytes == 9
+    cache.write_staged("7-1")
+    assert (tmp_path / "7-1.blk").read_bytes() == b"block one"
+    assert cache.staged_bytes == 0 and cache.get("7-1", load) == b"block one"
+    # a restart finds it on disk
+    assert BlockCache(tmp_path, capacity=1 << 20).get("7-1", load) == b"block one"
+
+
+def test_staging_stops_at_its_limit(tmp_path):
+    cache = BlockCache(tmp_path, capacity=1 << 20)
+    assert cache.stage("1-0", memoryview(b"x" * 60), limit=100)
+    assert not cache.stage("1-1", memoryview(b"y" * 60), limit=100)
+    assert cache.get("1-1", load) is None
+    cache.write_staged("1-0")
+    assert cache.stage("1-1", memoryview(b"y" * 60), limit=100)
+
+
+def test_a_dropped_segment_s_staged_blocks_are_never_written(tmp_path):
+    cache = BlockCache(tmp_path, capacity=1 << 20)
+    cache.stage("3-0", memoryview(b"old"), limit=1 << 20)
+    cache.stage("3-v2", memoryview(b"page"), limit=1 << 20)
+    cache.stage("31-0", memoryview(b"other segment"), limit=1 << 20)
+    cache.drop_segment(3)
+    assert cache.get("3-0", load) is None and cache.get("3-v2", load) is None
+    cache.write_staged("3-0")
+    assert not (tmp_path / "3-0.blk").exists()
+    assert cache.get("31-0", load) == b"other segment"
+    assert cache.staged_bytes == len(b"other segment")
+
+
+@pytest.mark.parametrize("written", [False, True])
+def test_a_corrupt_block_is_dropped_and_refetched(tmp_path, written):
+    cache = BlockCache(tmp_path, capacity=1 << 20)
+    cache.stage("5-0", memoryview(b"bad bytes"), limit=1 << 20)
+    if written:
+        cache.write_staged("5-0")
+    assert cache.get("5-0", load) is None
+    assert cache.staged_bytes == 0 and not (tmp_path / "5-0.blk").exists()
