@@ -316,6 +316,37 @@ def test_pruning_skips_cold_only_when_no_cold_vector_can_enter(open_store):
     assert store.query(qs[25], k=10).tiers["cold"].details["probed"] > 0
 
 
+@pytest.mark.parametrize("metric", ["cosine", "ip", "l2"])
+def test_rerank_skips_only_candidates_that_cannot_enter_the_answer(open_store, monkeypatch, metric):
+    """Format 2 reranks its int8 candidates on exact vectors, but not those whose estimate minus
+    its error bound is beyond what k other candidates (or the other tiers) already guarantee:
+    the answers equal those of reranking every candidate, with fewer pages read."""
+    from tierstore.tiers.cold import search
+
+    store = open_store(dim=32, metric=metric, cold={"segment_size": 3000, "auto_compact_segments": 0})
+    v = vectors(3000, dim=32, seed=11)
+    if metric != "cosine":  # norms that differ, so ip and l2 are not cosine in disguise
+        v *= np.random.default_rng(2).uniform(0.5, 2.0, (3000, 1)).astype(np.float32)
+    store.upsert(list(range(2500)), v[:2500], tier="cold")
+    store.upsert(list(range(2500, 3000)), v[2500:], tier="hot")
+    qs = (v[np.random.default_rng(3).choice(3000, 60, replace=False)]
+          + 0.3 * np.random.default_rng(4).standard_normal((60, 32))).astype(np.float32)
+    for k in (1, 10):
+        pruned = [store.query(q, k=k, nprobe=1000) for q in qs]
+        cold_only = [store.query(q, k=k, nprobe=1000, tiers=["cold"]) for q in qs]
+        with monkeypatch.context() as mp:  # an infinite error bound: every candidate is reranked
+            mp.setattr(search, "_code_error", lambda qs, metric: [np.inf] * len(qs))
+            full = [store.query(q, k=k, nprobe=1000) for q in qs]
+            full_cold = [store.query(q, k=k, nprobe=1000, tiers=["cold"]) for q in qs]
+        for a, b in zip(pruned + cold_only, full + full_cold, strict=True):
+            assert a.ids() == b.ids()
+            assert np.allclose([h.distance for h in a], [h.distance for h in b], rtol=1e-5, atol=1e-6)
+        skipped = sum(h.tiers["cold"].details.get("rerank_skipped", 0) for h in pruned + cold_only)
+        reranked = sum(h.tiers["cold"].details.get("reranked", 0) for h in pruned + cold_only)
+        assert sum(h.tiers["cold"].details.get("rerank_skipped", 0) for h in full + full_cold) == 0
+        assert skipped > reranked / 4, (skipped, reranked)  # it does skip a good share
+
+
 def test_concurrent_queries_see_each_vector_once_while_it_moves_to_and_from_cold(open_store):
     store = open_store(dim=16, cold={"segment_size": 1000})
     v = vectors(400, seed=8)

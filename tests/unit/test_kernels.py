@@ -429,3 +429,35 @@ def test_quantize_rows_matches_numpy(seed):
     want = np.clip(np.round(x / safe), -127, 127).astype(np.int8)
     assert (np.abs(codes.astype(int) - want.astype(int)) <= 1).all() and (codes[3] == 0).all()
     np.testing.assert_allclose(codes * scales[:, None], x, atol=(scales[:, None] * 0.5 + 1e-7).max())
+
+
+@pytest.mark.parametrize("metric", [0, 1, 2])
+@pytest.mark.parametrize("seed", range(3))
+def test_cold_code_estimates_stay_within_the_rerank_error_bound(seed, metric):
+    """The rerank drops a candidate whose estimate minus its bound is beyond the answer: every
+    estimate the scan makes is within that bound of the exact distance."""
+    from tierstore.tiers.cold.search import _code_error, _slack
+
+    name = {0: "cosine", 1: "ip", 2: "l2"}[metric]
+    rng = np.random.default_rng(seed)
+    dim, n = int(rng.integers(8, 400)), 300
+    v = (rng.standard_normal((n, dim)) * rng.uniform(0.01, 50, (n, 1))).astype(np.float32)
+    unit = v / np.linalg.norm(v, axis=1, keepdims=True)
+    c, s = kernels.quantize_rows(np.ascontiguousarray(unit if metric == 0 else v, np.float32))
+    sq = np.einsum("ij,ij->i", v, v).astype(np.float32)
+    qs = (rng.standard_normal((4, dim)) * (1 if metric == 0 else rng.uniform(0.1, 20))).astype(np.float32)
+    if metric == 0:
+        qs /= np.linalg.norm(qs, axis=1, keepdims=True)
+    qptr, items = np.arange(5, dtype=np.int64), np.zeros(4, np.int64)  # each query: block 0
+    d, bl, rw = kernels.cold_scan(qs, metric, qptr, items, np.array([_addr(c)], np.intp),
+                                  np.array([_addr(sq)], np.intp), np.array([_addr(s)], np.intp),
+                                  np.zeros(1, np.intp), np.array([n], np.int64), n)
+    per = _code_error(qs, name)
+    for i in range(4):
+        q = qs[i].astype(np.float64)
+        exact = {0: 1 - unit.astype(np.float64) @ q, 1: 1 - v.astype(np.float64) @ q,
+                 2: ((v.astype(np.float64) - q) ** 2).sum(1)}[metric]
+        for t in range(n):
+            r = int(rw[i, t])
+            bound = _slack(float(d[i, t]), float(s[r]) * per[i], float(sq[r]))
+            assert abs(float(d[i, t]) - exact[r]) <= bound, (t, r, float(d[i, t]), exact[r], bound)

@@ -39,6 +39,22 @@ _MAX_PENDING_CACHE = 256 * 1024**2  # fetched bytes staged in RAM for the disk c
 _WRITER_NICE = 10  # the cache writer's nice: below queries, but not starved by a busy query loop
 
 
+def _code_error(qs: np.ndarray, metric: str) -> np.ndarray:
+    """Per query: how far a format-2 code estimate can be from the exact distance, per unit of
+    the row's scale. A code is ``round(v / s)`` per dimension, so ``|v - s c|`` is at most
+    ``s / 2`` in each and ``|q . (v - s c)| <= s / 2 * |q|_1``; the estimate is ``1 - s q.c``
+    (cosine on unit vectors, ip) or ``|v|^2 - 2 s q.c + |q|^2`` (l2: twice that). 1% more covers
+    float32 rounding in the scan's sum of products (:func:`_slack` adds that of the l2 terms)."""
+    l1 = np.abs(qs.astype(np.float64)).sum(axis=1)
+    return (l1 * (1.0 if metric == "l2" else 0.5) * 1.01).tolist()
+
+
+def _slack(est: float, bound: float, sqnorm: float) -> float:
+    """The error bound of one estimate: the code's (``bound``) plus float32 rounding of the
+    estimate's terms (``|v|^2`` and the sum: a few ulps of their size)."""
+    return bound + 1e-6 * (abs(est) + sqnorm + 1.0)
+
+
 class ColdSearch(ColdBase):
     """The query path of :class:`~.tier.ColdTier` (``search_many``, ``fetch``) and its block cache."""
 
@@ -79,10 +95,12 @@ class ColdSearch(ColdBase):
         probed: list[list[int]] = [[] for _ in range(m)]
         skipped = np.zeros(m, np.int64)
         found: list[list[tuple[float, int, int]]] = [[] for _ in range(m)]  # (dist, iid, loc)
-        # GETs, bytes, cache hits, partitions fetched, rows scanned, rerank GETs, rerank bytes, rows reranked
-        counts = np.zeros((m, 8), np.int64)
+        # GETs, bytes, cache hits, partitions fetched, rows scanned, rerank GETs, rerank bytes, rows reranked,
+        # candidates not reranked (provably out of the answer)
+        counts = np.zeros((m, 9), np.int64)
         # format 2 scans int8 codes: keep more candidates than k, reranked on the exact vectors
         cap = max(1, k) if all(seg.footer.format < 2 for seg in tab.segs) else max(k, _RERANK, 2 * k)
+        err_per_scale = _code_error(qs, self.metric)
         active = list(range(m))
         while active:
             # Global selection: each query takes its best-ranked partitions over ALL segments until
@@ -149,9 +167,13 @@ class ColdSearch(ColdBase):
                     for d, b, r in zip(dist[n_, ok].tolist(), bl[n_, ok].tolist(), rw[n_, ok].tolist(), strict=True):
                         seg, p = wanted[keys[b]]
                         row = int(seg.footer.row_starts[p]) + r
-                        # (distance or its estimate, iid, location, estimate?, segment, object row, |v|^2)
-                        found[i].append((d, int(blks[b].iids[r]), location(seg.sid, row), blks[b].vectors is None,
-                                         seg, row, float(blks[b].sqnorms[r])))
+                        # (distance or its estimate, iid, location, estimate?, segment, object row, |v|^2,
+                        #  the most the estimate can be off by)
+                        est = blks[b].vectors is None
+                        found[i].append((d, int(blks[b].iids[r]), location(seg.sid, row), est,
+                                         seg, row, float(blks[b].sqnorms[r]),
+                                         _slack(d, float(blks[b].scales[r]) * err_per_scale[i],
+                                                float(blks[b].sqnorms[r])) if est else 0.0))
                 # A selective filter can leave fewer than k matches in the budget's partitions:
                 # keep probing (in rank order, another budget's worth) until k match or none are left.
                 if node != filters.TRUE and len(found[i]) < k and at[i] < total:
@@ -159,7 +181,7 @@ class ColdSearch(ColdBase):
             active = nxt
         total += meta_skipped
         tops = [sorted(f, key=lambda t: t[0])[:cap] for f in found]
-        self._rerank(qs, tops, counts)
+        self._rerank(qs, tops, counts, k, bounds)
         out = []
         for i in range(m):
             best = sorted(tops[i], key=lambda t: (t[0], t[2]))[:k]
@@ -168,14 +190,35 @@ class ColdSearch(ColdBase):
                         {"partitions": total, "probed": len(probed[i]), "skipped": int(skipped[i]),
                          "gets": int(c[0] + c[5]), "bytes": int(c[1] + c[6]), "cache_hits": int(c[2]),
                          "fetched": int(c[3]), "rows": int(c[4]), "budget_rows": int(min(budget, tab.total_rows)),
-                         "reranked": int(c[7]), "rerank_gets": int(c[5]), "rerank_bytes": int(c[6]),
+                         "reranked": int(c[7]), "rerank_skipped": int(c[8]), "rerank_gets": int(c[5]),
+                         "rerank_bytes": int(c[6]),
                          "meta_skipped": meta_skipped,
                          "pruned_all": bool(skipped[i]) and not probed[i]}))
         return out
 
-    def _rerank(self, qs: np.ndarray, tops: list[list[tuple]], counts: np.ndarray) -> None:
+    def _rerank(self, qs: np.ndarray, tops: list[list[tuple]], counts: np.ndarray, k: int,
+                bounds: Sequence[float] | None) -> None:
         """Replace the code estimates among each query's candidates (format 2) by exact distances
-        on the stored vectors, read in pages (one parallel round of coalesced GETs for the batch)."""
+        on the stored vectors, read in pages (one parallel round of coalesced GETs for the batch).
+
+        A candidate that provably cannot be in the answer is dropped unread: its estimate minus
+        its error bound (``t[7]``) is above the k-th smallest estimate-plus-bound of the
+        candidates (k of them are at least that good) or above ``bounds[i]``, the k-th best
+        distance the other tiers found. Behind a hot tier that answers a query, that is most of
+        them: their pages are never fetched."""
+        for i, top in enumerate(tops):
+            if not any(t[3] for t in top):
+                continue
+            upper = sorted(t[0] + t[7] for t in top)
+            lim = upper[k - 1] if len(upper) >= k else math.inf
+            if bounds is not None and bounds[i] < lim:
+                lim = bounds[i]
+            if math.isinf(lim):
+                continue
+            lim += 1e-6 + 1e-5 * abs(lim)  # (the other tiers' distances are float32 too)
+            keep = [t for t in top if t[0] - t[7] <= lim]
+            counts[i, 8] += len(top) - len(keep)
+            tops[i] = keep
         want = {(t[4].sid, t[5]): (t[4], t[5]) for top in tops for t in top if t[3]}
         if not want:
             return
@@ -189,7 +232,7 @@ class ColdSearch(ColdBase):
             # stored vectors are not normalised: cosine divides by their norms (t[6] = |v|^2)
             d = distance.exact_prepared(self.metric, v, qs[i], np.array([t[6] for t in est], np.float32))
             tops[i] = [t for t in top if not t[3]] + [
-                (dd, t[1], t[2], False, t[4], t[5], t[6]) for dd, t in zip(d.tolist(), est, strict=True)]
+                (dd, t[1], t[2], False, t[4], t[5], t[6], 0.0) for dd, t in zip(d.tolist(), est, strict=True)]
             runs = {r for r in (got_in.get((t[4].sid, t[5] // t[4].footer.page_rows)) for t in est) if r is not None}
             counts[i, 5] += len(runs)
             counts[i, 6] += sum(run_bytes[r] for r in runs)
