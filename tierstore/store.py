@@ -148,6 +148,7 @@ class TierStore:
         eng = self._engine
         if eng.policy is not None and not eng.closed:
             eng.policy.stop()  # first: a cycle stops between batches, before the store goes
+            eng.maintenance.stop()  # (a merge in flight finishes)
         if eng.close_operations(timeout=60):
             opening.close_engine(eng, self._opened)
 
@@ -551,6 +552,7 @@ class TierStore:
                            "half_life_s": None if self.access.auto else self.access.half_life,
                            "from_readers": self._engine.drain.drained if self._engine.drain is not None else 0},
                 "policy": self.policy.stats(),
+                "maintenance": self._engine.maintenance.stats(),
             }
 
     def __repr__(self) -> str:

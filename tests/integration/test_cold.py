@@ -282,7 +282,7 @@ def test_filtered_query_skips_partitions_its_metadata_rules_out(open_store):
 
 
 def test_small_segments_are_merged_by_compact(open_store):
-    store = open_store(dim=16, cold={"segment_size": 2000})
+    store = open_store(dim=16, cold={"segment_size": 2000, "auto_compact_segments": 0})
     v = vectors(600, seed=6)
     for s in range(0, 600, 100):
         store.upsert(list(range(s, s + 100)), v[s : s + 100], tier="cold")

@@ -376,6 +376,7 @@ def test_the_cycle_compacts_small_cold_segments(open_store):
     v = vecs(400)
     store = open_store(dim=16, hot={"capacity": 10}, cold={"segment_size": 1000, "auto_compact_segments": 3},
                        policy={"interval": 0, "ingest_tier": "cold", "grace_period": 0})
+    store._engine.maintenance.stop()  # (the store's own thread would merge them too: see below)
     for s in range(0, 400, 100):  # four ingest batches -> four small cold segments
         store.upsert(list(range(s, s + 100)), v[s : s + 100])
     assert store.stats()["tiers"]["cold"]["segments"] == 4
@@ -383,10 +384,78 @@ def test_the_cycle_compacts_small_cold_segments(open_store):
     store.run_policy()
     st = store.stats()
     assert st["policy"]["cold_compactions"] == 1 and st["tiers"]["cold"]["segments"] == 1
+    assert st["maintenance"]["cold_merges"] == 1 and st["maintenance"]["last_merge"]["segments"] == 4
     assert [store.query(v[i], k=5).ids() for i in range(0, 400, 40)] == before
     assert store.verify()["ok"]
     store.run_policy()  # one segment left: nothing to merge
     assert store.stats()["policy"]["cold_compactions"] == 1
+
+
+def test_the_store_merges_small_cold_segments_by_itself_with_the_policy_off(open_store):
+    """An offline script writing to cold in small batches gets its segments merged by the store's
+    maintenance thread, with no compact() and no policy cycle; answers and content unchanged."""
+    v = vecs(3000)
+    store = open_store(dim=16, cold={"segment_size": 4000}, policy={"interval": 0})
+    for s in range(0, 3000, 300):  # ten segments of 300 rows (small: < 1000)
+        store.upsert(list(range(s, s + 300)), v[s : s + 300], tier="cold")
+    before = [store.query(v[i], k=5, nprobe=1000).ids() for i in range(0, 3000, 97)]
+    deadline = time.monotonic() + 60
+    while store.stats()["tiers"]["cold"]["segments"] > 3 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    st = store.stats()
+    assert st["tiers"]["cold"]["segments"] <= 3 and st["maintenance"]["cold_merges"] >= 1, st["maintenance"]
+    assert st["maintenance"]["running"] and st["maintenance"]["last_error"] is None
+    assert st["policy"]["cycles"] == 0
+    assert [store.query(v[i], k=5, nprobe=1000).ids() for i in range(0, 3000, 97)] == before
+    assert sorted(r.id for b in store.scan() for r in b) == list(range(3000))
+    rep = store.verify()
+    assert rep["ok"], rep["problems"]
+
+
+MERGE_CRASH = textwrap.dedent("""
+    import os, signal, sys, threading, time, numpy as np, tierstore
+    from tierstore.tiers import cold
+    path, redis_url, endpoint, url, point = sys.argv[1:6]
+    v = np.random.default_rng(0).standard_normal((2000, 16)).astype(np.float32)
+    store = tierstore.open(path=path, dim=16, env={}, hot={"redis_url": redis_url},
+                           cold={"url": url, "endpoint_url": endpoint, "segment_size": 4000},
+                           policy={"interval": 0})
+    orig = getattr(cold.ColdTier, point)
+    def wrapped(*a, **k):
+        if threading.current_thread().name == "tierstore-maintenance":
+            os.kill(os.getpid(), signal.SIGKILL)
+        return orig(*a, **k)
+    setattr(cold.ColdTier, point, wrapped)
+    for s in range(0, 2000, 250):
+        store.upsert(list(range(s, s + 250)), v[s : s + 250], tier="cold")
+    print("written", flush=True)
+    time.sleep(60)
+""")
+
+
+@pytest.mark.parametrize("point", ["write", "_publish", "commit"])
+def test_kill_9_during_a_background_merge_loses_and_duplicates_nothing(tmp_path, redis_server, s3_server,
+                                                                       cold_section, point):
+    path = str(tmp_path / "merge")
+    cold = cold_section(s3_server, segment_size=4000)
+    proc = subprocess.run([sys.executable, "-c", MERGE_CRASH, path, redis_server.url, s3_server.endpoint_url,
+                           cold["url"], point], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr[-3000:]
+    v = np.random.default_rng(0).standard_normal((2000, 16)).astype(np.float32)
+    with tierstore.open(path=path, dim=16, env={}, hot={"redis_url": redis_server.url}, cold=cold,
+                        policy={"interval": 0}) as store:
+        st = store.stats()
+        assert st["policy"]["interrupted_at_open"]["compacting"] is True
+        assert sorted(r.id for b in store.scan() for r in b) == list(range(2000))  # each exactly once
+        for i in range(0, 2000, 61):
+            assert store.query(v[i], k=1, nprobe=1000).ids() == [i]
+        rep = store.verify()
+        assert rep["ok"], rep["problems"]
+        deadline = time.monotonic() + 60  # ... and the merge is done again
+        while store.stats()["tiers"]["cold"]["segments"] > 1 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert store.stats()["tiers"]["cold"]["segments"] == 1
+        assert store.verify()["ok"]
 
 
 def test_run_policy_after_stopping_the_thread_runs_whole(open_store):

@@ -103,9 +103,9 @@ class ColdConfig:
     segment_size: int = spec(100_000, "int", lo=1)
     dtype: str = spec("float32", "choice", choices=("float32", "float16"))
     compact_threshold: float = spec(0.3, "float", lo=0.0, hi=1.0)
-    # The policy's background cycle compacts cold (merges small segments: fewer, better-clustered
-    # partitions, so nprobe reaches further) once this many small ones (< segment_size / 4 rows,
-    # e.g. one per ingest batch or policy demotion) have piled up. 0 = only `compact()`.
+    # The store's maintenance thread merges cold's small segments (< segment_size / 4 rows, e.g.
+    # one per ingest batch or policy demotion: fewer segments, fewer GETs per query) once this
+    # many have piled up, whatever the policy does. 0 = only `compact()`.
     auto_compact_segments: int = spec(4, "int", lo=0)
     timeout: float = spec(10.0, "duration")
     max_attempts: int = spec(4, "int", lo=1, hi=20)

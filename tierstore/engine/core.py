@@ -128,6 +128,7 @@ class Engine:
         self.repeat: Any = None
         self.access: Any = None
         self.policy: Any = None
+        self.maintenance: Any = None  # engine.maintenance.Maintenance (merges small cold segments)
         self.metrics: Any = None
         self.drain: Any = None  # the writer's reader-access drain (tierstore.shared.AccessDrain)
         self.placement: Any = None  # the writer's placement index (tierstore.engine.placement)

@@ -225,18 +225,11 @@ class PolicyEngine:
             return report
 
     def _maybe_compact(self) -> bool:
-        """Merge cold's small segments once ``cold.auto_compact_segments`` have piled up: each
-        ingest batch spilled to cold and each cycle's demotions write one. (Recall no longer
-        depends on it -- a query's probe budget is in rows, whatever the segments -- but every
-        segment costs a footer, a partition table entry per partition and S3 objects.)"""
-        st = self.engine
-        limit = st.config.cold.auto_compact_segments
-        if not limit or st.cold is None or not st.cold.connected or st.cold.small_segments() < limit:
+        """Merge cold's small segments if enough have piled up (engine.maintenance: its thread
+        does it too; the cycle's own demotions write one segment each, so it checks at its end)."""
+        if not self.engine.maintenance.merge_if_due():
             return False
-        with st.write_lock:
-            out = moves.compact_cold_journaled(st)
         self.compactions += 1
-        log.info("policy: compacted cold: %s", out)
         return True
 
     @property

@@ -125,6 +125,7 @@ def plan_order() -> tuple[tuple[str, ...], ...]:
 
 _ORDER = plan_order()
 _JOURNAL = b"policy_run"
+_MERGE_JOURNAL = b"cold_merge_run"  # its own key: a merge may run between a policy run's batches
 
 
 def execute(engine: Any, plan: dict[str, tuple[np.ndarray, np.ndarray]], *,
@@ -186,28 +187,30 @@ def execute(engine: Any, plan: dict[str, tuple[np.ndarray, np.ndarray]], *,
 
 
 def interrupted_run(engine: Any) -> dict[str, Any] | None:
-    """The journal of a policy run a crash interrupted (read once at open, then cleared).
-    Its open batch needs nothing more: the copy step of every move is undone by the open
-    itself (Redis keys by their pending marks, warm rows by rebuilding the growing segment
-    from the catalog, cold segments by the cold tier's journal)."""
-    raw = engine.catalog.get_meta(_JOURNAL)
-    if raw is None:
-        return None
-    engine.catalog.delete_meta(_JOURNAL)
-    return json.loads(raw)
+    """The journal of a policy run or cold merge a crash interrupted (read once at open, then
+    cleared; a merge's has ``"compacting": true``). Its open batch needs nothing more: the copy
+    step of every move is undone by the open itself (Redis keys by their pending marks, warm rows
+    by rebuilding the growing segment from the catalog, cold segments by the cold tier's journal)."""
+    found = None
+    for key in (_MERGE_JOURNAL, _JOURNAL):
+        raw = engine.catalog.get_meta(key)
+        if raw is not None:
+            engine.catalog.delete_meta(key)
+            found = json.loads(raw)
+    return found
 
 
 def compact_cold_journaled(engine: Any) -> dict[str, int]:
-    """:func:`compact_cold` as a step of a policy cycle, journaled like the executor's batches
-    (``{"compacting": true}``), so a crash inside it is reported at the next open as an
-    interrupted policy run. (The compaction itself needs no journal: its new segment is
-    unpublished until the catalog flip, and the cold tier's own journal removes it.)"""
+    """:func:`compact_cold` as background maintenance (engine.maintenance), journaled like the
+    policy executor's batches (``{"compacting": true}``), so a crash inside it is reported at the
+    next open. (The compaction itself needs no journal: its new segment is unpublished until the
+    catalog flip, and the cold tier's own journal removes it.)"""
     cat = engine.catalog
-    cat.set_meta(_JOURNAL, json.dumps({"pid": os.getpid(), "started": time.time(), "compacting": True}).encode())
+    cat.set_meta(_MERGE_JOURNAL, json.dumps({"pid": os.getpid(), "started": time.time(), "compacting": True}).encode())
     try:
         return compact_cold(engine)
     finally:
-        cat.delete_meta(_JOURNAL)
+        cat.delete_meta(_MERGE_JOURNAL)
 
 
 def flush_cold_queue(engine: Any) -> int:

@@ -40,7 +40,7 @@ from ..services import MissingBinaryError, RedisServer, S3Server, ServerKeeper, 
 from ..tiers.cold import ColdTier
 from ..tiers.hot import make_hot_tier
 from ..tiers.warm import WarmTier
-from . import cycle, moves, query
+from . import cycle, maintenance, moves, query
 from .core import Engine
 from .placement import PlacementIndex
 
@@ -241,14 +241,20 @@ def open_engine(eng: Engine, op: Opened, hot_factory: Any = None) -> None:
     eng.repeat = query.RepeatCache(size, eng.metric) if size and not ro else None
     op.executor = ThreadPoolExecutor(max_workers=3, thread_name_prefix="tierstore-query")
     eng.policy = cycle.PolicyEngine(eng)  # a reader never starts it: its hit window feeds stats()
+    eng.maintenance = maintenance.Maintenance(eng)  # (started for a writer only)
     # (a reader's is built only when it plans a dry run, from the catalog each time)
     eng.placement = (ReaderPlacement if ro else PlacementIndex)(eng.policy.pin_of if eng.policy.has_pins else None)
     if not ro:
         eng.policy.interrupted = moves.interrupted_run(eng)
         if eng.policy.interrupted is not None:
-            log.warning("a policy run was interrupted (pid %s); its open batch was rolled back at open and the "
-                        "next cycle re-plans the rest", eng.policy.interrupted.get("pid"))
+            if eng.policy.interrupted.get("compacting"):
+                log.warning("a cold merge was interrupted (pid %s); its unpublished segment was removed at "
+                            "open and maintenance merges again", eng.policy.interrupted.get("pid"))
+            else:
+                log.warning("a policy run was interrupted (pid %s); its open batch was rolled back at open and "
+                            "the next cycle re-plans the rest", eng.policy.interrupted.get("pid"))
         eng.policy.start()
+        eng.maintenance.start()
     if cfg.metrics.port is not None:
         eng.metrics.serve(cfg.metrics.port, cfg.metrics.addr)
 
@@ -298,6 +304,8 @@ def shutdown(eng: Engine, op: Opened, clean: bool = False) -> None:
         eng.metrics.stop()  # the exporter, and every registry the store joined
     if eng.policy is not None:
         eng.policy.stop()
+    if eng.maintenance is not None:
+        eng.maintenance.stop()
     if op.executor is not None:
         op.executor.shutdown(wait=True)
     if eng.hot is not None:
