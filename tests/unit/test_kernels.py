@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tierstore import kernels
+from tierstore import coldkernels, kernels
 from tierstore.policy import AccessStats
 from tierstore.policy import access as policy
 
@@ -372,26 +372,28 @@ def _ref_cold(q, blocks, items, metric, codes, cap):
     return sorted(out)[:cap]
 
 
+@pytest.mark.parametrize("many", [False, True])  # one query over many blocks: split over threads
 @pytest.mark.parametrize("codes", [False, True])
 @pytest.mark.parametrize("metric", [0, 1, 2])
 @pytest.mark.parametrize("seed", range(4))
-def test_cold_scan_matches_numpy(seed, metric, codes):
+def test_cold_scan_matches_numpy(seed, metric, codes, many):
     rng = np.random.default_rng(seed)
     dim = int(rng.integers(1, 70))
-    raw = _cold_blocks(rng, int(rng.integers(1, 12)), dim)
+    raw = _cold_blocks(rng, int(rng.integers(40, 60)) if many else int(rng.integers(1, 12)), dim)
     blocks = []
     for v, sq, mask in raw:
         if codes:  # codes of the unit vectors under cosine, of the raw ones otherwise
             base = v / np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-30) if metric == 0 else v
-            c, s = kernels.quantize_rows(np.ascontiguousarray(base, np.float32))
+            c, s = coldkernels.quantize_rows(np.ascontiguousarray(base, np.float32))
         else:
             c, s = v, np.zeros(0, np.float32)
         blocks.append((v, sq, mask, c, s))
-    m = int(rng.integers(1, 5))
+    m = 1 if many else int(rng.integers(1, 5))
     qs = rng.standard_normal((m, dim)).astype(np.float32)
     if metric == 0:
         qs /= np.linalg.norm(qs, axis=1, keepdims=True)
-    lists = [rng.choice(len(blocks), int(rng.integers(0, len(blocks) + 1)), replace=False) for _ in range(m)]
+    lists = [rng.choice(len(blocks), int(rng.integers(20 if many else 0, len(blocks) + 1)), replace=False)
+             for _ in range(m)]
     qptr = np.zeros(m + 1, np.int64)
     qptr[1:] = np.cumsum([len(x) for x in lists])
     items = np.concatenate([np.asarray(x, np.int64) for x in lists]) if qptr[-1] else np.zeros(0, np.int64)
@@ -403,7 +405,7 @@ def test_cold_scan_matches_numpy(seed, metric, codes):
         scale[scale == 0] = _addr(np.ones(1, np.float32))
     mask = np.array([_addr(b[2]) if b[2] is not None else 0 for b in blocks], np.intp)
     nrows = np.array([len(b[0]) for b in blocks], np.int64)
-    d, bl, rw = kernels.cold_scan(qs, metric, qptr, items, vec, sqn, scale, mask, nrows, cap)
+    d, bl, rw = coldkernels.cold_scan(qs, metric, qptr, items, vec, sqn, scale, mask, nrows, cap)
     for i in range(m):
         want = _ref_cold(qs[i].astype(np.float64), blocks, lists[i].tolist(), metric, codes, cap)
         got = [(float(d[i, t]), int(bl[i, t]), int(rw[i, t])) for t in range(cap) if bl[i, t] >= 0]
@@ -422,7 +424,7 @@ def test_quantize_rows_matches_numpy(seed):
     rng = np.random.default_rng(seed)
     x = (rng.standard_normal((50, 33)) * rng.uniform(0.01, 100, (50, 1))).astype(np.float32)
     x[3] = 0
-    codes, scales = kernels.quantize_rows(x)
+    codes, scales = coldkernels.quantize_rows(x)
     m = np.abs(x).max(1)
     np.testing.assert_allclose(scales, m / 127, rtol=1e-6)
     safe = np.where(scales > 0, scales, 1)[:, None]
@@ -443,13 +445,13 @@ def test_cold_code_estimates_stay_within_the_rerank_error_bound(seed, metric):
     dim, n = int(rng.integers(8, 400)), 300
     v = (rng.standard_normal((n, dim)) * rng.uniform(0.01, 50, (n, 1))).astype(np.float32)
     unit = v / np.linalg.norm(v, axis=1, keepdims=True)
-    c, s = kernels.quantize_rows(np.ascontiguousarray(unit if metric == 0 else v, np.float32))
+    c, s = coldkernels.quantize_rows(np.ascontiguousarray(unit if metric == 0 else v, np.float32))
     sq = np.einsum("ij,ij->i", v, v).astype(np.float32)
     qs = (rng.standard_normal((4, dim)) * (1 if metric == 0 else rng.uniform(0.1, 20))).astype(np.float32)
     if metric == 0:
         qs /= np.linalg.norm(qs, axis=1, keepdims=True)
     qptr, items = np.arange(5, dtype=np.int64), np.zeros(4, np.int64)  # each query: block 0
-    d, bl, rw = kernels.cold_scan(qs, metric, qptr, items, np.array([_addr(c)], np.intp),
+    d, bl, rw = coldkernels.cold_scan(qs, metric, qptr, items, np.array([_addr(c)], np.intp),
                                   np.array([_addr(sq)], np.intp), np.array([_addr(s)], np.intp),
                                   np.zeros(1, np.intp), np.array([n], np.int64), n)
     per = _code_error(qs, name)

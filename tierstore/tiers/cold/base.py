@@ -61,6 +61,14 @@ class Table:
     rows: np.ndarray  # rows of each partition (int64)
     total_rows: int
     possible: dict[Any, np.ndarray] = field(default_factory=dict)  # filter -> partitions it may match
+    _lists: tuple[list[Seg], list[int]] | None = None
+
+    def lists(self) -> tuple[list[Seg], list[int]]:
+        """(segment, partition number) of every table index as Python lists (built once: a query
+        looks up each probed partition's, and numpy scalar indexing costs ~10x a list's)."""
+        if self._lists is None:
+            self._lists = ([self.segs[s] for s in self.seg_of.tolist()], self.part_of.tolist())
+        return self._lists
 
     def may_match(self, node: filters.Node) -> np.ndarray:
         """Partitions that can hold a row matching ``node`` (by the footers' metadata summaries)."""

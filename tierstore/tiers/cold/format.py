@@ -63,7 +63,7 @@ from typing import Any, BinaryIO
 import numpy as np
 import xxhash
 
-from ... import filters, kernels
+from ... import coldkernels, filters, kernels
 from ...errors import IntegrityError
 
 FORMAT = 2  # written; 1 and 2 are read
@@ -225,7 +225,7 @@ def build(out: BinaryIO, iids: np.ndarray, vectors: np.ndarray, metas: Sequence[
     offsets[0] = pos
     sqn = np.einsum("ij,ij->i", decoded, decoded).astype(np.float32)
     if version >= 2:
-        codes, scales = kernels.quantize_rows(np.ascontiguousarray(space))
+        codes, scales = coldkernels.quantize_rows(np.ascontiguousarray(space))
     for j in range(p):
         rows = order[int(row_starts[j]) : int(row_starts[j + 1])]
         cols = {f: [metas[r].get(f) for r in rows.tolist()] for f in fields}
@@ -408,7 +408,7 @@ class Block:
             self.scales = np.frombuffer(raw, np.float32, n, 12 * n)
             self.codes = np.frombuffer(raw, np.int8, n * dim, 16 * n).reshape(n, dim)
             self._raw_cols = raw[(16 + dim) * n :]
-            # what kernels.cold_scan reads, by address: (codes or vectors, squared norms, scales or 0)
+            # what coldkernels.cold_scan reads, by address: (codes or vectors, squared norms, scales or 0)
             self.scan = (_address(self.codes), _address(self.sqnorms), _address(self.scales))
         else:
             item = np.dtype(_DTYPES[dtype]).itemsize

@@ -5,7 +5,7 @@ locally), take the best-ranked over all segments until they hold the probe budge
 (:meth:`ColdSearch.probe_budget`: ~``nprobe * sqrt(cold rows)``), skip those whose lower bound
 cannot beat the k-th best answer the other tiers already have, fetch the rest with parallel ranged
 GETs through an LRU block cache on local disk, verify each block's checksum, and score them all in
-one compiled scan (``kernels.cold_scan``). Format-2 segments are scanned on int8 codes; the best
+one compiled scan (``coldkernels.cold_scan``). Format-2 segments are scanned on int8 codes; the best
 candidates are then reranked on their exact vectors, read in checked pages (:meth:`ColdSearch.fetch`
 reads stored vectors the same way).
 """
@@ -21,7 +21,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from ... import distance, filters, kernels
+from ... import coldkernels, distance, filters
 from ...catalog import Entry, location
 from ...errors import IntegrityError, TierStoreError, TierUnavailableError
 from ..protocol import TierAnswer
@@ -92,21 +92,21 @@ class ColdSearch(ColdBase):
         cum = np.cumsum(tab.rows[order], axis=1)
         total = order.shape[1]
         at = np.zeros(m, np.int64)  # per query: how far down its ranking it has probed
-        probed: list[list[int]] = [[] for _ in range(m)]
+        probed = np.zeros(m, np.int64)
         skipped = np.zeros(m, np.int64)
-        found: list[list[tuple[float, int, int]]] = [[] for _ in range(m)]  # (dist, iid, loc)
+        found: list[list[tuple]] = [[] for _ in range(m)]  # see the append below
         # GETs, bytes, cache hits, partitions fetched, rows scanned, rerank GETs, rerank bytes, rows reranked,
         # candidates not reranked (provably out of the answer)
         counts = np.zeros((m, 9), np.int64)
         # format 2 scans int8 codes: keep more candidates than k, reranked on the exact vectors
         cap = max(1, k) if all(seg.footer.format < 2 for seg in tab.segs) else max(k, _RERANK, 2 * k)
         err_per_scale = _code_error(qs, self.metric)
+        seg_at, part_at = tab.lists()
         active = list(range(m))
         while active:
             # Global selection: each query takes its best-ranked partitions over ALL segments until
             # they hold ``budget`` rows (rows, not partitions: small segments have small partitions)
-            take: dict[int, list[int]] = {}
-            wanted: dict[tuple[int, int], tuple[Seg, int]] = {}
+            take: list[np.ndarray] = []  # per active query: table indices of its partitions
             for i in active:
                 a = int(at[i])
                 reach = int(cum[i, a - 1]) if a else 0
@@ -118,17 +118,16 @@ class ColdSearch(ColdBase):
                     skipped[i] += len(chunk) - len(keep)
                 else:
                     keep = chunk
-                take[i] = keep.tolist()
-                probed[i] += take[i]
-                for j in take[i]:
-                    seg = tab.segs[tab.seg_of[j]]
-                    wanted[(seg.sid, int(tab.part_of[j]))] = (seg, int(tab.part_of[j]))
-            blocks, got_in, run_bytes = self._blocks(list(wanted.values()))
-            keys = list(wanted)
-            slot = {key: b for b, key in enumerate(keys)}
-            blks = [blocks[key] for key in keys]
+                take.append(keep)
+                probed[i] += len(keep)
+            # the partitions of all queries of the batch, each fetched (or found in the cache) once
+            uniq = np.unique(np.concatenate(take)) if take else np.zeros(0, np.int64)
+            segs = [seg_at[j] for j in uniq.tolist()]
+            parts = [part_at[j] for j in uniq.tolist()]
+            blocks, got_in, run_bytes = self._blocks(list(zip(segs, parts, strict=True)))
+            blks = [blocks[(seg.sid, p)] for seg, p in zip(segs, parts, strict=True)]
             masks = []  # kept alive for the scan (it reads them by address)
-            mask_at = np.zeros(len(keys), np.intp)
+            mask_at = np.zeros(len(blks), np.intp)
             if node != filters.TRUE:
                 for b, blk in enumerate(blks):
                     ok = np.ascontiguousarray(blk.mask(node, self.schema, self.catalog.metadata_of), np.uint8)
@@ -138,42 +137,38 @@ class ColdSearch(ColdBase):
             sqn_at = np.array([blk.scan[1] for blk in blks], np.intp)
             scale_at = np.array([blk.scan[2] for blk in blks], np.intp)
             nrows = np.array([len(blk.iids) for blk in blks], np.int64)
+            run_of = np.array([got_in.get((seg.sid, p), -1) for seg, p in zip(segs, parts, strict=True)], np.int64)
+            run_bytes_a = np.asarray(run_bytes, np.int64)
+            slots = [np.searchsorted(uniq, t) for t in take]  # each query's blocks, as indices into blks
             qptr = np.zeros(len(active) + 1, np.int64)
-            items = []
+            qptr[1:] = np.cumsum([len(x) for x in slots])
             for n_, i in enumerate(active):
-                its = [slot[(tab.segs[tab.seg_of[j]].sid, int(tab.part_of[j]))] for j in take[i]]
-                items += its
-                qptr[n_ + 1] = len(items)
+                r = run_of[slots[n_]]
+                runs = np.unique(r[r >= 0])
                 c = counts[i]
-                runs_seen: set[int] = set()
-                for b in its:
-                    run = got_in.get(keys[b])
-                    if run is None:
-                        c[2] += 1
-                        continue
-                    c[3] += 1
-                    if run not in runs_seen:
-                        runs_seen.add(run)
-                        c[0] += 1
-                        c[1] += run_bytes[run]
-                c[4] += int(nrows[its].sum()) if its else 0
-            if items:
-                dist, bl, rw = kernels.cold_scan(qs[active], distance.code(self.metric), qptr, np.asarray(items, np.int64),
+                c[0] += len(runs)
+                c[1] += int(run_bytes_a[runs].sum()) if len(runs) else 0
+                c[2] += int((r < 0).sum())
+                c[3] += int((r >= 0).sum())
+                c[4] += int(nrows[slots[n_]].sum())
+            items = np.concatenate(slots).astype(np.int64) if slots else np.zeros(0, np.int64)
+            if len(items):
+                dist, bl, rw = coldkernels.cold_scan(qs[active], distance.code(self.metric), qptr, items,
                                                  vec_at, sqn_at, scale_at, mask_at, nrows, cap)
             nxt = []
             for n_, i in enumerate(active):
-                if items:
+                if len(items):
                     ok = bl[n_] >= 0
                     for d, b, r in zip(dist[n_, ok].tolist(), bl[n_, ok].tolist(), rw[n_, ok].tolist(), strict=True):
-                        seg, p = wanted[keys[b]]
-                        row = int(seg.footer.row_starts[p]) + r
+                        seg, blk = segs[b], blks[b]
+                        row = int(seg.footer.row_starts[parts[b]]) + r
                         # (distance or its estimate, iid, location, estimate?, segment, object row, |v|^2,
                         #  the most the estimate can be off by)
-                        est = blks[b].vectors is None
-                        found[i].append((d, int(blks[b].iids[r]), location(seg.sid, row), est,
-                                         seg, row, float(blks[b].sqnorms[r]),
-                                         _slack(d, float(blks[b].scales[r]) * err_per_scale[i],
-                                                float(blks[b].sqnorms[r])) if est else 0.0))
+                        est = blk.vectors is None
+                        found[i].append((d, int(blk.iids[r]), location(seg.sid, row), est,
+                                         seg, row, float(blk.sqnorms[r]),
+                                         _slack(d, float(blk.scales[r]) * err_per_scale[i],
+                                                float(blk.sqnorms[r])) if est else 0.0))
                 # A selective filter can leave fewer than k matches in the budget's partitions:
                 # keep probing (in rank order, another budget's worth) until k match or none are left.
                 if node != filters.TRUE and len(found[i]) < k and at[i] < total:
@@ -187,7 +182,7 @@ class ColdSearch(ColdBase):
             best = sorted(tops[i], key=lambda t: (t[0], t[2]))[:k]
             c = counts[i]
             out.append(TierAnswer([b[1] for b in best], [b[0] for b in best], False, [b[2] for b in best],
-                        {"partitions": total, "probed": len(probed[i]), "skipped": int(skipped[i]),
+                        {"partitions": total, "probed": int(probed[i]), "skipped": int(skipped[i]),
                          "gets": int(c[0] + c[5]), "bytes": int(c[1] + c[6]), "cache_hits": int(c[2]),
                          "fetched": int(c[3]), "rows": int(c[4]), "budget_rows": int(min(budget, tab.total_rows)),
                          "reranked": int(c[7]), "rerank_skipped": int(c[8]), "rerank_gets": int(c[5]),
