@@ -59,3 +59,24 @@ def test_a_corrupt_block_is_dropped_and_refetched(tmp_path, written):
         cache.write_staged("5-0")
     assert cache.get("5-0", load) is None
     assert cache.staged_bytes == 0 and not (tmp_path / "5-0.blk").exists()
+
+
+def test_a_staged_block_is_decoded_once(tmp_path):
+    cache = BlockCache(tmp_path, capacity=1 << 20)
+    calls = []
+
+    def counting(raw: memoryview) -> bytes:
+        calls.append(1)
+        return bytes(raw)
+
+    cache.stage("2-0", memoryview(b"abc"), limit=1 << 20)
+    assert cache.get("2-0", counting) == b"abc" and cache.get("2-0", counting) == b"abc"
+    assert len(calls) == 1
+
+
+def test_a_retired_segment_is_not_staged_again(tmp_path):
+    cache = BlockCache(tmp_path, capacity=1 << 20)
+    cache.drop_segment(9)
+    assert not cache.stage("9-4", memoryview(b"late fetch"), limit=1 << 20)  # a record read's GET, after retire
+    assert cache.get("9-4", load) is None and not list(tmp_path.glob("9-*"))
+    assert cache.stage("90-4", memoryview(b"another segment"), limit=1 << 20)

@@ -62,7 +62,8 @@ class Maintenance:
     def due(self) -> bool:
         """Whether enough small cold segments have piled up to merge them."""
         cold = self.engine.cold
-        return bool(self.limit) and cold is not None and cold.connected and cold.small_segments() >= self.limit
+        # (at least two: one small segment has nothing to merge with, and would be "due" forever)
+        return bool(self.limit) and cold is not None and cold.connected and cold.small_segments() >= max(self.limit, 2)
 
     def merge_if_due(self) -> bool:
         """Merge cold's small segments when :meth:`due` (under the write lock, journaled).

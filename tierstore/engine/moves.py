@@ -188,16 +188,21 @@ def execute(engine: Any, plan: dict[str, tuple[np.ndarray, np.ndarray]], *,
 
 def interrupted_run(engine: Any) -> dict[str, Any] | None:
     """The journal of a policy run or cold merge a crash interrupted (read once at open, then
-    cleared; a merge's has ``"compacting": true``). Its open batch needs nothing more: the copy
+    cleared; a merge's has ``"compacting": true``; both: the policy run's, with the merge's under
+    ``"merge"``). Its open batch needs nothing more: the copy
     step of every move is undone by the open itself (Redis keys by their pending marks, warm rows
     by rebuilding the growing segment from the catalog, cold segments by the cold tier's journal)."""
-    found = None
-    for key in (_MERGE_JOURNAL, _JOURNAL):
+    found = {}
+    for name, key in (("merge", _MERGE_JOURNAL), ("policy", _JOURNAL)):
         raw = engine.catalog.get_meta(key)
         if raw is not None:
             engine.catalog.delete_meta(key)
-            found = json.loads(raw)
-    return found
+            found[name] = json.loads(raw)
+    if not found:
+        return None
+    if "policy" in found:  # a merge may run between a policy run's batches: both were cut short
+        return {**found["policy"], **({"merge": found["merge"]} if "merge" in found else {})}
+    return found["merge"]
 
 
 def compact_cold_journaled(engine: Any) -> dict[str, int]:
@@ -208,7 +213,9 @@ def compact_cold_journaled(engine: Any) -> dict[str, int]:
     cat = engine.catalog
     cat.set_meta(_MERGE_JOURNAL, json.dumps({"pid": os.getpid(), "started": time.time(), "compacting": True}).encode())
     try:
-        return compact_cold(engine)
+        # threshold 1.0: merge the small segments, never rewrite a large one for its dead rows
+        # (that is compact()'s, on the user's schedule: it downloads and re-uploads the segment)
+        return compact_cold(engine, threshold=1.0)
     finally:
         cat.delete_meta(_MERGE_JOURNAL)
 

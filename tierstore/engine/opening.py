@@ -247,10 +247,11 @@ def open_engine(eng: Engine, op: Opened, hot_factory: Any = None) -> None:
     if not ro:
         eng.policy.interrupted = moves.interrupted_run(eng)
         if eng.policy.interrupted is not None:
-            if eng.policy.interrupted.get("compacting"):
-                log.warning("a cold merge was interrupted (pid %s); its unpublished segment was removed at "
-                            "open and maintenance merges again", eng.policy.interrupted.get("pid"))
-            else:
+            if eng.policy.interrupted.get("compacting") or "merge" in eng.policy.interrupted:
+                log.warning("a cold merge was interrupted (pid %s); the catalog still names one copy of each vector "
+                            "(the old segments, or the new one if the flip was done; the other is garbage for "
+                            "compact) and maintenance merges again", eng.policy.interrupted.get("pid"))
+            if not eng.policy.interrupted.get("compacting"):
                 log.warning("a policy run was interrupted (pid %s); its open batch was rolled back at open and "
                             "the next cycle re-plans the rest", eng.policy.interrupted.get("pid"))
         eng.policy.start()

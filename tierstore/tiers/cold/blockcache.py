@@ -40,6 +40,8 @@ class BlockCache:
         self.bytes = 0
         self._adopted: OrderedDict[str, Any] = OrderedDict()  # shared: blocks other processes wrote
         self._staged: dict[str, memoryview] = {}  # fetched, not yet on disk (see stage)
+        self._staged_objs: dict[str, Any] = {}  # ... and decoded once
+        self._dropped: set[str] = set()  # segments dropped by this process: never staged or written again
         self.staged_bytes = 0
         if shared:
             # a read-only process: the directory is the writer's. Files other processes wrote are
@@ -73,12 +75,19 @@ class BlockCache:
         raises IntegrityError for a corrupt file, which is then dropped (the caller refetches)."""
         with self._lock:
             staged = self._staged.get(name)
+            obj = self._staged_objs.get(name)
+        if obj is not None:
+            return obj
         if staged is not None:
             try:
-                return load(staged)
+                obj = load(staged)
             except (ValueError, IntegrityError):  # a gap filler is staged unverified
                 self._unstage(name, staged)
                 return None
+            with self._lock:
+                if self._staged.get(name) is staged:
+                    self._staged_objs[name] = obj
+            return obj
         with self._lock:
             if name not in self._lru:
                 obj = None
@@ -136,7 +145,8 @@ class BlockCache:
         if len(data) > self.capacity:
             return False
         with self._lock:
-            if name in self._staged or self.staged_bytes + len(data) > limit:
+            if (name in self._staged or self.staged_bytes + len(data) > limit
+                    or name.split("-")[0] in self._dropped):
                 return False
             self._staged[name] = data
             self.staged_bytes += len(data)
@@ -151,6 +161,10 @@ class BlockCache:
             return
         try:
             self.put(name, data)
+            with self._lock:
+                dropped = self._staged.get(name) is not data  # drop() ran meanwhile: undo the put
+            if dropped:
+                self.drop(name)
         finally:
             self._unstage(name, data)
 
@@ -158,6 +172,7 @@ class BlockCache:
         with self._lock:
             if self._staged.get(name) is data:
                 del self._staged[name]
+                self._staged_objs.pop(name, None)
                 self.staged_bytes -= len(data)
 
     def put(self, name: str, data: bytes) -> None:
@@ -179,6 +194,7 @@ class BlockCache:
     def drop(self, name: str) -> None:
         with self._lock:
             staged = self._staged.pop(name, None)
+            self._staged_objs.pop(name, None)
             if staged is not None:
                 self.staged_bytes -= len(staged)
             self.bytes -= self._lru.pop(name, 0)
@@ -186,7 +202,10 @@ class BlockCache:
         (self.root / f"{name}.blk").unlink(missing_ok=True)
 
     def drop_segment(self, sid: int) -> None:
+        """Drop a retired segment's blocks; a late fetch of one (a record read that took the
+        segment list before it was retired) is not staged or written again."""
         with self._lock:
+            self._dropped.add(str(sid))
             names = [n for n in (*self._lru, *self._staged) if n.split("-")[0] == str(sid)]
         for n in names:
             self.drop(n)

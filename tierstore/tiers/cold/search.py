@@ -43,10 +43,12 @@ def _code_error(qs: np.ndarray, metric: str) -> np.ndarray:
     """Per query: how far a format-2 code estimate can be from the exact distance, per unit of
     the row's scale. A code is ``round(v / s)`` per dimension, so ``|v - s c|`` is at most
     ``s / 2`` in each and ``|q . (v - s c)| <= s / 2 * |q|_1``; the estimate is ``1 - s q.c``
-    (cosine on unit vectors, ip) or ``|v|^2 - 2 s q.c + |q|^2`` (l2: twice that). 1% more covers
-    float32 rounding in the scan's sum of products (:func:`_slack` adds that of the l2 terms)."""
+    (cosine on unit vectors, ip) or ``|v|^2 - 2 s q.c + |q|^2`` (l2: twice that). Plus float32
+    rounding in the scan's sum of ``dim`` products of at most ``127 |q_j|``: at most
+    ``dim * 2**-24 * 128 * |q|_1`` per unit of scale (:func:`_slack` adds that of the l2 terms)."""
     l1 = np.abs(qs.astype(np.float64)).sum(axis=1)
-    return (l1 * (1.0 if metric == "l2" else 0.5) * 1.01).tolist()
+    rounding = qs.shape[1] * 128.0 * 2.0**-24
+    return (l1 * ((1.0 if metric == "l2" else 0.5) * 1.01 + (2.0 if metric == "l2" else 1.0) * rounding)).tolist()
 
 
 def _slack(est: float, bound: float, sqnorm: float) -> float:
