@@ -126,10 +126,10 @@ def cold_scan(qs: np.ndarray, metric: int, qptr: np.ndarray, qitems: np.ndarray,
     out_d = np.full((m, cap), np.inf, np.float32)
     out_b = np.full((m, cap), -1, np.int64)
     out_r = np.full((m, cap), -1, np.int64)
-    if m == 1:  # no thread pool for one query: splitting its blocks over the threads halved the
-        # kernel on an idle machine (0.42 -> 0.25 ms for 17.9k rows) but OpenMP's workers then spin
-        # after each query, taking the cores from Redis, S3 and the query's own Python (measured:
-        # cache-cold p50 82 -> 145 ms, cache-warm 2.0 -> 3.2 ms in the cold benchmark)
+    if m == 1:  # no thread pool for one query. Splitting its blocks over the threads halved this
+        # kernel alone (0.42 -> 0.25 ms for 17.9k rows, idle machine), but OpenMP's workers spin for
+        # a while after every parallel region, on cores that Redis, S3 and the query's own Python
+        # need; the one benchmark run with it was slower end to end (not isolated from other load)
         _cold_scan_one(qs[0], metric, qitems[qptr[0] : qptr[1]], vec, sqn, scale, mask, nrows, dim,
                        out_d[0], out_b[0], out_r[0])
         return out_d, out_b, out_r
