@@ -10,9 +10,11 @@ whatever the policy does: a store written only by an offline script, or with the
 through the same :meth:`Maintenance.merge_if_due`.)
 
 A merge holds the write lock (as ``compact()`` does) and is journaled in the catalog, so a crash
-inside it is reported at the next open (``stats()["policy"]["interrupted_at_open"]``); the merge
-itself needs no recovery: its new segment is unpublished until the catalog flip, and the cold
-tier's journal removes it.
+inside it is reported at the next open (``stats()["policy"]["interrupted_at_open"]``). It needs no
+recovery of its own: on either side of its catalog flip the catalog names exactly one copy of every
+vector (the old segments before it, the new one after), the next connect makes the manifest list
+the catalog's segments again, and the segments left over are garbage that the next merge or
+``compact()`` deletes.
 """
 
 from __future__ import annotations
