@@ -189,9 +189,9 @@ def execute(engine: Any, plan: dict[str, tuple[np.ndarray, np.ndarray]], *,
 def interrupted_run(engine: Any) -> dict[str, Any] | None:
     """The journal of a policy run or cold merge a crash interrupted (read once at open, then
     cleared; a merge's has ``"compacting": true``; both: the policy run's, with the merge's under
-    ``"merge"``). Its open batch needs nothing more: the copy
-    step of every move is undone by the open itself (Redis keys by their pending marks, warm rows
-    by rebuilding the growing segment from the catalog, cold segments by the cold tier's journal)."""
+    ``"merge"``). Its open batch needs nothing more: the copy step of every move is undone by the
+    open itself (Redis keys by their pending marks, warm rows by rebuilding the growing segment
+    from the catalog, cold segments by the cold tier's journal)."""
     found = {}
     for name, key in (("merge", _MERGE_JOURNAL), ("policy", _JOURNAL)):
         raw = engine.catalog.get_meta(key)
@@ -208,8 +208,8 @@ def interrupted_run(engine: Any) -> dict[str, Any] | None:
 def compact_cold_journaled(engine: Any) -> dict[str, int]:
     """:func:`compact_cold` as background maintenance (engine.maintenance), journaled like the
     policy executor's batches (``{"compacting": true}``), so a crash inside it is reported at the
-    next open. (The compaction itself needs no journal: its new segment is unpublished until the
-    catalog flip, and the cold tier's own journal removes it.)"""
+    next open. (The compaction itself needs no journal: on either side of its catalog flip the
+    catalog names one copy of every vector; see engine.maintenance.)"""
     cat = engine.catalog
     cat.set_meta(_MERGE_JOURNAL, json.dumps({"pid": os.getpid(), "started": time.time(), "compacting": True}).encode())
     try:

@@ -124,8 +124,9 @@ class ColdSearch(ColdBase):
                 probed[i] += len(keep)
             # the partitions of all queries of the batch, each fetched (or found in the cache) once
             uniq = np.unique(np.concatenate(take)) if take else np.zeros(0, np.int64)
-            segs = [seg_at[j] for j in uniq.tolist()]
-            parts = [part_at[j] for j in uniq.tolist()]
+            at_idx = uniq.tolist()
+            segs = [seg_at[j] for j in at_idx]
+            parts = [part_at[j] for j in at_idx]
             blocks, got_in, run_bytes = self._blocks(list(zip(segs, parts, strict=True)))
             blks = [blocks[(seg.sid, p)] for seg, p in zip(segs, parts, strict=True)]
             masks = []  # kept alive for the scan (it reads them by address)
