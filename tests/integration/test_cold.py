@@ -281,6 +281,41 @@ def test_filtered_query_skips_partitions_its_metadata_rules_out(open_store):
     assert det["bytes"] < full["bytes"] / 3, (det, full)
 
 
+def test_segments_the_store_writes_are_served_from_the_local_cache_from_their_first_query(open_store, tmp_path):
+    """Write-through: the blocks and exact-vector pages of a segment the store wrote (an ingest, a
+    demotion, a merge) go to the block cache, so its first queries need no GET; a block damaged
+    on local disk is caught by its checksum and fetched from S3 instead; a merged-away segment's
+    blocks leave the cache."""
+    cfg = {"path": tmp_path / "wt", "dim": 16, "cold": {"segment_size": 4000, "auto_compact_segments": 0}}
+    store = open_store(**cfg)
+    v = vectors(1500, seed=9)
+    store.upsert(list(range(1000)), v[:1000], tier="warm")
+    store.upsert(list(range(1000, 1500)), v[1000:], tier="cold")
+    store.move(list(range(500)), "cold")  # a demotion: the second segment
+    store.cold.settle()
+    total = store.stats()["tiers"]["cold"]["partitions"]
+    for qi in (3, 777, 1499):
+        det = store.query(v[qi], k=5, nprobe=total, tiers=["cold"]).tiers["cold"].details
+        if qi < 500 or qi >= 1000:
+            assert store.query(v[qi], k=1).ids() == [qi]
+        assert det["gets"] == 0 and det["cache_hits"] == det["probed"] > 0 and det["reranked"] > 0, det
+    cache = tmp_path / "wt" / "cold" / "cache"
+    blocks = sorted(cache.glob("*.blk"))
+    assert any("-v" in b.name for b in blocks) and any("-v" not in b.name for b in blocks)
+    for b in blocks:  # flip a byte of every cached block and page
+        raw = bytearray(b.read_bytes())
+        raw[len(raw) // 2] ^= 0x40
+        b.write_bytes(bytes(raw))
+    store.close()
+    store = open_store(**cfg)  # (the blocks are mapped afresh)
+    hits = store.query(v[1234], k=5, nprobe=total)
+    assert hits.ids()[0] == 1234 and not hits.partial and hits.tiers["cold"].details["gets"] > 0
+    assert store.compact()["cold"]["segments"] == 2
+    store.cold.settle()
+    sids = {int(b.name.split("-")[0]) for b in cache.glob("*.blk")}
+    assert len(sids) == 1, sids  # only the merged segment's blocks are left
+
+
 def test_small_segments_are_merged_by_compact(open_store):
     store = open_store(dim=16, cold={"segment_size": 2000, "auto_compact_segments": 0})
     v = vectors(600, seed=6)

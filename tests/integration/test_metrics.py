@@ -44,6 +44,7 @@ def test_exposed_counters_match_the_queries_across_tiers(open_store, s3_server):
     store.upsert(list(range(100)), v[:100])
     store.upsert(list(range(100, 200)), v[100:200], tier="warm")
     store.upsert(list(range(200, 300)), v[200:], tier="cold")
+    store.cold.drop_cache()  # (the segment was written through to it): the first queries read S3
     answers = [store.query(v[i], k=5) for i in (3, 150, 250, 251)]
     answers += store.query_batch(v[[10, 110, 210]], k=4, tiers=["hot", "warm"])
     store.cold.settle()  # fetched blocks are in the cache now: the next query hits it

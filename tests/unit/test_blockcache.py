@@ -80,3 +80,25 @@ def test_a_retired_segment_is_not_staged_again(tmp_path):
     assert not cache.stage("9-4", memoryview(b"late fetch"), limit=1 << 20)  # a record read's GET, after retire
     assert cache.get("9-4", load) is None and not list(tmp_path.glob("9-*"))
     assert cache.stage("90-4", memoryview(b"another segment"), limit=1 << 20)
+
+
+def test_write_through_fills_spare_room_only_and_queries_blocks_outlive_it(tmp_path):
+    """A block written through (``spare_only``: a segment the store just wrote) never evicts
+    anything, and it is the first to go when a fetched block needs room."""
+    cache = BlockCache(tmp_path, capacity=100)
+    cache.put("1-0", b"a" * 40)  # read by a query
+    assert cache.put("2-0", b"b" * 40, spare_only=True)
+    assert not cache.put("2-1", b"c" * 40, spare_only=True)  # no room: nothing evicted for it
+    assert cache.get("1-0", load) == b"a" * 40 and not (tmp_path / "2-1.blk").exists()
+    cache.put("3-0", b"d" * 40)  # a fetched block needs room: the written-through one goes first
+    assert cache.get("2-0", load) is None and cache.get("1-0", load) == b"a" * 40
+    assert cache.get("3-0", load) == b"d" * 40 and cache.bytes == 80
+
+
+def test_a_dropped_segment_is_not_written_through(tmp_path):
+    cache = BlockCache(tmp_path, capacity=1 << 20)
+    assert cache.put("5-0", b"x" * 10, spare_only=True)
+    cache.drop_segment(5)  # merged away, or its write aborted
+    assert not cache.put("5-1", b"y" * 10, spare_only=True)
+    assert cache.get("5-0", load) is None and cache.get("5-1", load) is None
+    assert not list(tmp_path.glob("5-*")) and cache.bytes == 0

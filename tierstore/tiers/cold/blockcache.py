@@ -175,21 +175,38 @@ class BlockCache:
                 self._staged_objs.pop(name, None)
                 self.staged_bytes -= len(data)
 
-    def put(self, name: str, data: bytes) -> None:
+    def put(self, name: str, data: bytes, spare_only: bool = False) -> bool:
+        """Write ``data`` as the block ``name`` (most recently used). ``spare_only``: only into room
+        the cache has free, as its *least* recently used entry, never evicting anything and never
+        for a dropped segment -- the blocks of a segment the store just wrote (write-through) are
+        worth keeping while there is room, not more than what queries read. Returns whether it
+        was written."""
         if len(data) > self.capacity:
-            return
+            return False
+        if spare_only:
+            with self._lock:
+                if self.bytes + len(data) > self.capacity or name.split("-")[0] in self._dropped:
+                    return False
         tmp = self.root / f"{name}.{os.getpid()}.{threading.get_ident()}.tmp"
         tmp.write_bytes(data)  # no fsync: a torn cache file fails its checksum and is refetched
         os.replace(tmp, self.root / f"{name}.blk")
         with self._lock:
+            if spare_only and name.split("-")[0] in self._dropped:  # dropped meanwhile: undo
+                self.bytes -= self._lru.pop(name, 0)
+                self._objs.pop(name, None)
+                (self.root / f"{name}.blk").unlink(missing_ok=True)
+                return False
             self.bytes += len(data) - self._lru.pop(name, 0)
             self._objs.pop(name, None)
             self._lru[name] = len(data)
+            if spare_only:
+                self._lru.move_to_end(name, last=False)
             while self.bytes > self.capacity and self._lru:
                 old, size = self._lru.popitem(last=False)
                 self._objs.pop(old, None)  # a query still holding it keeps its mapping valid
                 self.bytes -= size
                 (self.root / f"{old}.blk").unlink(missing_ok=True)
+        return True
 
     def drop(self, name: str) -> None:
         with self._lock:
