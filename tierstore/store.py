@@ -550,7 +550,9 @@ class TierStore:
                 "access": {"recorded": self.access.total_accesses, "half_life": self.access.half_life,
                            "half_life_unit": "accesses" if self.access.auto else "seconds",
                            "half_life_s": None if self.access.auto else self.access.half_life,
-                           "from_readers": self._engine.drain.drained if self._engine.drain is not None else 0},
+                           "from_readers": self._engine.drain.drained if self._engine.drain is not None else 0,
+                           # the last checkpoint: a snapshot of every slot, or a log record of those changed
+                           "checkpoint": dict(getattr(self.access, "last_checkpoint", {}))},
                 "policy": self.policy.stats(),
                 "maintenance": self._engine.maintenance.stats(),
             }

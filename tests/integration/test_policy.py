@@ -210,6 +210,32 @@ def test_access_counts_survive_reopen(open_store, tmp_path):
         assert again.run_policy(dry_run=True).planned == plan == {"warm->hot": 10}
 
 
+def test_access_counts_survive_reopens_through_logged_checkpoints(open_store, tmp_path):
+    """After the first snapshot a checkpoint writes only the slots that changed; two reopens
+    replay snapshot + log and plan exactly what the process that wrote them planned."""
+    v = vecs(300)
+    path = tmp_path / "logged"
+    kw = {"path": path, "dim": 16, "hot": {"capacity": 10}, "policy": {"interval": 0, "ingest_tier": "warm"}}
+    store = open_store(**kw)
+    store.upsert(list(range(300)), v)
+    store.touch(list(range(30, 40)) * 2)
+    store.flush()
+    store.touch(list(range(200, 210)) * 6)  # a new hot set, logged
+    store.flush()
+    assert store.stats()["access"]["checkpoint"]["kind"] == "log"
+    assert store.stats()["access"]["checkpoint"]["slots"] == 10
+    plan = store.run_policy(dry_run=True)
+    assert sorted(m.id for m in plan.moves) == list(range(200, 210))
+    store.close()
+    again = open_store(**kw)
+    assert again.run_policy(dry_run=True).moves == plan.moves
+    again.touch(list(range(100, 110)) * 20)
+    again.close()  # another record after the reopen
+    third = open_store(**kw)
+    planned = third.run_policy(dry_run=True)
+    assert planned.planned == {"warm->hot": 10} and sorted(m.id for m in planned.moves) == list(range(100, 110))
+
+
 def test_background_thread_migrates_and_queries_stay_exactly_once(open_store):
     v = vecs(600)
     store = open_store(dim=16, hot={"capacity": 60}, warm={"capacity": 200, "segment_size": 150},

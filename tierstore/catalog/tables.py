@@ -177,6 +177,40 @@ class SideTables:
         with self.env.begin(db=self.meta_db, write=True) as txn:
             txn.put(b"blob:" + name, value)
 
+    _ACCESS, _ACCESS_SNAP, _ACCESS_LOG = b"blob:access", b"blob:access.snap", b"blob:access.log."
+
+    def save_access(self, header: bytes, snapshot: bytes | None, record: bytes | None) -> None:
+        """One access-statistics checkpoint (``AccessStats.checkpoint``), in one transaction: a
+        ``snapshot`` replaces the last one and drops the log; a log ``record`` is appended."""
+        with self.env.begin(db=self.meta_db, write=True) as txn:
+            logged = self._access_log_keys(txn)
+            if snapshot is not None:
+                for k in logged:
+                    txn.delete(k)
+                txn.put(self._ACCESS_SNAP, snapshot)
+            if record is not None:
+                seq = int(logged[-1][len(self._ACCESS_LOG):]) + 1 if logged else 0
+                txn.put(self._ACCESS_LOG + b"%012d" % seq, record)
+            txn.put(self._ACCESS, header)
+
+    def load_access(self) -> tuple[bytes | None, bytes | None, list[bytes]]:
+        """(header, snapshot, log records in order) of the last checkpoint, read in one
+        transaction; a checkpoint from before the log is all in its header."""
+        with self.env.begin(db=self.meta_db) as txn:
+            header, snap = txn.get(self._ACCESS), txn.get(self._ACCESS_SNAP)
+            return (None if header is None else bytes(header), None if snap is None else bytes(snap),
+                    [bytes(txn.get(k)) for k in self._access_log_keys(txn)])
+
+    def _access_log_keys(self, txn: Any) -> list[bytes]:
+        cur = txn.cursor(db=self.meta_db)
+        out = []
+        if cur.set_range(self._ACCESS_LOG):
+            for k in cur.iternext(values=False):
+                if not bytes(k).startswith(self._ACCESS_LOG):
+                    break
+                out.append(bytes(k))
+        return out
+
     def delete_meta(self, name: bytes) -> None:
         with self.env.begin(db=self.meta_db, write=True) as txn:
             txn.delete(b"blob:" + name)

@@ -149,9 +149,15 @@ class Engine:
         return True
 
     def checkpoint(self) -> None:
-        """Persist the access statistics and fsync the catalog."""
+        """Persist the access statistics (the slots changed since the last checkpoint, or a
+        snapshot: ``AccessStats.checkpoint``) and fsync the catalog."""
         if self.catalog is not None and self.access is not None:
-            self.catalog.set_meta(b"access", self.access.dumps())
+            header, snapshot, record = self.access.checkpoint()
+            try:
+                self.catalog.save_access(header, snapshot, record)
+            except BaseException:
+                self.access.save_failed()
+                raise
             self.catalog.sync()
 
     release_memory = staticmethod(release_memory)

@@ -61,9 +61,7 @@ class ReaderAccess(shared.AccessLog):
 
     def saved(self) -> policy.AccessStats:
         """The writer's last checkpoint of the access counts (empty if it never saved one)."""
-        raw = self._catalog.get_meta(b"access")
-        return (policy.AccessStats.loads(raw, self._half_life) if raw
-                else policy.AccessStats(self._half_life, size=self._catalog.slot_limit()))
+        return policy.AccessStats.restore(self._catalog.load_access(), self._half_life, self._catalog.slot_limit())
 
     def columns(self, slots: Any, now: float, grace: float) -> Any:
         self._saved = self.saved()
@@ -193,9 +191,8 @@ def open_engine(eng: Engine, op: Opened, hot_factory: Any = None) -> None:
             eng.schema = stored
         eng.access = ReaderAccess(eng.path / "access", eng.catalog, cfg.policy.half_life)
     else:
-        raw = eng.catalog.get_meta(b"access")
-        eng.access = (policy.AccessStats.loads(raw, cfg.policy.half_life) if raw
-                      else policy.AccessStats(cfg.policy.half_life, size=eng.catalog.slot_limit()))
+        eng.access = policy.AccessStats.restore(eng.catalog.load_access(), cfg.policy.half_life,
+                                                eng.catalog.slot_limit())
     url, embedded = cfg.hot.redis_url, None
     if url is None and hot_factory is None:
         if ro:  # the writer's embedded server, never one of our own

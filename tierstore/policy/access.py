@@ -96,6 +96,13 @@ class AccessStats:
         self._lock = threading.Lock()  # guards apply/resize/rebase, never held by record()
         self.total_accesses = 0
         self.latest = -np.inf  # the time stamp of the latest access applied (wall seconds)
+        # checkpoints (see checkpoint): the slots changed since the last one, whether the next
+        # must write every slot, and the bytes of log records written since the last snapshot
+        self._dirty: list[np.ndarray] = []
+        self._dirty_n = 0
+        self._full = True
+        self._log_bytes = 0
+        self.last_checkpoint: dict[str, Any] = {}
 
     # --- recording (query threads) ----------------------------------------------------------------
 
@@ -157,6 +164,7 @@ class AccessStats:
                 kernels.flag_candidates(self.counts, slots, self.hot, self.admit_thr, self.cand)
                 self._collect_flagged(slots)
             self.total_accesses += len(slots)
+            self._touch(slots)
 
     def _collect_flagged(self, slots: np.ndarray) -> None:
         """(lock held) Remember which of the just-applied ``slots`` are flagged: O(accesses), so
@@ -184,6 +192,25 @@ class AccessStats:
             self._collect_flagged(slots)
         self.clock += len(slots)
         self.total_accesses += len(slots)
+        self._touch(slots)
+
+    def _touch(self, slots: np.ndarray) -> None:
+        """(lock held) ``slots`` changed: the next checkpoint's log record carries them. Past a
+        quarter of all slots a snapshot is cheaper, and the list is dropped."""
+        if self._full or not len(slots):
+            return
+        self._dirty.append(np.asarray(slots, np.int64))
+        self._dirty_n += len(slots)
+        if self._dirty_n > self.counts.shape[0] // 4:
+            if len(self._dirty) > 1:  # repeats of the same slots: count them once
+                self._dirty = [np.unique(np.concatenate(self._dirty))]
+                self._dirty_n = len(self._dirty[0])
+            if self._dirty_n > self.counts.shape[0] // 4:
+                self._all_changed()
+
+    def _all_changed(self) -> None:
+        """(lock held) Every slot may have changed (a rescale): the next checkpoint is a snapshot."""
+        self._full, self._dirty, self._dirty_n = True, [], 0
 
     def _ensure(self, n: int) -> None:
         if n > self.counts.shape[0]:
@@ -198,6 +225,7 @@ class AccessStats:
 
     def _rebase(self, now: float) -> None:
         """Move the epoch to ``now`` (wall seconds, or accesses when auto): every score scaled down."""
+        self._all_changed()
         shift = now - self.t0
         kernels.scale_inplace(self.counts, 2.0 ** (-shift / self.half_life))
         if self.admit_thr < np.inf:
@@ -227,6 +255,7 @@ class AccessStats:
             self.placed[slots] = -np.inf
             self.placed_tier[slots] = -1
             self.cand[slots] = False
+            self._touch(slots)
             rows = slots[slots % self.rate == 0] // self.rate
             rows = rows[rows < len(self.shadow)]
             self.shadow[rows] = 0.0
@@ -251,6 +280,7 @@ class AccessStats:
             self.placed[slots] = np.float32(now - self.wall0)
             self.placed_tier[slots] = np.asarray(tier, np.int8) + (3 if explicit else 0)
             self.hot[slots] = np.asarray(tier) == 0
+            self._touch(slots)
 
     def grace(self, slots: np.ndarray, now: float, grace: float) -> tuple[np.ndarray, np.ndarray]:
         """(floor, hold) of ``slots`` (int8, -1 = none): for a row in its grace period, the
@@ -406,43 +436,124 @@ class AccessStats:
 
     # --- persistence ------------------------------------------------------------------------------
 
+    def _header(self, **arrays: np.ndarray) -> bytes:
+        """(lock held) Everything but the per-slot arrays (unless given): the clocks, the
+        auto half-life's state and its shadows (a sampled miniature simulation, a fixed size
+        whatever the store's: a reopen goes on scoring them)."""
+        buf = io.BytesIO()
+        state = {"auto": self.auto, "half_life": self.half_life, "clock": self.clock, "wall0": self.wall0,
+                 "grid": None if self.grid is None else self.grid.tolist(), "chosen": self.chosen,
+                 "cycle_clock": self._cycle_clock, "rate": self.rate,
+                 "smoothed": None if self.smoothed is None else self.smoothed.tolist()}
+        sets = self._sets or []
+        np.savez(buf, **arrays, n=np.int64(self.counts.shape[0]),
+                 t0=np.float64(self.t0), total=np.int64(self.total_accesses),
+                 state=np.frombuffer(json.dumps(state).encode(), np.uint8), shadow=self.shadow,
+                 sets=np.concatenate(sets) if sets else np.zeros(0, np.int64),
+                 set_lens=np.asarray([len(x) for x in sets], np.int64), has_sets=np.bool_(self._sets is not None))
+        return buf.getvalue()
+
+    def _slot_arrays(self, slots: np.ndarray | None = None) -> dict[str, np.ndarray]:
+        if slots is None:
+            return {"counts": self.counts, "last": self.last, "placed": self.placed, "placed_tier": self.placed_tier}
+        return {"slots": slots, "counts": self.counts[slots], "last": self.last[slots],
+                "placed": self.placed[slots], "placed_tier": self.placed_tier[slots]}
+
     def dumps(self) -> bytes:
+        """Everything in one blob (:meth:`loads` reads it, and what :meth:`checkpoint` writes)."""
         with self._lock:
             self._apply_locked()
+            return self._header(**self._slot_arrays())
+
+    def checkpoint(self) -> tuple[bytes, bytes | None, bytes | None]:
+        """What a checkpoint persists, in one transaction: (header, snapshot, log record). Only
+        the slots changed since the last checkpoint go into a log record (a cycle's accesses
+        land on slots scattered over the whole store, so pages of slots would all be dirty:
+        a record of the slots themselves is what stays O(changes)); every slot goes into a
+        ``snapshot`` -- after which the log is dropped -- when none was written by this process,
+        all were rescaled (a new epoch), or the records since the last snapshot add up to half
+        its size. Neither when nothing changed. If the write fails, call :meth:`save_failed`."""
+        with self._lock:
+            self._apply_locked()
+            n = self.counts.shape[0]
+            if self._full or self._log_bytes * 2 > n * 17:  # (17 B per slot in a snapshot)
+                buf = io.BytesIO()
+                np.savez(buf, **self._slot_arrays())
+                self._full, self._dirty, self._dirty_n, self._log_bytes = False, [], 0, 0
+                self.last_checkpoint = {"kind": "snapshot", "bytes": buf.tell(), "slots": n}
+                return self._header(), buf.getvalue(), None
+            slots = np.unique(np.concatenate(self._dirty)) if self._dirty else np.zeros(0, np.int64)
+            self._dirty, self._dirty_n = [], 0
+            if not len(slots):
+                self.last_checkpoint = {"kind": "header", "bytes": 0, "slots": 0}
+                return self._header(), None, None
             buf = io.BytesIO()
-            state = {"auto": self.auto, "half_life": self.half_life, "clock": self.clock, "wall0": self.wall0,
-                     "grid": None if self.grid is None else self.grid.tolist(), "chosen": self.chosen,
-                     "cycle_clock": self._cycle_clock, "rate": self.rate,
-                     "smoothed": None if self.smoothed is None else self.smoothed.tolist()}
-            # the shadows (a sampled miniature simulation) travel too: a reopen goes on scoring them
-            sets = self._sets or []
-            np.savez(buf, counts=self.counts, last=self.last, placed=self.placed, placed_tier=self.placed_tier,
-                     t0=np.float64(self.t0), total=np.int64(self.total_accesses),
-                     state=np.frombuffer(json.dumps(state).encode(), np.uint8), shadow=self.shadow,
-                     sets=np.concatenate(sets) if sets else np.zeros(0, np.int64),
-                     set_lens=np.asarray([len(x) for x in sets], np.int64), has_sets=np.bool_(self._sets is not None))
-            return buf.getvalue()
+            np.savez(buf, **self._slot_arrays(slots))
+            self._log_bytes += buf.tell()
+            self.last_checkpoint = {"kind": "log", "bytes": buf.tell(), "slots": len(slots)}
+            return self._header(), None, buf.getvalue()
+
+    def save_failed(self) -> None:
+        """The last checkpoint did not reach the catalog: the next one writes every slot."""
+        with self._lock:
+            self._all_changed()
 
     @classmethod
-    def loads(cls, raw: bytes, half_life: float | str) -> AccessStats:
+    def restore(cls, saved: tuple[bytes | None, bytes | None, list[bytes]], half_life: float | str,
+                size: int = 0) -> AccessStats:
+        """The statistics a catalog holds (``Catalog.load_access()``: header, snapshot, log
+        records), or empty ones of ``size`` slots when it holds none."""
+        header, snapshot, log = saved
+        if not header:
+            return cls(half_life, size=size)
+        return cls.loads(header, half_life, snapshot=snapshot, log=log)
+
+    @staticmethod
+    def _read_slots(z: Any, snapshot: bytes | None, log: list[bytes]) -> tuple[np.ndarray, ...]:
+        """The per-slot arrays of a one-blob checkpoint (``z`` holds them), or of a snapshot with
+        the log records after it replayed in order, at the header's size."""
+        if "counts" in z.files:
+            counts = z["counts"].copy()
+            n = counts.shape[0]
+            # (stats from before placement tiers were kept: no grace, the policy decides)
+            return (counts, z["last"].copy(),
+                    z["placed"].copy() if "placed" in z.files else np.full(n, -np.inf, np.float32),
+                    z["placed_tier"].copy() if "placed_tier" in z.files else np.full(n, -1, np.int8))
+        n = int(z["n"])
+        out = [np.zeros(n), np.zeros(n, np.float32), np.full(n, -np.inf, np.float32), np.full(n, -1, np.int8)]
+        names = ("counts", "last", "placed", "placed_tier")
+        for raw in ([snapshot] if snapshot else []) + list(log):
+            with np.load(io.BytesIO(raw)) as rec:
+                slots = rec["slots"] if "slots" in rec.files else None
+                for arr, name in zip(out, names, strict=True):
+                    if slots is None:
+                        m = min(n, rec[name].shape[0])
+                        arr[:m] = rec[name][:m]
+                    else:
+                        ok = slots < n
+                        arr[slots[ok]] = rec[name][ok]
+        return tuple(out)
+
+    @classmethod
+    def loads(cls, raw: bytes, half_life: float | str, snapshot: bytes | None = None,
+              log: list[bytes] | tuple[bytes, ...] = ()) -> AccessStats:
         with np.load(io.BytesIO(raw)) as z:
             has_state = "state" in z.files
             state = json.loads(z["state"].tobytes()) if has_state else {"auto": False, "half_life": 3600.0}
             t0 = float(z["t0"])
             st = cls(half_life, t0=state.get("wall0", t0), size=0)
-            st.counts, st.last = z["counts"].copy(), z["last"].copy()
+            st.counts, st.last, st.placed, st.placed_tier = cls._read_slots(z, snapshot, list(log))
             n = st.counts.shape[0]
-            st.placed = (z["placed"].copy() if "placed" in z.files
-                         else np.full(n, -np.inf, dtype=np.float32))
-            # (stats from before placement tiers were kept: no grace, the policy decides)
-            st.placed_tier = (z["placed_tier"].copy() if "placed_tier" in z.files
-                              else np.full(n, -1, dtype=np.int8))
             st.hot, st.cand = np.zeros(n, np.bool_), np.zeros(n, np.bool_)
             st.total_accesses = int(z["total"])
             z_shadow = z["shadow"].copy() if "shadow" in z.files else None
             z_sets = None
             if "has_sets" in z.files and bool(z["has_sets"]):
                 z_sets = np.split(z["sets"].astype(np.int64), np.cumsum(z["set_lens"])[:-1])
+            # what the catalog holds is what is in memory: the next checkpoint logs changes only
+            # (unless the shadows or the counts are rescaled below, or it was one blob)
+            st._full = "counts" in z.files or snapshot is None
+            st._log_bytes = sum(len(r) for r in log)
         was_auto = bool(state.get("auto"))
         if st.auto and was_auto:
             st.t0, st.clock, st.half_life = t0, state["clock"], state["half_life"]
@@ -468,5 +579,6 @@ class AccessStats:
             old_now = state["clock"] if was_auto else time.time()
             st.counts *= 2.0 ** (-(old_now - t0) / float(state.get("half_life", 3600.0)))
             st.t0 = 0.0 if st.auto else time.time()
+            st._all_changed()
         return st
 
