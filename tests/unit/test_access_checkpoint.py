@@ -101,3 +101,32 @@ def test_a_checkpoint_from_before_the_log_still_loads_and_the_next_one_is_a_snap
     assert back.last_checkpoint["kind"] == "snapshot"
     same(st, AccessStats.restore(cat.load_access(), 60.0))
     cat.close()
+
+
+def test_tracking_changed_slots_stays_cheap_past_a_quarter_of_the_store(monkeypatch):
+    """Once the raw list of changed slots passes a quarter of the store it is deduplicated, and
+    then not again until it has doubled: repeated accesses to the same slots cost a sort of the
+    list once per as many new accesses as it holds slots, not on every apply."""
+    st = AccessStats(60.0, t0=0.0, size=4000)
+    st.checkpoint()  # the first snapshot: tracking starts
+    calls = []
+    real = np.unique
+    monkeypatch.setattr(np, "unique", lambda *a, **k: calls.append(1) or real(*a, **k))
+    for i in range(200):  # 100 accesses per apply, over the same 900 slots (under a quarter)
+        st.record(np.arange(900)[(i % 9) * 100 : (i % 9 + 1) * 100], now=float(i))
+        st.apply()
+    assert len(calls) <= 200 * 100 // 900 + 2, len(calls)  # (it was one per apply past 1,000)
+    monkeypatch.undo()
+    assert st.checkpoint()[2] is not None and st.last_checkpoint == {"kind": "log", "bytes": st.last_checkpoint["bytes"],
+                                                                     "slots": 900}
+
+
+def test_many_tiny_checkpoints_are_folded_into_a_snapshot(tmp_path):
+    cat = Catalog(tmp_path / "cat", dim=3, metric="l2", schema={})
+    st = AccessStats(60.0, t0=0.0, size=100_000)
+    for i in range(150):  # e.g. a flush() after every small write
+        st.record(np.array([i]), now=float(i))
+        cat.save_access(*st.checkpoint())
+        assert len(cat.load_access()[2]) <= 64
+    same(st, AccessStats.restore(cat.load_access(), 60.0))
+    cat.close()

@@ -102,3 +102,12 @@ def test_a_dropped_segment_is_not_written_through(tmp_path):
     assert not cache.put("5-1", b"y" * 10, spare_only=True)
     assert cache.get("5-0", load) is None and cache.get("5-1", load) is None
     assert not list(tmp_path.glob("5-*")) and cache.bytes == 0
+
+
+def test_a_reopen_keeps_written_through_blocks_least_recently_used(tmp_path):
+    cache = BlockCache(tmp_path, capacity=100)
+    cache.put("1-0", b"a" * 40)  # read by a query
+    assert cache.put("2-0", b"b" * 40, spare_only=True)
+    again = BlockCache(tmp_path, capacity=100)  # files are listed oldest first
+    again.put("3-0", b"c" * 40)
+    assert again.get("2-0", load) is None and again.get("1-0", load) == b"a" * 40

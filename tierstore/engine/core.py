@@ -118,6 +118,7 @@ class Engine:
         self.counters = Counters()
         self._unlinking: dict[int, Future] = {}  # iid -> its background Redis removal (policy runs)
         self._unlinking_lock = threading.Lock()
+        self._checkpoint_lock = threading.Lock()  # (see checkpoint)
         # the parts (see tierstore.engine.opening)
         self.catalog: Any = None
         self.hot: Any = None
@@ -152,12 +153,15 @@ class Engine:
         """Persist the access statistics (the slots changed since the last checkpoint, or a
         snapshot: ``AccessStats.checkpoint``) and fsync the catalog."""
         if self.catalog is not None and self.access is not None:
-            header, snapshot, record = self.access.checkpoint()
-            try:
-                self.catalog.save_access(header, snapshot, record)
-            except BaseException:
-                self.access.save_failed()
-                raise
+            # one at a time (a cycle's and a flush()'s): a record built first but committed
+            # second would replay over the newer one at the next open, or be dropped by its snapshot
+            with self._checkpoint_lock:
+                header, snapshot, record = self.access.checkpoint()
+                try:
+                    self.catalog.save_access(header, snapshot, record)
+                except BaseException:
+                    self.access.save_failed()
+                    raise
             self.catalog.sync()
 
     release_memory = staticmethod(release_memory)

@@ -45,6 +45,9 @@ _START = 2  # the half-life used until the shadows have been measured (4x a cycl
 _SWITCH_MARGIN = 0.002
 _SMOOTH = 1.0  # weight of the newest cycle in each shadow's (smoothed) hit ratio
 _SAMPLE_ROWS = 16384  # shadows run on about this many sampled slots (a miniature simulation)
+# log records kept before a checkpoint folds them into a snapshot (a reopen replays them all;
+# many tiny ones, e.g. a flush() after every small write, would otherwise pile up by thousands)
+_MAX_LOG_RECORDS = 64
 
 
 def _sample_rate(n: int) -> int:
@@ -99,9 +102,11 @@ class AccessStats:
         # checkpoints (see checkpoint): the slots changed since the last one, whether the next
         # must write every slot, and the bytes of log records written since the last snapshot
         self._dirty: list[np.ndarray] = []
-        self._dirty_n = 0
+        self._dirty_n = 0  # slots in _dirty, repeats included
+        self._dedupe_at = 0  # _dirty_n at which _dirty is deduplicated next (0: a quarter of the slots)
         self._full = True
         self._log_bytes = 0
+        self._log_records = 0
         self.last_checkpoint: dict[str, Any] = {}
 
     # --- recording (query threads) ----------------------------------------------------------------
@@ -201,16 +206,19 @@ class AccessStats:
             return
         self._dirty.append(np.asarray(slots, np.int64))
         self._dirty_n += len(slots)
-        if self._dirty_n > self.counts.shape[0] // 4:
-            if len(self._dirty) > 1:  # repeats of the same slots: count them once
-                self._dirty = [np.unique(np.concatenate(self._dirty))]
-                self._dirty_n = len(self._dirty[0])
-            if self._dirty_n > self.counts.shape[0] // 4:
+        quarter = self.counts.shape[0] // 4
+        if self._dirty_n > max(quarter, self._dedupe_at):
+            # repeats of the same slots count once; the next deduplication waits until the list
+            # has doubled (amortised O(1) per access, whatever the store's size)
+            merged = np.unique(np.concatenate(self._dirty))
+            if len(merged) > quarter:
                 self._all_changed()
+                return
+            self._dirty, self._dirty_n, self._dedupe_at = [merged], len(merged), 2 * len(merged)
 
     def _all_changed(self) -> None:
         """(lock held) Every slot may have changed (a rescale): the next checkpoint is a snapshot."""
-        self._full, self._dirty, self._dirty_n = True, [], 0
+        self._full, self._dirty, self._dirty_n, self._dedupe_at = True, [], 0, 0
 
     def _ensure(self, n: int) -> None:
         if n > self.counts.shape[0]:
@@ -472,24 +480,28 @@ class AccessStats:
         a record of the slots themselves is what stays O(changes)); every slot goes into a
         ``snapshot`` -- after which the log is dropped -- when none was written by this process,
         all were rescaled (a new epoch), or the records since the last snapshot add up to half
-        its size. Neither when nothing changed. If the write fails, call :meth:`save_failed`."""
+        its size or number ``_MAX_LOG_RECORDS``. Neither when nothing changed. If the write
+        fails, call :meth:`save_failed`. Callers serialise checkpoint + write (two interleaved
+        would commit out of order: ``Engine.checkpoint`` holds a lock)."""
         with self._lock:
             self._apply_locked()
             n = self.counts.shape[0]
-            if self._full or self._log_bytes * 2 > n * 17:  # (17 B per slot in a snapshot)
-                buf = io.BytesIO()
+            if self._full or self._log_bytes * 2 > n * 17 or self._log_records >= _MAX_LOG_RECORDS:
+                buf = io.BytesIO()  # (17 B per slot in a snapshot)
                 np.savez(buf, **self._slot_arrays())
-                self._full, self._dirty, self._dirty_n, self._log_bytes = False, [], 0, 0
+                self._full, self._dirty, self._dirty_n, self._dedupe_at = False, [], 0, 0
+                self._log_bytes = self._log_records = 0
                 self.last_checkpoint = {"kind": "snapshot", "bytes": buf.tell(), "slots": n}
                 return self._header(), buf.getvalue(), None
             slots = np.unique(np.concatenate(self._dirty)) if self._dirty else np.zeros(0, np.int64)
-            self._dirty, self._dirty_n = [], 0
+            self._dirty, self._dirty_n, self._dedupe_at = [], 0, 0
             if not len(slots):
                 self.last_checkpoint = {"kind": "header", "bytes": 0, "slots": 0}
                 return self._header(), None, None
             buf = io.BytesIO()
             np.savez(buf, **self._slot_arrays(slots))
             self._log_bytes += buf.tell()
+            self._log_records += 1
             self.last_checkpoint = {"kind": "log", "bytes": buf.tell(), "slots": len(slots)}
             return self._header(), None, buf.getvalue()
 
@@ -553,7 +565,7 @@ class AccessStats:
             # what the catalog holds is what is in memory: the next checkpoint logs changes only
             # (unless the shadows or the counts are rescaled below, or it was one blob)
             st._full = "counts" in z.files or snapshot is None
-            st._log_bytes = sum(len(r) for r in log)
+            st._log_bytes, st._log_records = sum(len(r) for r in log), len(log)
         was_auto = bool(state.get("auto"))
         if st.auto and was_auto:
             st.t0, st.clock, st.half_life = t0, state["clock"], state["half_life"]

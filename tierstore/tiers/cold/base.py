@@ -10,6 +10,7 @@ sets up; each part keeps its own helpers private.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import threading
@@ -29,6 +30,8 @@ from ...config import ColdConfig
 from ...errors import IntegrityError, TierStoreError, TierUnavailableError
 from . import format as fmt
 from .blockcache import BlockCache
+
+_WRITER_NICE = 10  # the cache writer's nice (see ColdBase.lower_writer_priority)
 
 
 def write_atomic(path: Path, data: bytes) -> None:
@@ -213,6 +216,16 @@ class ColdBase:
                     np.concatenate([s.footer.counts for s in segs]).astype(np.int64),
                     sum(int(s.footer.rows) for s in segs))
             return self._table
+
+    _writer_niced = False
+
+    def lower_writer_priority(self) -> None:
+        """(On the cache writer's thread) run it at nice ``_WRITER_NICE``: below queries, but
+        not starved by a busy query loop (at nice 19 it fell seconds behind). Once per thread."""
+        if not self._writer_niced:
+            self._writer_niced = True
+            with contextlib.suppress(OSError, AttributeError):
+                os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), _WRITER_NICE)
 
     def settle(self) -> None:
         """Wait until fetched blocks queued for the disk cache are written."""

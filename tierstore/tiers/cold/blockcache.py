@@ -189,6 +189,8 @@ class BlockCache:
                     return False
         tmp = self.root / f"{name}.{os.getpid()}.{threading.get_ident()}.tmp"
         tmp.write_bytes(data)  # no fsync: a torn cache file fails its checksum and is refetched
+        if spare_only:  # the oldest file: a reopen lists it least recently used too (files by mtime)
+            os.utime(tmp, (0, 0))
         os.replace(tmp, self.root / f"{name}.blk")
         with self._lock:
             if spare_only and name.split("-")[0] in self._dropped:  # dropped meanwhile: undo

@@ -12,11 +12,8 @@ reads stored vectors the same way).
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
-import os
-import threading
 from collections.abc import Sequence
 
 import numpy as np
@@ -36,7 +33,6 @@ _MAX_RUN = 4 * 1024**2
 _RERANK = 32  # format 2: candidates per query reranked on exact vectors (at least 2k)
 _PAGE_GAP = 2  # unwanted pages of exact vectors one rerank GET may read through
 _MAX_PENDING_CACHE = 256 * 1024**2  # fetched bytes staged in RAM for the disk cache, at most
-_WRITER_NICE = 10  # the cache writer's nice: below queries, but not starved by a busy query loop
 
 
 def _code_error(qs: np.ndarray, metric: str) -> np.ndarray:
@@ -61,7 +57,6 @@ class ColdSearch(ColdBase):
     """The query path of :class:`~.tier.ColdTier` (``search_many``, ``fetch``) and its block cache."""
 
     refresh_error: TierStoreError | None = None  # read-only: the last refresh failed (set by refresh)
-    _writer_niced = False
 
     def search_many(self, qs: np.ndarray, k: int, node: filters.Node, ef: int | None = None, *,
                     nprobe: int | None = None, bounds: Sequence[float] | None = None) -> list[TierAnswer]:
@@ -354,10 +349,7 @@ class ColdSearch(ColdBase):
             return
 
         def write() -> None:
-            if not self._writer_niced:  # the cache writer yields the CPU to queries and I/O
-                self._writer_niced = True
-                with contextlib.suppress(OSError, AttributeError):
-                    os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), _WRITER_NICE)
+            self.lower_writer_priority()
             try:
                 self.cache.write_staged(name)
             except OSError as exc:

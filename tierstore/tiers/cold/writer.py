@@ -111,6 +111,7 @@ class ColdWriter(ColdBase):
         for sid, raw in journal.items():
             op = json.loads(raw)
             log.warning("cold tier: rolling back an interrupted %s of segment %d (%s)", op.get("op"), sid, op.get("key"))
+            self.cache.drop_segment(sid)  # blocks written through before the crash
             self.catalog.delete_journal(sid)
         self.recovered = len(journal)
         registry = self.catalog.cold_segments()
@@ -169,6 +170,7 @@ class ColdWriter(ColdBase):
         meanwhile (merged away, aborted) is not written (:meth:`BlockCache.put`)."""
         import mmap
 
+        self.lower_writer_priority()
         try:
             with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mm:
                 f_ = seg.footer
