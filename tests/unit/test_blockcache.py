@@ -111,3 +111,21 @@ def test_a_reopen_keeps_written_through_blocks_least_recently_used(tmp_path):
     again = BlockCache(tmp_path, capacity=100)  # files are listed oldest first
     again.put("3-0", b"c" * 40)
     assert again.get("2-0", load) is None and again.get("1-0", load) == b"a" * 40
+
+
+def test_mapped_blocks_are_bounded_so_descriptors_never_run_out(tmp_path):
+    """Every mapped cache file holds a file descriptor: past ``max_mapped`` the least recently
+    used decoded block is let go (and mapped again when asked for), so reading a large cache
+    never exhausts the process's descriptors."""
+    import os
+
+    cache = BlockCache(tmp_path, capacity=1 << 20)
+    cache.max_mapped = 4
+    for i in range(50):
+        cache.put(f"1-{i}", b"%02d" % i * 10)
+    fds = len(os.listdir("/proc/self/fd"))
+    for _round in range(2):
+        for i in range(50):  # the decoded block is a view of the mapping: it keeps it open
+            assert bytes(cache.get(f"1-{i}", lambda raw: raw)) == b"%02d" % i * 10
+    assert len(cache._objs) <= 4
+    assert len(os.listdir("/proc/self/fd")) <= fds + 4

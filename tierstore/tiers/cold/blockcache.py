@@ -20,6 +20,28 @@ from ...errors import IntegrityError
 
 log = logging.getLogger("tierstore")
 
+_MAX_MAPPED = 16384  # mapped cache files per process, at most (each is one VMA and one descriptor)
+
+
+def mapped_limit() -> int:
+    """How many cache files one process keeps memory-mapped. A Python mmap holds a duplicate of
+    its file descriptor for its lifetime, so every mapped block costs one descriptor: raise the
+    soft open-file limit to the hard one (at most 65,536; the Go runtime does the same), and map
+    at most a quarter of it (16,384 at most: each mapping is also one of the kernel's ~65,530
+    memory areas per process). Found at 1M vectors: with every page of every segment cached, the
+    policy's and the queries' reads mapped more than 20,000 files and the next ``open`` failed."""
+    try:
+        import resource
+
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        want = 65536 if hard == resource.RLIM_INFINITY else min(hard, 65536)
+        if soft != resource.RLIM_INFINITY and soft < want:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+            soft = want
+    except (ImportError, ValueError, OSError):
+        soft = 1024
+    return max(64, min(_MAX_MAPPED, (65536 if soft == -1 else soft) // 4))
+
 
 class BlockCache:
     """Fetched partitions as files on local disk, least-recently-used evicted past ``capacity``
@@ -36,7 +58,8 @@ class BlockCache:
         self.shared = shared
         self._lock = threading.Lock()
         self._lru: OrderedDict[str, int] = OrderedDict()
-        self._objs: dict[str, Any] = {}
+        self._objs: OrderedDict[str, Any] = OrderedDict()  # decoded (mapped) blocks, at most max_mapped
+        self.max_mapped = mapped_limit()
         self.bytes = 0
         self._adopted: OrderedDict[str, Any] = OrderedDict()  # shared: blocks other processes wrote
         self._staged: dict[str, memoryview] = {}  # fetched, not yet on disk (see stage)
@@ -96,6 +119,8 @@ class BlockCache:
                 adopt = False
                 self._lru.move_to_end(name)
                 obj = self._objs.get(name)
+                if obj is not None:
+                    self._objs.move_to_end(name)
         if adopt:  # written by another process sharing the directory?
             with self._lock:
                 obj = self._adopted.get(name)
@@ -116,10 +141,10 @@ class BlockCache:
                     if name not in self._lru:
                         self._lru[name] = len(mm)
                         self.bytes += len(mm)
-                        self._objs[name] = obj
+                        self._map(name, obj)
                 else:  # mapped (page cache, not private memory): bounded by count only
                     self._adopted[name] = obj
-                    while len(self._adopted) > 65536:
+                    while len(self._adopted) > self.max_mapped:
                         self._adopted.popitem(last=False)
             return obj
         if obj is not None:
@@ -135,8 +160,16 @@ class BlockCache:
             return None
         with self._lock:
             if name in self._lru:
-                self._objs[name] = obj
+                self._map(name, obj)
         return obj
+
+    def _map(self, name: str, obj: Any) -> None:
+        """(lock held) Keep ``obj`` decoded; past ``max_mapped`` the least recently used one is
+        let go (its mapping closes when no query holds it; a later get maps it again)."""
+        self._objs[name] = obj
+        self._objs.move_to_end(name)
+        while len(self._objs) > self.max_mapped:
+            self._objs.popitem(last=False)
 
     def stage(self, name: str, data: memoryview, limit: int) -> bool:
         """Keep fetched ``data`` readable under ``name`` until :meth:`write_staged` puts it on disk.
