@@ -316,6 +316,25 @@ def test_segments_the_store_writes_are_served_from_the_local_cache_from_their_fi
     assert len(sids) == 1, sids  # only the merged segment's blocks are left
 
 
+def test_large_reads_hold_a_bounded_number_of_cached_files_and_return_exact_vectors(open_store, monkeypatch):
+    """A move (or a big batch's rerank) reads its partitions and pages a bounded number at a time
+    (each cached one is a mapped file holding a descriptor): the vectors are exactly those stored."""
+    from tierstore.tiers.cold import search
+
+    monkeypatch.setattr(search, "_PAGES_AT_ONCE", 3)
+    monkeypatch.setattr(search, "_PARTS_AT_ONCE", 2)
+    store = open_store(dim=16, cold={"segment_size": 4000})
+    v = vectors(1200, seed=4)
+    store.upsert(list(range(1200)), v, tier="cold")
+    got = {r.id: r.vector for r in store.get(list(range(0, 1200, 3)))}
+    np.testing.assert_array_equal(np.stack([got[i] for i in range(0, 1200, 3)]), v[::3])
+    res = store.query_batch(v[:40], k=3, nprobe=10_000)
+    assert [h.ids()[0] for h in res] == list(range(40))
+    store.move(list(range(0, 1200, 2)), "warm")
+    assert store.stats()["tiers"]["warm"]["count"] == 600
+    assert [store.query(v[i], k=1).ids() for i in (0, 1, 598, 599)] == [[0], [1], [598], [599]]
+
+
 def test_small_segments_are_merged_by_compact(open_store):
     store = open_store(dim=16, cold={"segment_size": 2000, "auto_compact_segments": 0})
     v = vectors(600, seed=6)

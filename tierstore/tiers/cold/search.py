@@ -33,6 +33,8 @@ _MAX_RUN = 4 * 1024**2
 _RERANK = 32  # format 2: candidates per query reranked on exact vectors (at least 2k)
 _PAGE_GAP = 2  # unwanted pages of exact vectors one rerank GET may read through
 _MAX_PENDING_CACHE = 256 * 1024**2  # fetched bytes staged in RAM for the disk cache, at most
+_PAGES_AT_ONCE = 512  # pages of exact vectors one read holds (each cached one: a descriptor)
+_PARTS_AT_ONCE = 256  # partitions fetch() holds at once (the same)
 
 
 def _code_error(qs: np.ndarray, metric: str) -> np.ndarray:
@@ -250,26 +252,35 @@ class ColdSearch(ColdBase):
         """The stored vectors of cold ``entries`` (internal id -> float32 vector)."""
         with self._lock:
             segs = dict(self.segs)
-        wanted, where = {}, []
+        where = []
         for e in entries:
             seg = segs.get(e.seg)
             if seg is None:
                 raise IntegrityError(f"cold segment {e.seg} named by the catalog for {e.uid!r} is not live")
             p = int(np.searchsorted(seg.footer.row_starts, e.pos, side="right")) - 1
-            wanted[(seg.sid, p)] = (seg, p)
             where.append((e, seg, p))
-        blocks, _, _ = self._blocks(list(wanted.values()))
+        where.sort(key=lambda w: (w[1].sid, w[2]))
         out = {}
         exact = []  # format 2: the vectors live in pages, the block only says whose row it is
-        for e, seg, p in where:
-            blk = blocks[(seg.sid, p)]
-            r = e.pos - int(seg.footer.row_starts[p])
-            if int(blk.iids[r]) != e.iid:
-                raise IntegrityError(f"cold segment {seg.info['key']}: row {e.pos} holds another id than the catalog says")
-            if blk.vectors is None:
-                exact.append((e, seg))
-            else:
-                out[e.iid] = np.array(blk.vectors[r], np.float32)
+        at = 0
+        while at < len(where):  # (at most _PARTS_AT_ONCE partitions held at a time)
+            wanted: dict[tuple[int, int], tuple[Seg, int]] = {}
+            end = at
+            while end < len(where) and ((where[end][1].sid, where[end][2]) in wanted or len(wanted) < _PARTS_AT_ONCE):
+                wanted[(where[end][1].sid, where[end][2])] = (where[end][1], where[end][2])
+                end += 1
+            blocks, _, _ = self._blocks(list(wanted.values()))
+            for e, seg, p in where[at:end]:
+                blk = blocks[(seg.sid, p)]
+                r = e.pos - int(seg.footer.row_starts[p])
+                if int(blk.iids[r]) != e.iid:
+                    raise IntegrityError(f"cold segment {seg.info['key']}: row {e.pos} holds another id than the catalog says")
+                if blk.vectors is None:
+                    exact.append((e, seg))
+                else:
+                    out[e.iid] = np.array(blk.vectors[r], np.float32)
+            del blocks
+            at = end
         if exact:
             vecs, _, _ = self._exact([(seg, int(e.pos)) for e, seg in exact])
             for (e, _), v in zip(exact, vecs, strict=True):
@@ -416,10 +427,29 @@ class ColdSearch(ColdBase):
         return out
 
     def _exact(self, want: list[tuple[Seg, int]]) -> tuple[list[np.ndarray], dict[tuple[int, int], int], list[int]]:
-        """Exact float32 vectors of format-2 rows ``(segment, object row)`` -> (vectors, the GET
-        each page came in, bytes per GET)."""
-        pages, got_in, run_bytes = self._pages([(seg, r // seg.footer.page_rows) for seg, r in want])
-        out = [pages[(seg.sid, r // seg.footer.page_rows)][r % seg.footer.page_rows] for seg, r in want]
+        """Exact float32 vectors (copies) of format-2 rows ``(segment, object row)`` -> (vectors,
+        the GET each page came in, bytes per GET). Pages are read ``_PAGES_AT_ONCE`` at a time
+        and let go: a cached page is a mapped file holding a descriptor, and a large move or
+        batch would otherwise hold thousands at once (a 1M run ran out of descriptors)."""
+        keys = [(seg.sid, r // seg.footer.page_rows) for seg, r in want]
+        order = sorted(range(len(want)), key=lambda i: keys[i])
+        out: list[np.ndarray] = [np.empty(0, np.float32)] * len(want)
+        got_in: dict[tuple[int, int], int] = {}
+        run_bytes: list[int] = []
+        at = 0
+        while at < len(order):
+            chunk, seen = [], set()
+            while at < len(order) and (keys[order[at]] in seen or len(seen) < _PAGES_AT_ONCE):
+                seen.add(keys[order[at]])
+                chunk.append(order[at])
+                at += 1
+            pages, got, nbytes = self._pages([(want[i][0], keys[i][1]) for i in chunk])
+            for i in chunk:
+                seg, r = want[i]
+                out[i] = np.array(pages[keys[i]][r % seg.footer.page_rows], np.float32)
+            got_in.update({key: g + len(run_bytes) for key, g in got.items()})
+            run_bytes += nbytes
+            del pages
         return out, got_in, run_bytes
 
     def drop_cache(self) -> None:
