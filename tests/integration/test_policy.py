@@ -438,6 +438,25 @@ def test_the_store_merges_small_cold_segments_by_itself_with_the_policy_off(open
     assert rep["ok"], rep["problems"]
 
 
+def test_the_background_merge_writes_one_segment_at_a_time(open_store):
+    """Small segments worth several new ones are merged one new segment per merge (the write
+    lock is free in between), back to back until none is due; content unchanged."""
+    v = vecs(2400)
+    store = open_store(dim=16, cold={"segment_size": 1000}, policy={"interval": 0})
+    for s in range(0, 2400, 200):  # twelve segments of 200 rows (small: < 250)
+        store.upsert(list(range(s, s + 200)), v[s : s + 200], tier="cold")
+    deadline = time.monotonic() + 90
+    while store.stats()["maintenance"]["small_cold_segments"] >= 4 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    time.sleep(0.5)
+    st = store.stats()
+    # groups of at most 1000 rows: 5 + 5 segments merged, one merge each; 2 small ones left
+    assert st["maintenance"]["cold_merges"] == 2, st["maintenance"]
+    assert st["maintenance"]["last_merge"]["segments"] == 5 and st["tiers"]["cold"]["segments"] == 4
+    assert sorted(r.id for b in store.scan() for r in b) == list(range(2400))
+    assert [store.query(v[i], k=1, nprobe=10_000).ids() for i in (0, 999, 2399)] == [[0], [999], [2399]]
+
+
 def test_one_small_cold_segment_is_never_due_for_a_merge(open_store):
     v = vecs(300)
     store = open_store(dim=16, cold={"segment_size": 4000, "auto_compact_segments": 1}, policy={"interval": 0})

@@ -88,9 +88,11 @@ class Maintenance:
         while not self._stop.wait(wait):
             try:
                 with self.engine.operation():  # counted: close() waits for a merge to finish
-                    if self.merge_if_due():
+                    merged = self.merge_if_due()
+                    if merged:
                         self.engine.release_memory()
-                wait = _POLL
+                # one new segment per merge, the write lock free in between: more may be due at once
+                wait = 0.05 if merged and self.due() else _POLL
             except ClosedError:
                 return
             except Exception as exc:  # noqa: BLE001 -- the thread must survive (S3 down: back off)

@@ -215,7 +215,7 @@ def compact_cold_journaled(engine: Any) -> dict[str, int]:
     try:
         # threshold 1.0: merge the small segments, never rewrite a large one for its dead rows
         # (that is compact()'s, on the user's schedule: it downloads and re-uploads the segment)
-        return compact_cold(engine, threshold=1.0)
+        return compact_cold(engine, threshold=1.0, max_groups=1)
     finally:
         cat.delete_meta(_MERGE_JOURNAL)
 
@@ -256,11 +256,16 @@ def compact(engine: Any, threshold: float | None = None, progress: ProgressFn | 
     return out
 
 
-def compact_cold(engine: Any, threshold: float | None = None, progress: ProgressFn | None = None) -> dict[str, int]:
+def compact_cold(engine: Any, threshold: float | None = None, progress: ProgressFn | None = None,
+                 max_groups: int | None = None) -> dict[str, int]:
     """Rewrite cold segments whose dead fraction exceeds ``threshold`` and merge small ones into
     new segments (copy -> new manifest -> flip -> reader grace -> delete the old objects), then
     delete objects no manifest lists. Called with the store's write lock held. ``progress``:
-    rows of the rewritten segments (live and dead) done so far, of all of them."""
+    rows of the rewritten segments (live and dead) done so far, of all of them. ``max_groups``:
+    write at most that many new segments (of up to ``cold.segment_size`` rows) and leave the rest
+    for the next call -- the background merge does one at a time, so the write lock is free
+    between them (a 1M ingest left 60 spilled segments whose merge in one call held the lock,
+    and stopped every policy move, for over a minute)."""
     cold, cat = engine.cold, engine.catalog
     cold.connect()
     threshold = engine.config.cold.compact_threshold if threshold is None else threshold
@@ -283,6 +288,10 @@ def compact_cold(engine: Any, threshold: float | None = None, progress: Progress
         n += live.get(s.sid, 0)
     if cur:
         groups.append(cur)
+    if max_groups is not None and len(groups) > max_groups:
+        groups = groups[:max_groups]
+        victims = [s for g in groups for s in g]
+        out["segments"] = len(victims)
     tick = Ticker(progress, sum(s.info["rows"] for s in victims))
     rows_of: dict[int, list[Entry]] = {s.sid: [] for s in victims}  # one catalog pass for all groups
     for batch in cat.entry_batches(tiers=[TIER_COLD]):
