@@ -301,11 +301,17 @@ def test_segments_the_store_writes_are_served_from_the_local_cache_from_their_fi
         assert det["gets"] == 0 and det["cache_hits"] == det["probed"] > 0 and det["reranked"] > 0, det
     cache = tmp_path / "wt" / "cold" / "cache"
     blocks = sorted(cache.glob("*.blk"))
-    assert any("-v" in b.name for b in blocks) and any("-v" not in b.name for b in blocks)
-    for b in blocks:  # flip a byte of every cached block and page
+    assert any("-g" in b.name for b in blocks) and any("-g" not in b.name for b in blocks)
+    for b in blocks:  # flip a byte of every cached block and group of pages
         raw = bytearray(b.read_bytes())
         raw[len(raw) // 2] ^= 0x40
         b.write_bytes(bytes(raw))
+    rep = store.verify(deep=True)  # (the store's mappings of the old bytes are its own: a fresh check)
+    group = next(b.name for b in blocks if "-g" in b.name)
+    assert not rep["ok"] and any(group in p and "group" in p and "dropped" in p for p in rep["problems"]), rep
+    for b in blocks:  # damaged again (verify dropped them), for the reads below
+        if not b.exists():
+            b.write_bytes(b"\0" * 64)
     store.close()
     store = open_store(**cfg)  # (the blocks are mapped afresh)
     hits = store.query(v[1234], k=5, nprobe=total)

@@ -20,6 +20,7 @@ from ...errors import IntegrityError
 
 log = logging.getLogger("tierstore")
 
+PAGE_GROUP = 64  # pages of exact vectors per group file (64 x 8 rows)
 _MAX_MAPPED = 16384  # mapped cache files per process, at most (each is one VMA and one descriptor)
 
 
@@ -92,6 +93,12 @@ class BlockCache:
     def page_name(sid: int, page: int) -> str:
         """A page of exact vectors (cold format 2) of segment ``sid``."""
         return f"{sid}-v{page}"
+
+    @staticmethod
+    def group_name(sid: int, group: int) -> str:
+        """``PAGE_GROUP`` consecutive pages of exact vectors of segment ``sid`` in one file (what a
+        segment's write-through writes: one file and one mapping per group, not per page)."""
+        return f"{sid}-g{group}"
 
     def get(self, name: str, load: Callable[[memoryview], Any]) -> Any:
         """The decoded block ``load(mapped bytes)`` of ``name``, or None when not cached. ``load``

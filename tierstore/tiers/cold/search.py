@@ -24,7 +24,7 @@ from ...errors import IntegrityError, TierStoreError, TierUnavailableError
 from ..protocol import TierAnswer
 from . import format as fmt
 from .base import ColdBase, Seg, Table
-from .blockcache import BlockCache
+from .blockcache import PAGE_GROUP, BlockCache
 
 log = logging.getLogger("tierstore")
 
@@ -377,8 +377,16 @@ class ColdSearch(ColdBase):
         GETs in parallel -> (float32 arrays, the GET each page came in, bytes of each GET)."""
         out: dict[tuple[int, int], np.ndarray] = {}
         misses: dict[int, tuple[Seg, set[int]]] = {}
+        groups: dict[tuple[int, int], list[np.ndarray] | None] = {}
         for seg, g in wanted:
             if (seg.sid, g) in out:
+                continue
+            key = (seg.sid, g // PAGE_GROUP)
+            if key not in groups:  # a written-through group of pages: one file, one mapping
+                groups[key] = self.cache.get(BlockCache.group_name(*key), lambda raw, seg=seg, k=key[1]:
+                                             self._load_group(raw, seg, k))
+            if groups[key] is not None:
+                out[(seg.sid, g)] = groups[key][g % PAGE_GROUP]
                 continue
 
             def load(raw: memoryview, seg: Seg = seg, g: int = g) -> np.ndarray:
@@ -410,6 +418,22 @@ class ColdSearch(ColdBase):
         self.tally("gets", len(runs))
         self.tally("rerank_gets", len(runs))
         return out, got_in, run_bytes
+
+    @staticmethod
+    def _load_group(raw: memoryview, seg: Seg, k: int) -> list[np.ndarray]:
+        """The pages of group ``k`` (a cached file of ``PAGE_GROUP`` pages), each verified."""
+        f = seg.footer
+        first, end = k * PAGE_GROUP, min((k + 1) * PAGE_GROUP, f.pages)
+        base = f.page_range(first)[0]
+        if first >= end or len(raw) != f.page_range(end - 1)[1] - base:
+            raise IntegrityError(f"cached pages of {seg.info['key']}: group {k} has the wrong size")
+        pages = []
+        for g in range(first, end):
+            a, b = f.page_range(g)
+            page = raw[a - base : b - base]
+            fmt.verify_page(page, f, g, f"cached pages of {seg.info['key']}")
+            pages.append(fmt.decode_page(page, f))
+        return pages
 
     def _fetch_pages(self, seg: Seg, first: int, last: int, wanted: list[int]) -> dict[int, np.ndarray]:
         f = seg.footer

@@ -54,6 +54,7 @@ from ...config import ColdConfig
 from ...errors import ConfigError, IntegrityError, TierStoreError, TierUnavailableError
 from . import format as fmt
 from .base import Seg, write_atomic
+from .blockcache import PAGE_GROUP
 from .copy import ColdCopy
 from .search import ColdSearch
 from .writer import ColdWriter
@@ -411,16 +412,22 @@ class ColdTier(ColdSearch, ColdWriter):
         for blk in sorted(self.cache.root.glob("*.blk")):
             try:
                 sid_s, part_s = blk.stem.split("-")
-                sid, page = int(sid_s), part_s.startswith("v")
-                part = int(part_s[1:] if page else part_s)
+                sid, kind = int(sid_s), part_s[0] if part_s[0] in "vg" else ""
+                part = int(part_s[1:] if kind else part_s)
                 seg = segs.get(sid)
-                if seg is None or part >= (seg.footer.pages if page else seg.footer.parts):
+                limit = {"v": seg.footer.pages, "g": -(-seg.footer.pages // PAGE_GROUP),
+                         "": seg.footer.parts}[kind] if seg is not None else 0
+                if part >= limit:
                     continue
-                (fmt.verify_page if page else fmt.verify_block)(blk.read_bytes(), seg.footer, part, "")
-            except (ValueError, OSError):
+                if kind == "g":
+                    self._load_group(memoryview(blk.read_bytes()), seg, part)
+                else:
+                    (fmt.verify_page if kind else fmt.verify_block)(blk.read_bytes(), seg.footer, part, "")
+            except (ValueError, OSError, IndexError):
                 continue  # not a cache file of ours, or evicted meanwhile
             except IntegrityError:
-                what = f"page {part} of exact vectors" if page else f"block of partition {part}"
+                what = {"v": f"page {part} of exact vectors", "g": f"group {part} of pages of exact vectors",
+                        "": f"block of partition {part}"}[kind]
                 if self.read_only:  # readers never delete (the writer's verify or its next read drops it)
                     fixed.append(f"cold segment {sid}: cached {what} ({blk.name}) is damaged on local disk "
                                  "(left in place: a read-only process deletes nothing; verify in the writer drops it)")

@@ -33,7 +33,7 @@ from ...catalog import TIER_COLD
 from ...errors import ConfigError, IntegrityError, TierStoreError, TierUnavailableError
 from . import format as fmt
 from .base import ColdBase, Seg, write_atomic
-from .blockcache import BlockCache
+from .blockcache import PAGE_GROUP, BlockCache
 
 log = logging.getLogger("tierstore")
 
@@ -162,7 +162,7 @@ class ColdWriter(ColdBase):
 
     def _write_through(self, seg: Seg, path: Path) -> None:
         """Put a segment just written into the block cache -- its partitions, then its pages of
-        exact vectors -- while the cache has spare room (never evicting what queries read), then
+        exact vectors in groups of ``PAGE_GROUP`` (one file each) -- while the cache has spare room (never evicting what queries read), then
         remove the local copy. Runs on the cache writer (below queries' priority), after the
         upload: the first queries of a segment the store wrote (a demotion, a merge, an ingest)
         read local disk instead of paying a GET per partition and per rerank page (measured:
@@ -178,9 +178,10 @@ class ColdWriter(ColdBase):
                     if not self.cache.put(BlockCache.name(seg.sid, p),
                                           mm[int(f_.offsets[p]):int(f_.offsets[p + 1])], spare_only=True):
                         return
-                for g in range(f_.pages):
-                    a, b = f_.page_range(g)
-                    if not self.cache.put(BlockCache.page_name(seg.sid, g), mm[a:b], spare_only=True):
+                for k in range(0, f_.pages, PAGE_GROUP):  # pages in groups: one file each
+                    a, b = f_.page_range(k)[0], f_.page_range(min(k + PAGE_GROUP, f_.pages) - 1)[1]
+                    if not self.cache.put(BlockCache.group_name(seg.sid, k // PAGE_GROUP), mm[a:b],
+                                          spare_only=True):
                         return
         except OSError as exc:
             log.warning("cold cache: could not write segment %d through: %s", seg.sid, exc)
