@@ -339,6 +339,10 @@ def test_large_reads_hold_a_bounded_number_of_cached_files_and_return_exact_vect
     store.move(list(range(0, 1200, 2)), "warm")
     assert store.stats()["tiers"]["warm"]["count"] == 600
     assert [store.query(v[i], k=1).ids() for i in (0, 1, 598, 599)] == [[0], [1], [598], [599]]
+    # a batch is searched in slices whose partitions fit the mapping budget: same answers
+    single = [store.query(q, k=5, tiers=["cold"]).ids() for q in v[1:120:2]]
+    store.cold.cache.max_mapped = 16
+    assert [h.ids() for h in store.query_batch(v[1:120:2], k=5, tiers=["cold"])] == single
 
 
 def test_small_segments_are_merged_by_compact(open_store):

@@ -7,6 +7,8 @@ one fetched (it did: the compare benchmark's stream paid 4,200 GETs per 1,000 qu
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import logging
 import mmap
 import os
@@ -33,15 +35,15 @@ def mapped_limit() -> int:
     policy's and the queries' reads mapped more than 20,000 files and the next ``open`` failed."""
     try:
         import resource
-
-        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-        want = 65536 if hard == resource.RLIM_INFINITY else min(hard, 65536)
-        if soft != resource.RLIM_INFINITY and soft < want:
+    except ImportError:
+        return 256
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = 65536 if hard == resource.RLIM_INFINITY else min(hard, 65536)
+    if soft != resource.RLIM_INFINITY and soft < want:
+        with contextlib.suppress(ValueError, OSError):  # (macOS caps it below "unlimited"): keep what we have
             resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
-            soft = want
-    except (ImportError, ValueError, OSError):
-        soft = 1024
-    return max(64, min(_MAX_MAPPED, (65536 if soft == -1 else soft) // 4))
+        soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    return max(64, min(_MAX_MAPPED, (65536 if soft == resource.RLIM_INFINITY else soft) // 4))
 
 
 class BlockCache:
@@ -161,6 +163,8 @@ class BlockCache:
                 mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
             obj = load(memoryview(mm))
         except (OSError, ValueError, IntegrityError) as exc:  # ValueError: an empty file
+            if isinstance(exc, OSError) and exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOMEM):
+                return None  # out of descriptors or mappings: the file is fine, keep it
             if isinstance(exc, IntegrityError):
                 log.warning("cold cache: %s is corrupt on local disk; refetching", name)
             self.drop(name)

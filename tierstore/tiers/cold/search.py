@@ -33,8 +33,8 @@ _MAX_RUN = 4 * 1024**2
 _RERANK = 32  # format 2: candidates per query reranked on exact vectors (at least 2k)
 _PAGE_GAP = 2  # unwanted pages of exact vectors one rerank GET may read through
 _MAX_PENDING_CACHE = 256 * 1024**2  # fetched bytes staged in RAM for the disk cache, at most
-_PAGES_AT_ONCE = 512  # pages of exact vectors one read holds (each cached one: a descriptor)
-_PARTS_AT_ONCE = 256  # partitions fetch() holds at once (the same)
+_PAGES_AT_ONCE = 512  # pages of exact vectors one read holds (each cached one: a descriptor) ...
+_PARTS_AT_ONCE = 256  # ... partitions fetch() holds at once; both at most a share of the cache's max_mapped
 
 
 def _code_error(qs: np.ndarray, metric: str) -> np.ndarray:
@@ -64,7 +64,23 @@ class ColdSearch(ColdBase):
                     nprobe: int | None = None, bounds: Sequence[float] | None = None) -> list[TierAnswer]:
         """Per query: the best ``k`` (ids, distances, locations, details), best first.
         ``bounds[i]``: the k-th best distance the other tiers found for query i (partitions that
-        cannot beat it are skipped)."""
+        cannot beat it are skipped). A batch is searched in slices whose partitions fit half the
+        cache's mapping budget (each cached partition a query holds is a mapped file, one
+        descriptor: a 300-query batch over 60 small segments ran out of them)."""
+        tab = self.table() if self.connected and len(qs) > 1 else None
+        if tab is not None and len(tab.radii):
+            per_query = min(len(tab.radii), self.probe_budget(nprobe, tab) * len(tab.radii) / max(tab.total_rows, 1) + 2)
+            step = max(1, int(self.cache.max_mapped // 2 // per_query))
+            if len(qs) > step:
+                out: list[TierAnswer] = []
+                for a in range(0, len(qs), step):
+                    out += self._search_slice(qs[a : a + step], k, node, nprobe,
+                                              None if bounds is None else bounds[a : a + step])
+                return out
+        return self._search_slice(qs, k, node, nprobe, bounds)
+
+    def _search_slice(self, qs: np.ndarray, k: int, node: filters.Node, nprobe: int | None,
+                      bounds: Sequence[float] | None) -> list[TierAnswer]:
         if self.read_only:
             if self.refresh_error is not None:
                 raise TierUnavailableError(f"cold tier: could not follow the writer's segments: "
@@ -263,10 +279,11 @@ class ColdSearch(ColdBase):
         out = {}
         exact = []  # format 2: the vectors live in pages, the block only says whose row it is
         at = 0
-        while at < len(where):  # (at most _PARTS_AT_ONCE partitions held at a time)
+        limit = max(8, min(_PARTS_AT_ONCE, self.cache.max_mapped // 8))
+        while at < len(where):  # (at most that many partitions held at a time)
             wanted: dict[tuple[int, int], tuple[Seg, int]] = {}
             end = at
-            while end < len(where) and ((where[end][1].sid, where[end][2]) in wanted or len(wanted) < _PARTS_AT_ONCE):
+            while end < len(where) and ((where[end][1].sid, where[end][2]) in wanted or len(wanted) < limit):
                 wanted[(where[end][1].sid, where[end][2])] = (where[end][1], where[end][2])
                 end += 1
             blocks, _, _ = self._blocks(list(wanted.values()))
@@ -456,6 +473,7 @@ class ColdSearch(ColdBase):
         and let go: a cached page is a mapped file holding a descriptor, and a large move or
         batch would otherwise hold thousands at once (a 1M run ran out of descriptors)."""
         keys = [(seg.sid, r // seg.footer.page_rows) for seg, r in want]
+        limit = max(8, min(_PAGES_AT_ONCE, self.cache.max_mapped // 4))
         order = sorted(range(len(want)), key=lambda i: keys[i])
         out: list[np.ndarray] = [np.empty(0, np.float32)] * len(want)
         got_in: dict[tuple[int, int], int] = {}
@@ -463,7 +481,7 @@ class ColdSearch(ColdBase):
         at = 0
         while at < len(order):
             chunk, seen = [], set()
-            while at < len(order) and (keys[order[at]] in seen or len(seen) < _PAGES_AT_ONCE):
+            while at < len(order) and (keys[order[at]] in seen or len(seen) < limit):
                 seen.add(keys[order[at]])
                 chunk.append(order[at])
                 at += 1
