@@ -220,6 +220,9 @@ def test_a_damaged_cache_file_is_found_dropped_and_refetched(cold_store):
     @SETTINGS
     @given(st.data())
     def one(data):
+        # (the segment's write-through groups of pages are dropped: every example then sees the
+        # same files, each fetched from S3; test_cold checks damaged groups)
+        store.cold.drop_cache()
         _exact_cold(store, x, int(rng.integers(1500)))  # every partition fetched: all cached
         store.get(list(range(1500)))  # every page of exact vectors too
         store.cold.settle()
