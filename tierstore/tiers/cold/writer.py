@@ -146,8 +146,11 @@ class ColdWriter(ColdBase):
             write_atomic(self.root / "footers" / f"{sid}.ftr", raw)
             seg = Seg(sid, info, fmt.parse_footer(raw, built.footer_checksum))
             self._publish({sid: info}, set())
-            self._writer.submit(self._write_through, seg, tmp)  # it owns (and removes) tmp now
-            tmp = None
+            try:
+                self._writer.submit(self._write_through, seg, tmp)  # it owns (and removes) tmp now
+                tmp = None
+            except RuntimeError:  # the cache writer is shut down (closing): no write-through
+                pass
         except BaseException:
             self.catalog.delete_journal(sid)
             raise
@@ -162,8 +165,8 @@ class ColdWriter(ColdBase):
 
     def _write_through(self, seg: Seg, path: Path) -> None:
         """Put a segment just written into the block cache -- its partitions, then its pages of
-        exact vectors in groups of ``PAGE_GROUP`` (one file each) -- while the cache has spare room (never evicting what queries read), then
-        remove the local copy. Runs on the cache writer (below queries' priority), after the
+        exact vectors in groups of ``PAGE_GROUP`` (one file each) -- while the cache has spare
+        room (never evicting what queries read), then remove the local copy. Runs on the cache writer (below queries' priority), after the
         upload: the first queries of a segment the store wrote (a demotion, a merge, an ingest)
         read local disk instead of paying a GET per partition and per rerank page (measured:
         those were most of the S3 requests left on the compare stream). A segment dropped
