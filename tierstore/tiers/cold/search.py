@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 
@@ -53,6 +53,19 @@ def _slack(est: float, bound: float, sqnorm: float) -> float:
     """The error bound of one estimate: the code's (``bound``) plus float32 rounding of the
     estimate's terms (``|v|^2`` and the sum: a few ulps of their size)."""
     return bound + 1e-6 * (abs(est) + sqnorm + 1.0)
+
+
+def _slices(keys: list[tuple[int, int]], limit: int) -> Iterator[tuple[int, int]]:
+    """``[start, end)`` runs of the sorted ``keys``, each holding at most ``limit`` distinct keys
+    (a key's repeats stay in one run): what a bulk read maps at once, bounded."""
+    at = 0
+    while at < len(keys):
+        end, distinct = at + 1, 1
+        while end < len(keys) and (keys[end] == keys[end - 1] or distinct < limit):
+            distinct += keys[end] != keys[end - 1]
+            end += 1
+        yield at, end
+        at = end
 
 
 class ColdSearch(ColdBase):
@@ -278,15 +291,9 @@ class ColdSearch(ColdBase):
         where.sort(key=lambda w: (w[1].sid, w[2]))
         out = {}
         exact = []  # format 2: the vectors live in pages, the block only says whose row it is
-        at = 0
         limit = max(8, min(_PARTS_AT_ONCE, self.cache.max_mapped // 8))
-        while at < len(where):  # (at most that many partitions held at a time)
-            wanted: dict[tuple[int, int], tuple[Seg, int]] = {}
-            end = at
-            while end < len(where) and ((where[end][1].sid, where[end][2]) in wanted or len(wanted) < limit):
-                wanted[(where[end][1].sid, where[end][2])] = (where[end][1], where[end][2])
-                end += 1
-            blocks, _, _ = self._blocks(list(wanted.values()))
+        for at, end in _slices([(seg.sid, p) for _e, seg, p in where], limit):
+            blocks, _, _ = self._blocks(list({(seg.sid, p): (seg, p) for _e, seg, p in where[at:end]}.values()))
             for e, seg, p in where[at:end]:
                 blk = blocks[(seg.sid, p)]
                 r = e.pos - int(seg.footer.row_starts[p])
@@ -297,11 +304,10 @@ class ColdSearch(ColdBase):
                 else:
                     out[e.iid] = np.array(blk.vectors[r], np.float32)
             del blocks
-            at = end
         if exact:
             vecs, _, _ = self._exact([(seg, int(e.pos)) for e, seg in exact])
             for (e, _), v in zip(exact, vecs, strict=True):
-                out[e.iid] = np.array(v, np.float32)
+                out[e.iid] = v  # (already a copy)
         return out
 
     def _blocks(self, wanted: list[tuple[Seg, int]]) -> tuple[dict[tuple[int, int], fmt.Block],
@@ -478,13 +484,8 @@ class ColdSearch(ColdBase):
         out: list[np.ndarray] = [np.empty(0, np.float32)] * len(want)
         got_in: dict[tuple[int, int], int] = {}
         run_bytes: list[int] = []
-        at = 0
-        while at < len(order):
-            chunk, seen = [], set()
-            while at < len(order) and (keys[order[at]] in seen or len(seen) < limit):
-                seen.add(keys[order[at]])
-                chunk.append(order[at])
-                at += 1
+        for at, end in _slices([keys[i] for i in order], limit):
+            chunk = order[at:end]
             pages, got, nbytes = self._pages([(want[i][0], keys[i][1]) for i in chunk])
             for i in chunk:
                 seg, r = want[i]

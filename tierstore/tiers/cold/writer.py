@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import logging
+import mmap
 import secrets
 import time
 from collections import Counter
@@ -171,8 +172,6 @@ class ColdWriter(ColdBase):
         read local disk instead of paying a GET per partition and per rerank page (measured:
         those were most of the S3 requests left on the compare stream). A segment dropped
         meanwhile (merged away, aborted) is not written (:meth:`BlockCache.put`)."""
-        import mmap
-
         self.lower_writer_priority()
         try:
             with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mm:
