@@ -205,9 +205,9 @@ class TierStore(Engine):
             hot={"redis_url": spec["redis_url"], "capacity": max(1, round(spec["hot_share"] * n)), "m": M,
                  "ef_construction": EF_CONSTRUCTION, "ef_runtime": EF},
             warm={"capacity": max(1, round(spec["warm_share"] * n)), "m": M, "ef_construction": EF_CONSTRUCTION,
-                  "ef": EF, "segment_size": max(10_000, n)},
-            cold={"url": f"s3://{spec['bucket']}/store", "endpoint_url": spec["s3_endpoint"],
-                  "segment_size": max(10_000, n)},
+                  "ef": EF},
+            # segment sizes at their defaults (warm 200k rows, cold 100k): what a user gets
+            cold={"url": f"s3://{spec['bucket']}/store", "endpoint_url": spec["s3_endpoint"]},
             # grace_period 0: the default (10 min) keeps freshly ingested vectors where ingest
             # put them, and this run is shorter than that.
             policy={"interval": spec["policy_interval"], "half_life": spec["policy_half_life"], "grace_period": 0})

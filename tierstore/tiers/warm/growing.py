@@ -10,6 +10,7 @@ segment exists only in the writer's memory: a read-only process mirrors it from 
 
 from __future__ import annotations
 
+import json
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
@@ -60,60 +61,134 @@ class _ResizeLock:
 
 
 class Growing:
-    """The in-RAM hnswlib segment. Labels are catalog ``pos`` values."""
+    """The in-RAM hnswlib segment. Labels are catalog ``pos`` values.
+
+    Besides hnswlib's own ~1.8 KB per row (the float32 vector, its links, a lock), a row costs
+    ~80 bytes here: its internal id and state in arrays indexed by ``label - base`` (the labels of
+    one growing segment are one range, handed out by :meth:`WarmTier.reserve`), and its metadata
+    as compact JSON bytes (decoded only when a new filter's mask is built). Dicts and sets per row
+    cost ~570 bytes more, which at the default ``warm.segment_size`` was ~110 MiB of anonymous
+    memory."""
+
+    _PRESENT, _READY, _DEAD = 1, 2, 4  # state bits: label mapped / add_items done / marked deleted
 
     def __init__(self, dim: int, metric: str, cfg: WarmConfig) -> None:
         self.dim, self.metric, self.cfg = dim, metric, cfg
         self._resize = _ResizeLock()
         self.index = segment.new_index(dim, metric, 1024, cfg.m, cfg.ef_construction)
-        self.iids: dict[int, int] = {}  # label -> internal id (alive and dead rows)
-        self.meta: dict[int, dict] = {}
-        self.dead: set[int] = set()
-        self.ready: set[int] = set()  # labels add_items has finished with
+        # (base label, iid per label - base, state bits per label - base): replaced as one tuple
+        # when it grows, so a search reads a consistent table without a lock
+        self._tab: tuple[int, np.ndarray, np.ndarray] = (0, np.zeros(0, np.uint64), np.zeros(0, np.uint8))
+        self._metas: list[bytes | None] = []  # per label - base: the row's metadata as JSON
+        self.rows = 0  # labels mapped (alive and dead rows)
+        self._ready = self._dead = 0
         self.next_label = 0
-        # Filter -> which labels match, for the filters queries used lately: hnswlib filters with
-        # a Python callback per visited node, and evaluating the filter language there (or on
-        # every row for an exact scan) cost ~15 ms per query on 10k growing rows. New rows are
-        # evaluated against the cached filters as they are added (metadata never changes in place).
+        # Filter -> which labels match (indexed by label - base), for the filters queries used
+        # lately: hnswlib filters with a Python callback per visited node, and evaluating the
+        # filter language there (or on every row for an exact scan) cost ~15 ms per query on 10k
+        # growing rows. New rows are evaluated against the cached filters as they are added
+        # (metadata never changes in place).
         self._masks: OrderedDict[filters.Node, np.ndarray] = OrderedDict()
         self._masks_lock = threading.Lock()  # a mask built while rows are added must not miss them
 
     @property
     def alive(self) -> int:
-        return len(self.ready) - len(self.dead)
+        return self._ready - self._dead
+
+    # --- the label table (writes: under the warm tier's lock) ------------------------------------
+
+    def _state(self, label: int) -> int:
+        base, _, state = self._tab
+        i = label - base
+        return int(state[i]) if 0 <= i < len(state) else 0
+
+    def has(self, label: int) -> bool:
+        """Whether ``label`` is a row of this segment (alive or dead)."""
+        return bool(self._state(label) & self._PRESENT)
+
+    def iid_of(self, label: int) -> int | None:
+        base, iids, state = self._tab
+        i = label - base
+        return int(iids[i]) if 0 <= i < len(state) and state[i] & self._PRESENT else None
+
+    def iids_of(self, labels: Sequence[int] | np.ndarray) -> np.ndarray:
+        """The internal ids of rows (labels that are rows of this segment)."""
+        base, iids, _ = self._tab
+        return iids[np.asarray(labels, np.int64) - base]
+
+    def is_dead(self, label: int) -> bool:
+        return bool(self._state(label) & self._DEAD)
+
+    def _make_room(self, lo: int, hi: int) -> None:
+        """Grow the table (and the metadata list, and the masks) to hold labels ``lo..hi``."""
+        base, iids, state = self._tab
+        if self.rows == 0 and not len(state):
+            base = lo
+        if lo >= base and hi - base < len(state):
+            return
+        new_base = min(base, lo)
+        shift = base - new_base
+        size = max(hi - new_base + 1, 2 * len(state), 1024)
+        n_iids, n_state = np.zeros(size, np.uint64), np.zeros(size, np.uint8)
+        n_iids[shift : shift + len(iids)] = iids
+        n_state[shift : shift + len(state)] = state
+        with self._masks_lock:  # table, metadata and masks change together (see _mask)
+            for node, mask in list(self._masks.items()):
+                grown = np.zeros(size, bool)
+                grown[shift : shift + len(mask)] = mask
+                self._masks[node] = grown  # a new array (readers may hold the old one)
+            self._metas = [None] * shift + self._metas + [None] * (size - shift - len(self._metas))
+            self._tab = (new_base, n_iids, n_state)
 
     def add(self, labels: Sequence[int], iids: Sequence[int], vectors: np.ndarray, metas: Sequence[dict]) -> None:
-        need = len(self.iids) + len(labels)
+        if not len(labels):
+            return
+        need = self.rows + len(labels)
         if need > self.index.get_max_elements():
             size = max(need, 2 * self.index.get_max_elements())
             self._resize.exclusive(lambda: self.index.resize_index(size))
-        # The label maps first: add_items makes rows searchable before it returns, and a
+        lab = np.asarray(labels, np.int64)
+        self._make_room(int(lab.min()), int(lab.max()))
+        base, tab_iids, state = self._tab
+        at = lab - base
+        encoded = [json.dumps(md, separators=(",", ":")).encode() if md else None for md in metas]
+        # The label table first: add_items makes rows searchable before it returns, and a
         # concurrent query must be able to resolve every label it meets.
-        top = max(labels) + 1 if len(labels) else 0
         with self._masks_lock:
-            for node, mask in list(self._masks.items()):
-                if top > len(mask):  # a new array (readers may hold the old one)
-                    mask = np.concatenate([mask, np.zeros(max(top, 2 * len(mask)) - len(mask), bool)])
-                mask[np.asarray(labels, np.int64)] = [filters.matches(node, md) for md in metas]
-                self._masks[node] = mask
-            for lab, iid, md in zip(labels, iids, metas, strict=True):
-                self.iids[lab] = iid
-                self.meta[lab] = md
+            for node, mask in self._masks.items():
+                mask[at] = [filters.matches(node, md) for md in metas]
+            tab_iids[at] = np.asarray(iids, np.uint64)
+            for i, raw in zip(at.tolist(), encoded, strict=True):
+                self._metas[i] = raw
+            fresh = int(np.count_nonzero(~state[at] & self._PRESENT))
+            state[at] = self._PRESENT  # (a label is never added twice while present)
+            self.rows += fresh
         try:
             # bulk adds use both cores; small ones stay on the calling thread
-            self.index.add_items(vectors, np.asarray(labels, np.int64), num_threads=-1 if len(labels) >= 1000 else 1)
+            self.index.add_items(vectors, lab, num_threads=-1 if len(labels) >= 1000 else 1)
         except BaseException:
-            for lab in labels:
-                self.iids.pop(lab, None)
-                self.meta.pop(lab, None)
+            state[at] = 0
+            self.rows -= fresh
             raise
-        self.ready.update(labels)
-        self.next_label = max(self.next_label, max(labels) + 1)
+        state[at] |= self._READY
+        self._ready += fresh
+        self.next_label = max(self.next_label, int(lab.max()) + 1)
 
     def kill(self, label: int) -> None:
-        if label in self.iids and label not in self.dead:
-            self.dead.add(label)
+        st = self._state(label)
+        if st & self._PRESENT and not st & self._DEAD:
+            base, _, state = self._tab
+            state[label - base] |= self._DEAD
+            self._dead += bool(st & self._READY)
             self.index.mark_deleted(label)
+
+    def revive(self, label: int) -> None:
+        """Make a dead row alive again (:meth:`WarmTier.revive`, after it checked the vector)."""
+        st = self._state(label)
+        if st & self._DEAD:
+            base, _, state = self._tab
+            state[label - base] &= ~np.uint8(self._DEAD)
+            self._dead -= bool(st & self._READY)
 
     def search(self, q: np.ndarray, k: int, ef: int, node: filters.Node) -> tuple[list[int], list[float], list[int]]:
         if self.alive == 0:
@@ -127,49 +202,61 @@ class Growing:
     _MASKS = 64  # filters remembered
     _SCAN = 2048  # matching rows up to which a filtered query scans them exactly instead of walking the graph
 
-    def _mask(self, node: filters.Node) -> np.ndarray:
+    def _mask(self, node: filters.Node) -> tuple[tuple[int, np.ndarray, np.ndarray], np.ndarray]:
+        """(the label table, which of its rows match ``node``): the two belong together (a mask
+        is indexed by label - the table's base)."""
         with self._masks_lock:
+            tab = self._tab
             mask = self._masks.get(node)
             if mask is not None:
                 self._masks.move_to_end(node)
-                return mask
-            mask = np.zeros(max(1024, max(self.meta, default=0) + 1), bool)
-            for lab, md in self.meta.items():
-                if filters.matches(node, md):
-                    mask[lab] = True
+                return tab, mask
+            empty = filters.matches(node, {})
+            mask = np.fromiter((filters.matches(node, json.loads(raw)) if raw is not None else empty
+                                for raw in self._metas), bool, len(self._metas))
             self._masks[node] = mask
             while len(self._masks) > self._MASKS:
                 self._masks.popitem(last=False)
-            return mask
+            return tab, mask
+
+    def _live(self, tab: tuple[int, np.ndarray, np.ndarray], mask: np.ndarray | None) -> np.ndarray:
+        """Labels of ready, not deleted rows (matching ``mask``)."""
+        base, _, state = tab
+        ok = (state & (self._READY | self._DEAD)) == self._READY
+        if mask is not None:
+            ok = ok[: len(mask)] & mask[: len(ok)]
+        return np.flatnonzero(ok) + base
 
     def _search(self, q: np.ndarray, k: int, ef: int, node: filters.Node) -> tuple[list[int], list[float], list[int]]:
         k = min(k, self.alive)
         self.index.set_ef(max(ef, k))
         flt = None
         if node != filters.TRUE:
-            mask = self._mask(node)
-            ready, dead = self.ready, self.dead
-            rows = [lab for lab in np.flatnonzero(mask).tolist() if lab in ready and lab not in dead]
+            tab, mask = self._mask(node)
+            rows = self._live(tab, mask).tolist()
             if len(rows) <= self._SCAN:  # few matches: an exact scan beats a filtered graph walk
                 labels, dist = self._scan(q, rows)
                 labels, dist = labels[:k], dist[:k]
-                return [self.iids[x] for x in labels], dist, [location(GROWING, x) for x in labels]
-            n = len(mask)
-            flt = lambda label: label < n and mask[label]  # noqa: E731 - hnswlib callback
+                return self._answer(labels, dist)
+            base, n = tab[0], len(mask)
+            flt = lambda label: 0 <= label - base < n and mask[label - base]  # noqa: E731 - hnswlib callback
         try:
             labels, dist = self.index.knn_query(q, k=k, filter=flt, num_threads=1)
         except RuntimeError:  # fewer than k eligible rows: hnswlib refuses; ask for what exists
             labels, dist = self._search_all(q, node)
-            return [self.iids[int(x)] for x in labels], dist, [location(GROWING, int(x)) for x in labels]
-        labels, dist = labels[0].tolist(), dist[0].tolist()
-        return [self.iids[x] for x in labels], dist, [location(GROWING, x) for x in labels]
+            return self._answer(labels, dist)
+        return self._answer(labels[0].tolist(), dist[0].tolist())
+
+    def _answer(self, labels: list[int], dist: list[float]) -> tuple[list[int], list[float], list[int]]:
+        # (the table is read after the search: every label a search returns is in it)
+        iids = self.iids_of(labels).tolist() if labels else []
+        return iids, dist, [location(GROWING, int(x)) for x in labels]
 
     def _search_all(self, q: np.ndarray, node: filters.Node) -> tuple[list[int], list[float]]:
-        dead = self.dead
         if node == filters.TRUE:
-            return self._scan(q, [lab for lab in list(self.ready) if lab not in dead])
-        mask = self._mask(node)
-        return self._scan(q, [lab for lab in np.flatnonzero(mask).tolist() if lab in self.ready and lab not in dead])
+            return self._scan(q, self._live(self._tab, None).tolist())
+        tab, mask = self._mask(node)
+        return self._scan(q, self._live(tab, mask).tolist())
 
     def _scan(self, q: np.ndarray, labels: list[int]) -> tuple[list[int], list[float]]:
         if not labels:
@@ -204,8 +291,11 @@ class Mirror:
         self.gen = -1  # catalog growing generation of the last full listing
 
     @property
-    def iids(self) -> dict[int, int]:
-        return self.row_of
+    def rows(self) -> int:
+        return len(self.row_of)
+
+    def has(self, label: int) -> bool:
+        return label in self.row_of
 
     @property
     def alive(self) -> int:

@@ -367,13 +367,13 @@ class WarmTier:
                     continue
                 seg, pos, _ = dead
                 if seg == GROWING:
-                    if pos not in g.dead or g.iids.get(pos) != iid:
+                    if not g.is_dead(pos) or g.iid_of(pos) != iid:
                         continue
                     g.index.unmark_deleted(pos)  # (hnswlib does not read deleted rows back)
                     if not np.array_equal(np.asarray(g.index.get_items([pos]), np.float32)[0], prepared[i]):
                         g.index.mark_deleted(pos)
                         continue
-                    g.dead.discard(pos)
+                    g.revive(pos)
                 else:
                     sd = self.sealed.get(seg)
                     if sd is None or sd.alive[pos] or int(sd.seg.iids[pos]) != iid:
@@ -403,7 +403,7 @@ class WarmTier:
         """verify(): why the row the catalog names for warm entry ``e`` does not hold it (None
         when it does)."""
         if e.seg == GROWING:
-            return None if e.pos in self.growing.iids else "not in the warm growing segment"
+            return None if self.growing.has(e.pos) else "not in the warm growing segment"
         sd = self.sealed.get(e.seg)
         if sd is None or e.pos >= sd.seg.n or int(sd.seg.iids[e.pos]) != e.iid:
             return f"warm segment {e.seg} row {e.pos} does not hold it"
@@ -414,7 +414,7 @@ class WarmTier:
         return WarmCopy(self)
 
     def needs_seal(self) -> bool:
-        return len(self.growing.iids) >= self.cfg.segment_size
+        return self.growing.rows >= self.cfg.segment_size
 
     def seal(self) -> int:
         """Turn the growing segment into a sealed one. Returns the number of rows sealed.
@@ -428,7 +428,7 @@ class WarmTier:
         t0 = time.perf_counter()
         graph = segment.export_graph(g.index, self.dim)
         labels = graph["labels"].tolist()
-        iids = np.array([g.iids[x] for x in labels], np.uint64)
+        iids = np.asarray(g.iids_of(labels), np.uint64)
         with self.catalog.write() as txn:
             sid = self.catalog.next_segment_id(txn)
         name = f"seg-{sid:08d}"
@@ -569,13 +569,13 @@ class WarmTier:
                 "sealed_rows": rows,
                 "sealed_live": live,
                 "sealed_dead": rows - live,
-                "growing_rows": len(self.growing.iids),
+                "growing_rows": self.growing.rows,
                 "growing_live": self.growing.alive,
                 "disk_bytes": sum(s.seg.disk_bytes() for s in sealed),
                 "damaged": {str(sid): why for sid, why in sorted(self.damaged.items())},
                 "no_checksums": sum(s.seg.checksums is None and s.sid not in self.damaged for s in sealed),
                 "resident_estimate_bytes": sum(s.seg.resident_bytes() for s in sealed)
-                + len(self.growing.iids) * (self.dim * 4 + self.cfg.m * 2 * 4 + 64),
+                + self.growing.rows * (self.dim * 4 + self.cfg.m * 2 * 4 + 64),
                 **self.stats,
             }
 
