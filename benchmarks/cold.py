@@ -20,9 +20,17 @@ redis-server (+RediSearch) and SeaweedFS S3 server (``weed mini``) in a temp dir
    the policy cycle writes them) -- no ``compact()``: recall@10, cache-warm / cache-cold p50, GETs
    (scan + rerank) and bytes per cache-cold query at the default nprobe.
 
+4. Filtered queries (issue 16): one 100k segment whose rows also carry ``bucket`` = row % 100 (a
+   tag that says nothing about the vector: 1% of the rows, spread over every partition). Cache-cold,
+   at the default nprobe: bytes, GETs, partitions ruled out by their metadata summaries and the
+   filtered recall@10 (exact filtered ground truth) of a ``lexname`` filter matching ~1% of the rows
+   (a category that follows the embedding), the ``bucket`` filter (1%, uncorrelated), a ~10%
+   ``lexname`` filter, against the same queries unfiltered.
+
 Goals (issue 16): recall@10 >= 0.95 at the default nprobe for one batch, 20 batches of 5k and 100
 demotions of 1k; cache-warm p50 <= 1 ms, cache-cold <= 25 ms; bytes per cache-cold query <= 1/4 of
-issue 4's at equal recall; GETs per cache-cold query <= nprobe / 2 + one rerank round.
+issue 4's at equal recall; GETs per cache-cold query <= nprobe / 2 + one rerank round; a filtered
+query matching 1% of the rows fetches <= 10% of the bytes of an unfiltered one.
 
 Run::
 
@@ -157,6 +165,58 @@ def history(tmp: Path, redis_url: str, s3: S3Server, ds: datasets.Dataset, queri
         store.close()
 
 
+FILTERS = {  # label -> (how each query's filter is chosen)
+    "lexname ~1% (one of 5 categories of 0.9-1.1%)": ("lexname", ("noun.quantity", "verb.social", "noun.possession",
+                                                                 "noun.event", "noun.time")),
+    "bucket = row % 100 (1%, uncorrelated with the vector)": ("bucket", ("b7",)),
+    "lexname noun.artifact (9.9%)": ("lexname", ("noun.artifact",)),
+}
+
+
+def filtered(tmp: Path, redis_url: str, s3: S3Server, ds: datasets.Dataset, queries: np.ndarray,
+             nprobe: int) -> dict[str, Any]:
+    """Cache-cold filtered queries on one 100k segment against the same queries unfiltered."""
+    n = len(ds.base)
+    meta = [{"lexname": m["lexname"], "bucket": f"b{i % 100}"} for i, m in enumerate(ds.metadata)]
+    store = tierstore.open(path=str(tmp / "filtered"), dim=384, env={}, schema={"lexname": "tag", "bucket": "tag"},
+                           hot={"redis_url": redis_url, "capacity": 1_000_000}, warm={"capacity": 1_000_000},
+                           cold={"url": "s3://tierstore/filtered", "endpoint_url": s3.endpoint_url,
+                                 "segment_size": max(n, 1)},
+                           policy={"interval": 0, "promote_interval": 0})
+    try:
+        store.upsert(list(range(n)), ds.base, meta, tier="cold")
+        parts = store.stats()["tiers"]["cold"]["partitions"]
+        out: dict[str, Any] = {"partitions": parts, "nprobe": nprobe, "filters": []}
+        for label, (field, values) in [("none", (None, (None,))), *FILTERS.items()]:
+            nbytes, gets, skipped, recs, lat, match = [], [], [], [], [], []
+            for j, q in enumerate(queries):
+                value = values[j % len(values)]
+                flt = None if field is None else {field: value}
+                rows = np.arange(n) if field is None else np.flatnonzero([m[field] == value for m in meta])
+                truth = rows[datasets.brute_force(ds.base[rows], q[None, :], K)[0]]
+                store.cold.drop_cache()
+                t0 = time.perf_counter()
+                h = store.query(q, k=K, filter=flt, nprobe=nprobe)
+                lat.append(time.perf_counter() - t0)
+                d = h.tiers["cold"].details
+                nbytes.append(d["bytes"])
+                gets.append(d["gets"])
+                skipped.append(d.get("meta_skipped", 0))
+                recs.append(len(set(h.ids()) & set(truth.tolist())) / K)
+                match.append(len(rows) / n)
+            out["filters"].append({"filter": label, "selectivity": float(np.mean(match)),
+                                   "recall@10": float(np.mean(recs)), "mib_per_query": float(np.mean(nbytes)) / 2**20,
+                                   "gets_per_query": float(np.mean(gets)), "partitions_ruled_out": float(np.mean(skipped)),
+                                   "cache_cold_p50_ms": pct(lat, 50)})
+            log(f"  filtered {label}: {out['filters'][-1]}")
+        base = out["filters"][0]["mib_per_query"]
+        for f in out["filters"]:
+            f["bytes_vs_unfiltered"] = f["mib_per_query"] / base if base else float("nan")
+        return out
+    finally:
+        store.close()
+
+
 def placement(ds: datasets.Dataset, pool: np.ndarray, weights: np.ndarray, hot_n: int, warm_n: int,
               rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """hot / warm / cold rows: neighbours of the most popular queries first (what the access
@@ -244,12 +304,17 @@ def run(args: argparse.Namespace, command: str) -> dict[str, Any]:
                    "default_nprobe": _default_nprobe()},
     }
     default = _default_nprobe()
+    parts = set(args.parts.split(","))
     with servers("cold") as (tmp, redis_url, s3):
-        res["all_cold"] = [all_cold(tmp, redis_url, s3, ds, queries, gt, "float32", nprobes),
-                           all_cold(tmp, redis_url, s3, ds, queries, gt, "float16", (default,))]
-        res["history"] = [history(tmp, redis_url, s3, ds, queries, gt, "ingest", 5_000, default),
-                          history(tmp, redis_url, s3, ds, queries, gt, "demote", 1_000, default)]
-        if args.stream:
+        if "all" in parts:
+            res["all_cold"] = [all_cold(tmp, redis_url, s3, ds, queries, gt, "float32", nprobes),
+                               all_cold(tmp, redis_url, s3, ds, queries, gt, "float16", (default,))]
+        if "history" in parts:
+            res["history"] = [history(tmp, redis_url, s3, ds, queries, gt, "ingest", 5_000, default),
+                              history(tmp, redis_url, s3, ds, queries, gt, "demote", 1_000, default)]
+        if "filtered" in parts:
+            res["filtered"] = filtered(tmp, redis_url, s3, ds, queries, default)
+        if args.stream and "split" in parts:
             res["split"] = split(tmp, redis_url, s3, ds, args.stream, tuple(sorted({16, default})))
     return res
 
@@ -280,11 +345,11 @@ def render(res: dict[str, Any]) -> str:
                 f"{r['cache_warm_p99_ms']:.2f} | {g - rg:.1f} + {rg:.1f} (max {r['max_gets']}) | "
                 f"{r['mib_per_query']:.2f} ({r.get('rerank_mib_per_query', 0.0):.2f}) |")
 
-    for a in res["all_cold"]:
+    for a in res.get("all_cold", []):
         for r in a["nprobe"]:
             out.append(row(a["dtype"], r))
     out.append("")
-    for a in res["all_cold"]:
+    for a in res.get("all_cold", []):
         out.append(f"- {a['dtype']}: cold ingest (`upsert(tier=\"cold\")`, k-means + upload of one segment) "
                    f"{a['ingest_vectors_per_s']:.0f} vectors/s; {a['partitions']} partitions; "
                    f"{a['s3_bytes'] / mib:.0f} MiB in S3.")
@@ -302,6 +367,18 @@ def render(res: dict[str, Any]) -> str:
         for h in res["history"]:
             out.append(f"- {h['how']} in batches of {h['batch']}: {h['vectors_per_s']:.0f} vectors/s "
                        f"({'k-means + upload per batch' if h['how'] == 'ingest' else 'demotions incl. catalog flip and warm masking'}).")
+        out.append("")
+    if res.get("filtered"):
+        f = res["filtered"]
+        out += [f"### Filtered queries, cache-cold (one segment of {p['n']} rows, {f['partitions']} partitions, "
+                f"nprobe {f['nprobe']})", "",
+                "| filter | rows matching | recall@10 (filtered truth) | partitions ruled out by their summaries | "
+                "GETs/query | MiB/query | bytes vs unfiltered | cache-cold p50 ms |",
+                "|---|---:|---:|---:|---:|---:|---:|---:|"]
+        for r in f["filters"]:
+            out.append(f"| {r['filter']} | {r['selectivity']:.1%} | {r['recall@10']:.3f} | "
+                       f"{r['partitions_ruled_out']:.0f} | {r['gets_per_query']:.1f} | {r['mib_per_query']:.2f} | "
+                       f"{r['bytes_vs_unfiltered']:.2f}x | {r['cache_cold_p50_ms']:.1f} |")
         out.append("")
     if "split" not in res:
         return "\n".join(out)
@@ -330,6 +407,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--stream", type=int, default=2000, help="queries in the skewed stream (0: skip the split)")
     ap.add_argument("--nprobe", type=int, nargs="*", help=f"nprobe values (default {NPROBES})")
     ap.add_argument("--data", help="wordnet-minilm directory")
+    ap.add_argument("--parts", default="all,history,filtered,split",
+                    help="comma-separated subset of all,history,filtered,split (default all four)")
     ap.add_argument("--results-md", default=str(REPO / "benchmarks/RESULTS.md"))
     args = ap.parse_args(argv)
     res = run(args, command("benchmarks.cold", argv))

@@ -318,6 +318,8 @@ class StoreMetrics:
         f.gauge("tierstore_warm_dead_rows", "Dead rows in sealed warm segments (compact reclaims them)").add_metric(
             s, w["sealed_dead"])
         f.counter("tierstore_warm_seals", "Growing warm segments sealed to disk").add_metric(s, w.get("sealed", 0))
+        f.counter("tierstore_warm_merges", "Merges of small sealed warm segments into one").add_metric(
+            s, w.get("merges", 0))
         cold = st.cold
         if cold is None:
             return

@@ -351,3 +351,81 @@ def test_growing_segment_filters_use_cached_masks_and_stay_exact(open_store):
                                                           enumerate(colour[2000:])], tier="warm")
         elif round_ == 1:
             s.delete([i for i in range(0, 3000, 200)])  # half the red ones
+
+
+def test_the_store_merges_small_warm_segments_by_itself(open_store, tmp_path):
+    """The growing segment (RAM) seals at warm.growing_size rows; the maintenance thread merges
+    the small sealed segments into one with no compact() and no policy cycle: every vector finds
+    itself before and after, deleted ones never come back, and a reopen serves the same answers."""
+    v = vectors(3600, seed=21)
+    path = tmp_path / "merging"
+    store = open_store(path=path, dim=16, warm={"segment_size": 4000, "growing_size": 1000},
+                       cold={"enabled": False}, policy={"interval": 0})
+    for s in range(0, 3600, 500):  # (a batch goes to the growing segment whole; sealed after it)
+        e = min(s + 500, 3600)
+        store.upsert(list(range(s, e)), v[s:e], tier="warm")
+    store.delete(list(range(0, 3600, 50)))
+    deadline = time.monotonic() + 60
+    while store.warm.stats["merges"] < 1 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    info = store.stats()["tiers"]["warm"]
+    assert store.warm.stats["merges"] >= 1 and info["segments"] == 1, info  # three sealed 1000s -> one
+    assert info["sealed_live"] == 3000 - 60 and info["growing_rows"] == 600
+    assert store.stats()["maintenance"]["warm_merges"] >= 1
+    gone = set(range(0, 3600, 50))
+    for i in range(0, 3600, 7):
+        ids = store.query(v[i], k=3, ef=200).ids()
+        assert (ids[0] == i) if i not in gone else (i not in ids)
+    before = [store.query(v[i], k=5, ef=200).ids() for i in range(1, 3600, 31)]
+    assert store.verify()["ok"]
+    store.close()
+    again = open_store(path=path, dim=16, warm={"segment_size": 4000, "growing_size": 1000},
+                       cold={"enabled": False}, policy={"interval": 0})
+    assert [again.query(v[i], k=5, ef=200).ids() for i in range(1, 3600, 31)] == before
+    assert sorted(r.id for b in again.scan() for r in b) == sorted(set(range(3600)) - gone)
+    rep = again.verify()
+    assert rep["ok"], rep["problems"]
+
+
+def test_a_warm_merge_keeps_writes_made_while_it_builds(open_store, monkeypatch):
+    """Writes go on while a merge builds its graph (no lock held): rows deleted or moved out
+    meanwhile stay dead in the new segment; a row revived in a victim after the snapshot makes
+    the merge give up (its new segment is deleted), and the next merge takes it along."""
+    from tierstore.tiers.warm import segment as segmod
+
+    v = vectors(2000, seed=22)
+    store = open_store(dim=16, hot={"capacity": 1000}, warm={"segment_size": 4000, "growing_size": 500},
+                       cold={"enabled": False}, policy={"interval": 0})
+    store._engine.maintenance.stop()  # merges run by hand here
+    for s in range(0, 2000, 500):  # four sealed segments of 500
+        store.upsert(list(range(s, s + 500)), v[s : s + 500], tier="warm")
+    assert store.stats()["tiers"]["warm"]["segments"] == 4
+    store.move([7], "hot")  # dead in its victim at the snapshot
+    real = segmod.export_graph
+    during = []
+
+    def export_then_write(index, dim):
+        if not during:
+            during.append(1)
+            store.delete([11])  # alive at the snapshot, deleted before the flip
+            store.move([12], "hot")  # moved out before the flip
+            store.move([7], "warm")  # revived in place in its victim: not in the new segment
+        return real(index, dim)
+
+    monkeypatch.setattr(segmod, "export_graph", export_then_write)
+    warm = store.warm
+    assert warm.merge(warm.merge_candidates(), store._engine.write_lock) is None  # gave up
+    assert warm.stats["merges_abandoned"] == 1 and store.stats()["tiers"]["warm"]["segments"] == 4
+    assert store.verify()["ok"]
+    victims = warm.merge_candidates()
+    assert len(victims) == 4
+    moved = warm.merge(victims, store._engine.write_lock)
+    assert moved == 2000 - 2 and warm.stats["merges"] == 1  # all but 11 (deleted) and 12 (hot)
+    assert store.stats()["tiers"]["warm"]["segments"] == 1
+    assert store.get([7])[0].tier == "warm" and store.get([12])[0].tier == "hot" and store.get([11]) == [None]
+    for i in range(0, 2000, 13):
+        ids = store.query(v[i], k=3, ef=200).ids()
+        assert (ids[0] == i) if i != 11 else (11 not in ids)
+    assert len([d for d in (store.warm.root).iterdir() if d.is_dir()]) == 1  # victims' directories gone
+    rep = store.verify()
+    assert rep["ok"], rep["problems"]

@@ -175,13 +175,16 @@ def test_reopen_gives_the_same_answers(tmp_path, ds):
         fill(store, ds)
         store.move(list(range(0, 20)), "warm")
         store.delete([1, 2, 350])
-        before = [[(h.id, h.tier, round(h.distance, 5)) for h in hits] for hits in store.query_batch(ds.queries, k=10)]
+        before = [[(h.id, h.tier, h.distance) for h in hits] for hits in store.query_batch(ds.queries, k=10)]
         counts = store.catalog.counts()
     with open_store(tmp_path) as store:
         assert store.catalog.counts() == counts
         assert store.hot.count() == counts["hot"]  # refilled from the catalog at open
-        after = [[(h.id, h.tier, round(h.distance, 5)) for h in hits] for hits in store.query_batch(ds.queries, k=10)]
-        assert after == before
+        after = [[(h.id, h.tier, h.distance) for h in hits] for hits in store.query_batch(ds.queries, k=10)]
+        # the same hits; a distance may differ in its last float32 bits (the warm rows were in the
+        # growing segment, scored by hnswlib, and are sealed now, scored by the numba kernels)
+        assert [[h[:2] for h in q] for q in after] == [[h[:2] for h in q] for q in before]
+        assert np.allclose([h[2] for q in after for h in q], [h[2] for q in before for h in q], atol=1e-5)
         assert store.verify()["ok"]
 
 

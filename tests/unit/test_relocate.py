@@ -190,7 +190,7 @@ def test_dead_warm_rows_remembered_for_revival_are_bounded(tmp_path, ds, monkeyp
     with memory_store(tmp_path, dim=DIM) as store:
         store.upsert(list(range(40)), ds.base[:40], tier="warm")
         store.move(list(range(40)), "hot")  # 40 warm rows die, reusable
-        assert len(store.warm._dead_rows) == 10
+        assert len(store.warm.dead_rows) == 10
         before = store.warm.stats["revived"]
         store.move(list(range(40)), "warm")  # the 10 remembered (the last killed) come back in place
         assert store.warm.stats["revived"] - before == 10

@@ -76,7 +76,12 @@ class WarmConfig:
     # The warm budget: the policy keeps at most this many vectors warm (the rest go cold).
     capacity: int = spec(1_000_000, "int", lo=0)
     capacity_bytes: int = spec(0, "size")  # optional limit on local disk (0 = none)
+    # Rows a sealed segment grows to (by merging); the growing segment, which lives in RAM
+    # (~2 KB per row at 384 dimensions), is sealed at growing_size rows, and the maintenance
+    # thread merges sealed segments with fewer than segment_size / 2 live rows into segments of
+    # up to segment_size rows (growing_size >= segment_size: seal at segment_size, no merging).
     segment_size: int = spec(200_000, "int", lo=1)
+    growing_size: int = spec(50_000, "int", lo=1)
     m: int = spec(16, "int", lo=2, hi=512)
     ef_construction: int = spec(200, "int", lo=1, hi=100_000)
     ef: int = spec(64, "int", lo=1, hi=100_000)

@@ -1,4 +1,9 @@
-"""Background maintenance the store does by itself: merging cold's small segments.
+"""Background maintenance the store does by itself: merging cold's small segments, and warm's.
+
+Warm: the growing segment lives in RAM, so it is sealed at ``warm.growing_size`` rows (well
+below ``warm.segment_size``); this thread merges the small sealed segments that leaves into
+segments of up to ``warm.segment_size`` rows (:meth:`WarmTier.merge`: the graph is built with no
+lock held, only the catalog flip takes the write lock). The rest of this docstring is about cold.
 
 Each ingest batch spilled to cold, each ``upsert(tier="cold")`` and each demotion writes its own
 segment. Recall does not depend on how many there are (a query's probe budget is in rows over
@@ -42,6 +47,7 @@ class Maintenance:
         self.last: dict[str, Any] | None = None
         self.last_error: str | None = None
         self._lock = threading.Lock()  # one merge at a time (thread, policy cycle)
+        self._warm_lock = threading.Lock()  # one warm merge at a time (its build takes no store lock)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -49,8 +55,12 @@ class Maintenance:
     def limit(self) -> int:
         return int(self.engine.config.cold.auto_compact_segments)
 
+    def _warm_merges(self) -> bool:
+        warm = self.engine.warm
+        return warm is not None and not warm.read_only and warm.seal_rows() < warm.cfg.segment_size
+
     def start(self) -> None:
-        if self.limit and self.engine.cold is not None and self._thread is None:
+        if self._thread is None and ((self.limit and self.engine.cold is not None) or self._warm_merges()):
             self._thread = threading.Thread(target=self._loop, name="tierstore-maintenance", daemon=True)
             self._thread.start()
 
@@ -83,16 +93,34 @@ class Maintenance:
             log.info("maintenance: merged small cold segments: %s", out)
             return True
 
+    def merge_warm_if_due(self) -> bool:
+        """Merge warm's small sealed segments into one (:meth:`WarmTier.merge`: the graph is
+        built with no lock held, the flip takes the write lock). Returns whether it merged."""
+        if not self._warm_merges():
+            return False
+        with self._warm_lock:
+            warm = self.engine.warm
+            victims = warm.merge_candidates()
+            if not victims:
+                return False
+            moved = warm.merge(victims, self.engine.write_lock, stop=self._stop.is_set)
+            if moved is None:
+                return False
+            log.info("maintenance: merged %d small warm segments (%d rows)", len(victims), moved)
+            return True
+
     def _loop(self) -> None:
         wait = _POLL
         while not self._stop.wait(wait):
             try:
                 with self.engine.operation():  # counted: close() waits for a merge to finish
                     merged = self.merge_if_due()
-                    if merged:
+                    merged_warm = self.merge_warm_if_due()
+                    if merged or merged_warm:
                         self.engine.release_memory()
                 # one new segment per merge, the write lock free in between: more may be due at once
-                wait = 0.05 if merged and self.due() else _POLL
+                more = (merged and self.due()) or (merged_warm and bool(self.engine.warm.merge_candidates()))
+                wait = 0.05 if more else _POLL
             except ClosedError:
                 return
             except Exception as exc:  # noqa: BLE001 -- the thread must survive (S3 down: back off)
@@ -106,7 +134,8 @@ class Maintenance:
         cold = self.engine.cold
         return {"running": self._thread is not None and self._thread.is_alive(), "cold_merges": self.merges,
                 "small_cold_segments": cold.small_segments() if cold is not None and cold.connected else 0,
-                "merge_at": self.limit, "last_merge": self.last, "last_error": self.last_error}
+                "merge_at": self.limit, "last_merge": self.last, "last_error": self.last_error,
+                "warm_merges": self.engine.warm.stats["merges"] if self.engine.warm is not None else 0}
 
 
 __all__ = ["Maintenance"]

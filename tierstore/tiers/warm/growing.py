@@ -1,7 +1,7 @@
 """The warm tier's growing segment: the in-RAM hnswlib index new warm rows go to
 (:class:`Growing`, the writer's), and a read-only process's copy of it (:class:`Mirror`).
 
-Labels are catalog ``pos`` values (``entry.seg == GROWING``). At ``warm.segment_size`` rows the
+Labels are catalog ``pos`` values (``entry.seg == GROWING``). At ``warm.growing_size`` rows the
 writer seals the growing segment into a :class:`~.segment.Segment` (see tier.py); the durable copy
 of every row stays in the catalog, so after a crash the segment is rebuilt from it. The growing
 segment exists only in the writer's memory: a read-only process mirrors it from the catalog's
@@ -67,7 +67,7 @@ class Growing:
     ~80 bytes here: its internal id and state in arrays indexed by ``label - base`` (the labels of
     one growing segment are one range, handed out by :meth:`WarmTier.reserve`), and its metadata
     as compact JSON bytes (decoded only when a new filter's mask is built). Dicts and sets per row
-    cost ~570 bytes more, which at the default ``warm.segment_size`` was ~110 MiB of anonymous
+    cost ~570 bytes more, which at 200k growing rows was ~110 MiB of anonymous
     memory."""
 
     _PRESENT, _READY, _DEAD = 1, 2, 4  # state bits: label mapped / add_items done / marked deleted

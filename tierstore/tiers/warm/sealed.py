@@ -16,9 +16,16 @@ from typing import Any
 import numpy as np
 
 from ... import distance, filters, kernels
+from ...catalog import TIER_WARM, Entry
 from .segment import Segment
 
 _MASK_CACHE = 16  # filter masks kept per segment (a service asks a handful of distinct filters)
+
+
+def places(e: Entry | None, seg: int, pos: int) -> bool:
+    """Does catalog entry ``e`` place its vector at warm row (seg, pos)? (A row is alive exactly
+    while this holds.)"""
+    return e is not None and e.tier == TIER_WARM and e.seg == seg and e.pos == pos
 
 
 class Sealed:

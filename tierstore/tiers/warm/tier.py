@@ -1,7 +1,7 @@
 """Warm tier: sealed HNSW segments on local disk (memory-mapped, numba) + one growing segment.
 
 New warm vectors go to the *growing* segment: an in-RAM hnswlib index whose rows are labelled by
-``entry.pos`` (``entry.seg == 0``). At ``warm.segment_size`` rows (and on ``flush``/``close``) it is
+``entry.pos`` (``entry.seg == 0``). At ``warm.growing_size`` rows (and on ``flush``/``close``) it is
 *sealed*: its graph is exported to a segment directory (segment.py) -- no rebuild -- and the
 catalog entries move to ``(seg, row)`` in one transaction. The durable copy of every warm vector
 stays in the catalog's records, so after a crash the growing segment is rebuilt from them and a
@@ -10,7 +10,8 @@ segment directory the catalog does not list is deleted.
 Rows are never removed from a segment: a row is *alive* while the catalog entry of its internal
 id points at it (tier warm, same seg and pos). Deletes, moves out and re-upserts (a new version
 goes to the growing segment) only flip that, and the in-memory alive masks follow. Compaction
-rewrites segments whose dead fraction passes ``warm.compact_threshold``.
+rewrites segments whose dead fraction passes ``warm.compact_threshold``, and the maintenance
+thread merges small sealed segments into segments of up to ``warm.segment_size`` rows (rewrite.py).
 
 Search returns each candidate with its location (:func:`catalog.location`), which engine/query.py has the
 catalog confirm, so a vector whose newest version lives elsewhere is never returned twice.
@@ -56,17 +57,13 @@ from ..protocol import TierAnswer
 from . import segment
 from .copy import WarmCopy
 from .growing import GROWING, Growing, Mirror
-from .sealed import Sealed, StandIn
+from .rewrite import Rewriter
+from .sealed import Sealed, StandIn, places
 
 log = logging.getLogger("tierstore")
 
 
-def _names(e: Entry | None, seg: int, pos: int) -> bool:
-    """Does catalog entry ``e`` place its vector at warm row (seg, pos)?"""
-    return e is not None and e.tier == TIER_WARM and e.seg == seg and e.pos == pos
-
-
-DEAD_ROWS = 200_000  # dead rows remembered for revival (a cap on a cache: see WarmTier._dead_rows)
+DEAD_ROWS = 200_000  # dead rows remembered for revival (a cap on a cache: see WarmTier.dead_rows)
 
 
 class WarmTier:
@@ -82,17 +79,19 @@ class WarmTier:
             self.root.mkdir(parents=True, exist_ok=True)
         self.catalog, self.cfg, self.schema, self.metric = catalog, config, dict(schema), metric
         self.dim = catalog.dim
-        self._wait_readers = wait_readers  # blocks until queries that began earlier are done
-        self._lock = threading.RLock()
+        self.wait_readers = wait_readers  # blocks until queries that began earlier are done
+        self.lock = threading.RLock()
         self.sealed: dict[int, Sealed] = {}
         self.growing: Any = Mirror(self.dim, metric) if read_only else Growing(self.dim, metric, config)
         # iid -> (seg, pos) of its last dead warm row: a vector that comes back to warm unchanged
         # (the policy moving it hot -> warm after warm -> hot, or cold -> warm) is revived there
         # instead of being inserted into an HNSW graph again (in RAM only: a cache, not state).
         # Bounded: the DEAD_ROWS most recently killed rows (~150 B each), oldest forgotten first.
-        self._dead_rows: OrderedDict[int, tuple[int, int, int]] = OrderedDict()  # iid -> (seg, pos, xxh64 of metadata)
-        self.stats = {"sealed": 0, "compacted": 0, "seal_seconds": 0.0, "revived": 0, "repaired": 0}
+        self.dead_rows: OrderedDict[int, tuple[int, int, int]] = OrderedDict()  # iid -> (seg, pos, xxh64 of metadata)
+        self.stats = {"sealed": 0, "compacted": 0, "seal_seconds": 0.0, "revived": 0, "repaired": 0,
+                      "merged": 0, "merges": 0, "merge_seconds": 0.0, "merges_abandoned": 0}
         self.damaged: dict[int, str] = {}  # sealed segment id -> why it is not served (see StandIn)
+        self.rewrite = Rewriter(self)
         self._load()
 
     # --- opening ---------------------------------------------------------------------------------
@@ -115,7 +114,7 @@ class WarmTier:
                 alive = self._alive_rows(sid, seg)  # one catalog read per row
             self.sealed[sid] = Sealed(sid, seg, alive)
         if bad:
-            self._damage(bad)
+            self.damage(bad)
         keep = {info["dir"] for info in listed.values()}
         for d in self.root.iterdir():  # crash leftovers: half-written or never-recorded segments
             if d.is_dir() and d.name not in keep:
@@ -167,7 +166,7 @@ class WarmTier:
         have been sealed or compacted since the last refresh)."""
         if sealed:
             listed = self.catalog.segments()
-            with self._lock:
+            with self.lock:
                 have = set(self.sealed)
             bad: dict[int, str] = {}
             for sid in sorted(set(listed) - have):
@@ -179,11 +178,11 @@ class WarmTier:
                     if (self.root / listed[sid]["dir"]).is_dir():  # still there: damaged
                         bad[sid] = str(exc).removeprefix(f"warm segment {self.root / listed[sid]['dir']}: ")
                     continue
-                with self._lock:
+                with self.lock:
                     self.sealed[sid] = Sealed(sid, seg, np.ones(seg.n, bool))
             if bad:
-                self._damage(bad)
-            with self._lock:
+                self.damage(bad)
+            with self.lock:
                 for sid in have - set(listed):
                     del self.sealed[sid]
                     self.damaged.pop(sid, None)
@@ -214,14 +213,14 @@ class WarmTier:
             out[sid] = Sealed(sid, StandIn(self.root / name, self.metric, iids, vecs), known)
         return out
 
-    def _damage(self, reasons: dict[int, str], quiet: bool = False) -> None:
+    def damage(self, reasons: dict[int, str], quiet: bool = False) -> None:
         """Stop serving these sealed segments: stand-ins from the catalog take their place."""
         for sid, why in sorted(reasons.items()):
             if not quiet:
                 log.warning("warm segment %d is damaged and no longer served (its rows are scanned from the "
                             "catalog until `tierstore verify --repair` rebuilds it): %s", sid, why)
         stand = self._stand_ins(sorted(reasons))
-        with self._lock:
+        with self.lock:
             self.damaged.update(reasons)
             self.sealed.update(stand)
 
@@ -229,7 +228,7 @@ class WarmTier:
         """Compare every sealed segment's files with its checksums (``deep``: every byte; else the
         checksum table, sizes and meta.json). A segment that fails stops being served (see
         :class:`StandIn`). Returns counts and ``problems``."""
-        with self._lock:
+        with self.lock:
             sealed = dict(self.sealed)
             damaged = dict(self.damaged)
         found: dict[int, str] = {}
@@ -245,7 +244,7 @@ class WarmTier:
             elif s.seg.checksums is None:
                 no_sums.append(sid)
         if found:
-            self._damage(found)
+            self.damage(found)
             damaged.update(found)
         problems = [f"warm segment {sid} ({sealed[sid].seg.path.name}): {why} -- not served; its rows are scanned "
                     f"exactly from the catalog until `tierstore verify --repair` rebuilds it"
@@ -253,29 +252,11 @@ class WarmTier:
         return {"segments": len(sealed), "checked_bytes": checked, "no_checksums": no_sums,
                 "damaged": sorted(damaged), "problems": problems}
 
-    def repair(self) -> dict[str, Any]:
-        """Rebuild every damaged segment, and every segment written before checksums existed, from
-        the catalog (its rows' durable records) through the compaction path: the rows are copied
-        into the growing segment, flipped there in one catalog transaction that also drops the old
-        segment, the old directory goes after the reader grace, and the growing segment is sealed
-        (with checksums). A crash in between leaves rows the next open rebuilds from the catalog."""
-        with self._lock:
-            legacy = {sid: "no checksums" for sid, s in self.sealed.items()
-                      if sid not in self.damaged and s.seg.checksums is None}
-        if legacy:  # their files were never checked: rebuild from the catalog, not from them
-            self._damage(legacy, quiet=True)
-        with self._lock:
-            why = {sid: r for sid, r in self.damaged.items() if sid in self.sealed}
-            victims = [self.sealed[sid] for sid in sorted(why)]
-        kept, _ = self._rewrite(victims)
-        self.stats["repaired"] += len(victims)
-        return {"rebuilt": {str(sid): r for sid, r in why.items()}, "rows": kept}
-
     def save_alive(self) -> None:
         """At a clean close: the sealed segments' alive masks, with the catalog's move generation
         (only a write that moves or deletes an entry can change them), so the next open reads
         them back instead of one catalog read per sealed row."""
-        with self._lock:
+        with self.lock:
             gen = self.catalog.move_generation()
             masks = {str(sid): np.packbits(sd.alive) for sid, sd in self.sealed.items() if sid not in self.damaged}
             sizes = {str(sid): int(sd.alive.shape[0]) for sid, sd in self.sealed.items() if sid not in self.damaged}
@@ -304,7 +285,7 @@ class WarmTier:
         iids = np.asarray(seg.iids)
         with self.catalog.read() as txn:
             for row in range(seg.n):
-                alive[row] = _names(self.catalog.entry(txn, int(iids[row])), sid, row)
+                alive[row] = places(self.catalog.entry(txn, int(iids[row])), sid, row)
         return alive
 
     def prepare(self, vectors: np.ndarray) -> np.ndarray:
@@ -315,26 +296,26 @@ class WarmTier:
 
     def reserve(self, n: int) -> list[int]:
         """Growing-segment labels for n new rows (their catalog ``pos``)."""
-        with self._lock:
+        with self.lock:
             start = self.growing.next_label
             self.growing.next_label += n
             return list(range(start, start + n))
 
     def add(self, labels: Sequence[int], iids: Sequence[int], vectors: np.ndarray, metas: Sequence[dict]) -> None:
         """Index rows in the growing segment (before their catalog flip: copy, then flip)."""
-        with self._lock:
+        with self.lock:
             self.growing.add(labels, iids, self.prepare(vectors), metas)
 
     def discard(self, labels: Sequence[int]) -> None:
         """Growing rows added for a write that then failed before its catalog flip."""
-        with self._lock:
+        with self.lock:
             for lab in labels:
                 self.growing.kill(lab)
 
     def kill(self, entries: Sequence[Entry], reusable: bool = True) -> None:
         """Rows that no longer hold the current version: mask them (after the reader grace).
         ``reusable``: remember them, so the same vector coming back can be revived in place."""
-        with self._lock:
+        with self.lock:
             for e in entries:
                 if e.seg == GROWING:
                     self.growing.kill(e.pos)
@@ -343,12 +324,12 @@ class WarmTier:
                 else:
                     continue
                 if reusable:
-                    self._dead_rows[e.iid] = (e.seg, e.pos, xxhash.xxh64_intdigest(e.meta))
-                    self._dead_rows.move_to_end(e.iid)
-                    if len(self._dead_rows) > DEAD_ROWS:
-                        self._dead_rows.popitem(last=False)
+                    self.dead_rows[e.iid] = (e.seg, e.pos, xxhash.xxh64_intdigest(e.meta))
+                    self.dead_rows.move_to_end(e.iid)
+                    if len(self.dead_rows) > DEAD_ROWS:
+                        self.dead_rows.popitem(last=False)
                 else:
-                    self._dead_rows.pop(e.iid, None)
+                    self.dead_rows.pop(e.iid, None)
 
     def revive(self, iids: Sequence[int], vectors: np.ndarray, metas: Sequence[bytes]) -> list[tuple[int, int] | None]:
         """For each row: the (seg, pos) of a dead warm row of the same id that holds exactly this
@@ -359,10 +340,10 @@ class WarmTier:
         columns (they were read from the catalog at build time, when this row was dead)."""
         prepared = self.prepare(vectors)
         out: list[tuple[int, int] | None] = [None] * len(iids)
-        with self._lock:
+        with self.lock:
             g = self.growing
             for i, iid in enumerate(iids):
-                dead = self._dead_rows.get(iid)
+                dead = self.dead_rows.get(iid)
                 if dead is None or dead[2] != xxhash.xxh64_intdigest(metas[i]):
                     continue
                 seg, pos, _ = dead
@@ -382,14 +363,14 @@ class WarmTier:
                             np.asarray(sd.seg.vectors[pos]), prepared[i]):
                         continue
                     sd.alive[pos] = True
-                del self._dead_rows[iid]
+                del self.dead_rows[iid]
                 out[i] = (seg, pos)
             self.stats["revived"] += sum(x is not None for x in out)
         return out
 
     def unrevive(self, locs: Sequence[tuple[int, int] | None]) -> None:
         """Undo :meth:`revive` for a move that failed before its catalog flip."""
-        with self._lock:
+        with self.lock:
             for loc in locs:
                 if loc is None:
                     continue
@@ -413,8 +394,12 @@ class WarmTier:
         """A relocation's copy into this tier (tierstore.engine.relocate)."""
         return WarmCopy(self)
 
+    def seal_rows(self) -> int:
+        """Rows at which the growing segment (in RAM) is sealed."""
+        return min(self.cfg.growing_size, self.cfg.segment_size)
+
     def needs_seal(self) -> bool:
-        return self.growing.rows >= self.cfg.segment_size
+        return self.growing.rows >= self.seal_rows()
 
     def seal(self) -> int:
         """Turn the growing segment into a sealed one. Returns the number of rows sealed.
@@ -435,9 +420,9 @@ class WarmTier:
         seg = segment.Segment.open(segment.write_graph(self.root / name, iids, graph, metric=self.metric),
                                    check=False)  # just written and hashed by this process
         with self.catalog.read() as txn:  # rows that still hold their id's current version
-            alive = np.array([_names(self.catalog.entry(txn, iid), GROWING, lab)
+            alive = np.array([places(self.catalog.entry(txn, iid), GROWING, lab)
                               for lab, iid in zip(labels, iids.tolist(), strict=True)], bool)
-        with self._lock:  # visible first: until the flip its rows fail the catalog check
+        with self.lock:  # visible first: until the flip its rows fail the catalog check
             self.sealed[sid] = Sealed(sid, seg, alive)
         try:
             with self.catalog.write() as txn:
@@ -446,20 +431,20 @@ class WarmTier:
                     self.catalog.put_entry(txn, e._replace(seg=sid, pos=row))
                 self.catalog.put_segment(txn, sid, {"dir": name, "n": seg.n, "created": time.time()})
         except BaseException:
-            with self._lock:
+            with self.lock:
                 del self.sealed[sid]
             shutil.rmtree(seg.path, ignore_errors=True)
             raise
         # Queries that began before the flip still expect these rows in the growing segment.
-        self._wait_readers()
-        with self._lock:
+        self.wait_readers()
+        with self.lock:
             if self.growing is g:
                 self.growing = Growing(self.dim, self.metric, self.cfg)
                 self.growing.next_label = g.next_label
                 row_of = {lab: row for row, lab in enumerate(labels)}  # dead rows moved with it
-                self._dead_rows = OrderedDict(
+                self.dead_rows = OrderedDict(
                     (iid, (sid, row_of[pos], meta) if seg == GROWING else (seg, pos, meta))
-                    for iid, (seg, pos, meta) in self._dead_rows.items()
+                    for iid, (seg, pos, meta) in self.dead_rows.items()
                     if (seg != GROWING or pos in row_of) and (seg == GROWING or seg in self.sealed))
             self.stats["sealed"] += 1
             self.stats["seal_seconds"] += time.perf_counter() - t0
@@ -471,7 +456,7 @@ class WarmTier:
         """Per query: the best ``k`` (ids, distances, locations), best first."""
         ef = ef or self.cfg.ef
         qs = self.prepare(qs)
-        with self._lock:
+        with self.lock:
             sealed = list(self.sealed.values())
             growing = self.growing
         # outside the lock: a segment's first filtered query builds its columns from the catalog
@@ -497,70 +482,25 @@ class WarmTier:
             out.append(TierAnswer([c[1] for c in cand], [c[0] for c in cand], False, [c[2] for c in cand]))
         return out
 
-    # --- maintenance -------------------------------------------------------------------------------
+    # --- rewriting sealed segments (rewrite.py) -----------------------------------------------------
 
     def compact(self, threshold: float | None = None) -> dict[str, int]:
-        """Rewrite sealed segments whose dead fraction exceeds ``threshold`` (default
-        ``warm.compact_threshold``): their live rows are copied into the growing segment, flipped
-        there in the catalog, and the growing segment is sealed. Returns counts."""
-        threshold = self.cfg.compact_threshold if threshold is None else threshold
-        with self._lock:
-            victims = [s for s in self.sealed.values() if s.seg.n and 1 - s.alive.mean() > threshold]
-            # many small segments (frequent flushes) cost one kernel call each per query: merge them
-            small = [s for s in self.sealed.values() if s not in victims and s.seg.n < self.cfg.segment_size // 4]
-            if len(small) >= 2:
-                victims += small
-            # damaged segments (served by their stand-ins) are rewritten from the catalog too
-            victims += [s for sid, s in self.sealed.items() if sid in self.damaged and s not in victims]
-        kept, dropped = self._rewrite(victims)
-        if victims:
-            self.stats["compacted"] += len(victims)
-        return {"segments": len(victims), "rows_kept": kept, "rows_dropped": dropped}
+        """Rewrite sealed segments past ``threshold`` dead (default ``warm.compact_threshold``)."""
+        return self.rewrite.compact(threshold)
 
-    def _rewrite(self, victims: Sequence[Sealed]) -> tuple[int, int]:
-        """Copy the live rows of ``victims`` into the growing segment, flip them there, drop the
-        old segments after the reader grace, then seal. Returns (rows kept, rows dropped)."""
-        # never copy damaged bytes into a new segment: a victim that fails its checksums is
-        # rewritten from the catalog's records instead (hashing costs far less than the rebuild)
-        bad = {}
-        for s in victims:
-            if s.sid not in self.damaged and s.seg.checksums is not None:
-                errs, _ = s.seg.verify_files()
-                if errs:
-                    bad[s.sid] = "; ".join(errs)
-        if bad:
-            self._damage(bad)  # logged; their stand-ins (catalog rows) are what gets copied below
-            with self._lock:
-                victims = [self.sealed.get(s.sid, s) if s.sid in bad else s for s in victims]
-        kept = dropped = 0
-        for s in victims:  # the store's write lock is held: no concurrent writes, queries go on
-            rows = np.flatnonzero(s.alive)
-            live_iids = np.asarray(s.seg.iids)[rows]  # uint64: keep it an array until tolist()
-            iids = live_iids.tolist()
-            labels = self.reserve(len(rows))
-            if len(rows):
-                self.growing.add(labels, iids, np.asarray(s.seg.vectors)[rows], self.catalog.metadata_of(live_iids))
-            with self.catalog.write() as txn:  # copy done: flip each live row to its new home
-                for lab, iid, row in zip(labels, iids, rows.tolist(), strict=True):
-                    e = self.catalog.entry(txn, iid)
-                    if _names(e, s.sid, row):
-                        self.catalog.put_entry(txn, e._replace(seg=GROWING, pos=lab))
-                        kept += 1
-                    else:
-                        self.growing.kill(lab)
-                self.catalog.delete_segment(txn, s.sid)
-            dropped += s.seg.n - len(rows)
-            self._wait_readers()  # nobody may still be reading the old rows
-            with self._lock:
-                del self.sealed[s.sid]
-                self.damaged.pop(s.sid, None)
-            shutil.rmtree(s.seg.path, ignore_errors=True)
-        if victims:
-            self.seal()
-        return kept, dropped
+    def repair(self) -> dict[str, Any]:
+        """Rebuild damaged segments, and segments written before checksums, from the catalog."""
+        return self.rewrite.repair()
+
+    def merge_candidates(self) -> list[Sealed]:
+        return self.rewrite.merge_candidates()
+
+    def merge(self, victims: Sequence[Sealed], write_lock: Any, stop: Callable[[], bool] = lambda: False) -> int | None:
+        """Merge small sealed segments into one (the maintenance thread; see rewrite.py)."""
+        return self.rewrite.merge(victims, write_lock, stop)
 
     def info(self) -> dict[str, Any]:
-        with self._lock:
+        with self.lock:
             sealed = list(self.sealed.values())
             live = sum(int(s.alive.sum()) for s in sealed)
             rows = sum(s.seg.n for s in sealed)
