@@ -199,3 +199,25 @@ def test_batch_search_equals_single_queries(seg, data):
     ok[::2] = True
     rows, _ = seg.search_batch(qs[:5], k=10, ef=48, ok=ok)
     assert ok[rows[rows >= 0]].all()
+
+
+def test_exported_reads_the_same_graph_through_a_memory_map(tmp_path):
+    """exported() (a file in the segment's directory, memory-mapped) gives export_graph()'s arrays,
+    and leaves no file behind; a segment written from it serves the same rows."""
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((3000, 24)).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    index = segment.new_index(24, "cosine", 3000, 16, 64)
+    index.add_items(x, np.arange(3000))
+    want = segment.export_graph(index, 24)
+    with segment.exported(index, 24, tmp_path) as got:
+        assert sorted(got) == sorted(want)
+        for key, value in want.items():
+            np.testing.assert_array_equal(np.asarray(got[key]), np.asarray(value), err_msg=key)
+        seg = segment.Segment.open(segment.write_graph(tmp_path / "seg", np.arange(3000, dtype=np.uint64)[got["labels"]],
+                                                       got, metric="cosine"))
+    assert [p.name for p in tmp_path.iterdir()] == ["seg"]
+    for i in range(0, 3000, 97):
+        rows, _ = seg.search(x[i], k=1, ef=64)
+        assert int(seg.iids[rows[0]]) == i
+    assert seg.verify_files()[0] == []

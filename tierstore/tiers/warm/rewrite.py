@@ -163,36 +163,41 @@ class Rewriter:
             return None
         t0 = time.perf_counter()
         snap = [np.flatnonzero(s.alive) for s in victims]
-        vecs = np.concatenate([np.asarray(s.seg.vectors)[r] for s, r in zip(victims, snap, strict=True)])
         iids = np.concatenate([np.asarray(s.seg.iids)[r] for s, r in zip(victims, snap, strict=True)])
-        if not len(vecs):  # nothing alive: the flip only drops the victims
+        if not len(iids):  # nothing alive: the flip only drops the victims
             maps = {s.sid: np.full(s.seg.n, -1, np.int64) for s in victims}
             with write_lock:
                 moved = self._merge_flip(victims, maps, None)
             if moved is not None:
                 self._merged(victims, maps, None, t0)
             return moved
-        index = segment.new_index(t.dim, t.metric, len(vecs), t.cfg.m, t.cfg.ef_construction)
-        for a in range(0, len(vecs), _MERGE_CHUNK):
-            if stop():
-                return None
-            index.add_items(vecs[a : a + _MERGE_CHUNK], np.arange(a, min(a + _MERGE_CHUNK, len(vecs))), num_threads=1)
-        graph = segment.export_graph(index, t.dim)
-        del index
-        new_row = np.empty(len(vecs), np.int64)  # snapshot index -> row of the new segment
-        new_row[graph["labels"]] = np.arange(len(vecs))
-        maps, off = {}, 0  # victim sid -> its row -> row of the new segment (-1: not in it)
+        # the graph, from the victims' memory-mapped rows a chunk at a time (hnswlib keeps its
+        # own copy: that, ~1.7 KB per row, is the merge's RAM)
+        index = segment.new_index(t.dim, t.metric, len(iids), t.cfg.m, t.cfg.ef_construction)
+        at = 0
         for s, rows in zip(victims, snap, strict=True):
-            m = np.full(s.seg.n, -1, np.int64)
-            m[rows] = new_row[off : off + len(rows)]
-            maps[s.sid] = m
-            off += len(rows)
-        with t.catalog.write() as txn:
-            sid = t.catalog.next_segment_id(txn)
-        name = f"seg-{sid:08d}"
-        seg = segment.Segment.open(segment.write_graph(t.root / name, iids[graph["labels"]], graph,
-                                                       metric=t.metric), check=False)
-        del graph, vecs
+            for a in range(0, len(rows), _MERGE_CHUNK):
+                if stop():
+                    return None
+                part = rows[a : a + _MERGE_CHUNK]
+                index.add_items(np.asarray(s.seg.vectors)[part], np.arange(at, at + len(part)), num_threads=1)
+                at += len(part)
+        with segment.exported(index, t.dim, t.root) as graph:
+            del index  # (freed here: the graph is in the exported file)
+            new_row = np.empty(len(iids), np.int64)  # snapshot index -> row of the new segment
+            new_row[graph["labels"]] = np.arange(len(iids))
+            maps, off = {}, 0  # victim sid -> its row -> row of the new segment (-1: not in it)
+            for s, rows in zip(victims, snap, strict=True):
+                m = np.full(s.seg.n, -1, np.int64)
+                m[rows] = new_row[off : off + len(rows)]
+                maps[s.sid] = m
+                off += len(rows)
+            with t.catalog.write() as txn:
+                sid = t.catalog.next_segment_id(txn)
+            name = f"seg-{sid:08d}"
+            seg = segment.Segment.open(segment.write_graph(t.root / name, iids[graph["labels"]], graph,
+                                                           metric=t.metric), check=False)
+            del graph
         moved = None
         try:
             with write_lock:

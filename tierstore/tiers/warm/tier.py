@@ -119,6 +119,8 @@ class WarmTier:
         for d in self.root.iterdir():  # crash leftovers: half-written or never-recorded segments
             if d.is_dir() and d.name not in keep:
                 shutil.rmtree(d, ignore_errors=True)
+            elif d.name.startswith(segment.EXPORT_PREFIX):  # a graph being exported (seal, merge)
+                d.unlink(missing_ok=True)
         # Rebuild the growing segment from the durable records (empty after a clean close): the
         # rows the catalog's growing table lists (O(rows), not a walk of every entry), or, the
         # first time this version opens the store, every warm entry (and the table is rebuilt).
@@ -411,14 +413,15 @@ class WarmTier:
         if not g.alive:
             return 0
         t0 = time.perf_counter()
-        graph = segment.export_graph(g.index, self.dim)
-        labels = graph["labels"].tolist()
-        iids = np.asarray(g.iids_of(labels), np.uint64)
-        with self.catalog.write() as txn:
-            sid = self.catalog.next_segment_id(txn)
-        name = f"seg-{sid:08d}"
-        seg = segment.Segment.open(segment.write_graph(self.root / name, iids, graph, metric=self.metric),
-                                   check=False)  # just written and hashed by this process
+        with segment.exported(g.index, self.dim, self.root) as graph:
+            labels = graph["labels"].tolist()
+            iids = np.asarray(g.iids_of(labels), np.uint64)
+            with self.catalog.write() as txn:
+                sid = self.catalog.next_segment_id(txn)
+            name = f"seg-{sid:08d}"
+            seg = segment.Segment.open(segment.write_graph(self.root / name, iids, graph, metric=self.metric),
+                                       check=False)  # just written and hashed by this process
+            del graph
         with self.catalog.read() as txn:  # rows that still hold their id's current version
             alive = np.array([places(self.catalog.entry(txn, iid), GROWING, lab)
                               for lab, iid in zip(labels, iids.tolist(), strict=True)], bool)
