@@ -390,8 +390,9 @@ def test_the_store_merges_small_warm_segments_by_itself(open_store, tmp_path):
 
 def test_a_warm_merge_keeps_writes_made_while_it_builds(open_store, monkeypatch):
     """Writes go on while a merge builds its graph (no lock held): rows deleted or moved out
-    meanwhile stay dead in the new segment; a row revived in a victim after the snapshot makes
-    the merge give up (its new segment is deleted), and the next merge takes it along."""
+    meanwhile stay dead in the new segment; a vector coming back to warm is not revived in a
+    victim (it goes to the growing segment); after the flip, one is revived in the new segment.
+    A merge whose victims were rewritten before it started gives up."""
     from tierstore.tiers.warm import segment as segmod
 
     v = vectors(2000, seed=22)
@@ -401,7 +402,17 @@ def test_a_warm_merge_keeps_writes_made_while_it_builds(open_store, monkeypatch)
     for s in range(0, 2000, 500):  # four sealed segments of 500
         store.upsert(list(range(s, s + 500)), v[s : s + 500], tier="warm")
     assert store.stats()["tiers"]["warm"]["segments"] == 4
-    store.move([7], "hot")  # dead in its victim at the snapshot
+    warm, lock = store.warm, store._engine.write_lock
+    stale = warm.merge_candidates()
+    store.compact(threshold=0.0)  # rewrites them all: a merge of the old ones gives up
+    assert warm.merge(stale, lock) is None and all(warm.sealed.get(s.sid) is not s for s in stale)
+    for s in range(2000, 4000, 500):  # four new sealed segments (the compacted one is not small)
+        store.upsert(list(range(s, s + 500)), vectors(500, seed=s), tier="warm")
+    v = np.concatenate([v, *(vectors(500, seed=s) for s in range(2000, 4000, 500))])
+    victims = warm.merge_candidates()
+    assert len(victims) == 4 and min(s.seg.n for s in victims) == 500
+    a, b, c = 2007, 2511, 3012  # rows of three of the victims
+    store.move([a], "hot")  # dead in its victim at the snapshot
     real = segmod.exported
     during = []
 
@@ -409,26 +420,46 @@ def test_a_warm_merge_keeps_writes_made_while_it_builds(open_store, monkeypatch)
     def export_then_write(index, dim, workdir):
         if not during:
             during.append(1)
-            store.delete([11])  # alive at the snapshot, deleted before the flip
-            store.move([12], "hot")  # moved out before the flip
-            store.move([7], "warm")  # revived in place in its victim: not in the new segment
+            store.delete([b])  # alive at the snapshot, deleted before the flip
+            store.move([c], "hot")  # alive at the snapshot, moved out before the flip
+            store.move([a], "warm")  # not revived in its (retiring) victim: inserted into the growing segment
         with real(index, dim, workdir) as graph:
             yield graph
 
     monkeypatch.setattr(segmod, "exported", export_then_write)
-    warm = store.warm
-    assert warm.merge(warm.merge_candidates(), store._engine.write_lock) is None  # gave up
-    assert warm.stats["merges_abandoned"] == 1 and store.stats()["tiers"]["warm"]["segments"] == 4
-    assert store.verify()["ok"]
-    victims = warm.merge_candidates()
-    assert len(victims) == 4
-    moved = warm.merge(victims, store._engine.write_lock)
-    assert moved == 2000 - 2 and warm.stats["merges"] == 1  # all but 11 (deleted) and 12 (hot)
-    assert store.stats()["tiers"]["warm"]["segments"] == 1
-    assert store.get([7])[0].tier == "warm" and store.get([12])[0].tier == "hot" and store.get([11]) == [None]
-    for i in range(0, 2000, 13):
-        ids = store.query(v[i], k=3, ef=200).ids()
-        assert (ids[0] == i) if i != 11 else (11 not in ids)
-    assert [d.name for d in store.warm.root.iterdir()] == [f"seg-{max(store.warm.sealed):08d}"]  # victims gone
+    revived = warm.stats["revived"]
+    moved = warm.merge(victims, lock)
+    assert moved == 2000 - 3 and warm.stats["merges"] == 1 and warm.stats["revived"] == revived
+    assert warm.retiring == set() and all(s.sid not in warm.sealed for s in victims)
+    assert store.get([a])[0].tier == "warm" and store.get([c])[0].tier == "hot" and store.get([b]) == [None]
+    store.move([c], "warm")  # its dead row moved into the new segment with the merge: revived there
+    assert warm.stats["revived"] == revived + 1 and store.get([c])[0].tier == "warm"
+    for i in list(range(0, 4000, 13)) + [a, c]:
+        ids_ = store.query(v[i], k=3, ef=200).ids()
+        assert (ids_[0] == i) if i != b else (b not in ids_)
+    assert sorted(d.name for d in warm.root.iterdir()) == sorted(warm.sealed[sid].seg.path.name for sid in warm.sealed)
     rep = store.verify()
     assert rep["ok"], rep["problems"]
+
+
+def test_a_warm_merge_of_dead_segments_drops_them_and_tells_readers(open_store):
+    """Sealed segments whose rows were all deleted are merged into nothing: their records and
+    directories go, and the move generation moves on (read-only processes re-list the segments
+    when it does)."""
+    v = vectors(1000, seed=23)
+    store = open_store(dim=16, warm={"segment_size": 4000, "growing_size": 300}, cold={"enabled": False},
+                       policy={"interval": 0})
+    store._engine.maintenance.stop()
+    for s in range(0, 900, 300):
+        store.upsert(list(range(s, s + 300)), v[s : s + 300], tier="warm")
+    store.delete(list(range(0, 600)))
+    warm = store.warm
+    victims = [s for s in warm.merge_candidates() if not s.alive.any()]
+    assert len(victims) == 2
+    gen = store.catalog.move_generation()
+    assert warm.merge(victims, store._engine.write_lock) == 0
+    assert store.catalog.move_generation() > gen
+    assert all(s.sid not in warm.sealed and s.sid not in store.catalog.segments() and not s.seg.path.exists()
+               for s in victims)
+    assert [store.query(v[i], k=1, ef=100).ids() for i in range(600, 900, 17)] == [[i] for i in range(600, 900, 17)]
+    assert store.verify()["ok"]

@@ -94,6 +94,9 @@ class SideTables:
 
     def delete_segment(self, txn: lmdb.Transaction, sid: int) -> None:
         txn.delete(sid.to_bytes(4, "big"), db=self.segments_db)
+        # -> move_gen at commit: read-only processes re-list the sealed segments then (a merge of
+        # segments whose rows were all dead moves no entry, and would go unseen otherwise)
+        txn.put(b"move_dirty", b"1", db=self.meta_db)
 
     def segments(self) -> dict[int, dict[str, Any]]:
         with self.env.begin(db=self.segments_db) as txn:

@@ -42,11 +42,11 @@ class Rewriter:
         t = self.t
         with t.lock:
             legacy = {sid: "no checksums" for sid, s in t.sealed.items()
-                      if sid not in t.damaged and s.seg.checksums is None}
+                      if sid not in t.damaged and sid not in t.retiring and s.seg.checksums is None}
         if legacy:  # their files were never checked: rebuild from the catalog, not from them
             t.damage(legacy, quiet=True)
         with t.lock:
-            why = {sid: r for sid, r in t.damaged.items() if sid in t.sealed}
+            why = {sid: r for sid, r in t.damaged.items() if sid in t.sealed and sid not in t.retiring}
             victims = [t.sealed[sid] for sid in sorted(why)]
         kept, _ = self._rewrite(victims)
         t.stats["repaired"] += len(victims)
@@ -61,13 +61,14 @@ class Rewriter:
         t = self.t
         threshold = t.cfg.compact_threshold if threshold is None else threshold
         with t.lock:
-            victims = [s for s in t.sealed.values() if s.seg.n and 1 - s.alive.mean() > threshold]
+            mine = {sid: s for sid, s in t.sealed.items() if sid not in t.retiring}  # (not a merge's)
+            victims = [s for s in mine.values() if s.seg.n and 1 - s.alive.mean() > threshold]
             # many small segments (frequent flushes) cost one kernel call each per query: merge them
-            small = [s for s in t.sealed.values() if s not in victims and s.seg.n < t.cfg.segment_size // 4]
+            small = [s for s in mine.values() if s not in victims and s.seg.n < t.cfg.segment_size // 4]
             if len(small) >= 2:
                 victims += small
             # damaged segments (served by their stand-ins) are rewritten from the catalog too
-            victims += [s for sid, s in t.sealed.items() if sid in t.damaged and s not in victims]
+            victims += [s for sid, s in mine.items() if sid in t.damaged and s not in victims]
         kept, dropped = self._rewrite(victims)
         if victims:
             t.stats["compacted"] += len(victims)
@@ -129,7 +130,7 @@ class Rewriter:
             return []
         with t.lock:
             small = sorted((int(s.alive.sum()), sid, s) for sid, s in t.sealed.items()
-                           if sid not in t.damaged and s.seg.checksums is not None)
+                           if sid not in t.damaged and sid not in t.retiring and s.seg.checksums is not None)
         pick, rows = [], 0
         for live, _, s in small:
             if live >= limit // 2 or rows + live > limit:
@@ -141,17 +142,30 @@ class Rewriter:
     def merge(self, victims: Sequence[Sealed], write_lock: Any, stop: Callable[[], bool] = lambda: False) -> int | None:
         """Merge ``victims`` into one new sealed segment -> rows moved, or None when abandoned.
 
-        The slow part -- reading the victims' live rows, building one graph, writing the
-        directory -- holds no lock: queries and writes go on (hnswlib builds without the GIL, on
-        this thread only), and ``stop()`` is asked between chunks. Then, under ``write_lock`` (the
-        store's), one catalog transaction moves every row the catalog still places in a victim to
-        its row of the new segment and drops the victims (the new segment is searchable just
-        before; until the flip its rows fail the catalog check, after it the victims' do). Rows
-        deleted or moved out meanwhile stay dead in the new segment. A victim row that came back
-        to life after the snapshot (revived in place by a move) is not in the new segment: the
-        merge is abandoned, as it is when a victim was rewritten meanwhile (``compact``,
-        ``verify --repair``). A crash before the flip leaves a directory the catalog does not
+        The slow part -- hashing the victims' files, reading their live rows, building one graph,
+        writing the directory -- holds no lock: queries and writes go on (hnswlib builds without
+        the GIL, on this thread only), and ``stop()`` is asked between chunks. Meanwhile the
+        victims are *retiring*: rows are not revived in them (a vector coming back to warm is
+        inserted into the growing segment instead), and compaction, repair and verify leave them
+        alone. Then, under ``write_lock`` (the store's), one catalog transaction moves every row
+        the catalog still places in a victim to its row of the new segment and drops the victims
+        (the new segment is searchable just before; until the flip its rows fail the catalog
+        check, after it the victims' do). Rows deleted or moved out meanwhile stay dead in the new
+        segment. A victim rewritten before it became retiring (``compact``, ``verify --repair``)
+        makes the merge give up. A crash before the flip leaves a directory the catalog does not
         list, which the next open deletes; after it, the victims' directories, likewise."""
+        t = self.t
+        with t.lock:
+            if any(t.sealed.get(s.sid) is not s or s.sid in t.retiring for s in victims):
+                return None
+            t.retiring.update(s.sid for s in victims)
+        try:
+            return self._merge(victims, write_lock, stop)
+        finally:
+            with t.lock:
+                t.retiring.difference_update(s.sid for s in victims)
+
+    def _merge(self, victims: Sequence[Sealed], write_lock: Any, stop: Callable[[], bool]) -> int | None:
         t = self.t
         bad = {}
         for s in victims:  # never copy damaged bytes into a new segment
@@ -159,18 +173,18 @@ class Rewriter:
             if errs:
                 bad[s.sid] = "; ".join(errs)
         if bad:
-            t.damage(bad)
+            with write_lock:  # (compaction and repair hold it: a victim they replaced is not damaged)
+                with t.lock:
+                    bad = {sid: why for sid, why in bad.items() if any(t.sealed.get(sid) is s for s in victims)}
+                if bad:
+                    t.damage(bad)
             return None
         t0 = time.perf_counter()
         snap = [np.flatnonzero(s.alive) for s in victims]
         iids = np.concatenate([np.asarray(s.seg.iids)[r] for s, r in zip(victims, snap, strict=True)])
+        maps = {s.sid: np.full(s.seg.n, -1, np.int64) for s in victims}  # victim row -> new row (-1: none)
         if not len(iids):  # nothing alive: the flip only drops the victims
-            maps = {s.sid: np.full(s.seg.n, -1, np.int64) for s in victims}
-            with write_lock:
-                moved = self._merge_flip(victims, maps, None)
-            if moved is not None:
-                self._merged(victims, maps, None, t0)
-            return moved
+            return self._flip(victims, maps, None, write_lock, t0)
         # the graph, from the victims' memory-mapped rows a chunk at a time (hnswlib keeps its
         # own copy: that, ~1.7 KB per row, is the merge's RAM)
         index = segment.new_index(t.dim, t.metric, len(iids), t.cfg.m, t.cfg.ef_construction)
@@ -186,11 +200,9 @@ class Rewriter:
             del index  # (freed here: the graph is in the exported file)
             new_row = np.empty(len(iids), np.int64)  # snapshot index -> row of the new segment
             new_row[graph["labels"]] = np.arange(len(iids))
-            maps, off = {}, 0  # victim sid -> its row -> row of the new segment (-1: not in it)
+            off = 0
             for s, rows in zip(victims, snap, strict=True):
-                m = np.full(s.seg.n, -1, np.int64)
-                m[rows] = new_row[off : off + len(rows)]
-                maps[s.sid] = m
+                maps[s.sid][rows] = new_row[off : off + len(rows)]
                 off += len(rows)
             with t.catalog.write() as txn:
                 sid = t.catalog.next_segment_id(txn)
@@ -200,72 +212,86 @@ class Rewriter:
             del graph
         moved = None
         try:
-            with write_lock:
-                moved = self._merge_flip(victims, maps, (sid, name, seg))
+            moved = self._flip(victims, maps, (sid, name, seg), write_lock, t0)
         finally:
             if moved is None:
                 shutil.rmtree(seg.path, ignore_errors=True)
-        if moved is not None:
-            self._merged(victims, maps, sid, t0)
         return moved
 
-    def _merged(self, victims: Sequence[Sealed], maps: dict[int, np.ndarray], sid: int | None, t0: float) -> None:
-        """After :meth:`merge`'s flip: let go of the victims."""
+    def _placed(self, victims: Sequence[Sealed], maps: dict[int, np.ndarray], sid: int,
+                n: int) -> tuple[list, np.ndarray] | None:
+        """The catalog entries that place a vector in a victim row, re-pointed at its row of the
+        new segment (``sid``, ``n`` rows), and the new segment's alive mask; None if one of those
+        rows is not in the new segment (cannot happen while the victims are retiring)."""
         t = self.t
-        t.wait_readers()  # queries that began before the flip may still read the victims
+        alive = np.zeros(n, bool)
+        moved = []
+        with t.catalog.read() as txn:
+            for s in victims:
+                m = maps[s.sid]
+                for row, iid in enumerate(np.asarray(s.seg.iids).tolist()):
+                    e = t.catalog.entry(txn, iid)
+                    if places(e, s.sid, row):
+                        if m[row] < 0:
+                            return None
+                        moved.append(e._replace(seg=sid, pos=int(m[row])))
+                        alive[m[row]] = True
+        return moved, alive
+
+    def _flip(self, victims: Sequence[Sealed], maps: dict[int, np.ndarray],
+              new: tuple[int, str, segment.Segment] | None, write_lock: Any, t0: float) -> int | None:
+        """:meth:`merge`'s catalog flip. ``new``: (id, directory name, segment), or None when no
+        victim row was alive. The pass over the victims' catalog entries runs before taking the
+        write lock, and again under it only if an entry moved meanwhile (the move generation)."""
+        t = self.t
+        sid, name, seg = new if new is not None else (0, "", None)
+        n = seg.n if seg is not None else 0
+        gen = t.catalog.move_generation()
+        placed = self._placed(victims, maps, sid, n)
+        with write_lock:
+            with t.lock:
+                if any(t.sealed.get(s.sid) is not s for s in victims):
+                    t.stats["merges_abandoned"] += 1
+                    return None  # rewritten before they were retiring
+            if t.catalog.move_generation() != gen:
+                placed = self._placed(victims, maps, sid, n)
+            if placed is None:
+                with t.lock:
+                    t.stats["merges_abandoned"] += 1
+                return None
+            moved, alive = placed
+            if seg is not None:
+                with t.lock:  # visible first: until the flip its rows fail the catalog check
+                    t.sealed[sid] = Sealed(sid, seg, alive)
+            try:
+                with t.catalog.write() as txn:
+                    for e in moved:
+                        t.catalog.put_entry(txn, e)
+                    if seg is not None:
+                        t.catalog.put_segment(txn, sid, {"dir": name, "n": seg.n, "created": time.time()})
+                    for s in victims:
+                        t.catalog.delete_segment(txn, s.sid)
+            except BaseException:
+                if seg is not None:
+                    with t.lock:
+                        del t.sealed[sid]
+                raise
+            with t.lock:  # dead rows remembered in a victim: now in the new segment (or forgotten)
+                t.dead_rows = OrderedDict(
+                    (iid, (sid, int(maps[sg][pos]), meta) if sg in maps else (sg, pos, meta))
+                    for iid, (sg, pos, meta) in t.dead_rows.items() if sg not in maps or maps[sg][pos] >= 0)
+        # after the flip, with the write lock free: queries that began before it may still read
+        # the victims (still retiring: nothing revives, compacts or verifies them meanwhile)
+        t.wait_readers()
         with t.lock:
             for s in victims:
-                del t.sealed[s.sid]
-            t.dead_rows = OrderedDict(  # dead rows remembered in a victim: now in the new segment
-                (iid, (sid, int(maps[sg][pos]), meta) if sg in maps else (sg, pos, meta))
-                for iid, (sg, pos, meta) in t.dead_rows.items() if sg not in maps or maps[sg][pos] >= 0)
+                if t.sealed.get(s.sid) is s:
+                    del t.sealed[s.sid]
             t.stats["merged"] += len(victims)
             t.stats["merges"] += 1
             t.stats["merge_seconds"] += time.perf_counter() - t0
         for s in victims:
             shutil.rmtree(s.seg.path, ignore_errors=True)
-
-    def _merge_flip(self, victims: Sequence[Sealed], maps: dict[int, np.ndarray],
-                    new: tuple[int, str, segment.Segment] | None) -> int | None:
-        """:meth:`merge`'s catalog flip (the store's write lock held: no write can interleave).
-        ``new``: (id, directory name, segment), or None when no victim row was alive."""
-        t = self.t
-        with t.lock:
-            if any(t.sealed.get(s.sid) is not s for s in victims):
-                t.stats["merges_abandoned"] += 1
-                return None  # rewritten meanwhile
-        sid, name, seg = new if new is not None else (0, "", None)
-        alive = np.zeros(seg.n if seg is not None else 0, bool)
-        moved = []
-        with t.catalog.read() as txn:
-            for s in victims:
-                ids = np.asarray(s.seg.iids).tolist()
-                m = maps[s.sid]
-                for row, iid in enumerate(ids):
-                    e = t.catalog.entry(txn, iid)
-                    if places(e, s.sid, row):
-                        if m[row] < 0:  # revived after the snapshot: not in the new segment
-                            with t.lock:
-                                t.stats["merges_abandoned"] += 1
-                            return None
-                        moved.append(e._replace(seg=sid, pos=int(m[row])))
-                        alive[m[row]] = True
-        if seg is not None:
-            with t.lock:  # visible first: until the flip its rows fail the catalog check
-                t.sealed[sid] = Sealed(sid, seg, alive)
-        try:
-            with t.catalog.write() as txn:
-                for e in moved:
-                    t.catalog.put_entry(txn, e)
-                if seg is not None:
-                    t.catalog.put_segment(txn, sid, {"dir": name, "n": seg.n, "created": time.time()})
-                for s in victims:
-                    t.catalog.delete_segment(txn, s.sid)
-        except BaseException:
-            if seg is not None:
-                with t.lock:
-                    del t.sealed[sid]
-            raise
         return len(moved)
 
 

@@ -91,6 +91,9 @@ class WarmTier:
         self.stats = {"sealed": 0, "compacted": 0, "seal_seconds": 0.0, "revived": 0, "repaired": 0,
                       "merged": 0, "merges": 0, "merge_seconds": 0.0, "merges_abandoned": 0}
         self.damaged: dict[int, str] = {}  # sealed segment id -> why it is not served (see StandIn)
+        # victims of the merge in flight (rewrite.py): never revived, compacted, repaired or
+        # reported damaged (they are being replaced)
+        self.retiring: set[int] = set()
         self.rewrite = Rewriter(self)
         self._load()
 
@@ -237,7 +240,7 @@ class WarmTier:
         no_sums: list[int] = []
         checked = 0
         for sid, s in sorted(sealed.items()):
-            if sid in damaged:
+            if sid in damaged or sid in self.retiring:
                 continue
             errs, read = s.seg.verify_files(full=deep)
             checked += read
@@ -245,6 +248,8 @@ class WarmTier:
                 found[sid] = "; ".join(errs)
             elif s.seg.checksums is None:
                 no_sums.append(sid)
+        with self.lock:  # (a segment a merge replaced meanwhile is gone, not damaged)
+            found = {sid: why for sid, why in found.items() if self.sealed.get(sid) is sealed[sid]}
         if found:
             self.damage(found)
             damaged.update(found)
@@ -359,7 +364,7 @@ class WarmTier:
                     g.revive(pos)
                 else:
                     sd = self.sealed.get(seg)
-                    if sd is None or sd.alive[pos] or int(sd.seg.iids[pos]) != iid:
+                    if sd is None or seg in self.retiring or sd.alive[pos] or int(sd.seg.iids[pos]) != iid:
                         continue
                     if (sd.columns is not None and self.schema) or not np.array_equal(
                             np.asarray(sd.seg.vectors[pos]), prepared[i]):
