@@ -17,6 +17,7 @@ import pytest
 
 import tierstore
 from tierstore import datasets, filters
+from tierstore.catalog import FLAG_PINNED
 
 
 def vectors(n: int, dim: int = 16, seed: int = 0) -> np.ndarray:
@@ -427,11 +428,29 @@ def test_a_warm_merge_keeps_writes_made_while_it_builds(open_store, monkeypatch)
             yield graph
 
     monkeypatch.setattr(segmod, "exported", export_then_write)
+    # between the flip's first pass over the catalog (no lock) and its write: a metadata update
+    # and a pin, which move nothing -- the flip must keep them
+    from tierstore.tiers.warm.rewrite import Rewriter
+    real_placed, passes = Rewriter._placed, []
+
+    def placed_then_update(self, *args):
+        out = real_placed(self, *args)
+        if not passes:
+            passes.append(1)
+            store.update_metadata([2100], {"colour": "blue"})
+            store.pin([2200])
+        return out
+
+    monkeypatch.setattr(Rewriter, "_placed", placed_then_update)
     revived = warm.stats["revived"]
     moved = warm.merge(victims, lock)
     assert moved == 2000 - 3 and warm.stats["merges"] == 1 and warm.stats["revived"] == revived
     assert warm.retiring == set() and all(s.sid not in warm.sealed for s in victims)
     assert store.get([a])[0].tier == "warm" and store.get([c])[0].tier == "hot" and store.get([b]) == [None]
+    assert store.get([2100])[0].metadata == {"colour": "blue"}
+    with store.catalog.read() as txn:
+        assert store.catalog.entry(txn, store.catalog.iid(2200)).flags & FLAG_PINNED
+    assert store.unpin([2200]) == 1  # (it was still pinned)
     store.move([c], "warm")  # its dead row moved into the new segment with the merge: revived there
     assert warm.stats["revived"] == revived + 1 and store.get([c])[0].tier == "warm"
     for i in list(range(0, 4000, 13)) + [a, c]:

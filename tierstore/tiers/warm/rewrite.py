@@ -184,7 +184,7 @@ class Rewriter:
         iids = np.concatenate([np.asarray(s.seg.iids)[r] for s, r in zip(victims, snap, strict=True)])
         maps = {s.sid: np.full(s.seg.n, -1, np.int64) for s in victims}  # victim row -> new row (-1: none)
         if not len(iids):  # nothing alive: the flip only drops the victims
-            return self._flip(victims, maps, None, write_lock, t0)
+            return self._flip(victims, maps, None, write_lock, t0)[0]
         # the graph, from the victims' memory-mapped rows a chunk at a time (hnswlib keeps its
         # own copy: that, ~1.7 KB per row, is the merge's RAM)
         index = segment.new_index(t.dim, t.metric, len(iids), t.cfg.m, t.cfg.ef_construction)
@@ -210,19 +210,19 @@ class Rewriter:
             seg = segment.Segment.open(segment.write_graph(t.root / name, iids[graph["labels"]], graph,
                                                            metric=t.metric), check=False)
             del graph
-        moved = None
+        done = [False]  # set the moment the catalog lists the new segment: its files are then live
         try:
-            moved = self._flip(victims, maps, (sid, name, seg), write_lock, t0)
+            moved, _ = self._flip(victims, maps, (sid, name, seg), write_lock, t0, done)
         finally:
-            if moved is None:
+            if not done[0]:
                 shutil.rmtree(seg.path, ignore_errors=True)
         return moved
 
-    def _placed(self, victims: Sequence[Sealed], maps: dict[int, np.ndarray], sid: int,
-                n: int) -> tuple[list, np.ndarray] | None:
-        """The catalog entries that place a vector in a victim row, re-pointed at its row of the
-        new segment (``sid``, ``n`` rows), and the new segment's alive mask; None if one of those
-        rows is not in the new segment (cannot happen while the victims are retiring)."""
+    def _placed(self, victims: Sequence[Sealed], maps: dict[int, np.ndarray],
+                n: int) -> tuple[list[tuple[int, int, int, int]], np.ndarray] | None:
+        """The vectors the catalog places in a victim row, as (iid, victim, row, new row), and the
+        new segment's alive mask (``n`` rows); None if one of those rows is not in the new
+        segment (cannot happen while the victims are retiring)."""
         t = self.t
         alive = np.zeros(n, bool)
         moved = []
@@ -230,43 +230,46 @@ class Rewriter:
             for s in victims:
                 m = maps[s.sid]
                 for row, iid in enumerate(np.asarray(s.seg.iids).tolist()):
-                    e = t.catalog.entry(txn, iid)
-                    if places(e, s.sid, row):
+                    if places(t.catalog.entry(txn, iid), s.sid, row):
                         if m[row] < 0:
                             return None
-                        moved.append(e._replace(seg=sid, pos=int(m[row])))
+                        moved.append((iid, s.sid, row, int(m[row])))
                         alive[m[row]] = True
         return moved, alive
 
     def _flip(self, victims: Sequence[Sealed], maps: dict[int, np.ndarray],
-              new: tuple[int, str, segment.Segment] | None, write_lock: Any, t0: float) -> int | None:
-        """:meth:`merge`'s catalog flip. ``new``: (id, directory name, segment), or None when no
-        victim row was alive. The pass over the victims' catalog entries runs before taking the
-        write lock, and again under it only if an entry moved meanwhile (the move generation)."""
+              new: tuple[int, str, segment.Segment] | None, write_lock: Any, t0: float,
+              done: list[bool] | None = None) -> tuple[int | None, bool]:
+        """:meth:`merge`'s catalog flip -> (rows moved or None when abandoned, committed).
+        ``new``: (id, directory name, segment), or None when no victim row was alive. The pass
+        over the victims' catalog entries runs before taking the write lock, and again under it
+        only if an entry moved meanwhile (the move generation); under the lock each entry is read
+        afresh and only its location changes (a metadata update or a pin made meanwhile stays)."""
         t = self.t
         sid, name, seg = new if new is not None else (0, "", None)
-        n = seg.n if seg is not None else 0
         gen = t.catalog.move_generation()
-        placed = self._placed(victims, maps, sid, n)
+        placed = self._placed(victims, maps, seg.n if seg is not None else 0)
         with write_lock:
             with t.lock:
                 if any(t.sealed.get(s.sid) is not s for s in victims):
                     t.stats["merges_abandoned"] += 1
-                    return None  # rewritten before they were retiring
+                    return None, False  # rewritten before they were retiring
             if t.catalog.move_generation() != gen:
-                placed = self._placed(victims, maps, sid, n)
+                placed = self._placed(victims, maps, seg.n if seg is not None else 0)
             if placed is None:
                 with t.lock:
                     t.stats["merges_abandoned"] += 1
-                return None
-            moved, alive = placed
+                return None, False
+            rows, alive = placed
             if seg is not None:
                 with t.lock:  # visible first: until the flip its rows fail the catalog check
                     t.sealed[sid] = Sealed(sid, seg, alive)
             try:
                 with t.catalog.write() as txn:
-                    for e in moved:
-                        t.catalog.put_entry(txn, e)
+                    for iid, victim, row, new_row in rows:
+                        e = t.catalog.entry(txn, iid)
+                        if places(e, victim, row):  # (always, under the write lock; read afresh)
+                            t.catalog.put_entry(txn, e._replace(seg=sid, pos=new_row))
                     if seg is not None:
                         t.catalog.put_segment(txn, sid, {"dir": name, "n": seg.n, "created": time.time()})
                     for s in victims:
@@ -276,6 +279,8 @@ class Rewriter:
                     with t.lock:
                         del t.sealed[sid]
                 raise
+            if done is not None:
+                done[0] = True
             with t.lock:  # dead rows remembered in a victim: now in the new segment (or forgotten)
                 t.dead_rows = OrderedDict(
                     (iid, (sid, int(maps[sg][pos]), meta) if sg in maps else (sg, pos, meta))
@@ -292,7 +297,7 @@ class Rewriter:
             t.stats["merge_seconds"] += time.perf_counter() - t0
         for s in victims:
             shutil.rmtree(s.seg.path, ignore_errors=True)
-        return len(moved)
+        return len(rows), True
 
 
 __all__ = ["Rewriter"]
