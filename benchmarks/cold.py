@@ -412,7 +412,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--results-md", default=str(REPO / "benchmarks/RESULTS.md"))
     args = ap.parse_args(argv)
     res = run(args, command("benchmarks.cold", argv))
-    publish(res, REPO / f"benchmarks/results/cold-{res['date']}-{res['params']['data']}.json", render(res),
+    parts = "" if set(args.parts.split(",")) >= {"all", "history", "filtered", "split"} else (
+        "-" + "-".join(sorted(args.parts.split(","))))  # (a partial run never replaces a full one's file)
+    publish(res, REPO / f"benchmarks/results/cold-{res['date']}{parts}-{res['params']['data']}.json", render(res),
             args.results_md)
     return 0
 
