@@ -64,7 +64,7 @@ class Growing:
     """The in-RAM hnswlib segment. Labels are catalog ``pos`` values.
 
     Besides hnswlib's own ~1.8 KB per row (the float32 vector, its links, a lock), a row costs
-    ~80 bytes here: its internal id and state in arrays indexed by ``label - base`` (the labels of
+    ~100 bytes here: its internal id and state in arrays indexed by ``label - base`` (the labels of
     one growing segment are one range, handed out by :meth:`WarmTier.reserve`), and its metadata
     as compact JSON bytes (decoded only when a new filter's mask is built). Dicts and sets per row
     cost ~570 bytes more, which at 200k growing rows was ~110 MiB of anonymous
