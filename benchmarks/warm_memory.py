@@ -33,15 +33,9 @@ from tierstore.config import WarmConfig
 from tierstore.tiers.warm import segment
 from tierstore.tiers.warm.growing import Growing
 
+from .cold import rss_mib as anon_mib
+
 DIM = 384
-
-
-def anon_mib() -> float:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("RssAnon:"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 class Peak:
