@@ -323,6 +323,32 @@ def test_auto_half_life_follows_the_traffic():
     np.testing.assert_allclose(back.decayed(np.arange(10)), fast.decayed(np.arange(10)))
 
 
+def test_a_batch_spanning_many_shadow_half_lives_stays_finite_and_exact():
+    """A cycle of 64 accesses makes the shortest shadow half-life 16 accesses; a touch() of
+    50k ids then spans ~3,000 of them: one kernel call overflowed its weights to inf (and the
+    next rebase made inf x 0 = NaN scores). Applied in rebased chunks, every score stays finite
+    and equals the decayed count computed directly."""
+    import warnings
+    st = AccessStats(half_life="auto", t0=0.0, size=1000)
+    first = np.arange(64) % 50
+    st.record(first)
+    st.tune(np.arange(1000), 10)
+    assert st.grid[0] == 16.0 and st.half_life == 256.0
+    batch = np.random.default_rng(0).integers(0, 1000, 50000)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        st.record(batch)
+        st.apply()
+        st.record(np.arange(10))
+        st.apply()
+    assert np.isfinite(st.counts).all() and np.isfinite(st.shadow).all()
+    after = np.concatenate([batch, np.arange(10)])
+    end = 64 + len(after)
+    ref = np.bincount(first, minlength=1000) * 2.0 ** (-(end - 64) / 256.0)
+    np.add.at(ref, after, 2.0 ** (-(end - (64 + np.arange(len(after)))) / 256.0))
+    np.testing.assert_allclose(st.decayed(np.arange(1000)), ref, rtol=1e-9, atol=1e-300)
+
+
 def test_admit_fills_room_then_replaces_weaker_incumbents():
     from tierstore.policy import admit
     counts = np.array([0.0, 10.0, 1.0, 9.0, 2.0, 3.0])

@@ -31,6 +31,7 @@ import numpy as np
 from .. import kernels
 
 _REBASE_EXP = 600.0  # rebase when weights reach 2**600 (float64 overflows near 2**1024)
+_CHUNK_EXP = 400.0  # auto: accesses applied between rebase checks, in shortest half-lives
 _APPLY_AT_ENTRIES = 8192  # queued record() calls that trigger an apply from the recording thread
 
 
@@ -186,6 +187,14 @@ class AccessStats:
 
     def _apply_logical(self, slots: np.ndarray, now: float) -> None:
         h_min = self.half_life if self.grid is None else min(self.half_life, float(self.grid[0]))
+        # One batch may span many half-lives (a touch() of 100k ids against a 16-access shadow):
+        # its weights would overflow to inf inside the kernel, and the next rebase would turn
+        # inf x 0 into NaN scores. Chunks of at most _CHUNK_EXP half-lives, each rebased first.
+        step = int(max(1.0, _CHUNK_EXP * h_min))
+        if len(slots) > step:
+            for i in range(0, len(slots), step):
+                self._apply_logical(slots[i:i + step], now)
+            return
         if (self.clock + len(slots) - self.t0) / h_min > _REBASE_EXP:
             self._rebase(self.clock)
         inv_hs = (1.0 / self.grid) if self.grid is not None else np.zeros(0)
