@@ -246,11 +246,12 @@ def bench_shadow_cost(n: int, batch: int, reps: int, rng: np.random.Generator) -
     counts, last = np.zeros(n), np.zeros(n, np.float32)
     hot, cand = np.zeros(n, np.bool_), np.zeros(n, np.bool_)
     shadow = np.zeros((n // rate + 1, k + 1))
-    block = int(max(1, min(4096, (0.25 * batch) // 64)))
+    block = int(max(1, min(4096, (policy_mod.SHADOW_MULTS[0] * batch) // 64)))
+    dthr, dyn = np.zeros(k), np.zeros(k)  # (every sampled access compares against a threshold)
 
     def logical(b: np.ndarray, i: int, hs: np.ndarray, sh: np.ndarray) -> None:
         kernels.access_logical(counts, last, b, float(i * batch), 1.0 / h, np.float32(i), sh, hs, rate, block,
-                               hot, 1e300, cand)
+                               hot, 1e300, cand, dthr[: len(hs)], dyn[: len(hs)])
 
     none_hs, none_sh = np.zeros(0), np.zeros((0, 1))
     logical(batches[0][:10], 0, inv_hs, shadow)  # compile / load

@@ -52,7 +52,7 @@ def access_add_each(counts: np.ndarray, last: np.ndarray, slots: np.ndarray, w: 
 @nb.njit(cache=True, nogil=True)
 def access_logical(counts: np.ndarray, last: np.ndarray, slots: np.ndarray, x0: float, inv_h: float,
                    t: np.float32, shadow: np.ndarray, inv_hs: np.ndarray, rate: int, block: int,
-                   hot: np.ndarray, thr: float, cand: np.ndarray) -> None:
+                   hot: np.ndarray, thr: float, cand: np.ndarray, dthr: np.ndarray, dyn: np.ndarray) -> None:
     """Accesses in *logical* time (``half_life = "auto"``): access ``i`` of the batch happens at
     ``x = x0 + i`` accesses since the epoch and adds ``2 ** (x * inv_h)`` to ``counts[s]``
     (weights recomputed every ``block`` accesses, a small fraction of the shortest half-life).
@@ -60,8 +60,12 @@ def access_logical(counts: np.ndarray, last: np.ndarray, slots: np.ndarray, x0: 
     Shadow scores (a miniature simulation on the sampled slots ``s % rate == 0``, row
     ``s // rate`` of ``shadow``; ``rate`` a power of two, so both are a mask and a shift, not
     divisions): column j adds ``2 ** (x * inv_hs[j])``, the last column counts the accesses
-    since the last cycle. Promote-on-access: a slot not ``hot`` whose count passes ``thr`` is
-    flagged in ``cand``."""
+    since the last cycle. Each shadow also scores itself as a cache that admits on access: an
+    access to a sampled slot is a hit for shadow j (``dyn[j] += 1``) when the slot's shadow score,
+    decayed to now, is above the shadow's decayed hot threshold ``dthr[j]`` (set at the last
+    cycle; in epoch-scaled terms ``shadow[r, j] > dthr[j] * 2 ** (x * inv_hs[j])``), before the
+    access is added. Promote-on-access: a slot not ``hot`` whose count passes ``thr`` is flagged
+    in ``cand``."""
     n = counts.shape[0]
     m = shadow.shape[0]
     k = inv_hs.shape[0]
@@ -91,6 +95,8 @@ def access_logical(counts: np.ndarray, last: np.ndarray, slots: np.ndarray, x0: 
                 r = s >> shift
                 if r < m:
                     for j in range(k):
+                        if shadow[r, j] > dthr[j] * ws[j]:
+                            dyn[j] += 1.0
                         shadow[r, j] += ws[j]
                     shadow[r, k] += 1.0
 

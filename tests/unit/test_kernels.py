@@ -287,16 +287,24 @@ def test_access_logical_matches_numpy():
     shadow = np.zeros((n // rate + 1, k + 1))
     hot = rng.random(n) < 0.2
     cand = np.zeros(n, bool)
-    kernels.access_logical(counts, last, slots, 10.0, inv_h, np.float32(5.0), shadow, inv_hs, rate, 1, hot, 3.0, cand)
+    shadow[:, :k] = rng.random((n // rate + 1, k)) * 2.0  # scores from before, for the hit test
+    before = shadow.copy()
+    dthr, dyn = np.array([1.0, 1.5, 2.5]), np.zeros(k)
+    kernels.access_logical(counts, last, slots, 10.0, inv_h, np.float32(5.0), shadow, inv_hs, rate, 1, hot, 3.0, cand,
+                           dthr, dyn)
     x = 10.0 + np.arange(len(slots))
     ref = np.zeros(n)
     np.add.at(ref, slots, 2.0 ** (x * inv_h))
     np.testing.assert_allclose(counts, ref)
     s = slots % rate == 0
     for j in range(k):
-        col = np.zeros(n // rate + 1)
-        np.add.at(col, slots[s] // rate, 2.0 ** (x[s] * inv_hs[j]))
+        col = before[:, j].copy()
+        hits = 0
+        for r, xi in zip(slots[s] // rate, x[s], strict=True):  # one access after the other
+            hits += col[r] > dthr[j] * 2.0 ** (xi * inv_hs[j])
+            col[r] += 2.0 ** (xi * inv_hs[j])
         np.testing.assert_allclose(shadow[:, j], col)
+        assert dyn[j] == hits and 0 < hits < s.sum()
     np.testing.assert_array_equal(shadow[:, k], np.bincount(slots[s] // rate, minlength=n // rate + 1))
     # a candidate: not hot, and its count passed the threshold (monotone, so the final count says it)
     np.testing.assert_array_equal(cand, (counts > 3.0) & ~hot)
@@ -324,8 +332,8 @@ def test_auto_half_life_follows_the_traffic():
 
 
 def test_a_batch_spanning_many_shadow_half_lives_stays_finite_and_exact():
-    """A cycle of 64 accesses makes the shortest shadow half-life 16 accesses; a touch() of
-    50k ids then spans ~3,000 of them: one kernel call overflowed its weights to inf (and the
+    """A cycle of 64 accesses makes the shortest shadow half-life 4 accesses; a touch() of
+    50k ids then spans ~12,000 of them: one kernel call overflowed its weights to inf (and the
     next rebase made inf x 0 = NaN scores). Applied in rebased chunks, every score stays finite
     and equals the decayed count computed directly."""
     import warnings
@@ -333,7 +341,7 @@ def test_a_batch_spanning_many_shadow_half_lives_stays_finite_and_exact():
     first = np.arange(64) % 50
     st.record(first)
     st.tune(np.arange(1000), 10)
-    assert st.grid[0] == 16.0 and st.half_life == 256.0
+    assert st.grid[0] == 4.0 and st.half_life == 256.0
     batch = np.random.default_rng(0).integers(0, 1000, 50000)
     with warnings.catch_warnings():
         warnings.simplefilter("error")

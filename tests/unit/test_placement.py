@@ -312,6 +312,19 @@ def test_access_stats_gained_counts_accesses_since_a_snapshot():
     assert auto.gained(np.array([3, 4]), snap, at).round(6).tolist() == [0.0, 3.0]
 
 
+def test_gained_accesses_does_not_depend_on_the_half_life():
+    """Admission judges promotions by the accesses they earned: recovered from the decayed
+    counts, 1,000 accesses spread evenly read as ~1,000 whether the half-life is 50 accesses or
+    a million (the decayed sum alone would be ~72 with 50)."""
+    for h in (50.0, 1e6):
+        st = AccessStats(half_life="auto", t0=0.0, size=10)
+        st.half_life = h
+        st.record(np.array([1, 2]))
+        snap, at = st.snapshot(np.array([1]))
+        st.record(np.tile(np.array([1, 2, 3, 4, 5]), 1000))
+        assert st.gained_accesses(np.array([1]), snap, at) == pytest.approx(1000.0, rel=0.05)  # (discrete: -3.4% at 50)
+
+
 def test_cli_explains_the_half_life_choice():
     """Issue 18: `tierstore policy --dry-run` prints the half-life and the shadow hit ratios."""
     from tierstore.cli.maintenance import half_life_line as _half_life_line
@@ -345,6 +358,26 @@ def test_auto_shadow_state_survives_a_checkpoint():
     assert rb[0]["shadows"] is not None  # scored at the first cycle after the reopen
     assert ra == rb
     assert np.array_equal(a.counts, b.counts) and a.half_life == b.half_life
+
+
+def test_a_checkpoint_with_other_shadow_half_lives_starts_the_grid_again(monkeypatch):
+    """Stats saved by a version with 5 shadows (1/4x-64x) load into one with another grid: the
+    counts and half-life go on, the next cycle sets the grid and the cycle after scores it."""
+    from tierstore.policy import access as access_mod
+    slots = np.arange(5000, dtype=np.int64)
+    with monkeypatch.context() as m:
+        m.setattr(access_mod, "SHADOW_MULTS", (0.25, 1.0, 4.0, 16.0, 64.0))
+        m.setattr(access_mod, "_START", 2)
+        old = AccessStats(half_life="auto", t0=0.0, size=5000)
+        _auto_run(old, np.random.default_rng(1), 4, slots)
+        raw = old.dumps()
+    st = AccessStats.loads(raw, half_life="auto")
+    assert st.grid is None and st.half_life == old.half_life and st.clock == old.clock
+    np.testing.assert_allclose(st.decayed(slots[:50]), old.decayed(slots[:50]))
+    out = _auto_run(st, np.random.default_rng(2), 3, slots)
+    assert len(st.grid) == len(access_mod.SHADOW_MULTS) and st.shadow.shape[1] == len(st.grid) + 1
+    assert out[0]["shadows"] is None and out[2]["shadows"] is not None
+    assert np.isfinite(st.counts).all()
 
 
 def test_promote_candidates_are_the_slots_accessed_past_the_threshold():

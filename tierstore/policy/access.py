@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from .. import kernels
+from . import checkpoints
 
 _REBASE_EXP = 600.0  # rebase when weights reach 2**600 (float64 overflows near 2**1024)
 _CHUNK_EXP = 400.0  # auto: accesses applied between rebase checks, in shortest half-lives
@@ -36,13 +37,11 @@ _APPLY_AT_ENTRIES = 8192  # queued record() calls that trigger an apply from the
 
 
 # shadow half-lives of half_life = "auto", as multiples of the accesses per cycle (issue 18)
-SHADOW_MULTS = (0.25, 1.0, 4.0, 16.0, 64.0)
-_START = 2  # the half-life used until the shadows have been measured (4x a cycle's traffic)
-# A shadow is chosen once it leads the current one by this hit ratio on the last cycle's accesses
-# (the anti-flap margin). The newest cycle's ratios count whole (_SMOOTH = 1): averaging them with
-# older cycles (0.5 was tried) delayed the switch to a short half-life after a popularity shift by
-# 1-3 cycles (recovery 6 cycles instead of 4 at 3M accesses, benchmarks.policy) and gained nothing
-# on steady traces, where the shadows' ranking is stable from one cycle to the next anyway.
+SHADOW_MULTS = (0.0625, 0.25, 1.0, 4.0, 16.0, 64.0)
+_START = 3  # the half-life used until the shadows have been measured (4x a cycle's traffic)
+# A shadow is chosen once it leads the current one by this hit ratio on the last cycle (anti-flap).
+# The newest cycle counts whole (_SMOOTH = 1): averaging with older cycles (0.5) delayed recovery
+# after a popularity shift by 1-3 cycles (benchmarks.policy) and gained nothing on steady traces.
 _SWITCH_MARGIN = 0.002
 _SMOOTH = 1.0  # weight of the newest cycle in each shadow's (smoothed) hit ratio
 _SAMPLE_ROWS = 16384  # shadows run on about this many sampled slots (a miniature simulation)
@@ -93,7 +92,11 @@ class AccessStats:
         self.shadow = np.zeros((0, len(SHADOW_MULTS) + 1))
         self.chosen = _START
         self.smoothed: np.ndarray | None = None
-        self._sets: list[np.ndarray] | None = None
+        # each shadow's hot threshold (a decayed score, set at the last cycle: its B-th best
+        # sampled score) and the sampled accesses since that scored above it (see tune)
+        self.dthr = np.full(len(SHADOW_MULTS), np.inf)
+        self.dyn = np.zeros(len(SHADOW_MULTS))
+        self.armed = False  # the thresholds were set at a cycle: dyn measures something
         self._cycle_clock = 0.0
         self.tuning: list[dict[str, Any]] = []  # the last cycles' choices (stats()["policy"])
         self._queue: deque[tuple[np.ndarray | list[int], float]] = deque()
@@ -187,9 +190,7 @@ class AccessStats:
 
     def _apply_logical(self, slots: np.ndarray, now: float) -> None:
         h_min = self.half_life if self.grid is None else min(self.half_life, float(self.grid[0]))
-        # One batch may span many half-lives (a touch() of 100k ids against a 16-access shadow):
-        # its weights would overflow to inf inside the kernel, and the next rebase would turn
-        # inf x 0 into NaN scores. Chunks of at most _CHUNK_EXP half-lives, each rebased first.
+        # a batch spanning many half-lives would overflow the weights to inf (then NaN scores)
         step = int(max(1.0, _CHUNK_EXP * h_min))
         if len(slots) > step:
             for i in range(0, len(slots), step):
@@ -197,11 +198,12 @@ class AccessStats:
             return
         if (self.clock + len(slots) - self.t0) / h_min > _REBASE_EXP:
             self._rebase(self.clock)
+        k = 0 if self.grid is None else len(self.grid)
         inv_hs = (1.0 / self.grid) if self.grid is not None else np.zeros(0)
         block = int(max(1, min(4096, h_min // 64)))
         kernels.access_logical(self.counts, self.last, slots, self.clock - self.t0, 1.0 / self.half_life,
                                np.float32(now - self.wall0), self.shadow, inv_hs, self.rate, block,
-                               self.hot, self.admit_thr, self.cand)
+                               self.hot, self.admit_thr, self.cand, self.dthr[:k], self.dyn[:k])
         if self.admit_thr < np.inf:
             self._collect_flagged(slots)
         self.clock += len(slots)
@@ -348,6 +350,15 @@ class AccessStats:
             now = self._time()
             return np.maximum(self.counts[slots] * self.scale(now) - snap * 2.0 ** (-(now - at) / self.half_life), 0.0)
 
+    def gained_accesses(self, slots: np.ndarray, snap: np.ndarray, at: float) -> float:
+        """About how many accesses ``slots`` got since :meth:`snapshot`: :meth:`gained`'s sum over
+        the mean decay of accesses spread evenly over ``d`` half-lives, ``(1 - 2**-d) / (d ln 2)``
+        (a short half-life must not hide what a promotion earned)."""
+        g = float(self.gained(slots, snap, at).sum())
+        with self._lock:
+            d = max(self._time() - at, 0.0) / self.half_life
+        return g if d < 1e-9 else g * d * np.log(2.0) / -np.expm1(-d * np.log(2.0))
+
     def watch(self, hot_slots: np.ndarray, thr: float) -> None:
         """After a cycle: which slots are hot, and the (epoch-scaled) count an access must lift
         a slot past to become a candidate for promotion before the next cycle."""
@@ -376,44 +387,45 @@ class AccessStats:
     # --- auto half-life ---------------------------------------------------------------------------
 
     def tune(self, slots: np.ndarray, cap_hot: int) -> dict[str, Any] | None:
-        """Auto: score what each shadow half-life would have held hot (its top ``cap_hot`` at
-        the last cycle, on the sampled slots) against the accesses since, move the policy's
-        half-life to the best (smoothed over cycles, by a margin: no flapping), and take each
-        shadow's hot set for the next cycle. ``slots``: the live vectors'. Returns the report."""
+        """Auto: score each shadow half-life by the hit ratio it would have had since the last
+        cycle as a cache that admits on access (the sampled accesses whose slot's shadow score
+        was above that shadow's hot threshold: ``dyn``, counted by the kernel), move the policy's
+        half-life to the best (by a margin: no flapping), and set the thresholds for the next
+        cycle. ``slots``: the live vectors'. Returns the report. (A top set *fixed* at the cycle,
+        scored first, is stale within a cycle on session traffic whatever the half-life.)"""
         if not self.auto:
             return None
         with self._lock:
             self._apply_locked()
             traffic = self.clock - self._cycle_clock
             self._cycle_clock = self.clock
+            k = len(SHADOW_MULTS)
             if self.grid is None:
                 if traffic < 1:
                     return None
-                # the first cycle sets the grid: multiples of one cycle's traffic
+                # the first cycle sets the grid: multiples of one cycle's traffic; the counts
+                # and the shadows start at this epoch
+                self._rebase(self.clock)
                 self.grid = np.asarray(SHADOW_MULTS) * max(traffic, 64.0)
                 n = max(int(self.counts.shape[0]), int(slots.max()) + 1 if len(slots) else 1)
                 self.rate = _sample_rate(n)
-                self.shadow = np.zeros((n // self.rate + 1, len(SHADOW_MULTS) + 1))
-                self.t0 = self.clock  # shadows start at this epoch
-                self._rebase_counts_to(self.clock, float(self.grid[self.chosen]))
+                self.shadow = np.zeros((n // self.rate + 1, k + 1))
+                self.half_life = float(self.grid[self.chosen])
                 info = {"half_life": float(self.half_life), "traffic": traffic, "shadows": None}
-                self._sets = None
+                self.armed = False
             else:
                 n = max(int(self.counts.shape[0]), int(slots.max()) + 1 if len(slots) else 1)
                 if _sample_rate(n) != self.rate or n // self.rate + 1 > len(self.shadow):
                     # the store outgrew the sample (the shadows see only slots below their rows):
                     # they start again at its size, as at the first cycle (once per doubling)
                     self.rate = _sample_rate(n)
-                    self.shadow = np.zeros((n // self.rate + 1, len(SHADOW_MULTS) + 1))
-                    self._sets, self.smoothed = None, None
-                samp = slots[slots % self.rate == 0] // self.rate
-                samp = samp[samp < len(self.shadow)]
-                k = len(SHADOW_MULTS)
+                    self.shadow = np.zeros((n // self.rate + 1, k + 1))
+                    self.armed, self.smoothed = False, None
                 win = self.shadow[:, k]
                 total = float(win.sum())
                 info = {"traffic": traffic, "sampled_accesses": total, "shadows": None}
-                if self._sets is not None and total > 0:
-                    ratios = np.array([win[s].sum() / total for s in self._sets])
+                if self.armed and total > 0:
+                    ratios = self.dyn / total
                     self.smoothed = ratios if self.smoothed is None else (
                         _SMOOTH * ratios + (1 - _SMOOTH) * self.smoothed)
                     best = int(np.argmax(self.smoothed))
@@ -422,24 +434,32 @@ class AccessStats:
                     info["shadows"] = {f"{h:g}": round(float(r), 4) for h, r in zip(self.grid, ratios, strict=True)}
                     info["smoothed"] = {f"{h:g}": round(float(r), 4) for h, r in zip(self.grid, self.smoothed, strict=True)}
                 win[:] = 0.0
-                b = int(round(cap_hot * len(samp) / max(len(slots), 1)))
-                sets = []
-                for j in range(k):
-                    vals = self.shadow[samp, j]
-                    top = samp[np.argpartition(-vals, b - 1)[:b]] if 0 < b < len(samp) else samp
-                    sets.append(top[self.shadow[top, j] > 0])
-                self._sets = sets
+                self._set_thresholds(slots, cap_hot)
                 if float(self.grid[self.chosen]) != self.half_life:
-                    self._rebase_counts_to(self.clock, float(self.grid[self.chosen]))
+                    self._rebase(self.clock)  # (decayed to now, then on with the new half-life)
+                    self.half_life = float(self.grid[self.chosen])
                 info["half_life"] = float(self.half_life)
             info["clock"] = self.clock
             self.tuning = (self.tuning + [info])[-20:]
             return info
 
-    def _rebase_counts_to(self, now: float, half_life: float) -> None:
-        """(lock held) Decay the primary counts to ``now``, then continue with ``half_life``."""
-        self._rebase(now)  # shadows and counts at the epoch ``now``
-        self.half_life = half_life
+    def _set_thresholds(self, slots: np.ndarray, cap_hot: int) -> None:
+        """(lock held) Each shadow's hot threshold for the next cycle, a decayed score: its
+        ``cap_hot``-th best among the live slots, scaled to the sample."""
+        samp = slots[slots % self.rate == 0] // self.rate
+        samp = samp[samp < len(self.shadow)]
+        b = int(round(cap_hot * len(samp) / max(len(slots), 1)))
+        decay = np.exp2(-(self.clock - self.t0) / self.grid)
+        for j in range(len(self.grid)):
+            if b <= 0:
+                self.dthr[j] = np.inf
+            elif b >= len(samp):
+                self.dthr[j] = 0.0
+            else:
+                vals = self.shadow[samp, j]
+                self.dthr[j] = float(np.partition(vals, len(vals) - b)[len(vals) - b]) * decay[j]
+        self.dyn[:] = 0.0
+        self.armed = True
 
     # --- reading ----------------------------------------------------------------------------------
 
@@ -454,20 +474,18 @@ class AccessStats:
     # --- persistence ------------------------------------------------------------------------------
 
     def _header(self, **arrays: np.ndarray) -> bytes:
-        """(lock held) Everything but the per-slot arrays (unless given): the clocks, the
-        auto half-life's state and its shadows (a sampled miniature simulation, a fixed size
-        whatever the store's: a reopen goes on scoring them)."""
+        """(lock held) Everything but the per-slot arrays (unless given): the clocks, the auto
+        half-life's state and its shadows (a fixed size: a reopen goes on scoring them)."""
         buf = io.BytesIO()
         state = {"auto": self.auto, "half_life": self.half_life, "clock": self.clock, "wall0": self.wall0,
                  "grid": None if self.grid is None else self.grid.tolist(), "chosen": self.chosen,
                  "cycle_clock": self._cycle_clock, "rate": self.rate,
-                 "smoothed": None if self.smoothed is None else self.smoothed.tolist()}
-        sets = self._sets or []
+                 "smoothed": None if self.smoothed is None else self.smoothed.tolist(),
+                 "armed": self.armed, "dthr": [None if not np.isfinite(x) else float(x) for x in self.dthr],
+                 "dyn": self.dyn.tolist()}
         np.savez(buf, **arrays, n=np.int64(self.counts.shape[0]),
                  t0=np.float64(self.t0), total=np.int64(self.total_accesses),
-                 state=np.frombuffer(json.dumps(state).encode(), np.uint8), shadow=self.shadow,
-                 sets=np.concatenate(sets) if sets else np.zeros(0, np.int64),
-                 set_lens=np.asarray([len(x) for x in sets], np.int64), has_sets=np.bool_(self._sets is not None))
+                 state=np.frombuffer(json.dumps(state).encode(), np.uint8), shadow=self.shadow)
         return buf.getvalue()
 
     def _slot_arrays(self, slots: np.ndarray | None = None) -> dict[str, np.ndarray]:
@@ -529,32 +547,6 @@ class AccessStats:
             return cls(half_life, size=size)
         return cls.loads(header, half_life, snapshot=snapshot, log=log)
 
-    @staticmethod
-    def _read_slots(z: Any, snapshot: bytes | None, log: list[bytes]) -> tuple[np.ndarray, ...]:
-        """The per-slot arrays of a one-blob checkpoint (``z`` holds them), or of a snapshot with
-        the log records after it replayed in order, at the header's size."""
-        if "counts" in z.files:
-            counts = z["counts"].copy()
-            n = counts.shape[0]
-            # (stats from before placement tiers were kept: no grace, the policy decides)
-            return (counts, z["last"].copy(),
-                    z["placed"].copy() if "placed" in z.files else np.full(n, -np.inf, np.float32),
-                    z["placed_tier"].copy() if "placed_tier" in z.files else np.full(n, -1, np.int8))
-        n = int(z["n"])
-        out = [np.zeros(n), np.zeros(n, np.float32), np.full(n, -np.inf, np.float32), np.full(n, -1, np.int8)]
-        names = ("counts", "last", "placed", "placed_tier")
-        for raw in ([snapshot] if snapshot else []) + list(log):
-            with np.load(io.BytesIO(raw)) as rec:
-                slots = rec["slots"] if "slots" in rec.files else None
-                for arr, name in zip(out, names, strict=True):
-                    if slots is None:
-                        m = min(n, rec[name].shape[0])
-                        arr[:m] = rec[name][:m]
-                    else:
-                        ok = slots < n
-                        arr[slots[ok]] = rec[name][ok]
-        return tuple(out)
-
     @classmethod
     def loads(cls, raw: bytes, half_life: float | str, snapshot: bytes | None = None,
               log: list[bytes] | tuple[bytes, ...] = ()) -> AccessStats:
@@ -563,14 +555,11 @@ class AccessStats:
             state = json.loads(z["state"].tobytes()) if has_state else {"auto": False, "half_life": 3600.0}
             t0 = float(z["t0"])
             st = cls(half_life, t0=state.get("wall0", t0), size=0)
-            st.counts, st.last, st.placed, st.placed_tier = cls._read_slots(z, snapshot, list(log))
+            st.counts, st.last, st.placed, st.placed_tier = checkpoints.read_slots(z, snapshot, list(log))
             n = st.counts.shape[0]
             st.hot, st.cand = np.zeros(n, np.bool_), np.zeros(n, np.bool_)
             st.total_accesses = int(z["total"])
             z_shadow = z["shadow"].copy() if "shadow" in z.files else None
-            z_sets = None
-            if "has_sets" in z.files and bool(z["has_sets"]):
-                z_sets = np.split(z["sets"].astype(np.int64), np.cumsum(z["set_lens"])[:-1])
             # what the catalog holds is what is in memory: the next checkpoint logs changes only
             # (unless the shadows or the counts are rescaled below, or it was one blob)
             st._full = "counts" in z.files or snapshot is None
@@ -579,17 +568,23 @@ class AccessStats:
         if st.auto and was_auto:
             st.t0, st.clock, st.half_life = t0, state["clock"], state["half_life"]
             st.chosen, st._cycle_clock = state["chosen"], state["cycle_clock"]
-            if state["grid"] is not None:
+            if state["grid"] is not None and len(state["grid"]) != len(SHADOW_MULTS):
+                # saved by a version with other shadow half-lives: the next cycle sets the grid
+                # again, as the first one did (the counts go on with the saved half-life)
+                st.chosen = _START
+            elif state["grid"] is not None:
                 st.grid = np.asarray(state["grid"])
                 st.rate = int(state.get("rate", _sample_rate(n)))
                 shadow = z_shadow
                 if shadow is not None and shadow.shape[1] == len(SHADOW_MULTS) + 1 and shadow.shape[0] > 0:
                     # the shadows go on where they were (same epoch t0 as the counts)
                     st.shadow = shadow
-                    if state.get("smoothed") is not None:
-                        st.smoothed = np.asarray(state["smoothed"])
-                    if z_sets is not None:
-                        st._sets = z_sets
+                    if state.get("armed"):  # (else the next cycle sets the thresholds)
+                        st.dthr = np.array([np.inf if x is None else x for x in state["dthr"]], np.float64)
+                        st.dyn = np.asarray(state["dyn"], np.float64)
+                        st.armed = True
+                        if state.get("smoothed") is not None:
+                            st.smoothed = np.asarray(state["smoothed"])
                 else:  # (a checkpoint from before the shadows were kept: they start again from here)
                     st.rate = _sample_rate(n)
                     st.shadow = np.zeros((n // st.rate + 1, len(SHADOW_MULTS) + 1))

@@ -13,7 +13,7 @@ from .access import AccessStats
 
 ADMIT_PER_ACCESS = 0.01  # promotions on access allowed per access of the last cycle (the floor)
 ADMIT_MAX_PER_ACCESS = 0.25  # ... and the ceiling the budget may grow to while promotions pay
-ADMIT_YIELD_UP = 1.0  # net hits per promotion (since it) that double the budget when it was used up
+ADMIT_YIELD_UP = 0.5  # net hits per promotion (since it) that double the budget when it was used up
 ADMIT_YIELD_DOWN = 0.25  # ... below which the budget halves
 
 
@@ -36,8 +36,9 @@ class Admission:
     :data:`ADMIT_MAX_PER_ACCESS`; below :data:`ADMIT_YIELD_DOWN` (noise: the promoted were no
     better than the evicted) it halves, down to the floor. Stable popularity thus keeps the
     migration traffic at the floor; sessions and popularity shifts get promotions while they pay.
-    The yields are decayed access counts (:meth:`AccessStats.snapshot`/``gained``): exact up to the
-    decay over one cycle, the same for both sides."""
+    The yields are access counts recovered from the decayed ones
+    (:meth:`AccessStats.gained_accesses`: exact for accesses spread evenly over the time since the
+    promotion; a short half-life would otherwise hide what a promotion earned)."""
 
     def __init__(self) -> None:
         self.rate = ADMIT_PER_ACCESS
@@ -62,8 +63,8 @@ class Admission:
         """At a cycle: judge the last cycle's promotions, set and return the next budget."""
         n_up = sum(len(u) for u, _, _ in self._up)
         if n_up:
-            gain = sum(float(access.gained(s, v, t).sum()) for s, v, t in self._up)
-            loss = sum(float(access.gained(s, v, t).sum()) for s, v, t in self._down)
+            gain = sum(access.gained_accesses(s, v, t) for s, v, t in self._up)
+            loss = sum(access.gained_accesses(s, v, t) for s, v, t in self._down)
             self.last_yield = (gain - loss) / n_up
             if self.last_yield >= ADMIT_YIELD_UP and self.budget <= 0.1 * self.granted:
                 self.rate = min(2 * self.rate, ADMIT_MAX_PER_ACCESS)
