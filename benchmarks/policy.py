@@ -97,6 +97,7 @@ import numpy as np
 
 from tierstore import datasets, kernels
 from tierstore import policy as policy_mod
+from tierstore.config import PolicyConfig
 from tierstore.policy import COLD, HOT, WARM, AccessStats, limit_moves, place
 from tierstore.policy import access as policy_access
 
@@ -106,6 +107,7 @@ TITLE = "## Policy (issue 5): kernels and trace simulation"
 GOAL_UPDATES = 20e6
 GOAL_RATIO = 0.90
 HYSTERESIS = 0.2
+MIN_GAIN = PolicyConfig().min_gain  # policy.min_gain: an entrant beats an incumbent by this many accesses too
 MAX_MOVES = 50_000  # PolicyConfig.max_moves_per_cycle default
 TRACE_SECONDS = 3000.0
 CYCLE_SECONDS = 30.0  # PolicyConfig.interval default
@@ -377,7 +379,7 @@ def kernel_inf_rule() -> bool:
     being changed in this respect; the reference follows whichever version is installed)."""
     cls, prio = np.empty(1, np.int8), np.empty(1)
     kernels.tier_priorities(np.array([1.0]), np.array([0], np.int8), np.array([0], np.int8), np.full(1, -1, np.int8),
-                            HOT, 1.2, np.zeros(1, np.bool_), cls, prio)
+                            HOT, 1.2, 0.0, np.zeros(1, np.bool_), cls, prio)
     return bool(np.isinf(prio[0]))
 
 
@@ -450,7 +452,8 @@ def bench_placement(n: int, reps: int, rng: np.random.Generator, lexsort: bool) 
     taken, outm = np.zeros(n, np.bool_), np.zeros(n, np.bool_)
     bonus = 1.0 + HYSTERESIS
     times["  tier_priorities (hot pass; place runs two passes)"], _ = best_of(lambda: kernels.tier_priorities(
-        counts, cur, ins["pin"], np.where(ins["young"], cur, -1).astype(np.int8), HOT, bonus, taken, cls, prio), reps)
+        counts, cur, ins["pin"], np.where(ins["young"], cur, -1).astype(np.int8), HOT, bonus, 0.0, taken, cls, prio),
+        reps)
     times["  select_top (hot pass; place runs two passes)"], _ = best_of(lambda: kernels.select_top(cls, prio, n // 10, outm), reps)
     res["times"] = {k: {"best_s": min(v), "median_s": float(np.median(v)), "runs": len(v)} for k, v in times.items()}
     log("  placement: " + ", ".join(f"{k.strip()} {min(v):.3f}s" for k, v in times.items()) + f"; agree {res['agree']}")
@@ -700,8 +703,9 @@ def policy_hits(tr: Trace, caps: list[int], half_life: float, sec_per_access: fl
             e = min(s + record_batch, hi)
             st.record(acc[s:e], now=e * sec_per_access)
         counts, young = st.columns(slots, hi * sec_per_access, 0.0)
+        margin = MIN_GAIN / st.scale(hi * sec_per_access)
         for c in caps:
-            target = place(counts, cur[c], pin, young, c, keys, hysteresis, cold_enabled=False)
+            target = place(counts, cur[c], pin, young, c, keys, hysteresis, cold_enabled=False, margin=margin)
             target = limit_moves(target, cur[c], counts, c, keys, MAX_MOVES, cold_enabled=False)
             o = out[c]
             o["promotions"] += int(((target == HOT) & (cur[c] != HOT)).sum())
@@ -741,7 +745,8 @@ def store_path_hits(acc: np.ndarray, keys: int, cap: int, cycle: int, record_bat
             if promote and (adm.budget > 0 or room > 0):
                 cand = st.take_candidates()
                 if len(cand):
-                    up, down = policy_mod.admit(st.counts, cand, evictable, room, adm.budget, hysteresis)
+                    up, down = policy_mod.admit(st.counts, cand, evictable, room, adm.budget, hysteresis,
+                                                MIN_GAIN / st.scale(e * sec_per_access))
                     cur[up], cur[down] = HOT, WARM
                     st.hot[up], st.hot[down] = True, False
                     fill = min(max(room, 0), len(up))
@@ -755,14 +760,16 @@ def store_path_hits(acc: np.ndarray, keys: int, cap: int, cycle: int, record_bat
         if info is not None:
             chosen.append(info["half_life"])
         counts, _ = st.columns(slots, hi * sec_per_access, 0.0)
-        target = place(counts, cur, pin, floor, cap, keys, hysteresis, cold_enabled=False)
+        margin = MIN_GAIN / st.scale(hi * sec_per_access)
+        target = place(counts, cur, pin, floor, cap, keys, hysteresis, cold_enabled=False, margin=margin)
         target = limit_moves(target, cur, counts, cap, keys, MAX_MOVES, cold_enabled=False)
         promotions += int(((target == HOT) & (cur != HOT)).sum())
         cur = target
         hot_rows = cur == HOT
         evictable = slots[hot_rows]
         room = cap - int(hot_rows.sum())
-        thr = 0.0 if room > 0 else (float(counts[hot_rows].min()) * (1 + hysteresis) if hot_rows.any() else np.inf)
+        thr = 0.0 if room > 0 else (float(counts[hot_rows].min()) * (1 + hysteresis) + margin
+                                    if hot_rows.any() else np.inf)
         rates.append(adm.rate)
         adm.cycle(st, hi - lo, MAX_MOVES)
         if promote:

@@ -131,7 +131,7 @@ def scale_inplace(counts: np.ndarray, factor: float) -> None:
 
 @nb.njit(cache=True, nogil=True)
 def tier_priorities(counts: np.ndarray, cur: np.ndarray, pin: np.ndarray, floor: np.ndarray, tier: int,
-                    bonus: float, taken: np.ndarray, cls: np.ndarray, prio: np.ndarray) -> None:
+                    bonus: float, margin: float, taken: np.ndarray, cls: np.ndarray, prio: np.ndarray) -> None:
     """Class and priority of every row for membership of ``tier`` (0 hot, 1 warm).
 
     ``floor`` (int8): -1, or the tier a young row (in its grace period) was *placed* in by
@@ -140,7 +140,8 @@ def tier_priorities(counts: np.ndarray, cur: np.ndarray, pin: np.ndarray, floor:
     ``tier`` -- must be in it (class 2); a row pinned elsewhere
     may not enter (0); a row never accessed does not move up for nothing (0 unless it is at or
     above ``tier`` already). A class-2 row already in ``tier`` gets priority +inf: if more rows
-    are pinned to a tier than fit, those already there keep their places (no churn)."""
+    are pinned to a tier than fit, those already there keep their places (no churn). A row
+    already at or above ``tier`` competes with ``count * bonus + margin``."""
     for i in range(counts.shape[0]):
         c = counts[i]
         t = cur[i]
@@ -158,7 +159,7 @@ def tier_priorities(counts: np.ndarray, cur: np.ndarray, pin: np.ndarray, floor:
         if cls[i] == 2 and t == tier:
             prio[i] = np.inf  # already there and must stay: first in line whatever the budget
         else:
-            prio[i] = c * bonus if t <= tier else c
+            prio[i] = c * bonus + margin if t <= tier else c
 
 
 @nb.njit(cache=True, nogil=True)

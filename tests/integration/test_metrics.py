@@ -53,6 +53,7 @@ def test_exposed_counters_match_the_queries_across_tiers(open_store, s3_server):
     with pytest.raises(tierstore.DimensionError):
         store.query([1.0, 2.0], k=3)
     store.delete([0, 1])
+    store.cold.settle()  # (blocks the last queries staged are written to the cache in the background)
 
     smp = samples(store.metrics.registry)
     assert val(smp, "tierstore_queries_total") == 10

@@ -18,14 +18,14 @@ def as_floor(young, cur):
     return np.where(young, cur, -1).astype(np.int8) if young.dtype == bool else young
 
 
-def ref_priorities(counts, cur, pin, young, tier, bonus, taken):
+def ref_priorities(counts, cur, pin, young, tier, bonus, taken, margin=0.0):
     floor = as_floor(young, cur)
     cls = np.where(counts > 0, 1, 0).astype(np.int8)
     cls[cur <= tier] = 1
     cls[pin >= 0] = 0
     cls[(pin == tier) | ((floor == tier) & (cur <= tier))] = 2
     cls[taken] = 0
-    prio = np.where(cur <= tier, counts * bonus, counts)
+    prio = np.where(cur <= tier, counts * bonus + margin, counts)
     prio[(cls == 2) & (cur == tier)] = np.inf
     return cls, prio
 
@@ -39,14 +39,14 @@ def ref_select(cls, prio, k):
     return out
 
 
-def ref_place(counts, cur, pin, young, cap_hot, cap_warm, h, cold_enabled=True):
+def ref_place(counts, cur, pin, young, cap_hot, cap_warm, h, cold_enabled=True, margin=0.0):
     n = len(counts)
-    cls, prio = ref_priorities(counts, cur, pin, young, HOT, 1 + h, np.zeros(n, bool))
+    cls, prio = ref_priorities(counts, cur, pin, young, HOT, 1 + h, np.zeros(n, bool), margin)
     hot = ref_select(cls, prio, cap_hot)
     target = np.full(n, COLD if cold_enabled else WARM, np.int8)
     target[hot] = HOT
     if cold_enabled:
-        cls, prio = ref_priorities(counts, cur, pin, young, WARM, 1 + h, hot)
+        cls, prio = ref_priorities(counts, cur, pin, young, WARM, 1 + h, hot, margin)
         target[ref_select(cls, prio, cap_warm)] = WARM
     p = pin >= 0
     target[p] = pin[p]
@@ -80,8 +80,9 @@ def test_tier_priorities_matches_numpy(seed, tier):
     young = np.where(young, rng.integers(0, 3, n), -1).astype(np.int8)  # grace floors, any tier
     taken = rng.random(n) < 0.1
     cls, prio = np.empty(n, np.int8), np.empty(n)
-    kernels.tier_priorities(counts, cur, pin, young, tier, 1.2, taken, cls, prio)
-    want_cls, want_prio = ref_priorities(counts, cur, pin, young, tier, 1.2, taken)
+    margin = 0.0 if seed % 2 else 0.7
+    kernels.tier_priorities(counts, cur, pin, young, tier, 1.2, margin, taken, cls, prio)
+    want_cls, want_prio = ref_priorities(counts, cur, pin, young, tier, 1.2, taken, margin)
     np.testing.assert_array_equal(cls, want_cls)
     np.testing.assert_allclose(prio, want_prio)
 
@@ -121,8 +122,10 @@ def test_place_matches_numpy_and_respects_budgets(seed, cold_enabled):
         pin[pin == COLD] = WARM
     young &= cur != HOT
     cap_hot, cap_warm = int(rng.integers(0, n // 4 + 1)), int(rng.integers(0, n // 2 + 1))
-    target = place(counts, cur, pin, young, cap_hot, cap_warm, 0.2, cold_enabled)
-    np.testing.assert_array_equal(target, ref_place(counts, cur, pin, young, cap_hot, cap_warm, 0.2, cold_enabled))
+    margin = 0.0 if seed % 4 < 2 else 0.5
+    target = place(counts, cur, pin, young, cap_hot, cap_warm, 0.2, cold_enabled, margin)
+    np.testing.assert_array_equal(target, ref_place(counts, cur, pin, young, cap_hot, cap_warm, 0.2, cold_enabled,
+                                                    margin))
     assert (target == HOT).sum() <= cap_hot
     pinned = pin >= 0
     expect_pin = pin[pinned].copy()

@@ -130,6 +130,10 @@ class PolicyConfig:
     promote_interval: float = spec(0.1, "duration")
     ingest_tier: str = spec("hot", "choice", choices=TIERS)
     hysteresis: float = spec(0.2, "float", lo=0.0, hi=10.0)
+    # accesses (decayed) a vector must out-score an incumbent by, on top of the hysteresis factor,
+    # to take its place in a tier: a move must be paid for by evidence, not by one access more
+    # (without it, at 10% budgets most promotions swapped keys seen once for keys seen once)
+    min_gain: float = spec(1.0, "float", lo=0.0, hi=1e6)
     max_moves_per_cycle: int = spec(50_000, "int", lo=0)
     grace_period: float = spec(600.0, "duration")
     access: str = spec("topk", "choice", choices=("topk", "top1"))

@@ -120,7 +120,9 @@ class PolicyEngine:
                     & (ev["pin"] < 0) & (hold < 0) & (floor != HOT))
             self._evictable, self._evict_iid = self._evictable[keep], self._evict_iid[keep]
             counts = st.access.counts
-            up, down = admit(counts, cand, self._evictable, self._room, self.admission.budget, self.cfg.hysteresis)
+            margin = self.cfg.min_gain / st.access.scale(now)  # (the counts are epoch-scaled)
+            up, down = admit(counts, cand, self._evictable, self._room, self.admission.budget, self.cfg.hysteresis,
+                             margin)
             if not len(up):
                 return 0
             iid_of = dict(zip(cand.tolist(), cand_iid.tolist(), strict=True))
@@ -287,10 +289,11 @@ class PolicyEngine:
         report.budgets = dict(caps)
         report.before = {t: int((cur == c).sum()) for c, t in enumerate(TIER_NAMES) if t in st.tiers}
         report.pinned, report.in_grace = int((pin >= 0).sum() - held.sum()), int(((floor >= 0) | held).sum())
-        full = place(counts, cur, pin, floor, caps["hot"], caps["warm"], self.cfg.hysteresis, cold)
+        scale = st.access.scale(now)  # epoch-scaled counts -> decayed accesses
+        margin = self.cfg.min_gain / scale
+        full = place(counts, cur, pin, floor, caps["hot"], caps["warm"], self.cfg.hysteresis, cold, margin)
         target = limit_moves(full, cur, counts, caps["hot"], caps["warm"], self.cfg.max_moves_per_cycle, cold)
         report.deferred = int((full != cur).sum() - (target != cur).sum())
-        scale = st.access.scale(now)
         for spec in tiers.ORDER:  # each bounded tier's entry threshold
             if not spec.bounded or spec.name not in caps:
                 continue
@@ -303,7 +306,8 @@ class PolicyEngine:
         hot_rows = target == HOT
         evict = hot_rows & (pin < 0) & (floor != HOT)
         room = caps["hot"] - int(hot_rows.sum())
-        thr = 0.0 if room > 0 else (float(counts[evict].min()) * (1 + self.cfg.hysteresis) if evict.any() else np.inf)
+        thr = 0.0 if room > 0 else (float(counts[evict].min()) * (1 + self.cfg.hysteresis) + margin
+                                    if evict.any() else np.inf)
         self._watch = (snap["slot"], snap["iid"], hot_rows, evict, room, thr)
         hot_over = int((pin == HOT).sum()) - caps["hot"]
         if hot_over > 0:
@@ -354,7 +358,7 @@ class PolicyEngine:
         src, dst = d.split("->")
         uids = self.engine.catalog.user_ids(snap["iid"][rows].tolist())
         out = []
-        h = self.cfg.hysteresis
+        h, g = self.cfg.hysteresis, self.cfg.min_gain
         for r, uid in zip(rows.tolist(), uids, strict=True):
             c = float(decayed[r])
             if pin[r] == TIER_CODES[dst]:
@@ -362,9 +366,9 @@ class PolicyEngine:
             elif TIER_CODES[dst] < TIER_CODES[src]:
                 why = f"{c:.3g} accesses >= {dst} threshold {thr.get(dst, 0):.3g}"
                 if dst == "hot" or src == "cold":
-                    why += f" (incumbents get x{1 + h:g})"
+                    why += f" (incumbents get x{1 + h:g} + {g:g})"
             else:
-                why = f"{c:.3g} accesses x{1 + h:g} < {src} threshold {thr.get(src, float('inf')):.3g}"
+                why = f"{c:.3g} accesses x{1 + h:g} + {g:g} < {src} threshold {thr.get(src, float('inf')):.3g}"
                 if src not in thr:
                     why = f"{src} is over its budget"
             out.append(Move(uid, src, dst, c, why))

@@ -31,7 +31,7 @@ DIRECTIONS = tuple(f"{tiers.NAMES[a]}->{tiers.NAMES[b]}" for a, b in _PAIRS)
 
 
 def place(counts: np.ndarray, cur: np.ndarray, pin: np.ndarray, young: np.ndarray, cap_hot: int,
-          cap_warm: int, hysteresis: float, cold_enabled: bool = True) -> np.ndarray:
+          cap_warm: int, hysteresis: float, cold_enabled: bool = True, margin: float = 0.0) -> np.ndarray:
     """The tier every vector should live in (int8 per row), before any per-cycle move limit.
 
     ``counts``: access counts (any common scale); ``cur``: current tier; ``pin``: -1 or the
@@ -39,7 +39,8 @@ def place(counts: np.ndarray, cur: np.ndarray, pin: np.ndarray, young: np.ndarra
     was placed in and may not fall below; see :meth:`AccessStats.grace`), or a bool array of
     rows that may not be demoted from where they are now. The hot
     budget goes to the highest counts, the warm budget to the next, the rest is cold; a row
-    already at or above a tier competes with its count times ``1 + hysteresis``. A row with no
+    already at or above a tier competes with its count times ``1 + hysteresis``, plus ``margin``
+    (a count on the same scale: ``policy.min_gain`` accesses). A row with no
     recorded access is never promoted. Pinned rows target their pin -- except that hot's
     capacity is hard: if more rows are pinned hot than fit, those already hot keep their places
     first, the others stay where they are, and if hot itself is over capacity (it was lowered)
@@ -50,11 +51,11 @@ def place(counts: np.ndarray, cur: np.ndarray, pin: np.ndarray, young: np.ndarra
     [1, 1, 0, 2]
     """
     caps = [cap_hot, cap_warm] if cold_enabled else [cap_hot]
-    return place_tiers(counts, cur, pin, young, caps, hysteresis)
+    return place_tiers(counts, cur, pin, young, caps, hysteresis, margin)
 
 
 def place_tiers(counts: np.ndarray, cur: np.ndarray, pin: np.ndarray, young: np.ndarray, caps: list[int],
-                hysteresis: float) -> np.ndarray:
+                hysteresis: float, margin: float = 0.0) -> np.ndarray:
     """:func:`place` over any chain of tiers: ``caps[t]`` is the budget of tier ``t`` for every
     tier but the last (which takes the rest). Each boundary in turn: the tier's budget goes to
     the best rows the faster tiers did not take. The first tier is a hard limit; a row's grace
@@ -73,7 +74,7 @@ def place_tiers(counts: np.ndarray, cur: np.ndarray, pin: np.ndarray, young: np.
     chosen = []
     for tier, cap in enumerate(caps):
         inside = np.zeros(n, np.bool_)
-        kernels.tier_priorities(counts, cur, pin, floor, tier, bonus, taken, cls, prio)
+        kernels.tier_priorities(counts, cur, pin, floor, tier, bonus, margin, taken, cls, prio)
         kernels.select_top(cls, prio, cap, inside)
         target[inside] = tier
         taken |= inside
