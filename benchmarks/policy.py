@@ -32,7 +32,8 @@ Three ways of choosing the hot set of B keys (B = 1%, 5%, 10% of K) are replayed
 * policy: the real code. ``AccessStats(half_life)`` records the accesses in batches of 1 simulated
   second (each batch stamped with its end time); every cycle = 30 s = 1% of the trace (the
   default ``policy.interval``), ``AccessStats.columns(keys, now, grace=0)`` gives the counts and
-  ``place(counts, cur, pin=-1, young=False, B, cap_warm=K, hysteresis=0.2, cold_enabled=False)``
+  ``place(counts, cur, pin=-1, young=False, B, cap_warm=K, hysteresis=0.2, cold_enabled=False,
+  margin=policy.min_gain accesses)``
   + ``limit_moves(..., max_moves=50_000)`` (the default; it never binds here) give the new hot
   set. The hot set changes only at cycles; the first cycle starts with nothing hot (a cold start
   costs at most the first 1% of the trace). Reported for two half-lives (``--half-lives``).
@@ -703,7 +704,7 @@ def policy_hits(tr: Trace, caps: list[int], half_life: float, sec_per_access: fl
             e = min(s + record_batch, hi)
             st.record(acc[s:e], now=e * sec_per_access)
         counts, young = st.columns(slots, hi * sec_per_access, 0.0)
-        margin = MIN_GAIN / st.scale(hi * sec_per_access)
+        margin = st.scaled(MIN_GAIN, hi * sec_per_access)
         for c in caps:
             target = place(counts, cur[c], pin, young, c, keys, hysteresis, cold_enabled=False, margin=margin)
             target = limit_moves(target, cur[c], counts, c, keys, MAX_MOVES, cold_enabled=False)
@@ -746,7 +747,7 @@ def store_path_hits(acc: np.ndarray, keys: int, cap: int, cycle: int, record_bat
                 cand = st.take_candidates()
                 if len(cand):
                     up, down = policy_mod.admit(st.counts, cand, evictable, room, adm.budget, hysteresis,
-                                                MIN_GAIN / st.scale(e * sec_per_access))
+                                                st.scaled(MIN_GAIN, e * sec_per_access))
                     cur[up], cur[down] = HOT, WARM
                     st.hot[up], st.hot[down] = True, False
                     fill = min(max(room, 0), len(up))
@@ -760,7 +761,7 @@ def store_path_hits(acc: np.ndarray, keys: int, cap: int, cycle: int, record_bat
         if info is not None:
             chosen.append(info["half_life"])
         counts, _ = st.columns(slots, hi * sec_per_access, 0.0)
-        margin = MIN_GAIN / st.scale(hi * sec_per_access)
+        margin = st.scaled(MIN_GAIN, hi * sec_per_access)
         target = place(counts, cur, pin, floor, cap, keys, hysteresis, cold_enabled=False, margin=margin)
         target = limit_moves(target, cur, counts, cap, keys, MAX_MOVES, cold_enabled=False)
         promotions += int(((target == HOT) & (cur != HOT)).sum())
@@ -768,8 +769,8 @@ def store_path_hits(acc: np.ndarray, keys: int, cap: int, cycle: int, record_bat
         hot_rows = cur == HOT
         evictable = slots[hot_rows]
         room = cap - int(hot_rows.sum())
-        thr = 0.0 if room > 0 else (float(counts[hot_rows].min()) * (1 + hysteresis) + margin
-                                    if hot_rows.any() else np.inf)
+        low = float(counts[hot_rows].min()) if hot_rows.any() else np.inf
+        thr = 0.0 if room > 0 else low * (1 + hysteresis) + (margin if 0 < low < np.inf else 0.0)
         rates.append(adm.rate)
         adm.cycle(st, hi - lo, MAX_MOVES)
         if promote:

@@ -125,8 +125,9 @@ def scale_inplace(counts: np.ndarray, factor: float) -> None:
 # count, current tier (0 hot, 1 warm, 2 cold), pin (-1 none, else the tier it is pinned to) and
 # its grace-period floor (-1, or the tier ingest / an explicit move placed it in). For one tier it derives a *class* per row
 # (2 = must be in the tier, 1 = may be, 0 = may not) and a *priority* (the count, times
-# 1 + hysteresis for rows already at or above the tier: an incumbent keeps its place until a
-# challenger is clearly more popular), then selects the budget's best rows.
+# 1 + hysteresis, plus policy.min_gain accesses, for rows already at or above the tier: an
+# incumbent keeps its place until a challenger is clearly more popular), then selects the budget's
+# best rows.
 
 
 @nb.njit(cache=True, nogil=True)
@@ -141,7 +142,8 @@ def tier_priorities(counts: np.ndarray, cur: np.ndarray, pin: np.ndarray, floor:
     may not enter (0); a row never accessed does not move up for nothing (0 unless it is at or
     above ``tier`` already). A class-2 row already in ``tier`` gets priority +inf: if more rows
     are pinned to a tier than fit, those already there keep their places (no churn). A row
-    already at or above ``tier`` competes with ``count * bonus + margin``."""
+    already at or above ``tier`` competes with ``count * bonus + margin`` (``+ 0`` if it was never
+    accessed: a vector nobody asked for holds its place by nothing)."""
     for i in range(counts.shape[0]):
         c = counts[i]
         t = cur[i]
@@ -159,7 +161,7 @@ def tier_priorities(counts: np.ndarray, cur: np.ndarray, pin: np.ndarray, floor:
         if cls[i] == 2 and t == tier:
             prio[i] = np.inf  # already there and must stay: first in line whatever the budget
         else:
-            prio[i] = c * bonus + margin if t <= tier else c
+            prio[i] = (c * bonus + (margin if c > 0.0 else 0.0)) if t <= tier else c
 
 
 @nb.njit(cache=True, nogil=True)

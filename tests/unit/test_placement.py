@@ -25,7 +25,7 @@ def ref_priorities(counts, cur, pin, young, tier, bonus, taken, margin=0.0):
     cls[pin >= 0] = 0
     cls[(pin == tier) | ((floor == tier) & (cur <= tier))] = 2
     cls[taken] = 0
-    prio = np.where(cur <= tier, counts * bonus + margin, counts)
+    prio = np.where(cur <= tier, counts * bonus + np.where(counts > 0, margin, 0.0), counts)
     prio[(cls == 2) & (cur == tier)] = np.inf
     return cls, prio
 
@@ -164,6 +164,24 @@ def test_hot_pins_beyond_capacity_stay_where_they_are():
     target = place(counts, cur, pin, np.zeros(4, bool), 2, 10, 0.2)
     assert (target == HOT).sum() == 2
     assert target.tolist() == [HOT, COLD, HOT, COLD]  # best two by count (incumbent bonus), rest unmoved
+
+
+def test_min_gain_stops_swaps_a_single_access_would_pay_for():
+    """policy.min_gain: an entrant must beat an incumbent's count x (1 + hysteresis) plus the
+    margin -- unless the incumbent was never accessed. At cycles (place) and on access (admit)."""
+    from tierstore.policy import admit
+    cur, none = np.array([HOT, WARM], np.int8), np.full(2, -1, np.int8)
+
+    def hot_after(counts, margin=1.0):
+        return place(np.array(counts), cur, none, none, cap_hot=1, cap_warm=2, hysteresis=0.2, margin=margin)[0] == HOT
+
+    assert hot_after([0.7, 1.0])  # seen once a while ago vs once just now: no swap
+    assert not hot_after([0.7, 1.0], margin=0.0)  # (without the margin: a swap)
+    assert not hot_after([0.7, 2.0])  # seen twice: 2.0 > 0.7 x 1.2 + 1
+    assert not hot_after([0.0, 1.0])  # never accessed: holds its place by nothing
+    counts = np.array([0.7, 1.0, 0.0, 1.0])
+    up, down = admit(counts, np.array([1, 3]), np.array([0, 2]), room=0, budget=9, hysteresis=0.2, margin=1.0)
+    assert up.tolist() == [1] and down.tolist() == [2]  # only the never-accessed place is taken
 
 
 def test_hysteresis_prevents_oscillation_on_alternating_workload():
@@ -326,6 +344,15 @@ def test_gained_accesses_does_not_depend_on_the_half_life():
         snap, at = st.snapshot(np.array([1]))
         st.record(np.tile(np.array([1, 2, 3, 4, 5]), 1000))
         assert st.gained_accesses(np.array([1]), snap, at) == pytest.approx(1000.0, rel=0.05)  # (discrete: -3.4% at 50)
+    # a half-life switch between the snapshot and the look (a cycle's tune) gains nothing by itself
+    st = AccessStats(half_life="auto", t0=0.0, size=10)
+    st.half_life = 4000.0
+    st.record(np.repeat(np.array([1, 2]), 500))
+    snap, at = st.snapshot(np.array([1, 2]))
+    st.record(np.full(1000, 3))
+    st.set_half_life(50.0)
+    st.record(np.full(1000, 3))
+    assert st.gained_accesses(np.array([1, 2]), snap, at) == pytest.approx(0.0, abs=1e-9)
 
 
 def test_cli_explains_the_half_life_choice():

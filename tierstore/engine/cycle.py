@@ -120,7 +120,7 @@ class PolicyEngine:
                     & (ev["pin"] < 0) & (hold < 0) & (floor != HOT))
             self._evictable, self._evict_iid = self._evictable[keep], self._evict_iid[keep]
             counts = st.access.counts
-            margin = self.cfg.min_gain / st.access.scale(now)  # (the counts are epoch-scaled)
+            margin = st.access.scaled(self.cfg.min_gain, now)  # (the counts are epoch-scaled)
             up, down = admit(counts, cand, self._evictable, self._room, self.admission.budget, self.cfg.hysteresis,
                              margin)
             if not len(up):
@@ -290,7 +290,7 @@ class PolicyEngine:
         report.before = {t: int((cur == c).sum()) for c, t in enumerate(TIER_NAMES) if t in st.tiers}
         report.pinned, report.in_grace = int((pin >= 0).sum() - held.sum()), int(((floor >= 0) | held).sum())
         scale = st.access.scale(now)  # epoch-scaled counts -> decayed accesses
-        margin = self.cfg.min_gain / scale
+        margin = st.access.scaled(self.cfg.min_gain, now)
         full = place(counts, cur, pin, floor, caps["hot"], caps["warm"], self.cfg.hysteresis, cold, margin)
         target = limit_moves(full, cur, counts, caps["hot"], caps["warm"], self.cfg.max_moves_per_cycle, cold)
         report.deferred = int((full != cur).sum() - (target != cur).sum())
@@ -306,8 +306,8 @@ class PolicyEngine:
         hot_rows = target == HOT
         evict = hot_rows & (pin < 0) & (floor != HOT)
         room = caps["hot"] - int(hot_rows.sum())
-        thr = 0.0 if room > 0 else (float(counts[evict].min()) * (1 + self.cfg.hysteresis) + margin
-                                    if evict.any() else np.inf)
+        low = float(counts[evict].min()) if evict.any() else np.inf
+        thr = 0.0 if room > 0 else low * (1 + self.cfg.hysteresis) + (margin if 0 < low < np.inf else 0.0)
         self._watch = (snap["slot"], snap["iid"], hot_rows, evict, room, thr)
         hot_over = int((pin == HOT).sum()) - caps["hot"]
         if hot_over > 0:

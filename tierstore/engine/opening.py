@@ -52,7 +52,8 @@ class ReaderAccess(shared.AccessLog):
     (:class:`shared.AccessLog`). A dry-run policy cycle here (``tierstore policy --dry-run
     --read-only``) plans from the access counts the writer last saved in the catalog (after each
     of its cycles, and at flush and close): ``columns``, ``grace`` and ``scale`` answer from that
-    checkpoint, read afresh by ``columns`` (the first of them a plan asks)."""
+    checkpoint, read afresh by ``columns`` (the first of them a plan asks), as do ``scale`` and
+    ``scaled``."""
 
     def __init__(self, root: Any, catalog: Catalog, half_life: float | str) -> None:
         super().__init__(root)
@@ -72,6 +73,9 @@ class ReaderAccess(shared.AccessLog):
 
     def scale(self, now: float) -> float:
         return (self._saved or self.saved()).scale(now)
+
+    def scaled(self, accesses: float, now: float) -> float:
+        return (self._saved or self.saved()).scaled(accesses, now)
 
 
 class ReaderPlacement(PlacementIndex):

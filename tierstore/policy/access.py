@@ -69,6 +69,7 @@ class AccessStats:
         self.wall0 = time.time() if t0 is None else float(t0)  # placement times are relative to it
         self.t0 = 0.0 if self.auto else self.wall0
         self.clock = 0.0  # auto: accesses applied (logical time)
+        self._age0 = 0.0  # half-lives elapsed before the epoch t0 (see _age)
         self.counts = np.zeros(max(size, 1024), dtype=np.float64)
         self.last = np.zeros(self.counts.shape[0], dtype=np.float32)  # seconds since t0 (auto: since wall0)
         # when each vector was last placed by ingest or an explicit move (seconds since wall0;
@@ -246,6 +247,7 @@ class AccessStats:
         """Move the epoch to ``now`` (wall seconds, or accesses when auto): every score scaled down."""
         self._all_changed()
         shift = now - self.t0
+        self._age0 += shift / self.half_life
         kernels.scale_inplace(self.counts, 2.0 ** (-shift / self.half_life))
         if self.admit_thr < np.inf:
             self.admit_thr *= 2.0 ** (-shift / self.half_life)
@@ -269,19 +271,15 @@ class AccessStats:
         with self._lock:
             self._apply_locked()
             slots = slots[(slots >= 0) & (slots < self.counts.shape[0])]
-            self.counts[slots] = 0.0
-            self.last[slots] = 0.0
-            self.placed[slots] = -np.inf
-            self.placed_tier[slots] = -1
-            self.cand[slots] = False
+            self.counts[slots], self.last[slots], self.cand[slots] = 0.0, 0.0, False
+            self.placed[slots], self.placed_tier[slots] = -np.inf, -1
             self._touch(slots)
             rows = slots[slots % self.rate == 0] // self.rate
             rows = rows[rows < len(self.shadow)]
             self.shadow[rows] = 0.0
 
     def believe_hot(self, up: np.ndarray, down: np.ndarray) -> None:
-        """Promote on access moved ``up`` into hot and ``down`` out of it (as far as it knows:
-        a skipped move is put right by the next cycle)."""
+        """Promote on access moved ``up`` into hot and ``down`` out of it (as far as it knows)."""
         with self._lock:
             self.hot[up] = True
             self.hot[down] = False
@@ -302,9 +300,8 @@ class AccessStats:
             self._touch(slots)
 
     def grace(self, slots: np.ndarray, now: float, grace: float) -> tuple[np.ndarray, np.ndarray]:
-        """(floor, hold) of ``slots`` (int8, -1 = none): for a row in its grace period, the
-        tier ingest placed it in (it may rise, not fall below it) or the tier an explicit move
-        placed it in (it stays there)."""
+        """(floor, hold) of ``slots`` (int8, -1 = none) in their grace period: the tier ingest
+        placed a row in (it may rise, not fall below it), the tier a move() put it in (it stays)."""
         with self._lock:
             if len(slots):
                 self._ensure(int(slots.max()) + 1)
@@ -330,34 +327,40 @@ class AccessStats:
         current logical time)."""
         return 2.0 ** (-((self.clock if self.auto else now) - self.t0) / self.half_life)
 
+    def scaled(self, accesses: float, now: float) -> float:
+        """``accesses`` (decayed, at ``now``) as an epoch-scaled count (capped at 2**1000)."""
+        return accesses * 2.0 ** min(((self.clock if self.auto else now) - self.t0) / self.half_life, 1000.0)
+
     # --- promote on access ------------------------------------------------------------------------
 
-    def _time(self) -> float:
-        return self.clock if self.auto else (self.latest if np.isfinite(self.latest) else time.time())
+    def _age(self) -> float:
+        """(lock held) Half-lives elapsed so far, across rebases and half-life switches."""
+        now = self.clock if self.auto else (self.latest if np.isfinite(self.latest) else time.time())
+        return self._age0 + (now - self.t0) / self.half_life
 
     def snapshot(self, slots: np.ndarray) -> tuple[np.ndarray, float]:
-        """(decayed counts of ``slots``, the time they hold at): see :meth:`gained`."""
+        """(decayed counts of ``slots``, the age they hold at): see :meth:`gained`."""
         with self._lock:
             self._apply_locked()
-            now = self._time()
-            return self.counts[slots] * self.scale(now), now
+            age = self._age()
+            return self.counts[slots] * 2.0 ** (self._age0 - age), age
 
     def gained(self, slots: np.ndarray, snap: np.ndarray, at: float) -> np.ndarray:
-        """Decayed accesses of ``slots`` since :meth:`snapshot` returned (``snap``, ``at``) (each
-        weighted by its decay since; the current half-life)."""
+        """Decayed accesses of ``slots`` since :meth:`snapshot` returned (``snap``, ``at``)."""
+        return self._gained(slots, snap, at)[0]
+
+    def _gained(self, slots: np.ndarray, snap: np.ndarray, at: float) -> tuple[np.ndarray, float]:
         with self._lock:
             self._apply_locked()
-            now = self._time()
-            return np.maximum(self.counts[slots] * self.scale(now) - snap * 2.0 ** (-(now - at) / self.half_life), 0.0)
+            age = self._age()
+            return np.maximum(self.counts[slots] * 2.0 ** (self._age0 - age) - snap * 2.0 ** (at - age), 0.0), age - at
 
     def gained_accesses(self, slots: np.ndarray, snap: np.ndarray, at: float) -> float:
         """About how many accesses ``slots`` got since :meth:`snapshot`: :meth:`gained`'s sum over
         the mean decay of accesses spread evenly over ``d`` half-lives, ``(1 - 2**-d) / (d ln 2)``
         (a short half-life must not hide what a promotion earned)."""
-        g = float(self.gained(slots, snap, at).sum())
-        with self._lock:
-            d = max(self._time() - at, 0.0) / self.half_life
-        return g if d < 1e-9 else g * d * np.log(2.0) / -np.expm1(-d * np.log(2.0))
+        g, d = self._gained(slots, snap, at)
+        return float(g.sum()) if d < 1e-9 else float(g.sum()) * d * np.log(2.0) / -np.expm1(-d * np.log(2.0))
 
     def watch(self, hot_slots: np.ndarray, thr: float) -> None:
         """After a cycle: which slots are hot, and the (epoch-scaled) count an access must lift
@@ -501,15 +504,11 @@ class AccessStats:
             return self._header(**self._slot_arrays())
 
     def checkpoint(self) -> tuple[bytes, bytes | None, bytes | None]:
-        """What a checkpoint persists, in one transaction: (header, snapshot, log record). Only
-        the slots changed since the last checkpoint go into a log record (a cycle's accesses
-        land on slots scattered over the whole store, so pages of slots would all be dirty:
-        a record of the slots themselves is what stays O(changes)); every slot goes into a
-        ``snapshot`` -- after which the log is dropped -- when none was written by this process,
-        all were rescaled (a new epoch), or the records since the last snapshot add up to half
-        its size or number ``_MAX_LOG_RECORDS``. Neither when nothing changed. If the write
-        fails, call :meth:`save_failed`. Callers serialise checkpoint + write (two interleaved
-        would commit out of order: ``Engine.checkpoint`` holds a lock)."""
+        """What a checkpoint persists, in one transaction: (header, snapshot, log record). A log
+        record holds the slots changed since the last checkpoint (O(changes): pages of slots would
+        all be dirty); a ``snapshot`` every slot (the log dropped) when this process wrote none,
+        all were rescaled, or the records add up to half a snapshot or ``_MAX_LOG_RECORDS``.
+        If the write fails, call :meth:`save_failed`. Callers serialise checkpoint + write."""
         with self._lock:
             self._apply_locked()
             n = self.counts.shape[0]
@@ -579,7 +578,7 @@ class AccessStats:
                 if shadow is not None and shadow.shape[1] == len(SHADOW_MULTS) + 1 and shadow.shape[0] > 0:
                     # the shadows go on where they were (same epoch t0 as the counts)
                     st.shadow = shadow
-                    if state.get("armed"):  # (else the next cycle sets the thresholds)
+                    if state.get("armed") and len(state.get("dthr") or ()) == len(SHADOW_MULTS):
                         st.dthr = np.array([np.inf if x is None else x for x in state["dthr"]], np.float64)
                         st.dyn = np.asarray(state["dyn"], np.float64)
                         st.armed = True

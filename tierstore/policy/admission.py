@@ -85,7 +85,7 @@ def admit(counts: np.ndarray, cand: np.ndarray, evictable: np.ndarray, room: int
     accessed past the last cycle's hot threshold), the best fill hot's free ``room`` (they evict
     nothing: an empty or part-filled hot tier fills as it is accessed, like a cache, whatever the
     budget), then each next best replaces the lowest-scored ``evictable`` hot slot if its count
-    beats that one's times ``1 + hysteresis`` plus ``margin``; at most ``budget`` such replacements. ``counts``
+    beats that one's times ``1 + hysteresis`` plus ``margin`` (if it was ever accessed); at most ``budget`` such replacements. ``counts``
     by slot (epoch-scaled). Returns (slots to promote, the fills first; slots to demote).
 
     >>> admit(np.array([0., 5., 1., 9., 2.]), np.array([1, 3]), np.array([2, 4]), room=0, budget=9,
@@ -100,7 +100,7 @@ def admit(counts: np.ndarray, cand: np.ndarray, evictable: np.ndarray, room: int
     rest = cand[fill:][: max(budget, 0)]
     ev = evictable[np.argsort(counts[evictable], kind="stable")][: len(rest)]
     k = len(ev)
-    ok = counts[rest[:k]] > counts[ev] * (1.0 + hysteresis) + margin
+    ok = counts[rest[:k]] > counts[ev] * (1.0 + hysteresis) + np.where(counts[ev] > 0, margin, 0.0)
     n = int(np.argmin(ok)) if not ok.all() else k  # pairs stay sorted: stop at the first that fails
     return np.concatenate([cand[:fill], rest[:n]]), ev[:n]
 
