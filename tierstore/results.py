@@ -139,7 +139,8 @@ class PolicyReport:
     out (``moved``; empty for a dry run) and the numbers behind the plan.
 
     ``thresholds``: the lowest decayed access count that holds a place in each budgeted tier
-    (an incumbent needs only ``threshold / (1 + hysteresis)``). ``deferred``: moves the plan
+    (an incumbent needs only ``(threshold - policy.min_gain) / (1 + hysteresis)``, or any access
+    count if it was never accessed). ``deferred``: moves the plan
     wanted but ``policy.max_moves_per_cycle`` postponed to the next cycle."""
 
     dry_run: bool

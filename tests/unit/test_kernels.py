@@ -278,7 +278,8 @@ def test_many_small_records_equal_one_reference():
 # --- issue 18: logical time, shadow scores, promote on access --------------------------------------
 
 
-def test_access_logical_matches_numpy():
+@pytest.mark.parametrize("dthr", [(1.0, 1.5, 2.5), (0.0, np.inf, 1.0)])
+def test_access_logical_matches_numpy(dthr):
     rng = np.random.default_rng(3)
     n, k, rate = 300, 3, 4
     slots = rng.integers(0, n, 5000)
@@ -289,7 +290,7 @@ def test_access_logical_matches_numpy():
     cand = np.zeros(n, bool)
     shadow[:, :k] = rng.random((n // rate + 1, k)) * 2.0  # scores from before, for the hit test
     before = shadow.copy()
-    dthr, dyn = np.array([1.0, 1.5, 2.5]), np.zeros(k)
+    dthr, dyn = np.array(dthr), np.zeros(k)
     kernels.access_logical(counts, last, slots, 10.0, inv_h, np.float32(5.0), shadow, inv_hs, rate, 1, hot, 3.0, cand,
                            dthr, dyn)
     x = 10.0 + np.arange(len(slots))
@@ -304,7 +305,8 @@ def test_access_logical_matches_numpy():
             hits += col[r] > dthr[j] * 2.0 ** (xi * inv_hs[j])
             col[r] += 2.0 ** (xi * inv_hs[j])
         np.testing.assert_allclose(shadow[:, j], col)
-        assert dyn[j] == hits and 0 < hits < s.sum()
+        assert dyn[j] == hits  # (threshold inf: no hit; 0: every slot that scored before hits)
+        assert hits == {np.inf: 0, 0.0: s.sum()}.get(dthr[j], hits) and (0 < hits <= s.sum() or np.isinf(dthr[j]))
     np.testing.assert_array_equal(shadow[:, k], np.bincount(slots[s] // rate, minlength=n // rate + 1))
     # a candidate: not hot, and its count passed the threshold (monotone, so the final count says it)
     np.testing.assert_array_equal(cand, (counts > 3.0) & ~hot)

@@ -179,6 +179,7 @@ def test_min_gain_stops_swaps_a_single_access_would_pay_for():
     assert not hot_after([0.7, 1.0], margin=0.0)  # (without the margin: a swap)
     assert not hot_after([0.7, 2.0])  # seen twice: 2.0 > 0.7 x 1.2 + 1
     assert not hot_after([0.0, 1.0])  # never accessed: holds its place by nothing
+    assert not hot_after([0.0, 0.5])  # (even against an entrant whose access has half decayed)
     counts = np.array([0.7, 1.0, 0.0, 1.0])
     up, down = admit(counts, np.array([1, 3]), np.array([0, 2]), room=0, budget=9, hysteresis=0.2, margin=1.0)
     assert up.tolist() == [1] and down.tolist() == [2]  # only the never-accessed place is taken
@@ -377,12 +378,17 @@ def _auto_run(st: AccessStats, rng: np.random.Generator, cycles: int, slots: np.
 
 
 def test_auto_shadow_state_survives_a_checkpoint():
-    """Issue 18: the shadow scores, their hot sets and smoothed ratios are checkpointed with the
-    counts: a store reopened from a checkpoint tunes exactly as one that never stopped."""
+    """Issue 18: the shadow scores, their thresholds and the hits counted since the last cycle
+    are checkpointed with the counts: a store reopened from a checkpoint (taken mid-cycle) tunes
+    exactly as one that never stopped."""
     slots = np.arange(5000, dtype=np.int64)
     a = AccessStats(half_life="auto", t0=0.0, size=5000)
     _auto_run(a, np.random.default_rng(1), 4, slots)
+    a.record(np.random.default_rng(5).zipf(1.3, 3000) % 5000, now=0.0)
+    a.apply()
+    assert a.dyn.sum() > 0
     b = AccessStats.loads(a.dumps(), half_life="auto")
+    np.testing.assert_array_equal(b.dyn, a.dyn)
     ra = _auto_run(a, np.random.default_rng(2), 3, slots)
     rb = _auto_run(b, np.random.default_rng(2), 3, slots)
     assert rb[0]["shadows"] is not None  # scored at the first cycle after the reopen

@@ -366,9 +366,10 @@ class PolicyEngine:
             elif TIER_CODES[dst] < TIER_CODES[src]:
                 why = f"{c:.3g} accesses >= {dst} threshold {thr.get(dst, 0):.3g}"
                 if dst == "hot" or src == "cold":
-                    why += f" (incumbents get x{1 + h:g} + {g:g})"
+                    why += f" (incumbents get x{1 + h:g} + {g:g} if ever accessed)"
             else:
-                why = f"{c:.3g} accesses x{1 + h:g} + {g:g} < {src} threshold {thr.get(src, float('inf')):.3g}"
+                plus = f" + {g:g}" if c > 0 else ""
+                why = f"{c:.3g} accesses x{1 + h:g}{plus} < {src} threshold {thr.get(src, float('inf')):.3g}"
                 if src not in thr:
                     why = f"{src} is over its budget"
             out.append(Move(uid, src, dst, c, why))

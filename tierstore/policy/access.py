@@ -276,7 +276,7 @@ class AccessStats:
             self._touch(slots)
             rows = slots[slots % self.rate == 0] // self.rate
             rows = rows[rows < len(self.shadow)]
-            self.shadow[rows] = 0.0
+            self.shadow[rows, :-1] = 0.0  # (the accesses since the cycle stay counted, as dyn's hits do)
 
     def believe_hot(self, up: np.ndarray, down: np.ndarray) -> None:
         """Promote on access moved ``up`` into hot and ``down`` out of it (as far as it knows)."""
@@ -417,13 +417,13 @@ class AccessStats:
                 info = {"half_life": float(self.half_life), "traffic": traffic, "shadows": None}
                 self.armed = False
             else:
-                n = max(int(self.counts.shape[0]), int(slots.max()) + 1 if len(slots) else 1)
+                n, resized = max(int(self.counts.shape[0]), int(slots.max()) + 1 if len(slots) else 1), False
                 if _sample_rate(n) != self.rate or n // self.rate + 1 > len(self.shadow):
-                    # the store outgrew the sample (the shadows see only slots below their rows):
-                    # they start again at its size, as at the first cycle (once per doubling)
+                    # the store outgrew the sample: the shadows start again at its size (once per doubling)
                     self.rate = _sample_rate(n)
                     self.shadow = np.zeros((n // self.rate + 1, k + 1))
                     self.armed, self.smoothed = False, None
+                    resized = True
                 win = self.shadow[:, k]
                 total = float(win.sum())
                 info = {"traffic": traffic, "sampled_accesses": total, "shadows": None}
@@ -437,7 +437,8 @@ class AccessStats:
                     info["shadows"] = {f"{h:g}": round(float(r), 4) for h, r in zip(self.grid, ratios, strict=True)}
                     info["smoothed"] = {f"{h:g}": round(float(r), 4) for h, r in zip(self.grid, self.smoothed, strict=True)}
                 win[:] = 0.0
-                self._set_thresholds(slots, cap_hot)
+                if not resized:  # (thresholds from all-zero shadows would score nothing)
+                    self._set_thresholds(slots, cap_hot)
                 if float(self.grid[self.chosen]) != self.half_life:
                     self._rebase(self.clock)  # (decayed to now, then on with the new half-life)
                     self.half_life = float(self.grid[self.chosen])
