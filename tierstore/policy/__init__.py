@@ -11,6 +11,7 @@ The model, one module per step:
 * :mod:`.admission` -- promote on access between cycles (:func:`admit`) within a budget that
   follows what promotions earned (:class:`Admission`).
 * :mod:`.hits` -- :class:`HitWindow`: which tier served the last queries.
+* :mod:`.checkpoints` -- the per-slot arrays of a saved :class:`AccessStats` (snapshot + log).
 The cycle that applies it -- gather the columns, plan, execute the moves, the background and
 promote-on-access threads -- is part of the engine (:class:`tierstore.engine.cycle.PolicyEngine`):
 this package decides, it never moves anything, and it imports nothing of the engine.
