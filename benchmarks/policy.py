@@ -770,7 +770,7 @@ def store_path_hits(acc: np.ndarray, keys: int, cap: int, cycle: int, record_bat
         evictable = slots[hot_rows]
         room = cap - int(hot_rows.sum())
         low = float(counts[hot_rows].min()) if hot_rows.any() else np.inf
-        thr = 0.0 if room > 0 else low * (1 + hysteresis) + (margin if 0 < low < np.inf else 0.0)
+        thr = 0.0 if room > 0 else policy_mod.defended(low, hysteresis, margin)
         rates.append(adm.rate)
         adm.cycle(st, hi - lo, MAX_MOVES)
         if promote:

@@ -19,7 +19,7 @@ import numpy as np
 from .. import filters, tiers
 from ..catalog import FLAG_PINNED, TIER_CODES, TIER_NAMES
 from ..errors import ClosedError
-from ..policy.admission import Admission, admit
+from ..policy.admission import Admission, admit, defended
 from ..policy.hits import HitWindow
 from ..policy.plan import DIRECTIONS, HOT, directions, limit_moves, place
 from ..results import Move, PolicyReport
@@ -307,7 +307,7 @@ class PolicyEngine:
         evict = hot_rows & (pin < 0) & (floor != HOT)
         room = caps["hot"] - int(hot_rows.sum())
         low = float(counts[evict].min()) if evict.any() else np.inf
-        thr = 0.0 if room > 0 else low * (1 + self.cfg.hysteresis) + (margin if 0 < low < np.inf else 0.0)
+        thr = 0.0 if room > 0 else defended(low, self.cfg.hysteresis, margin)
         self._watch = (snap["slot"], snap["iid"], hot_rows, evict, room, thr)
         hot_over = int((pin == HOT).sum()) - caps["hot"]
         if hot_over > 0:

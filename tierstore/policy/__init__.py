@@ -29,10 +29,11 @@ from .admission import (
     Admission,
     admit,
     admit_budget,
+    defended,
 )
 from .hits import HitWindow
 from .plan import COLD, DIRECTIONS, HOT, WARM, directions, limit_moves, place
 
 __all__ = ["ADMIT_MAX_PER_ACCESS", "ADMIT_PER_ACCESS", "ADMIT_YIELD_DOWN", "ADMIT_YIELD_UP", "COLD", "DIRECTIONS",
            "HOT", "SHADOW_MULTS", "WARM", "AccessStats", "Admission", "HitWindow", "admit",
-           "admit_budget", "bytes_per_vector", "directions", "limit_moves", "place"]
+           "admit_budget", "bytes_per_vector", "defended", "directions", "limit_moves", "place"]

@@ -79,6 +79,14 @@ class Admission:
                 "net_hits_per_promotion": None if self.last_yield is None else round(self.last_yield, 3)}
 
 
+def defended(counts: np.ndarray | float, hysteresis: float, margin: float) -> np.ndarray | float:
+    """What an entrant must beat to displace incumbents with these ``counts``: ``count x (1 +
+    hysteresis) + margin``, no margin for one never accessed (``kernels.tier_priorities`` scores
+    incumbents the same way at cycles)."""
+    out = np.asarray(counts) * (1.0 + hysteresis) + np.where(np.asarray(counts) > 0, margin, 0.0)
+    return float(out) if out.ndim == 0 else out
+
+
 def admit(counts: np.ndarray, cand: np.ndarray, evictable: np.ndarray, room: int, budget: int,
           hysteresis: float, margin: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
     """Promote on access (W-TinyLFU-style admission): of the candidate slots ``cand`` (not hot,
@@ -100,7 +108,7 @@ def admit(counts: np.ndarray, cand: np.ndarray, evictable: np.ndarray, room: int
     rest = cand[fill:][: max(budget, 0)]
     ev = evictable[np.argsort(counts[evictable], kind="stable")][: len(rest)]
     k = len(ev)
-    ok = counts[rest[:k]] > counts[ev] * (1.0 + hysteresis) + np.where(counts[ev] > 0, margin, 0.0)
+    ok = counts[rest[:k]] > defended(counts[ev], hysteresis, margin)
     n = int(np.argmin(ok)) if not ok.all() else k  # pairs stay sorted: stop at the first that fails
     return np.concatenate([cand[:fill], rest[:n]]), ev[:n]
 
