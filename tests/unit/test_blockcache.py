@@ -129,3 +129,21 @@ def test_mapped_blocks_are_bounded_so_descriptors_never_run_out(tmp_path):
             assert bytes(cache.get(f"1-{i}", lambda raw: raw)) == b"%02d" % i * 10
     assert len(cache._objs) <= 4
     assert len(os.listdir("/proc/self/fd")) <= fds + 4
+
+
+def test_get_mapped_serves_what_get_would_and_keeps_the_lru_order(tmp_path):
+    """The query path's one-lock lookup: staged and already-mapped blocks come back as get would
+    return them, anything else is None (get then maps or fetches it), and a block it serves is
+    touched in the LRU exactly like a get: the next eviction takes the block nobody read."""
+    cache = BlockCache(tmp_path, capacity=30)
+    cache.put("1-0", b"a" * 10)
+    cache.put("1-1", b"b" * 10)
+    cache.stage("2-0", memoryview(b"staged"), limit=1 << 20)
+    assert cache.get_mapped(["1-0", "1-1", "2-0", "9-9"]) == [None, None, None, None]  # nothing mapped yet
+    assert cache.get("1-0", load) == b"a" * 10 and cache.get("1-1", load) == b"b" * 10  # (maps them)
+    assert cache.get("2-0", load) == b"staged"  # (decodes it)
+    assert cache.get_mapped(["1-0", "2-0", "9-9"]) == [b"a" * 10, b"staged", None]
+    cache.put("1-2", b"c" * 10)
+    cache.put("1-3", b"d" * 10)  # past capacity: the least recently used goes, and that is 1-1
+    assert cache.get_mapped(["1-1", "1-0"]) == [None, b"a" * 10]
+    assert not (tmp_path / "1-1.blk").exists() and (tmp_path / "1-0.blk").exists()

@@ -144,12 +144,15 @@ def _true_min_per_partition(x, q, f, order, metric):
 @settings(max_examples=60, deadline=None)
 @given(seed=st.integers(0, 10_000), metric=st.sampled_from(["cosine", "ip", "l2"]),
        dtype=st.sampled_from(["float32", "float16"]), scale=st.sampled_from([0.01, 1.0, 30.0]),
-       offset=st.sampled_from([0.0, 80.0]))
-def test_lower_bound_never_exceeds_a_partitions_true_best(seed, metric, dtype, scale, offset):
+       offset=st.sampled_from([0.0, 80.0]), dim=st.sampled_from([6, 384]),
+       cdtype=st.sampled_from([np.float32, np.float64]))
+def test_lower_bound_never_exceeds_a_partitions_true_best(seed, metric, dtype, scale, offset, dim, cdtype):
     """The pruning rule skips a partition only when its bound exceeds the current k-th best; it
-    is safe iff the bound never exceeds the distance of the partition's closest member."""
+    is safe iff the bound never exceeds the distance of the partition's closest member. The
+    cold tier passes float32 centroids (float32 products, their rounding inside the bound) and
+    float32 queries; float64 is the reference path."""
     rng = np.random.default_rng(seed)
-    x = (rng.normal(size=(300, 6)) * scale + offset).astype(np.float32)  # offset: large norms, small spread
+    x = (rng.normal(size=(300, dim)) * scale + offset).astype(np.float32)  # offset: large norms, small spread
     if dtype == "float16":
         x = x.astype(np.float16).astype(np.float32)
     buf = io.BytesIO()
@@ -157,10 +160,11 @@ def test_lower_bound_never_exceeds_a_partitions_true_best(seed, metric, dtype, s
                       dtype=dtype, fields=[], parts=int(rng.integers(1, 30)), segment_id=1, store="s")
     raw = buf.getvalue()
     f = coldseg.parse_footer(raw[b.footer_offset : b.footer_offset + b.footer_length])
-    qs = np.concatenate([(rng.normal(size=(3, 6)) * scale + offset), x[rng.integers(0, 300, 2)]]).astype(np.float32)
+    qs = np.concatenate([(rng.normal(size=(3, dim)) * scale + offset), x[rng.integers(0, 300, 2)]]).astype(np.float32)
     qn = qs / np.linalg.norm(qs, axis=1, keepdims=True) if metric == "cosine" else qs
-    c = f.centroids.astype(np.float64)  # what ColdTier passes
-    _rank, lb = coldseg.rank_and_bound(qn.astype(np.float64), c, np.einsum("ij,ij->i", c, c),
+    c = f.centroids.astype(cdtype)
+    c64 = c.astype(np.float64)
+    _rank, lb = coldseg.rank_and_bound(qn.astype(cdtype), c, np.einsum("ij,ij->i", c64, c64),
                                        f.radii.astype(np.float64), metric)
     for i, q in enumerate(qs):
         true_min = _true_min_per_partition(x, q, f, b.order, metric)

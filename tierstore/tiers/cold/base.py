@@ -57,7 +57,7 @@ class Table:
 
     segs: list[Seg]
     centroids: np.ndarray  # (P, dim) float32
-    csq: np.ndarray  # squared norms of the centroids
+    csq: np.ndarray  # squared norms of the centroids (float64)
     radii: np.ndarray  # float64
     seg_of: np.ndarray  # index into segs
     part_of: np.ndarray  # partition number inside its segment
@@ -207,9 +207,10 @@ class ColdBase:
         with self._lock:
             if self._table is None and self.segs:
                 segs = list(self.segs.values())
-                c = np.concatenate([s.footer.centroids for s in segs]).astype(np.float64)
+                c = np.ascontiguousarray(np.concatenate([s.footer.centroids for s in segs]), np.float32)
+                c64 = c.astype(np.float64)
                 self._table = Table(
-                    segs, c, np.einsum("ij,ij->i", c, c),
+                    segs, c, np.einsum("ij,ij->i", c64, c64),
                     np.concatenate([s.footer.radii for s in segs]).astype(np.float64),
                     np.concatenate([np.full(s.footer.parts, i) for i, s in enumerate(segs)]),
                     np.concatenate([np.arange(s.footer.parts) for s in segs]),

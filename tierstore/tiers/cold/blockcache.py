@@ -102,6 +102,25 @@ class BlockCache:
         segment's write-through writes: one file and one mapping per group, not per page)."""
         return f"{sid}-g{group}"
 
+    def get_mapped(self, names: list[str]) -> list[Any]:
+        """The decoded blocks of ``names`` that are staged or cached *and already mapped* (the
+        steady state of a warm cache), None for the rest -- which :meth:`get` then serves one by
+        one. One lock round for all of them: a query probes 50-150 partitions, and a :meth:`get`
+        per partition (three lock rounds each) was 0.2 ms of a 3 ms cache-warm query."""
+        out: list[Any] = [None] * len(names)
+        with self._lock:
+            staged, objs, lru = self._staged_objs, self._objs, self._lru
+            for i, name in enumerate(names):
+                obj = staged.get(name)
+                if obj is None:
+                    obj = objs.get(name)
+                    if obj is None or name not in lru:
+                        continue
+                    lru.move_to_end(name)
+                    objs.move_to_end(name)
+                out[i] = obj
+        return out
+
     def get(self, name: str, load: Callable[[memoryview], Any]) -> Any:
         """The decoded block ``load(mapped bytes)`` of ``name``, or None when not cached. ``load``
         raises IntegrityError for a corrupt file, which is then dropped (the caller refetches)."""

@@ -274,8 +274,8 @@ class ColdSearch(ColdBase):
         return want * n / fmt.default_parts(n)
 
     def bounds(self, qs: np.ndarray, tab: Table) -> tuple[np.ndarray, np.ndarray]:
-        # float64: the expanded |q|^2 + |c|^2 - 2 q.c loses precision in float32 for large norms
-        return fmt.rank_and_bound(qs.astype(np.float64), tab.centroids, tab.csq, tab.radii, self.metric)
+        # float32 products, their rounding counted into the bound (see rank_and_bound)
+        return fmt.rank_and_bound(qs, tab.centroids, tab.csq, tab.radii, self.metric)
 
     def fetch(self, entries: Sequence[Entry]) -> dict[int, np.ndarray]:
         """The stored vectors of cold ``entries`` (internal id -> float32 vector)."""
@@ -316,8 +316,13 @@ class ColdSearch(ColdBase):
         each block came in (absent: from the cache), bytes of each GET)."""
         out: dict[tuple[int, int], fmt.Block] = {}
         misses: dict[int, tuple[Seg, list[int]]] = {}
-        for seg, p in wanted:
+        name = BlockCache.name
+        mapped = self.cache.get_mapped([name(seg.sid, p) for seg, p in wanted])
+        for (seg, p), blk in zip(wanted, mapped, strict=True):
             k = (seg.sid, p)
+            if blk is not None:
+                out[k] = blk
+                continue
             if k in out or p in misses.get(seg.sid, (None, ()))[1]:
                 continue
 
@@ -325,7 +330,7 @@ class ColdSearch(ColdBase):
                 fmt.verify_block(raw, seg.footer, p, f"cached block of {seg.info['key']}")
                 return self._decode(seg, p, raw)
 
-            blk = self.cache.get(BlockCache.name(seg.sid, p), load)
+            blk = self.cache.get(name(seg.sid, p), load)
             if blk is None:
                 misses.setdefault(seg.sid, (seg, []))[1].append(p)
             else:
