@@ -312,8 +312,13 @@ class TagColumn:
     def contains_any(self, values: tuple[str, ...]) -> np.ndarray:
         want = [self.vocab[v] for v in values if v in self.vocab]
         out = np.zeros(self.n, dtype=bool)
-        if want:
-            out[self.rows[np.isin(self.codes, want)]] = True
+        if len(want) == 1:
+            out[self.rows[self.codes == want[0]]] = True
+        elif want:  # (a lookup table, not np.isin: the cold tier masks ~70 small blocks per query,
+            # and isin's ~20 us of setup per call made a filtered query 3x slower than unfiltered)
+            lut = np.zeros(len(self.vocab), dtype=bool)
+            lut[want] = True
+            out[self.rows[lut[self.codes]]] = True
         return out
 
 
@@ -350,7 +355,9 @@ def mask(node: Node, columns: Mapping[str, TagColumn | NumericColumn], n: int) -
             if op == "$exists":
                 hit = ~np.isnan(x) if node.values[0] else np.isnan(x)
             elif op in ("$eq", "$in"):
-                hit = np.isin(x, np.asarray(node.values, dtype=np.float64))
+                hit = np.zeros(len(x), dtype=bool)  # (compares, not np.isin: see TagColumn)
+                for v in node.values:
+                    hit |= x == v
             else:
                 v = node.values[0]
                 hit = {"$gt": x > v, "$gte": x >= v, "$lt": x < v, "$lte": x <= v}[op]

@@ -214,3 +214,31 @@ def test_metadata_summary_never_rules_out_a_matching_partition(seed):
             rows = b.order[int(f.row_starts[p]) : int(f.row_starts[p + 1])]
             if not coldseg.may_match(node, f.summaries, p):
                 assert not any(filters.matches(node, metas[r]) for r in rows.tolist()), (spec, p)
+
+
+def test_a_block_keeps_the_masks_of_recent_filters_and_rebuilds_them_when_the_schema_changes():
+    """Block.mask memoises per filter (a filtered query masks dozens of blocks, and filters repeat):
+    the kept mask is the one filters.mask computes, read-only, and a schema that gained a field
+    (read through the catalog's metadata) gets masks built from the new columns."""
+    x = np.random.default_rng(3).normal(size=(40, 4)).astype(np.float32)
+    metas = [{"cat": f"c{i % 3}", "n": i} for i in range(40)]
+    buf = io.BytesIO()
+    b = coldseg.build(buf, np.arange(40, dtype=np.uint64), x, metas, list(range(40)), metric="l2",
+                      dtype="float32", fields=["cat"], parts=1, segment_id=1, store="s", version=2)
+    raw = buf.getvalue()
+    f = coldseg.parse_footer(raw[b.footer_offset : b.footer_offset + b.footer_length])
+    blk = coldseg.Block(memoryview(raw)[int(f.offsets[0]) : int(f.offsets[1])], int(f.counts[0]), 4, "float32", 2)
+    order = np.asarray(blk.iids, np.int64)
+    schema = {"cat": "tag"}
+    node = filters.compile_filter({"cat": {"$in": ["c1", "c2"]}}, schema)
+    first = blk.mask(node, schema)
+    assert first.tolist() == [metas[i]["cat"] in ("c1", "c2") for i in order]
+    assert blk.mask(node, schema) is first and not first.flags.writeable
+    for i in range(12):  # more filters than a block keeps: still right, and the first one recomputed
+        other = filters.compile_filter({"cat": f"c{i}"}, schema)
+        assert blk.mask(other, schema).tolist() == [metas[j]["cat"] == f"c{i}" for j in order]
+    assert blk.mask(node, schema).tolist() == first.tolist()
+    wider = {"cat": "tag", "n": "numeric"}  # a field declared after the segment was written
+    by_n = filters.compile_filter({"n": {"$in": [3, 7]}, "cat": "c1"}, wider)
+    got = blk.mask(by_n, wider, lambda iids: [metas[int(i)] for i in iids])
+    assert got.tolist() == [metas[i]["n"] in (3, 7) and metas[i]["cat"] == "c1" for i in order]

@@ -394,11 +394,14 @@ def _address(a: np.ndarray) -> int:
     return int(a.__array_interface__["data"][0]) if a.size else 0
 
 
+_MASKS_KEPT = 8  # filters whose masks a block keeps (1 byte per row each)
+
+
 class Block:
     """One decoded partition: internal ids, squared norms, filter columns, and float32 vectors
     (format 1) or int8 codes with per-row scales (format 2: ``vectors`` is None)."""
 
-    __slots__ = ("_columns", "_raw_cols", "codes", "iids", "nbytes", "scales", "scan", "sqnorms", "vectors")
+    __slots__ = ("_columns", "_masks", "_raw_cols", "codes", "iids", "nbytes", "scales", "scan", "sqnorms", "vectors")
 
     def __init__(self, raw: bytes, n: int, dim: int, dtype: str, fmt: int = 1) -> None:
         self.iids = np.frombuffer(raw, np.uint64, n, 0)
@@ -418,13 +421,20 @@ class Block:
             self._raw_cols = raw[(12 + item * dim) * n :]
             self.scan = (_address(self.vectors), _address(self.sqnorms), 0)
         self._columns: dict[str, Any] | None = None
+        self._masks: dict[filters.Node, np.ndarray] = {}  # the last few filters' masks (see mask)
         self.nbytes = len(raw)
 
     def mask(self, node: filters.Node, schema: dict[str, str],
              metas: Callable[[np.ndarray], list[dict]] | None = None) -> np.ndarray:
-        """Rows satisfying ``node``. Columns come from the block; a field the block lacks (added to
-        the schema after the segment was written) is read through ``metas`` (the catalog)."""
+        """Rows satisfying ``node`` (bool; do not modify it). Columns come from the block; a field
+        the block lacks (added to the schema after the segment was written) is read through
+        ``metas`` (the catalog). The masks of the last ``_MASKS_KEPT`` filters are kept with the
+        block: a filtered query probes dozens of blocks, and the same filters come back."""
+        masks = self._masks
+        if self._columns is not None and (hit := masks.get(node)) is not None and set(self._columns) == set(schema):
+            return hit
         if self._columns is None or set(self._columns) != set(schema):  # built on first use
+            masks = self._masks = {}
             raw = json.loads(bytes(self._raw_cols)) if len(self._raw_cols) else {}
             missing = [f for f in schema if f not in raw]
             if missing and metas is not None:
@@ -433,7 +443,12 @@ class Block:
                     raw[f] = [m.get(f) for m in rows]
             self._columns = {f: (filters.TagColumn if kind == "tag" else filters.NumericColumn).build(
                 raw.get(f, [None] * len(self.iids)), f) for f, kind in schema.items()}
-        return filters.mask(node, self._columns, len(self.iids))
+        hit = filters.mask(node, self._columns, len(self.iids))
+        hit.flags.writeable = False
+        if len(masks) >= _MASKS_KEPT:  # (a new dict, not an eviction: other threads may be reading it)
+            masks = self._masks = {}
+        masks[node] = hit
+        return hit
 
 
 def rank_and_bound(qs: np.ndarray, centroids: np.ndarray, csq: np.ndarray, radii: np.ndarray,

@@ -159,7 +159,7 @@ class ColdSearch(ColdBase):
             mask_at = np.zeros(len(blks), np.intp)
             if node != filters.TRUE:
                 for b, blk in enumerate(blks):
-                    ok = np.ascontiguousarray(blk.mask(node, self.schema, self.catalog.metadata_of), np.uint8)
+                    ok = blk.mask(node, self.schema, self.catalog.metadata_of).view(np.uint8)  # (no copy)
                     masks.append(ok)
                     mask_at[b] = ok.ctypes.data if len(ok) else 0
             vec_at = np.array([blk.scan[0] for blk in blks], np.intp)
