@@ -281,6 +281,32 @@ def test_filtered_query_skips_partitions_its_metadata_rules_out(open_store):
     assert det["bytes"] < full["bytes"] / 3, (det, full)
 
 
+def test_a_selective_filter_keeps_the_recall_of_an_unfiltered_query(open_store):
+    """At the default nprobe one budget of rows holds ~1% of a 1%-filter's matching rows: the
+    answer then came from the few it saw (recall@10 0.88 on wordnet 100k). A filtered query keeps
+    probing (at most _FILTER_ROUNDS budgets) until it has scanned what nprobe gives a tier of just
+    the matching rows -- here all of them."""
+    n = 20_000
+    rng = np.random.default_rng(5)  # no clusters: a filtered answer's rows lie all over the partitions
+    v = rng.standard_normal((n, 32)).astype(np.float32)
+    meta = [{"b": f"b{i % 100}"} for i in range(n)]
+    store = open_store(dim=32, schema={"b": "tag"}, cold={"segment_size": n})
+    store.upsert(list(range(n)), v, meta, tier="cold")
+    qs = rng.standard_normal((20, 32)).astype(np.float32)
+    ok = np.array([m["b"] == "b7" for m in meta])
+    truth = cosine_truth(v, qs, 10, ok)
+    rec, rows = [], []
+    for q, t in zip(qs, truth, strict=True):
+        h = store.query(q, k=10, filter={"b": "b7"})
+        rec.append(len(set(h.ids()) & set(t.tolist())) / 10)
+        rows.append(h.tiers["cold"].details["rows"])
+    assert np.mean(rec) >= 0.95, np.mean(rec)
+    budget = store.query(qs[0], k=10).tiers["cold"].details["budget_rows"]
+    assert max(rows) <= 4 * budget + 2_000  # (whole partitions: the last one may overshoot)
+    unfiltered = np.mean([store.query(q, k=10).tiers["cold"].details["rows"] for q in qs])
+    assert np.mean(rows) > unfiltered
+
+
 def test_segments_the_store_writes_are_served_from_the_local_cache_from_their_first_query(open_store, tmp_path):
     """Write-through: the blocks and exact-vector pages of a segment the store wrote (an ingest, a
     demotion, a merge) go to the block cache, so its first queries need no GET; a block damaged
