@@ -64,8 +64,13 @@ def update_results(section: str, path: Path) -> None:
 
 def publish(res: dict[str, Any], out: Path, section: str, results_md: str | None, text: str | None = None) -> None:
     """Write ``res`` as JSON to ``out`` (``text``: already serialised), print ``section`` and,
-    unless ``results_md`` is empty, replace it in that markdown file."""
+    unless ``results_md`` is empty, replace it in that markdown file. An existing file is never
+    replaced (a second run the same day writes ``<name>-2.json``, ...): RESULTS.md may cite it."""
     out.parent.mkdir(parents=True, exist_ok=True)
+    stem, n = out.stem, 2
+    while out.exists():
+        out = out.with_name(f"{stem}-{n}{out.suffix}")
+        n += 1
     out.write_text((text if text is not None else json.dumps(res, indent=2)) + "\n")
     print(section)
     if results_md:
