@@ -355,9 +355,12 @@ def mask(node: Node, columns: Mapping[str, TagColumn | NumericColumn], n: int) -
             if op == "$exists":
                 hit = ~np.isnan(x) if node.values[0] else np.isnan(x)
             elif op in ("$eq", "$in"):
-                hit = np.zeros(len(x), dtype=bool)  # (compares, not np.isin: see TagColumn)
-                for v in node.values:
-                    hit |= x == v
+                if len(node.values) <= 8:  # (compares, not np.isin's setup: see TagColumn)
+                    hit = np.zeros(len(x), dtype=bool)
+                    for v in node.values:
+                        hit |= x == v
+                else:  # a long $in: isin sorts once
+                    hit = np.isin(x, np.asarray(node.values, dtype=np.float64))
             else:
                 v = node.values[0]
                 hit = {"$gt": x > v, "$gte": x >= v, "$lt": x < v, "$lte": x <= v}[op]

@@ -65,6 +65,13 @@ class Table:
     total_rows: int
     possible: dict[Any, np.ndarray] = field(default_factory=dict)  # filter -> partitions it may match
     _lists: tuple[list[Seg], list[int]] | None = None
+    _c64: np.ndarray | None = None
+
+    def centroids64(self) -> np.ndarray:
+        """The centroids in float64 (built once: the l2 and ip ranking need its precision)."""
+        if self._c64 is None:
+            self._c64 = self.centroids.astype(np.float64)
+        return self._c64
 
     def lists(self) -> tuple[list[Seg], list[int]]:
         """(segment, partition number) of every table index as Python lists (built once: a query

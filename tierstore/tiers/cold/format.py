@@ -458,8 +458,9 @@ def rank_and_bound(qs: np.ndarray, centroids: np.ndarray, csq: np.ndarray, radii
     triangle inequality with the partition's radius r: cosine ``max(0, |q-c| - r)^2 / 2`` on unit
     vectors (``qs`` must be normalised), l2 ``max(0, |q-c| - r)^2``, ip ``1 - q.c - |q| r``.
 
-    ``centroids`` float32 (what the cold tier passes) or float64; ``csq`` their squared norms in
-    float64. With float32 centroids the products are float32: a query reads the whole centroid
+    ``centroids`` float32 (what the cold tier passes under cosine: unit vectors, centroids of norm
+    <= 1) or float64 (l2 and ip: large norms would leave a float32 *ranking* noise); ``csq`` their
+    squared norms in float64. With float32 centroids the products are float32: a query reads the whole centroid
     table (1,900 x 384 at 600k cold rows: 2.9 MB instead of 5.8), and after a scan has flushed the
     CPU caches that read was most of this function's time. The bound stays a bound: a float32 dot
     product of n terms (q rounded to float32 too) is off by at most gamma_(n+1) |q| |c|, gamma_m =
