@@ -221,3 +221,32 @@ def test_exported_reads_the_same_graph_through_a_memory_map(tmp_path):
         rows, _ = seg.search(x[i], k=1, ef=64)
         assert int(seg.iids[rows[0]]) == i
     assert seg.verify_files()[0] == []
+
+
+def test_a_filtered_search_keeps_its_recall_by_widening_the_beam_or_scanning(tmp_path):
+    """The walk's beam of ef rows holds ~s*ef eligible ones under a mask keeping a share s: plain
+    ef 64 found 0.70-0.87 of the filtered top 10 here (wordnet warm, 2.5-10% filters: 0.71-0.74).
+    filtered_plan scans the allowed rows exactly while that is cheaper than the walk, and widens the
+    beam to ef / s^1.5 past that; both are measured against the plain walk."""
+    rng = np.random.default_rng(11)
+    n = 30_000
+    x = unit(rng.standard_normal((n, 32)))
+    qs = unit(rng.standard_normal((25, 32)))
+    s = segment.Segment.open(segment.write_segment(tmp_path / "seg-00000001", np.arange(n, dtype=np.uint64), x,
+                                                   metric="cosine", m=16, ef_construction=100))
+    for frac, path in ((0.05, "exact"), (0.15, "exact"), (0.3, "walk"), (0.5, "walk")):
+        ok = rng.random(n) < frac
+        allowed = np.flatnonzero(ok)
+        plan = s.filtered_plan(len(allowed), 64, 10)
+        assert (plan == 0) == (path == "exact") and (plan == 0 or plan > 64)
+        got = plain = 0
+        for q in qs:
+            want = set(brute(x, q, 10, "cosine", allowed).tolist())
+            rows, _ = s.search(q, 10, 64, ok=ok)
+            got += len(set(rows.tolist()) & want)
+            visited, tag = np.zeros(n, np.uint32), 1
+            rows, _ = kernels.hnsw_search(q, s.links0, s.levels, s.upper, s.upper_off, int(s.meta["m"]),
+                                          int(s.meta["entry"]), int(s.meta["max_level"]), s.codes, s.scales,
+                                          s.vectors, s.sqnorms, s.metric_code, ok, 64, 64, 10, visited, tag)
+            plain += len(set(rows.tolist()) & want)
+        assert got / (10 * len(qs)) >= 0.97 and got > plain, (frac, got, plain)

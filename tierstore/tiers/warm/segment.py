@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import mmap
 import os
 import shutil
@@ -411,6 +412,24 @@ class Segment:
             st.tag = 1
         return st.visited, st.tag
 
+    def filtered_plan(self, allowed: int, ef: int, k: int) -> int:
+        """How a query with ``allowed`` eligible rows (a filter, dead rows) searches: 0 = an exact
+        scan of them, else the beam width of the graph walk.
+
+        The walk's beam holds ``ef`` rows of any kind, so a mask that keeps a share s of the rows
+        leaves ~s*ef eligible ones in it: recall@10 0.71-0.74 under 2.5-10% filters (wordnet,
+        50k-row segments) against 0.98 unfiltered, 0.70-0.87 on random data where an unfiltered
+        walk finds 0.89. The beam is widened to ef / s^1.5 (measured on that random data, s = 0.3 /
+        0.5 / 0.7 / 0.9: ef / s gave 0.99 / 0.965 / 0.95 / 0.89, ef / s^1.5 1.0 / 0.985 / 0.96 /
+        0.90, for a tenth more work than ef / s at 10% dead rows); and where that walk (~beam * m0 /
+        2 rows scored) costs more than scoring the allowed rows, they are scanned exactly."""
+        if allowed <= max(4 * ef, k, self.n // 50):
+            return 0
+        wide = int(min(self.n, math.ceil(ef / (allowed / self.n) ** 1.5)))
+        if allowed <= wide * int(self.links0.shape[1]) // 2:
+            return 0
+        return max(ef, wide)
+
     def search(self, q: np.ndarray, k: int, ef: int, rerank: int = 64,
                ok: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Rows and exact distances of the k nearest rows (with ``ok[row]`` when given)."""
@@ -419,9 +438,8 @@ class Segment:
             allowed = int(np.count_nonzero(ok))
             if allowed == 0:
                 return np.empty(0, np.int64), np.empty(0, np.float32)
-            # A selective mask starves the graph walk of eligible rows; an exact scan of the few
-            # allowed rows is both faster and exact there.
-            if allowed <= max(4 * ef, k, self.n // 50):
+            ef = self.filtered_plan(allowed, ef, k)
+            if not ef:
                 return kernels.exact_scan(q, self.vectors, np.flatnonzero(ok), self.metric_code, k)
         visited, tag = self._visited()
         rows, dist = kernels.hnsw_search(
@@ -439,13 +457,16 @@ class Segment:
         """:meth:`search` for many queries at once, in parallel threads (numba prange). Returns
         (rows, distances) of shape (len(qs), k), padded with -1 / inf."""
         qs = np.ascontiguousarray(qs, dtype=np.float32)
-        if ok is not None and int(np.count_nonzero(ok)) <= max(4 * ef, k, self.n // 50):
-            out_r = np.full((len(qs), k), -1, np.int64)
-            out_d = np.full((len(qs), k), np.inf, np.float32)
-            for i, q in enumerate(qs):
-                r, d = self.search(q, k, ef, rerank, ok)
-                out_r[i, : len(r)], out_d[i, : len(r)] = r, d
-            return out_r, out_d
+        if ok is not None:
+            wide = self.filtered_plan(int(np.count_nonzero(ok)), ef, k)
+            if not wide:
+                out_r = np.full((len(qs), k), -1, np.int64)
+                out_d = np.full((len(qs), k), np.inf, np.float32)
+                for i, q in enumerate(qs):
+                    r, d = self.search(q, k, ef, rerank, ok)
+                    out_r[i, : len(r)], out_d[i, : len(r)] = r, d
+                return out_r, out_d
+            ef = wide
         return kernels.hnsw_search_batch(
             qs, self.links0, self.levels, self.upper, self.upper_off, int(self.meta["m"]), int(self.meta["entry"]),
             int(self.meta["max_level"]), self.codes, self.scales, self.vectors, self.sqnorms, self.metric_code,
