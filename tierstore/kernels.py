@@ -315,7 +315,7 @@ def hnsw_search(
                 if d < cur_d:
                     cur, cur_d, changed = nb, d, True
     # 2. beam search on layer 0: L = navigation list (any row), R = best ok rows seen
-    cap_r = max(ef, rerank, k)
+    cap_r = max(rerank, k)  # (only these are reranked: a wider list would only cost shifts)
     l_dist = np.empty(ef, np.float32)
     l_ids = np.empty(ef, np.int64)
     l_done = np.zeros(ef, np.uint8)
@@ -389,15 +389,35 @@ def hnsw_search_batch(
 
 @nb.njit(cache=True, nogil=True, fastmath=True)
 def exact_scan(q: np.ndarray, vectors: np.ndarray, rows: np.ndarray, metric: int, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Exact k nearest among ``rows`` (a selective filter: cheaper and exact vs the graph)."""
+    """Exact k nearest among ``rows`` (a selective filter: cheaper and exact vs the graph), ties
+    in the order of ``rows``. Up to k = 64 the best are kept as they come (no sort of all the
+    rows: a filter can allow tens of thousands); beyond, one stable sort."""
     qq = np.float32(0.0)
     for j in range(q.shape[0]):
         qq += q[j] * q[j]
-    d = np.empty(rows.shape[0], np.float32)
-    for i in range(rows.shape[0]):
-        d[i] = _exact_dist(q, vectors, rows[i], metric, qq)
-    order = np.argsort(d, kind="mergesort")[:k]
-    return rows[order].copy(), d[order].copy()
+    n = rows.shape[0]
+    if k <= 64:
+        best_d = np.empty(max(k, 1), np.float32)
+        best_r = np.empty(max(k, 1), np.int64)
+        size = 0
+        for i in range(n):
+            d = _exact_dist(q, vectors, rows[i], metric, qq)
+            if size < k or d < best_d[size - 1]:
+                pos = size if size < k else k - 1
+                while pos > 0 and best_d[pos - 1] > d:  # (strict: an equal earlier row stays first)
+                    best_d[pos] = best_d[pos - 1]
+                    best_r[pos] = best_r[pos - 1]
+                    pos -= 1
+                best_d[pos] = d
+                best_r[pos] = rows[i]
+                if size < k:
+                    size += 1
+        return best_r[:size].copy(), best_d[:size].copy()
+    dist = np.empty(n, np.float32)
+    for i in range(n):
+        dist[i] = _exact_dist(q, vectors, rows[i], metric, qq)
+    order = np.argsort(dist, kind="mergesort")[:k]
+    return rows[order].copy(), dist[order].copy()
 
 
 # --- k-means (cold-tier partitions) ------------------------------------------------------------------
