@@ -31,8 +31,9 @@ log = logging.getLogger("tierstore")
 _COALESCE_GAP = 1  # unwanted partitions one GET may read through to save a request
 _MAX_RUN = 4 * 1024**2
 _RERANK = 32  # format 2: candidates per query reranked on exact vectors (at least 2k)
-_FILTER_ROUNDS = 3  # a filtered query probes at most this many budgets of rows for recall (see _search_slice;
-# wordnet 100k, filters of 1-10%: recall@10 0.94-1.0 / 0.98-1.0 / 0.99-1.0 at 2 / 3 / 4, for 1.8-2.0x / 2.1-2.9x / 2.1-3.8x the bytes)
+_FILTER_ROUNDS = 3  # a filtered query probes at most this many rounds of at most a budget each (see
+# _search_slice; wordnet 100k, filters of 1-10%, rounds of a whole budget: recall@10 0.94-1.0 / 0.98-1.0 /
+# 0.99-1.0 at 2 / 3 / 4, for 1.8-2.0x / 2.1-2.9x / 2.1-3.8x the bytes)
 _PAGE_GAP = 2  # unwanted pages of exact vectors one rerank GET may read through
 _MAX_PENDING_CACHE = 256 * 1024**2  # fetched bytes staged in RAM for the disk cache, at most
 _PAGES_AT_ONCE = 512  # pages of exact vectors one read holds (each cached one: a descriptor) ...
@@ -210,7 +211,7 @@ class ColdSearch(ColdBase):
                 # A selective filter can leave fewer than k matches in the budget's partitions:
                 # keep probing (in rank order, another budget's worth) until k match or none are left.
                 # And the answer is only as good as the matching rows scanned: keep probing (up to
-                # _FILTER_ROUNDS budgets in all) until they are what an unfiltered query scans of
+                # _FILTER_ROUNDS rounds in all) until they are what an unfiltered query scans of
                 # a cold tier that held only them (the budget of nprobe for M rows, M estimated
                 # from the share that matched so far) -- a 1% filter scanning one budget saw ~1% of
                 # it, and its recall@10 fell to 0.88 where the unfiltered query's was 0.97.
