@@ -17,7 +17,7 @@ import numpy as np
 
 from ... import distance, filters, kernels
 from ...catalog import TIER_WARM, Entry
-from .segment import Segment
+from .segment import Segment, search_each
 
 _MASK_CACHE = 16  # filter masks kept per segment (a service asks a handful of distinct filters)
 
@@ -85,12 +85,7 @@ class StandIn:
 
     def search_batch(self, qs: np.ndarray, k: int, ef: int, rerank: int = 64,
                      ok: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-        out_r = np.full((len(qs), k), -1, np.int64)
-        out_d = np.full((len(qs), k), np.inf, np.float32)
-        for i, q in enumerate(qs):
-            r, d = self.search(q, k, ef, rerank, ok)
-            out_r[i, : len(r)], out_d[i, : len(r)] = r, d
-        return out_r, out_d
+        return search_each(self.search, qs, k, ef, rerank, ok)
 
     def resident_bytes(self) -> int:
         return int(self.vectors.nbytes)

@@ -51,7 +51,7 @@ import struct
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -321,6 +321,18 @@ def check_files(path: str | os.PathLike[str], sums: dict[str, tuple[int, int]],
 # --- serving --------------------------------------------------------------------------------------
 
 
+def search_each(search: Callable[..., tuple[np.ndarray, np.ndarray]], qs: np.ndarray, k: int, ef: int,
+                rerank: int, ok: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """``search(q, k, ef, rerank, ok)`` per query -> (rows, distances), each (len(qs), k), padded
+    with -1 / inf: the batch form of a search that has no parallel kernel (exact scans)."""
+    out_r = np.full((len(qs), k), -1, np.int64)
+    out_d = np.full((len(qs), k), np.inf, np.float32)
+    for i, q in enumerate(qs):
+        r, d = search(q, k, ef, rerank, ok)
+        out_r[i, : len(r)], out_d[i, : len(r)] = r, d
+    return out_r, out_d
+
+
 class Segment:
     """A sealed segment, memory-mapped read-only. Thread-safe: each searching thread gets its own
     visited-tag array."""
@@ -463,12 +475,7 @@ class Segment:
         if ok is not None:
             wide = self.filtered_plan(int(np.count_nonzero(ok)), ef, k)
             if not wide:
-                out_r = np.full((len(qs), k), -1, np.int64)
-                out_d = np.full((len(qs), k), np.inf, np.float32)
-                for i, q in enumerate(qs):
-                    r, d = self.search(q, k, ef, rerank, ok)
-                    out_r[i, : len(r)], out_d[i, : len(r)] = r, d
-                return out_r, out_d
+                return search_each(self.search, qs, k, ef, rerank, ok)
             ef = wide
         return kernels.hnsw_search_batch(
             qs, self.links0, self.levels, self.upper, self.upper_off, int(self.meta["m"]), int(self.meta["entry"]),
@@ -484,5 +491,5 @@ class Segment:
 
 
 __all__ = ["CHECKSUMS", "FILES", "FORMAT", "Segment", "build_graph", "check_files", "export_graph", "exported", "hash_file",
-           "new_index", "parse_hnswlib", "quantize", "read_checksums", "write_checksums", "write_graph",
+           "new_index", "parse_hnswlib", "quantize", "read_checksums", "search_each", "write_checksums", "write_graph",
            "write_segment"]
