@@ -403,7 +403,7 @@ def run(args: argparse.Namespace, cmd: str) -> dict[str, Any]:
         "params": {"n": len(base), "dim": base.shape[1], "k": K, "pool": len(pool), "stream": len(stream),
                    "zipf": 1.1, "filtered": len(fq), "hot_share": 0.10, "warm_share": 0.30, "caps": args.caps,
                    "policy_interval": args.policy_interval, "policy_half_life": args.policy_half_life,
-                   "qps_seconds": args.qps_seconds, "sweep": args.sweep},
+                   "qps_seconds": args.qps_seconds, "sweep": args.sweep, "no_repeats": args.no_repeats},
         "prices": PRICES, "cost_qps": COST_QPS, "engines": {}}
     with tempfile.TemporaryDirectory(prefix="tierstore-compare-") as tmpd:
         tmp = Path(tmpd)
@@ -439,7 +439,8 @@ def one_engine(eng: str, tmp: Path, data: Path, s3: Any, n: int, dim: int, args:
             "bucket": "tierstore" if eng == "tierstore" else "lance", "uses_s3": eng in ("tierstore", "lancedb-s3"),
             "hot_share": 0.10, "warm_share": 0.30, "policy_interval": args.policy_interval,
             "policy_half_life": args.policy_half_life, "caps": args.caps, "qps_seconds": args.qps_seconds,
-            "sweep": args.sweep, "slow": ["lancedb-s3", "exact"], "profile": args.profile}
+            "sweep": args.sweep, "slow": ["lancedb-s3", "exact"], "profile": args.profile,
+            "no_repeats": args.no_repeats}
     spec_path = tmp / f"{eng}.spec.json"
     spec_path.write_text(json.dumps(spec))
     log(f"=== {eng}")
@@ -603,7 +604,9 @@ def render(res: dict[str, Any], figs: dict[str, str]) -> str:
            "its own process against its own redis-server; the S3 server counts requests and bytes per bucket.", "",
            f"Workload: {p['stream']} queries drawn Zipf(1.1) from {p['pool']} pooled queries, popularity permuted "
            f"half-way; k = {K}. tierstore: hot {p['hot_share']:.0%} / warm {p['warm_share']:.0%} / cold the rest, "
-           f"policy every {p['policy_interval']}, half-life {p['policy_half_life']}, vectors placed by ingest order "
+           f"policy every {p['policy_interval']}, half-life {p['policy_half_life']}, "
+           f"{'no repeat cache (every query searched as a new one), ' if p.get('no_repeats') else ''}"
+           "vectors placed by ingest order "
            "at start (nothing by hand). Engines without a learning part run an evenly spaced subset of the stream "
            f"({', '.join(f'{k} {v}' for k, v in p['caps'].items())} queries). HNSW everywhere: M 16, "
            "ef_construction 200, ef 64; LanceDB: IVF_PQ, sqrt(n) partitions, dim/8 sub-vectors, nprobes 20, "
@@ -715,6 +718,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--engines", default=",".join(ORDER), help="comma-separated subset of " + ",".join(ORDER))
     ap.add_argument("--policy-interval", default="2s")
     ap.add_argument("--policy-half-life", default="auto")
+    ap.add_argument("--no-repeats", action="store_true",
+                    help="tierstore without its repeat cache: every query of the stream searched as a new one "
+                         "(free-text queries rarely repeat as the same vector)")
     ap.add_argument("--results-md", default=str(REPO / "benchmarks/RESULTS.md"))
     ap.add_argument("--out", help="result JSON (default benchmarks/results/<date>-<dataset>.json)")
     ap.add_argument("--render", metavar="JSON", help="re-derive costs and goals (e.g. after editing PRICES), "

@@ -202,6 +202,7 @@ class TierStore(Engine):
         os.environ["AWS_ACCESS_KEY_ID"], os.environ["AWS_SECRET_ACCESS_KEY"] = spec["s3_keys"]
         self.store = tierstore.open(
             path=str(self.dir / "store"), dim=spec["dim"], env={}, schema={TAG: "tag"},
+            **({"repeat_cache": 0} if spec.get("no_repeats") else {}),
             hot={"redis_url": spec["redis_url"], "capacity": max(1, round(spec["hot_share"] * n)), "m": M,
                  "ef_construction": EF_CONSTRUCTION, "ef_runtime": EF},
             warm={"capacity": max(1, round(spec["warm_share"] * n)), "m": M, "ef_construction": EF_CONSTRUCTION,
@@ -236,7 +237,9 @@ class TierStore(Engine):
     def details(self) -> dict[str, Any]:
         st = self.store.stats()
         return {"tiers": {t: v.get("count") for t, v in st["tiers"].items()}, "policy": {
-            k: st["policy"].get(k) for k in ("cycles", "moves_total", "last_cycle", "hit_ratio")}}
+            k: st["policy"].get(k) for k in ("cycles", "moves_total", "last_cycle", "hit_ratio")},
+            # cold searches that looked at a share of their budget first, and those that stopped there
+            "cold_early": {k: st["tiers"].get("cold", {}).get(k, 0) for k in ("early_looks", "early_stops")}}
 
     def close(self) -> None:
         self.store.close()

@@ -307,6 +307,68 @@ def test_a_selective_filter_keeps_the_recall_of_an_unfiltered_query(open_store):
     assert 2 * budget < min(small) and max(small) <= 3 * budget + 500, (budget, small)  # (+ whole partitions)
 
 
+def test_cold_stops_early_behind_a_hot_tier_that_holds_the_answer(open_store):
+    """The early stop: a query whose faster tiers already hold k answers scans the first share of
+    its budget and goes on only if a row there (a row the catalog still places in cold, on its
+    exact distance) could enter the answer. Queries answered by hot stop after the look -- also
+    when the answers were promoted out of cold and left their rows there -- with the answer a
+    full search gives; a query whose nearest row is cold goes on and finds it;
+    ``cold.early_stop = 0`` always scans the whole budget."""
+    n, dim = 12_000, 32
+    rng = np.random.default_rng(8)
+    # (no clusters: the partitions' triangle-inequality bounds then rule out nothing, as on real embeddings)
+    v = rng.standard_normal((n, dim)).astype(np.float32)
+    qs = (v[rng.choice(n, 30, replace=False)] + 0.3 * rng.standard_normal((30, dim))).astype(np.float32)
+    truth = cosine_truth(v, qs, 10)
+    near = np.unique(cosine_truth(v, qs, 20))  # each query's 20 nearest: hot
+    cfg = {"dim": dim, "hot": {"capacity": 5000}, "policy": {"interval": 0, "promote_interval": 0},
+           "cold": {"segment_size": n, "auto_compact_segments": 0}, "schema": {"g": "tag"}}
+    store = open_store(**cfg)
+    cold_ids = np.setdiff1d(np.arange(n), near)
+    store.upsert(cold_ids.tolist(), v[cold_ids], [{"g": "c"}] * len(cold_ids), tier="cold")
+    store.upsert(near.tolist(), v[near], [{"g": "h"}] * len(near), tier="hot")
+
+    def ask(st, q, **kw):
+        h = st.query(q, k=10, **kw)
+        return h.ids(), h.tiers["cold"].details
+
+    stops, rows = 0, []
+    for q, t in zip(qs, truth, strict=True):
+        ids, det = ask(store, q)
+        assert ids == t.tolist()
+        assert det["skipped"] == 0  # (so what is saved is the early stop's)
+        stops += det["stopped_early"]
+        rows.append(det["rows"])
+        if det["stopped_early"]:
+            assert det["rows"] < det["budget_rows"] / 2, det
+    assert stops >= 25, stops
+    # a filter no cold partition can match: nothing to look at, nothing read
+    for q, t in zip(qs[:5], truth[:5], strict=True):
+        h = store.query(q, k=10, filter={"g": "h"})
+        assert h.ids() == t.tolist() and h.tiers["cold"].details["rows"] == 0
+
+    # the same answers promoted out of cold: their cold rows stay (no compaction) and are ignored
+    other = open_store(**{**cfg, "cold": {**cfg["cold"], "segment_size": n}})
+    other.upsert(list(range(n)), v, tier="cold")
+    other.move(near.tolist(), "hot")
+    moved = [ask(other, q) for q in qs]
+    assert [ids for ids, _ in moved] == [t.tolist() for t in truth]
+    assert sum(det["stopped_early"] for _, det in moved) >= 25
+
+    # a query whose nearest row is in cold goes on, and finds it
+    for r in cold_ids[:5].tolist():
+        ids, det = ask(store, v[r] * 1.0001)
+        assert ids[0] == r and not det["stopped_early"], (r, ids, det)
+
+    # early_stop = 0: every query scans its whole budget
+    full = open_store(**{**cfg, "path": None, "cold": {**cfg["cold"], "early_stop": 0}})
+    full.upsert(cold_ids.tolist(), v[cold_ids], [{"g": "c"}] * len(cold_ids), tier="cold")
+    full.upsert(near.tolist(), v[near], [{"g": "h"}] * len(near), tier="hot")
+    for q, t, r in zip(qs[:5], truth[:5], rows[:5], strict=True):
+        ids, det = ask(full, q)
+        assert ids == t.tolist() and not det["stopped_early"] and det["rows"] >= max(r, det["budget_rows"]), det
+
+
 def test_segments_the_store_writes_are_served_from_the_local_cache_from_their_first_query(open_store, tmp_path):
     """Write-through: the blocks and exact-vector pages of a segment the store wrote (an ingest, a
     demotion, a merge) go to the block cache, so its first queries need no GET; a block damaged
@@ -351,10 +413,10 @@ def test_segments_the_store_writes_are_served_from_the_local_cache_from_their_fi
 def test_large_reads_hold_a_bounded_number_of_cached_files_and_return_exact_vectors(open_store, monkeypatch):
     """A move (or a big batch's rerank) reads its partitions and pages a bounded number at a time
     (each cached one is a mapped file holding a descriptor): the vectors are exactly those stored."""
-    from tierstore.tiers.cold import search
+    from tierstore.tiers.cold import reads
 
-    monkeypatch.setattr(search, "_PAGES_AT_ONCE", 3)
-    monkeypatch.setattr(search, "_PARTS_AT_ONCE", 2)
+    monkeypatch.setattr(reads, "_PAGES_AT_ONCE", 3)
+    monkeypatch.setattr(reads, "_PARTS_AT_ONCE", 2)
     store = open_store(dim=16, cold={"segment_size": 4000})
     v = vectors(1200, seed=4)
     store.upsert(list(range(1200)), v, tier="cold")

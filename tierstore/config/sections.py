@@ -104,6 +104,10 @@ class ColdConfig:
     # a budget of rows, not partitions: ~nprobe * sqrt(cold rows), the best-ranked partitions over
     # all segments (tiers/cold/search.py, the probe budget); recall holds however the cold rows arrived
     nprobe: int = spec(56, "int", lo=1, hi=1_000_000)
+    # When the faster tiers already hold k answers, a query first scans this share of its budget
+    # (the best-ranked partitions) and stops there if no row it saw could enter the answer; else
+    # it scans the rest. 0 = always the whole budget (tiers/cold/search.py, the early stop)
+    early_stop: float = spec(0.25, "float", lo=0.0, hi=1.0)
     cache_size: int = spec(2 * 1024**3, "size")
     segment_size: int = spec(100_000, "int", lo=1)
     dtype: str = spec("float32", "choice", choices=("float32", "float16"))

@@ -1,4 +1,4 @@
-"""BlockCache: fetched cold partitions as files on local disk, LRU-bounded (used by search.py).
+"""BlockCache: fetched cold partitions as files on local disk, LRU-bounded (used by reads.py).
 
 A fetched block is *staged* in RAM first and written to disk by a background writer (writing
 inline cost a cache-cold query more than its GETs). Staged blocks are served like cached ones: under

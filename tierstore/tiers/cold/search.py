@@ -1,43 +1,35 @@
-"""The cold tier's query path: partition routing, fetching, scanning and reranking.
+"""The cold tier's query path: partition routing, scanning, the early stop and reranking.
 
 Queries rank the partitions of every live segment by their centroid (the footers are cached
 locally), take the best-ranked over all segments until they hold the probe budget of rows
 (:meth:`ColdSearch.probe_budget`: ~``nprobe * sqrt(cold rows)``), skip those whose lower bound
-cannot beat the k-th best answer the other tiers already have, fetch the rest with parallel ranged
-GETs through an LRU block cache on local disk, verify each block's checksum, and score them all in
-one compiled scan (``coldkernels.cold_scan``). Format-2 segments are scanned on int8 codes; the best
-candidates are then reranked on their exact vectors, read in checked pages (:meth:`ColdSearch.fetch`
-reads stored vectors the same way).
+cannot beat the k-th best answer the other tiers already have, read the rest (:mod:`.reads`:
+the block cache, else parallel ranged GETs, every block checked) and score them all in one
+compiled scan (``coldkernels.cold_scan``). A query the other tiers already answered scans a share
+of its budget first and stops there when nothing it saw could enter the answer (the early stop).
+Format-2 segments are scanned on int8 codes; the best candidates are then reranked on their exact
+vectors, read in checked pages.
 """
 
 from __future__ import annotations
 
-import logging
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
 from ... import coldkernels, distance, filters
-from ...catalog import Entry, location
-from ...errors import IntegrityError, TierStoreError, TierUnavailableError
+from ...catalog import TIER_CODES, location
+from ...errors import TierStoreError, TierUnavailableError
 from ..protocol import TierAnswer
 from . import format as fmt
-from .base import ColdBase, Seg, Table
-from .blockcache import PAGE_GROUP, BlockCache
+from .base import Table
+from .reads import ColdReads
 
-log = logging.getLogger("tierstore")
-
-_COALESCE_GAP = 1  # unwanted partitions one GET may read through to save a request
-_MAX_RUN = 4 * 1024**2
 _RERANK = 32  # format 2: candidates per query reranked on exact vectors (at least 2k)
 _FILTER_ROUNDS = 3  # a filtered query probes at most this many rounds of at most a budget each (see
 # _search_slice; wordnet 100k, filters of 1-10%, rounds of a whole budget: recall@10 0.94-1.0 / 0.98-1.0 /
 # 0.99-1.0 at 2 / 3 / 4, for 1.8-2.0x / 2.1-2.9x / 2.1-3.8x the bytes)
-_PAGE_GAP = 2  # unwanted pages of exact vectors one rerank GET may read through
-_MAX_PENDING_CACHE = 256 * 1024**2  # fetched bytes staged in RAM for the disk cache, at most
-_PAGES_AT_ONCE = 512  # pages of exact vectors one read holds (each cached one: a descriptor) ...
-_PARTS_AT_ONCE = 256  # ... partitions fetch() holds at once; both at most a share of the cache's max_mapped
 
 
 def _code_error(qs: np.ndarray, metric: str) -> np.ndarray:
@@ -58,21 +50,8 @@ def _slack(est: float, bound: float, sqnorm: float) -> float:
     return bound + 1e-6 * (abs(est) + sqnorm + 1.0)
 
 
-def _slices(keys: list[tuple[int, int]], limit: int) -> Iterator[tuple[int, int]]:
-    """``[start, end)`` runs of the sorted ``keys``, each holding at most ``limit`` distinct keys
-    (a key's repeats stay in one run): what a bulk read maps at once, bounded."""
-    at = 0
-    while at < len(keys):
-        end, distinct = at + 1, 1
-        while end < len(keys) and (keys[end] == keys[end - 1] or distinct < limit):
-            distinct += keys[end] != keys[end - 1]
-            end += 1
-        yield at, end
-        at = end
-
-
-class ColdSearch(ColdBase):
-    """The query path of :class:`~.tier.ColdTier` (``search_many``, ``fetch``) and its block cache."""
+class ColdSearch(ColdReads):
+    """The query path of :class:`~.tier.ColdTier` (``search_many``) over its reads (``fetch``)."""
 
     refresh_error: TierStoreError | None = None  # read-only: the last refresh failed (set by refresh)
 
@@ -108,7 +87,8 @@ class ColdSearch(ColdBase):
         if tab is None:
             return [TierAnswer([], [], False, [], {"partitions": 0, "probed": 0, "skipped": 0, "gets": 0,
                                                    "bytes": 0, "cache_hits": 0, "fetched": 0, "rows": 0,
-                                                   "budget_rows": 0, "pruned_all": False}) for _ in range(m)]
+                                                   "budget_rows": 0, "pruned_all": False, "stopped_early": False})
+                    for _ in range(m)]
         qs = distance.prepare(self.metric, qs)
         rank, lb = self.bounds(qs, tab)
         total = len(tab.radii)
@@ -132,6 +112,17 @@ class ColdSearch(ColdBase):
         matched = np.zeros(m, np.int64)  # filtered: rows scanned that match the filter
         rounds = np.zeros(m, np.int64)
         step = np.full(m, float(budget))  # rows the next round of each query takes
+        # The early stop: a query the faster tiers already answered (a finite bound) first scans a
+        # share of its budget, and goes on only if something there could enter the answer
+        looking = np.zeros(m, bool)
+        stopped = np.zeros(m, bool)
+        share = self.cfg.early_stop
+        if bounds is not None and 0 < share < 1 and math.isfinite(budget):  # (nprobe >= partitions: all)
+            for i in range(m):
+                if math.isfinite(bounds[i]):
+                    looking[i] = True
+                    step[i] = share * budget
+        look = step.copy()
         # format 2 scans int8 codes: keep more candidates than k, reranked on the exact vectors
         cap = max(1, k) if all(seg.footer.format < 2 for seg in tab.segs) else max(k, _RERANK, 2 * k)
         err_per_scale = _code_error(qs, self.metric)
@@ -194,7 +185,8 @@ class ColdSearch(ColdBase):
             if len(items):
                 dist, bl, rw = coldkernels.cold_scan(qs[active], distance.code(self.metric), qptr, items,
                                                  vec_at, sqn_at, scale_at, mask_at, nrows, cap)
-            nxt = []
+            nxt: list[int] = []  # the queries that probe another round
+            deciding: list[int] = []  # the queries at the end of their early look
             for n_, i in enumerate(active):
                 if len(items):
                     ok = bl[n_] >= 0
@@ -208,25 +200,29 @@ class ColdSearch(ColdBase):
                                          seg, row, float(blk.sqnorms[r]),
                                          _slack(d, float(blk.scales[r]) * err_per_scale[i],
                                                 float(blk.sqnorms[r])) if est else 0.0))
-                # A selective filter can leave fewer than k matches in the budget's partitions:
-                # keep probing (in rank order, another budget's worth) until k match or none are left.
-                # And the answer is only as good as the matching rows scanned: keep probing (up to
-                # _FILTER_ROUNDS rounds in all) until they are what an unfiltered query scans of
-                # a cold tier that held only them (the budget of nprobe for M rows, M estimated
-                # from the share that matched so far) -- a 1% filter scanning one budget saw ~1% of
-                # it, and its recall@10 fell to 0.88 where the unfiltered query's was 0.97.
-                # (A round after the first takes the rows its shortfall needs at the match rate
-                # seen so far, at most a budget: a filter matching half the rows needs a fraction
-                # of one more, not a whole one.)
-                if node != filters.TRUE and at[i] < total:
-                    rate = matched[i] / max(int(counts[i, 4]), 1)
-                    short = self.matching_budget(nprobe, rate * float(cum[i, -1])) - matched[i]
-                    if len(found[i]) < k:
-                        step[i] = budget
+                if looking[i]:
+                    looking[i] = False
+                    if self._rest_of_budget(i, at, cum, total, budget, step):
+                        rounds[i] -= 1  # (the look and the rest of its budget: one round of a filtered query)
+                        # Decide now, unless the look saw too little to stop on: the partitions'
+                        # bounds ruled out most of it, or (filtered) it scanned fewer matching rows
+                        # than its share of those the query would scan in all
+                        if counts[i, 4] >= look[i] / 2 and (node == filters.TRUE or matched[i] >= share * self.matching_budget(
+                                nprobe, matched[i] / max(int(counts[i, 4]), 1) * float(cum[i, -1]))):
+                            deciding.append(i)
+                        else:
+                            nxt.append(i)
+                        continue
+                if self._another_round(i, node, k, nprobe, found, matched, counts, rounds, at, cum, total, budget, step):
+                    nxt.append(i)
+            if deciding:  # (the rest of their budget is in step[i])
+                self.tally("early_looks", len(deciding))
+                for i, more in zip(deciding, self._may_improve(qs, deciding, found, counts, cap, bounds), strict=True):
+                    if more:
                         nxt.append(i)
-                    elif rounds[i] < _FILTER_ROUNDS and short > 0:
-                        step[i] = min(float(budget), short / max(rate, 1e-9))
-                        nxt.append(i)
+                    else:
+                        stopped[i] = True
+                        self.tally("early_stops", 1)
             active = nxt
         total += meta_skipped
         tops = [sorted(f, key=lambda t: t[0])[:cap] for f in found]
@@ -241,9 +237,84 @@ class ColdSearch(ColdBase):
                          "fetched": int(c[3]), "rows": int(c[4]), "budget_rows": int(min(budget, tab.total_rows)),
                          "reranked": int(c[7]), "rerank_skipped": int(c[8]), "rerank_gets": int(c[5]),
                          "rerank_bytes": int(c[6]),
-                         "meta_skipped": meta_skipped,
+                         "meta_skipped": meta_skipped, "stopped_early": bool(stopped[i]),
                          "pruned_all": bool(skipped[i]) and not probed[i]}))
         return out
+
+    def _may_improve(self, qs: np.ndarray, which: list[int], found: list[list[tuple]], counts: np.ndarray,
+                     cap: int, bounds: Sequence[float]) -> list[bool]:
+        """The early stop's decision, per query in ``which``: whether a row its look scanned is
+        closer than ``bounds[i]`` (the k-th best the faster tiers found), on exact distances: an
+        int8 estimate's error bound is wider than the gap between neighbours (tested on
+        estimates, a query whose top 10 were all hot went on 93 times in 100). So a query with a
+        row surely closer goes on at once; one whose rows are all surely farther stops; the rest
+        have the candidates in between reranked (``found[i]`` becomes its reranked candidates:
+        the rerank's reads are kept for the answer) and decide on those.
+
+        Only rows the catalog still places in cold count: a vector promoted out of cold leaves
+        its row behind until a compaction, at the very distance of its copy in hot, and would
+        make every query it answers from hot go on. (A fresh catalog snapshot, not the query's:
+        this is only the decision to probe further; the answer is confirmed by the query's.)"""
+        lims = [bounds[i] + 1e-6 + 1e-5 * abs(bounds[i]) for i in which]
+        out = [False] * len(which)
+        unsure = []  # positions in which
+        with self.catalog.read(buffers=True) as txn:
+            def placed(c: list[tuple]) -> bool:
+                return bool(c) and bool(self.catalog.confirm(txn, TIER_CODES["cold"], [t[1] for t in c],
+                                                             [t[0] for t in c], [t[2] for t in c]))
+
+            for j, (i, lim) in enumerate(zip(which, lims, strict=True)):
+                if placed([t for t in found[i] if t[0] + t[7] <= lim]):
+                    out[j] = True
+                elif any(t[0] - t[7] <= lim for t in found[i]):
+                    unsure.append(j)
+            if unsure:
+                sub_q = [which[j] for j in unsure]
+                tops = [sorted(found[i], key=lambda t: t[0])[:cap] for i in sub_q]
+                sub = counts[sub_q]
+                # (k = cap + 1: pruned by the bound alone -- the look's own k-th may be rows the
+                # catalog no longer places here)
+                self._rerank(qs[sub_q], tops, sub, cap + 1, [bounds[i] for i in sub_q])
+                counts[sub_q] = sub
+                for j, i, top in zip(unsure, sub_q, tops, strict=True):
+                    found[i] = top
+                    out[j] = placed([t for t in top if t[0] <= lims[j]])
+        return out
+
+    @staticmethod
+    def _rest_of_budget(i: int, at: np.ndarray, cum: np.ndarray, total: int, budget: float, step: np.ndarray) -> bool:
+        """After the early look: whether any of the budget is left (then its size is in ``step[i]``)."""
+        reach = float(cum[i, at[i] - 1]) if at[i] else 0.0
+        if at[i] < total and reach < budget:
+            step[i] = budget - reach
+            return True
+        return False
+
+    def _another_round(self, i: int, node: filters.Node, k: int, nprobe: int | None, found: list[list[tuple]],
+                       matched: np.ndarray, counts: np.ndarray, rounds: np.ndarray, at: np.ndarray,
+                       cum: np.ndarray, total: int, budget: float, step: np.ndarray) -> bool:
+        """Whether filtered query ``i`` probes another round after a budget (its size in ``step[i]``).
+
+        A selective filter can leave fewer than k matches in the budget's partitions: keep
+        probing (in rank order, another budget's worth) until k match or none are left. And the
+        answer is only as good as the matching rows scanned: keep probing (up to _FILTER_ROUNDS
+        rounds in all) until they are what an unfiltered query scans of a cold tier that held
+        only them (the budget of nprobe for M rows, M estimated from the share that matched so
+        far) -- a 1% filter scanning one budget saw ~1% of it, and its recall@10 fell to 0.88
+        where the unfiltered query's was 0.97. (A round after the first takes the rows its
+        shortfall needs at the match rate seen so far, at most a budget: a filter matching half
+        the rows needs a fraction of one more, not a whole one.)"""
+        if node == filters.TRUE or at[i] >= total:
+            return False
+        rate = matched[i] / max(int(counts[i, 4]), 1)
+        short = self.matching_budget(nprobe, rate * float(cum[i, -1])) - matched[i]
+        if matched[i] < k:  # (found[i] may hold fewer: an early look drops what cannot enter)
+            step[i] = budget
+            return True
+        if rounds[i] < _FILTER_ROUNDS and short > 0:
+            step[i] = min(float(budget), short / max(rate, 1e-9))
+            return True
+        return False
 
     def _rerank(self, qs: np.ndarray, tops: list[list[tuple]], counts: np.ndarray, k: int,
                 bounds: Sequence[float] | None) -> None:
@@ -312,234 +383,6 @@ class ColdSearch(ColdBase):
         if self.metric == "cosine":
             return fmt.rank_and_bound(qs, tab.centroids, tab.csq, tab.radii, self.metric)
         return fmt.rank_and_bound(qs.astype(np.float64), tab.centroids64(), tab.csq, tab.radii, self.metric)
-
-    def fetch(self, entries: Sequence[Entry]) -> dict[int, np.ndarray]:
-        """The stored vectors of cold ``entries`` (internal id -> float32 vector)."""
-        with self._lock:
-            segs = dict(self.segs)
-        where = []
-        for e in entries:
-            seg = segs.get(e.seg)
-            if seg is None:
-                raise IntegrityError(f"cold segment {e.seg} named by the catalog for {e.uid!r} is not live")
-            p = int(np.searchsorted(seg.footer.row_starts, e.pos, side="right")) - 1
-            where.append((e, seg, p))
-        where.sort(key=lambda w: (w[1].sid, w[2]))
-        out = {}
-        exact = []  # format 2: the vectors live in pages, the block only says whose row it is
-        limit = max(8, min(_PARTS_AT_ONCE, self.cache.max_mapped // 8))
-        for at, end in _slices([(seg.sid, p) for _e, seg, p in where], limit):
-            blocks, _, _ = self._blocks(list({(seg.sid, p): (seg, p) for _e, seg, p in where[at:end]}.values()))
-            for e, seg, p in where[at:end]:
-                blk = blocks[(seg.sid, p)]
-                r = e.pos - int(seg.footer.row_starts[p])
-                if int(blk.iids[r]) != e.iid:
-                    raise IntegrityError(f"cold segment {seg.info['key']}: row {e.pos} holds another id than the catalog says")
-                if blk.vectors is None:
-                    exact.append((e, seg))
-                else:
-                    out[e.iid] = np.array(blk.vectors[r], np.float32)
-            del blocks
-        if exact:
-            vecs, _, _ = self._exact([(seg, int(e.pos)) for e, seg in exact])
-            for (e, _), v in zip(exact, vecs, strict=True):
-                out[e.iid] = v  # (already a copy)
-        return out
-
-    def _blocks(self, wanted: list[tuple[Seg, int]]) -> tuple[dict[tuple[int, int], fmt.Block],
-                                                                 dict[tuple[int, int], int], list[int]]:
-        """Fetch partitions: cache first, then parallel ranged GETs, coalesced -> (blocks, the GET
-        each block came in (absent: from the cache), bytes of each GET)."""
-        out: dict[tuple[int, int], fmt.Block] = {}
-        misses: dict[int, tuple[Seg, list[int]]] = {}
-        name = BlockCache.name
-        mapped = self.cache.get_mapped([name(seg.sid, p) for seg, p in wanted])
-        for (seg, p), blk in zip(wanted, mapped, strict=True):
-            k = (seg.sid, p)
-            if blk is not None:
-                out[k] = blk
-                continue
-            if k in out or p in misses.get(seg.sid, (None, ()))[1]:
-                continue
-
-            def load(raw: memoryview, seg: Seg = seg, p: int = p) -> fmt.Block:
-                fmt.verify_block(raw, seg.footer, p, f"cached block of {seg.info['key']}")
-                return self._decode(seg, p, raw)
-
-            blk = self.cache.get(name(seg.sid, p), load)
-            if blk is None:
-                misses.setdefault(seg.sid, (seg, []))[1].append(p)
-            else:
-                out[k] = blk
-        self.tally("cache_hits", len(out))
-        self.tally("cache_misses", sum(len(parts) for _, parts in misses.values()))
-        runs = [r for seg, parts in misses.values() for r in self._runs(seg, sorted(parts))]
-        got_in: dict[tuple[int, int], int] = {}
-        run_bytes: list[int] = []
-        for i, (run, fetched) in enumerate(zip(runs, self._io.map(lambda r: self._fetch_run(*r), runs), strict=True)):
-            seg = run[0]
-            for p, raw in fetched.items():
-                out[(seg.sid, p)] = self._decode(seg, p, raw)
-                got_in[(seg.sid, p)] = i
-            run_bytes.append(int(seg.footer.offsets[run[2] + 1] - seg.footer.offsets[run[1]]))
-        self.tally("gets", len(runs))
-        return out, got_in, run_bytes
-
-    @staticmethod
-    def _runs(seg: Seg, parts: list[int]) -> list[tuple[Seg, int, int, list[int]]]:
-        """Group wanted partitions (sorted) into ranged reads: neighbours closer than
-        ``_COALESCE_GAP`` partitions share one GET (on S3 a request costs more than a few hundred
-        KiB more of transfer; partitions are laid out so that similar ones are adjacent)."""
-        runs: list[tuple[Seg, int, int, list[int]]] = []
-        off = seg.footer.offsets
-        for p in parts:
-            if runs and p - runs[-1][2] - 1 <= _COALESCE_GAP and off[p + 1] - off[runs[-1][1]] <= _MAX_RUN:
-                first, _, members = runs[-1][1:]
-                runs[-1] = (seg, first, p, [*members, p])
-            else:
-                runs.append((seg, p, p, [p]))
-        return runs
-
-    def _fetch_run(self, seg: Seg, first: int, last: int, wanted: list[int]) -> dict[int, memoryview]:
-        f = seg.footer
-        base = int(f.offsets[first])
-        raw = memoryview(self.get_range(seg.info["key"], base, int(f.offsets[last + 1])))
-        self.tally("get_bytes", len(raw))
-        out = {}
-        for p in range(first, last + 1):
-            blk = raw[int(f.offsets[p]) - base : int(f.offsets[p + 1]) - base]  # zero-copy slices
-            if p in wanted:
-                fmt.verify_block(blk, f, p, f"cold segment {seg.info['key']}")
-                out[p] = blk
-            # gap fillers are cached too (a free prefetch), unverified: every cached block is
-            # verified when it is first loaded from the cache
-            self._cache_later(BlockCache.name(seg.sid, p), blk)
-        return out
-
-    def _cache_later(self, name: str, data: memoryview) -> None:
-        """Stage a fetched block in the cache (readable at once) and queue its write to disk off
-        the query path (measured: writing the blocks inline cost a cache-cold query more than the
-        GETs themselves). Not staged while more than ``_MAX_PENDING_CACHE`` bytes wait."""
-        if not self.cache.stage(name, data, _MAX_PENDING_CACHE):
-            return
-
-        def write() -> None:
-            self.lower_writer_priority()
-            try:
-                self.cache.write_staged(name)
-            except OSError as exc:
-                log.warning("cold cache: could not write %s: %s", name, exc)
-
-        self._writer.submit(write)
-
-    def _decode(self, seg: Seg, p: int, raw: bytes) -> fmt.Block:
-        return fmt.Block(raw, int(seg.footer.counts[p]), self.dim, seg.footer.dtype, seg.footer.format)
-
-    def _pages(self, wanted: list[tuple[Seg, int]]) -> tuple[dict[tuple[int, int], np.ndarray],
-                                                               dict[tuple[int, int], int], list[int]]:
-        """Pages of exact vectors (format 2) for the rerank: cache first, then coalesced ranged
-        GETs in parallel -> (float32 arrays, the GET each page came in, bytes of each GET)."""
-        out: dict[tuple[int, int], np.ndarray] = {}
-        misses: dict[int, tuple[Seg, set[int]]] = {}
-        groups: dict[tuple[int, int], list[np.ndarray] | None] = {}
-        for seg, g in wanted:
-            if (seg.sid, g) in out:
-                continue
-            key = (seg.sid, g // PAGE_GROUP)
-            if key not in groups:  # a written-through group of pages: one file, one mapping
-                groups[key] = self.cache.get(BlockCache.group_name(*key), lambda raw, seg=seg, k=key[1]:
-                                             self._load_group(raw, seg, k))
-            if groups[key] is not None:
-                out[(seg.sid, g)] = groups[key][g % PAGE_GROUP]
-                continue
-
-            def load(raw: memoryview, seg: Seg = seg, g: int = g) -> np.ndarray:
-                fmt.verify_page(raw, seg.footer, g, f"cached page of {seg.info['key']}")
-                return fmt.decode_page(raw, seg.footer)
-
-            v = self.cache.get(BlockCache.page_name(seg.sid, g), load)
-            if v is None:
-                misses.setdefault(seg.sid, (seg, set()))[1].add(g)
-            else:
-                out[(seg.sid, g)] = v
-        runs: list[tuple[Seg, int, int, list[int]]] = []
-        for seg, gs in misses.values():
-            for g in sorted(gs):
-                a, b = seg.footer.page_range(g)
-                if (runs and runs[-1][0] is seg and g - runs[-1][2] - 1 <= _PAGE_GAP
-                        and b - seg.footer.page_range(runs[-1][1])[0] <= _MAX_RUN):
-                    runs[-1] = (seg, runs[-1][1], g, [*runs[-1][3], g])
-                else:
-                    runs.append((seg, g, g, [g]))
-        got_in: dict[tuple[int, int], int] = {}
-        run_bytes: list[int] = []
-        for i, (run, fetched) in enumerate(zip(runs, self._io.map(lambda r: self._fetch_pages(*r), runs), strict=True)):
-            seg = run[0]
-            for g, v in fetched.items():
-                out[(seg.sid, g)] = v
-                got_in[(seg.sid, g)] = i
-            run_bytes.append(seg.footer.page_range(run[2])[1] - seg.footer.page_range(run[1])[0])
-        self.tally("gets", len(runs))
-        self.tally("rerank_gets", len(runs))
-        return out, got_in, run_bytes
-
-    @staticmethod
-    def _load_group(raw: memoryview, seg: Seg, k: int) -> list[np.ndarray]:
-        """The pages of group ``k`` (a cached file of ``PAGE_GROUP`` pages), each verified."""
-        f = seg.footer
-        first, end = k * PAGE_GROUP, min((k + 1) * PAGE_GROUP, f.pages)
-        base = f.page_range(first)[0]
-        if first >= end or len(raw) != f.page_range(end - 1)[1] - base:
-            raise IntegrityError(f"cached pages of {seg.info['key']}: group {k} has the wrong size")
-        pages = []
-        for g in range(first, end):
-            a, b = f.page_range(g)
-            page = raw[a - base : b - base]
-            fmt.verify_page(page, f, g, f"cached pages of {seg.info['key']}")
-            pages.append(fmt.decode_page(page, f))
-        return pages
-
-    def _fetch_pages(self, seg: Seg, first: int, last: int, wanted: list[int]) -> dict[int, np.ndarray]:
-        f = seg.footer
-        base = f.page_range(first)[0]
-        raw = memoryview(self.get_range(seg.info["key"], base, f.page_range(last)[1]))
-        self.tally("get_bytes", len(raw))
-        out = {}
-        for g in range(first, last + 1):
-            a, b = f.page_range(g)
-            page = raw[a - base : b - base]
-            if g in wanted:
-                fmt.verify_page(page, f, g, f"cold segment {seg.info['key']}")
-                out[g] = fmt.decode_page(page, f)
-            self._cache_later(BlockCache.page_name(seg.sid, g), page)
-        return out
-
-    def _exact(self, want: list[tuple[Seg, int]]) -> tuple[list[np.ndarray], dict[tuple[int, int], int], list[int]]:
-        """Exact float32 vectors (copies) of format-2 rows ``(segment, object row)`` -> (vectors,
-        the GET each page came in, bytes per GET). Pages are read ``_PAGES_AT_ONCE`` at a time
-        and let go: a cached page is a mapped file holding a descriptor, and a large move or
-        batch would otherwise hold thousands at once (a 1M run ran out of descriptors)."""
-        keys = [(seg.sid, r // seg.footer.page_rows) for seg, r in want]
-        limit = max(8, min(_PAGES_AT_ONCE, self.cache.max_mapped // 4))
-        order = sorted(range(len(want)), key=lambda i: keys[i])
-        out: list[np.ndarray] = [np.empty(0, np.float32)] * len(want)
-        got_in: dict[tuple[int, int], int] = {}
-        run_bytes: list[int] = []
-        for at, end in _slices([keys[i] for i in order], limit):
-            chunk = order[at:end]
-            pages, got, nbytes = self._pages([(want[i][0], keys[i][1]) for i in chunk])
-            for i in chunk:
-                seg, r = want[i]
-                out[i] = np.array(pages[keys[i]][r % seg.footer.page_rows], np.float32)
-            got_in.update({key: g + len(run_bytes) for key, g in got.items()})
-            run_bytes += nbytes
-            del pages
-        return out, got_in, run_bytes
-
-    def drop_cache(self) -> None:
-        """Empty the local block cache (benchmarks: measure cache-cold queries)."""
-        self.settle()
-        self.cache.clear()
 
 
 __all__ = ["ColdSearch"]

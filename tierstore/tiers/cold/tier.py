@@ -21,7 +21,7 @@ locally), take the best-ranked over all segments until they hold the probe budge
 (:meth:`ColdTier.probe_budget`: ~``nprobe * sqrt(cold rows)``), skip those whose lower bound cannot
 beat the k-th best answer the other tiers already have, fetch the rest with parallel ranged GETs
 through an LRU block cache on local disk, verify each block's checksum, and score them all in one
-compiled scan (``coldkernels.cold_scan``): search.py.
+compiled scan (``coldkernels.cold_scan``): search.py (the reads: reads.py).
 
 A *read-only* ColdTier (another process querying the store its writer owns) never writes S3 or
 the catalog: it connects without recovery (to the writer's embedded S3 server through the
