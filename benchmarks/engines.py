@@ -238,7 +238,7 @@ class TierStore(Engine):
         st = self.store.stats()
         return {"tiers": {t: v.get("count") for t, v in st["tiers"].items()}, "policy": {
             k: st["policy"].get(k) for k in ("cycles", "moves_total", "last_cycle", "hit_ratio")},
-            # cold searches that looked at a share of their budget first, and those that stopped there
+            # cold searches whose early look decided, and those that stopped there (whole run)
             "cold_early": {k: st["tiers"].get("cold", {}).get(k, 0) for k in ("early_looks", "early_stops")}}
 
     def close(self) -> None:

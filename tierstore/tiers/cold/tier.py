@@ -75,9 +75,9 @@ def parse_url(url: str) -> tuple[str, str]:
 class ColdTier(ColdSearch, ColdWriter):
     """The cold tier behind the common interface (``search_many``) plus write/fetch/compact/verify.
 
-    Its parts: :class:`~.search.ColdSearch` (queries, fetch), :class:`~.writer.ColdWriter` (segment
-    writes, manifest, recovery, retirement); here: opening, connecting, following a writer, verify
-    and info."""
+    Its parts: :class:`~.search.ColdSearch` (queries) over :class:`~.reads.ColdReads` (fetch),
+    :class:`~.writer.ColdWriter` (segment writes, manifest, recovery, retirement); here: opening,
+    connecting, following a writer, verify and info."""
 
     name = "cold"
 
@@ -303,7 +303,7 @@ class ColdTier(ColdSearch, ColdWriter):
             return list(self.segs.values())
 
     def counter_snapshot(self) -> dict[str, int]:
-        """The tier's I/O counters (GETs, PUTs, bytes, cache hits), read under their lock."""
+        """The tier's counters (GETs, PUTs, bytes, cache hits, early looks and stops), read under their lock."""
         with self._lock:
             return dict(self.counters)
 
