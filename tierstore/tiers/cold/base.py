@@ -3,8 +3,8 @@ table (:class:`Table`), the S3 calls (errors mapped onto tierstore's), the range
 query path, and the I/O counters.
 
 :class:`ColdBase` is the base of :class:`~.tier.ColdTier`, whose parts live in sibling modules:
-``search`` (the query path) over ``reads`` (blocks, pages, stored vectors), ``writer`` (segment writes, manifest, recovery, garbage) and ``tier``
-(connecting, following a writer, verify, info). They share the state :meth:`ColdBase.__init__`
+``search`` (the query path) over ``reads`` (blocks, pages, stored vectors), ``writer`` (segment
+writes, manifest, recovery, garbage) and ``tier`` (connecting, following a writer, verify, info). They share the state :meth:`ColdBase.__init__`
 sets up; each part keeps its own helpers private.
 """
 
