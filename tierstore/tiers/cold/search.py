@@ -44,10 +44,22 @@ def _code_error(qs: np.ndarray, metric: str) -> np.ndarray:
     return (l1 * ((1.0 if metric == "l2" else 0.5) * 1.01 + (2.0 if metric == "l2" else 1.0) * rounding)).tolist()
 
 
+def _beyond_doubt(bound: float) -> float:
+    """``bound`` widened by what float32 rounding can put between two tiers' distances of one
+    vector: a candidate is out of the answer only past this."""
+    return bound + 1e-6 + 1e-5 * abs(bound)
+
+
 def _slack(est: float, bound: float, sqnorm: float) -> float:
     """The error bound of one estimate: the code's (``bound``) plus float32 rounding of the
     estimate's terms (``|v|^2`` and the sum: a few ulps of their size)."""
     return bound + 1e-6 * (abs(est) + sqnorm + 1.0)
+
+
+def _matching_rows(i: int, matched: np.ndarray, counts: np.ndarray, cum: np.ndarray) -> float:
+    """How many rows of query ``i``'s ranking match its filter, estimated from the share of the
+    rows it scanned so far that matched."""
+    return matched[i] / max(int(counts[i, 4]), 1) * float(cum[i, -1])
 
 
 class ColdSearch(ColdReads):
@@ -208,7 +220,7 @@ class ColdSearch(ColdReads):
                         # bounds ruled out most of it, or (filtered) it scanned fewer matching rows
                         # than its share of those the query would scan in all
                         if counts[i, 4] >= look[i] / 2 and (node == filters.TRUE or matched[i] >= share * self.matching_budget(
-                                nprobe, matched[i] / max(int(counts[i, 4]), 1) * float(cum[i, -1]))):
+                                nprobe, _matching_rows(i, matched, counts, cum))):
                             deciding.append(i)
                         else:
                             nxt.append(i)
@@ -255,7 +267,7 @@ class ColdSearch(ColdReads):
         its row behind until a compaction, at the very distance of its copy in hot, and would
         make every query it answers from hot go on. (A fresh catalog snapshot, not the query's:
         this is only the decision to probe further; the answer is confirmed by the query's.)"""
-        lims = [bounds[i] + 1e-6 + 1e-5 * abs(bounds[i]) for i in which]
+        lims = [_beyond_doubt(bounds[i]) for i in which]
         out = [False] * len(which)
         unsure = []  # positions in which
         with self.catalog.read(buffers=True) as txn:
@@ -307,7 +319,7 @@ class ColdSearch(ColdReads):
         if node == filters.TRUE or at[i] >= total:
             return False
         rate = matched[i] / max(int(counts[i, 4]), 1)
-        short = self.matching_budget(nprobe, rate * float(cum[i, -1])) - matched[i]
+        short = self.matching_budget(nprobe, _matching_rows(i, matched, counts, cum)) - matched[i]
         if matched[i] < k:  # (found[i] may hold fewer: an early look drops what cannot enter)
             step[i] = budget
             return True
@@ -335,7 +347,7 @@ class ColdSearch(ColdReads):
                 lim = bounds[i]
             if math.isinf(lim):
                 continue
-            lim += 1e-6 + 1e-5 * abs(lim)  # (the other tiers' distances are float32 too)
+            lim = _beyond_doubt(lim)  # (the other tiers' distances are float32 too)
             keep = [t for t in top if t[0] - t[7] <= lim]
             counts[i, 8] += len(top) - len(keep)
             tops[i] = keep
