@@ -97,6 +97,25 @@ def test_missing_binaries_name_the_package(monkeypatch):
         services.weed_binary()
 
 
+def test_a_cluster_node_whose_bus_port_was_taken_before_it_started_gets_another(tmp_path):
+    """Ports are chosen free but bound later: another process can take one in between (CI lost a
+    bus port that way). A node's first start chooses again; the cluster forms."""
+    import socket
+
+    cluster = RedisCluster(tmp_path / "c", masters=3)
+    taken = cluster.bus_ports[1]
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as squatter:
+        squatter.bind(("127.0.0.1", taken))
+        squatter.listen()
+        try:
+            cluster.start()
+            assert cluster.bus_ports[1] != taken
+            info = cluster.client(1).execute_command("CLUSTER", "INFO").decode()
+            assert "cluster_state:ok" in info and "cluster_known_nodes:3" in info
+        finally:
+            cluster.stop()
+
+
 def test_redis_cluster_forms_without_redis_cli_and_stops_by_pid(tmp_path):
     cluster = RedisCluster(tmp_path / "c", masters=3).start()
     try:

@@ -37,16 +37,34 @@ class RedisCluster:
                  appendonly: bool = False, node_timeout_ms: int = 2000) -> None:
         self.data_dir = Path(data_dir)
         self.masters = masters
-        self.servers: list[RedisServer] = []
-        self.bus_ports: list[int] = []
-        for i in range(masters + replicas):
-            bus = free_port()
-            self.bus_ports.append(bus)
-            self.servers.append(RedisServer(
-                self.data_dir / f"node{i}", port=0, search=search, appendonly=appendonly,
-                extra_args=["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
-                            "--cluster-port", str(bus), "--cluster-node-timeout", str(node_timeout_ms),
-                            "--cluster-require-full-coverage", "no", "--cluster-allow-reads-when-down", "yes"]))
+        self._opts = {"search": search, "appendonly": appendonly, "node_timeout_ms": node_timeout_ms}
+        self.bus_ports: list[int] = [free_port() for _ in range(masters + replicas)]
+        self.servers: list[RedisServer] = [self._node(i) for i in range(masters + replicas)]
+        self._started: set[int] = set()  # nodes started at least once (their ports are final)
+
+    def _node(self, i: int) -> RedisServer:
+        o = self._opts
+        return RedisServer(
+            self.data_dir / f"node{i}", port=0, search=o["search"], appendonly=o["appendonly"],
+            extra_args=["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
+                        "--cluster-port", str(self.bus_ports[i]), "--cluster-node-timeout", str(o["node_timeout_ms"]),
+                        "--cluster-require-full-coverage", "no", "--cluster-allow-reads-when-down", "yes"])
+
+    def _start_node(self, i: int) -> None:
+        """Start node ``i``. Its ports were free when chosen, but another process can take one
+        before the node binds it (CI once lost a bus port to one); on a node's first start that
+        port is chosen again (up to three tries) -- later starts must keep theirs."""
+        for attempt in range(3):
+            try:
+                self.servers[i].start()
+                self._started.add(i)
+                return
+            except TierUnavailableError as exc:
+                if i in self._started or attempt == 2 or "Address already in use" not in str(exc):
+                    raise
+                (self.data_dir / f"node{i}" / "nodes.conf").unlink(missing_ok=True)  # (it names the old ports)
+                self.bus_ports[i] = free_port()
+                self.servers[i] = self._node(i)
 
     @property
     def url(self) -> str:
@@ -67,9 +85,9 @@ class RedisCluster:
             c.close()
 
     def start(self, timeout: float = 60.0) -> RedisCluster:
-        for s in self.servers:
+        for i, s in enumerate(self.servers):
             if not s.alive():
-                s.start()
+                self._start_node(i)
         n, m = len(self.servers), self.masters
         info = self._info(0)
         if int(info.get("cluster_known_nodes", 0)) < n or int(info.get("cluster_slots_assigned", 0)) < 16384:
@@ -136,7 +154,7 @@ class RedisCluster:
     def restart(self, i: int, timeout: float = 60.0) -> None:
         """Stop node ``i`` (if running) and start it again with its nodes.conf; wait for the cluster."""
         self.servers[i].stop()
-        self.servers[i].start()
+        self._start_node(i)
         self.wait_ok(timeout)
 
     def move_slots(self, slots: Sequence[int], src: int, dst: int) -> int:
